@@ -1,0 +1,175 @@
+//! Map keys and values shared by the xnos eBPF programs and userspace.
+//!
+//! Every type here is `#[repr(C)]` plain data: its layout is the contract between the
+//! kernel side (`xnos-ebpf`) and the daemon. With the `user` feature the types implement
+//! `aya::Pod` so that userspace can read and write them in maps.
+#![no_std]
+
+/// Most switch ports one instance handles (size of the port and counter maps).
+pub const MAX_PORTS: u32 = 512;
+/// Capacity of the FDB map (static and learned entries together).
+pub const FDB_SIZE: u32 = 65_536;
+/// Size of the learn-event ring buffer in bytes (a power of two, page aligned).
+pub const LEARN_RING_BYTES: u32 = 256 * 1024;
+
+/// VLAN IDs usable on ports (802.1Q reserves 0 and 4095).
+pub const VLAN_MIN: u16 = 1;
+pub const VLAN_MAX: u16 = 4094;
+
+pub const PORT_MODE_ACCESS: u8 = 1;
+pub const PORT_MODE_TRUNK: u8 = 2;
+
+/// Configuration of one switch port, keyed by ifindex in the `PORTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortConf {
+    /// Slot of this port in the `PORT_STATS` per-CPU array (0..MAX_PORTS).
+    pub stats_slot: u32,
+    /// VLAN of untagged frames (access VLAN, or trunk native VLAN); 0 = untagged frames
+    /// are not allowed. Frames of this VLAN also leave the port untagged.
+    pub pvid: u16,
+    /// `PORT_MODE_ACCESS` or `PORT_MODE_TRUNK`.
+    pub mode: u8,
+    pub _pad: u8,
+    /// VLAN membership bitmap: bit `vid % 64` of word `vid / 64`.
+    pub members: [u64; 64],
+}
+
+impl PortConf {
+    pub const fn new(stats_slot: u32, mode: u8, pvid: u16) -> Self {
+        Self {
+            stats_slot,
+            pvid,
+            mode,
+            _pad: 0,
+            members: [0; 64],
+        }
+    }
+
+    pub fn add_member(&mut self, vid: u16) {
+        let vid = usize::from(vid & 0xfff);
+        self.members[vid >> 6] |= 1 << (vid & 63);
+    }
+
+    #[inline(always)]
+    pub fn is_member(&self, vid: u16) -> bool {
+        let vid = usize::from(vid & 0xfff);
+        match self.members.get(vid >> 6) {
+            Some(word) => word & (1 << (vid & 63)) != 0,
+            None => false,
+        }
+    }
+}
+
+/// FDB key: one entry per (VLAN, MAC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FdbKey {
+    pub mac: [u8; 6],
+    pub vlan: u16,
+}
+
+/// Static entries come from config and are never overwritten by learning.
+pub const FDB_FLAG_STATIC: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// Egress port.
+    pub ifindex: u32,
+    /// `FDB_FLAG_*`.
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the MAC was last seen as a source.
+    pub last_seen_ns: u64,
+}
+
+/// Sent on the learn ring buffer when the datapath learns a new MAC or sees it move.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LearnEvent {
+    pub key: FdbKey,
+    pub ifindex: u32,
+    /// Previous port of a station that moved; 0 for a newly learned MAC.
+    pub old_ifindex: u32,
+}
+
+/// Why the datapath dropped a frame; index into `PortStats::drops`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Truncated or malformed Ethernet/802.1Q header.
+    Malformed = 0,
+    /// A VLAN-tagged frame arrived on an access port.
+    TaggedOnAccess = 1,
+    /// A tagged frame whose VLAN the port is not a member of.
+    VlanNotAllowed = 2,
+    /// An untagged frame on a trunk port without a native VLAN.
+    UntaggedNoNative = 3,
+    /// Multicast, broadcast or all-zero source MAC.
+    InvalidSrcMac = 4,
+    /// Destination MAC was learned on the ingress port itself (filtered, as a bridge does).
+    SamePort = 5,
+    /// The FDB points at a port the datapath cannot send to.
+    NoEgress = 6,
+    /// Pushing or removing a VLAN tag failed (no headroom).
+    TagRewrite = 7,
+}
+
+pub const DROP_REASONS: usize = 8;
+
+impl DropReason {
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::Malformed,
+        DropReason::TaggedOnAccess,
+        DropReason::VlanNotAllowed,
+        DropReason::UntaggedNoNative,
+        DropReason::InvalidSrcMac,
+        DropReason::SamePort,
+        DropReason::NoEgress,
+        DropReason::TagRewrite,
+    ];
+
+    /// Stable label used by the CLI, the API and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::TaggedOnAccess => "tagged_on_access",
+            DropReason::VlanNotAllowed => "vlan_not_allowed",
+            DropReason::UntaggedNoNative => "untagged_no_native",
+            DropReason::InvalidSrcMac => "invalid_src_mac",
+            DropReason::SamePort => "same_port",
+            DropReason::NoEgress => "no_egress",
+            DropReason::TagRewrite => "tag_rewrite",
+        }
+    }
+}
+
+/// Per-port counters, one copy per CPU, summed by userspace at read time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames received on this port and flooded within their VLAN.
+    pub flooded: u64,
+    /// Frames received on this port and passed to the kernel (link-local control frames).
+    pub punted: u64,
+    /// MACs learned or moved on this port.
+    pub learned: u64,
+    pub drops: [u64; DROP_REASONS],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all of these are #[repr(C)] plain data without padding-sensitive invariants;
+    // any bit pattern is a valid value.
+    unsafe impl aya::Pod for PortConf {}
+    unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for FdbEntry {}
+    unsafe impl aya::Pod for LearnEvent {}
+    unsafe impl aya::Pod for PortStats {}
+}

@@ -1,0 +1,78 @@
+//! The forwarding database: lookup and source-MAC learning.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{HashMap, RingBuf},
+};
+use xnos_common::{
+    FDB_FLAG_STATIC, FDB_SIZE, FdbEntry, FdbKey, LEARN_RING_BYTES, LearnEvent,
+};
+
+use crate::{packet::ETH_ALEN, port::Stats};
+
+/// Refreshing last-seen on every frame would bounce the entry's cache line between CPUs;
+/// aging only needs it to the second.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+#[map]
+static FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(FDB_SIZE, 0);
+
+/// New and moved stations, for the daemon's StateDb.
+#[map]
+static LEARN_EVENTS: RingBuf = RingBuf::with_byte_size(LEARN_RING_BYTES, 0);
+
+#[inline(always)]
+pub fn lookup(vlan: u16, mac: [u8; ETH_ALEN]) -> Option<&'static FdbEntry> {
+    // SAFETY: see port::get; entries are replaced whole or updated field by field.
+    unsafe { FDB.get(&FdbKey { mac, vlan }) }
+}
+
+#[inline(always)]
+pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
+    let key = FdbKey { mac, vlan };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let old_ifindex = match FDB.get_ptr_mut(&key) {
+        Some(entry) => {
+            // SAFETY: pointer to a live map value.
+            let entry = unsafe { &mut *entry };
+            if entry.flags & FDB_FLAG_STATIC != 0 {
+                return;
+            }
+            if entry.ifindex == ifindex {
+                if now.wrapping_sub(entry.last_seen_ns) > REFRESH_NS {
+                    entry.last_seen_ns = now;
+                }
+                return;
+            }
+            let old = entry.ifindex;
+            entry.ifindex = ifindex;
+            entry.last_seen_ns = now;
+            old
+        }
+        None => {
+            let entry = FdbEntry {
+                ifindex,
+                flags: 0,
+                last_seen_ns: now,
+            };
+            // A full table or a racing CPU inserting the same MAC: nothing more to do.
+            if FDB.insert(&key, &entry, u64::from(BPF_NOEXIST)).is_err() {
+                return;
+            }
+            0
+        }
+    };
+    stats.learned();
+    // If the ring is full the daemon still finds the entry on its next FDB scan.
+    let _ = LEARN_EVENTS.output::<LearnEvent>(
+        &LearnEvent {
+            key,
+            ifindex,
+            old_ifindex,
+        },
+        0,
+    );
+}

@@ -1,0 +1,138 @@
+//! The xnos L2 datapath: XDP ingress on every switch port, and a devmap egress program
+//! that finishes flooded frames for each port.
+//!
+//! Ingress classifies the frame into a VLAN, learns its source MAC, and either redirects a
+//! known unicast frame (already tagged/untagged as the egress port wants it) or floods it.
+//! Flooded frames are normalised to carry an 802.1Q tag with their VLAN; the egress program
+//! attached to every `FLOOD_PORTS` entry then drops them on ports outside the VLAN and pops
+//! the tag on ports where the VLAN is untagged. Flooding uses devmap broadcast with
+//! BPF_F_EXCLUDE_INGRESS (kernel >= 5.15), so a frame never goes back out of its ingress port.
+#![no_std]
+#![no_main]
+
+mod fdb;
+mod packet;
+mod port;
+mod vlan;
+
+use aya_ebpf::{
+    bindings::{BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, xdp_action},
+    macros::{map, xdp},
+    maps::DevMapHash,
+    programs::XdpContext,
+};
+use xnos_common::{DropReason, MAX_PORTS, PortConf};
+
+use crate::{
+    packet::{EthHdr, ptr_at},
+    port::Stats,
+    vlan::Tag,
+};
+
+/// Known-unicast egress: frames leave exactly as the ingress program wrote them.
+#[map]
+static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+
+/// Flood targets: every port, each entry running `xnos_egress`.
+#[map]
+static FLOOD_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+
+#[xdp]
+pub fn xnos_ingress(ctx: XdpContext) -> u32 {
+    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(port) = port::get(ifindex) else {
+        // Not a switch port of this instance: leave it to the kernel.
+        return xdp_action::XDP_PASS;
+    };
+    let stats = Stats::of(port);
+    stats.rx(ctx.data_end() - ctx.data());
+    match try_ingress(&ctx, ifindex, port, &stats) {
+        Ok(action) => action,
+        Err(reason) => {
+            stats.drop(reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+fn try_ingress(
+    ctx: &XdpContext,
+    ifindex: u32,
+    port: &PortConf,
+    stats: &Stats,
+) -> Result<u32, DropReason> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Malformed)?;
+    // SAFETY: ptr_at checked that the whole header is inside the frame.
+    let (dst, src) = unsafe { ((*eth).dst, (*eth).src) };
+    let tag = Tag::parse(ctx)?;
+    let vid = vlan::classify(port, tag)?;
+
+    if src[0] & 1 != 0 || src == [0; 6] {
+        return Err(DropReason::InvalidSrcMac);
+    }
+    if packet::is_link_local(&dst) {
+        // STP, LACP, LLDP...: a bridge must not forward them; the kernel may want them.
+        stats.punt();
+        return Ok(xdp_action::XDP_PASS);
+    }
+    fdb::learn(ifindex, vid, src, stats);
+
+    if dst[0] & 1 == 0
+        && let Some(entry) = fdb::lookup(vid, dst)
+    {
+        if entry.ifindex == ifindex {
+            return Err(DropReason::SamePort);
+        }
+        let out = port::get(entry.ifindex).ok_or(DropReason::NoEgress)?;
+        if !out.is_member(vid) {
+            return Err(DropReason::NoEgress);
+        }
+        vlan::rewrite(ctx, tag, vid, out.pvid == vid)?;
+        let action = TX_PORTS
+            .redirect(entry.ifindex, 0)
+            .map_err(|_| DropReason::NoEgress)?;
+        Stats::of(out).tx(ctx.data_end() - ctx.data());
+        return Ok(action);
+    }
+
+    vlan::rewrite(ctx, tag, vid, false)?;
+    stats.flood();
+    Ok(FLOOD_PORTS
+        .redirect(0, u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))
+        .unwrap_or(xdp_action::XDP_DROP))
+}
+
+/// Runs once per destination port of a flooded frame (devmap program, kernel >= 5.8).
+#[xdp(map = "devmap")]
+pub fn xnos_egress(ctx: XdpContext) -> u32 {
+    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).egress_ifindex };
+    let Some(port) = port::get(ifindex) else {
+        return xdp_action::XDP_DROP;
+    };
+    // Ingress normalised every flooded frame to carry its VLAN tag.
+    let Ok(Some(tag)) = Tag::parse(&ctx) else {
+        return xdp_action::XDP_DROP;
+    };
+    let vid = tag.vid();
+    if !port.is_member(vid) {
+        // Outside the frame's VLAN: this port is simply not in the flood domain.
+        return xdp_action::XDP_DROP;
+    }
+    if vlan::rewrite(&ctx, Some(tag), vid, port.pvid == vid).is_err() {
+        return xdp_action::XDP_DROP;
+    }
+    Stats::of(port).tx(ctx.data_end() - ctx.data());
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

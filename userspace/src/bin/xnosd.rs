@@ -1,0 +1,124 @@
+//! xnosd: the xnos switch daemon.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::watch;
+use xnos::{
+    DEFAULT_CONFIG, DEFAULT_PIN_DIR, DEFAULT_SOCKET,
+    api::{self, Api},
+    bpffs::PinDir,
+    config::Config,
+    datapath::{Datapath, StatsReader, module},
+    link,
+    statedb::StateDb,
+};
+
+/// The xnos switch daemon: loads the XDP datapath onto the ports named in the config,
+/// keeps the switch state, and serves the API that `xnos` talks to.
+///
+/// Several instances can run side by side (for example one per network namespace) as long
+/// as each has its own --socket and --pin-dir.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Switch configuration (TOML): [[vlan]], [[port]], [[fdb]], [switch].
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Unix socket for the API (created root-only).
+    #[arg(long, env = "XNOS_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// bpffs directory for pinned programs and maps; bpffs is mounted there if needed.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Check the config and exit without touching any interface.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XNOS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match Config::load(&args.config, |name| link::ifindex(name).is_some()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("xnosd: invalid config, nothing attached: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: OK ({} ports, {} VLANs, {} static FDB entries)",
+            args.config.display(),
+            config.ports.len(),
+            config.vlans.len(),
+            config.fdb.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xnosd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xnosd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    let listener = api::bind(&args.socket)
+        .await
+        .with_context(|| format!("API socket {}", args.socket.display()))?;
+    let pin_dir = PinDir::open(&args.pin_dir)
+        .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
+    let datapath = Datapath::load(Some(pin_dir)).context("loading the datapath")?;
+    let stats = StatsReader::open(datapath.pin_dir().expect("pinned above"))
+        .context("opening the pinned counters")?;
+
+    let db = StateDb::new(config);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut datapath_task = tokio::spawn(module::run(db.clone(), datapath, shutdown_rx.clone()));
+    let api_task = tokio::spawn(api::serve(listener, Api::new(db, Some(stats)), shutdown_rx));
+    tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let early_exit = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+        result = &mut datapath_task => Some(result),
+    };
+    let _ = shutdown_tx.send(true);
+    let _ = api_task.await;
+    let _ = std::fs::remove_file(&args.socket);
+    let result = match early_exit {
+        Some(result) => result,
+        None => datapath_task.await,
+    };
+    match result {
+        Ok(Ok(datapath)) => {
+            datapath.shutdown();
+            tracing::info!("detached from all ports, pins removed");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.context("datapath module failed")),
+        Err(e) => Err(anyhow::anyhow!("datapath module panicked: {e}")),
+    }
+}

@@ -1,0 +1,487 @@
+//! The TOML config file: parsing, validation, and the desired-state tables it produces.
+//!
+//! Every error names the key and the line it is on, and a config that fails validation
+//! produces nothing: the daemon then refuses to start before touching any interface.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::Range,
+    path::Path,
+};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use xnos_common::{VLAN_MAX, VLAN_MIN};
+
+use crate::mac::MacAddr;
+
+/// Default FDB aging time in seconds, as on most switches.
+pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortModeName {
+    Access,
+    Trunk,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    #[serde(default)]
+    switch: Option<Spanned<RawSwitch>>,
+    #[serde(default)]
+    vlan: Vec<Spanned<RawVlan>>,
+    #[serde(default)]
+    port: Vec<Spanned<RawPort>>,
+    #[serde(default)]
+    fdb: Vec<Spanned<RawFdb>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSwitch {
+    fdb_aging: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawVlan {
+    id: Spanned<i64>,
+    name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPort {
+    name: Spanned<String>,
+    mode: Spanned<PortModeName>,
+    vlan: Option<Spanned<i64>>,
+    vlans: Option<Spanned<Vec<Spanned<i64>>>>,
+    native_vlan: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFdb {
+    mac: Spanned<String>,
+    vlan: Spanned<i64>,
+    port: Spanned<String>,
+}
+
+/// How a port carries VLANs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum PortMode {
+    /// Untagged frames only, all in one VLAN.
+    Access { vlan: u16 },
+    /// Tagged frames of `vlans`, plus untagged frames in `native_vlan` if set.
+    Trunk {
+        vlans: BTreeSet<u16>,
+        native_vlan: Option<u16>,
+    },
+}
+
+impl PortMode {
+    /// Every VLAN the port is a member of.
+    pub fn vlans(&self) -> BTreeSet<u16> {
+        match self {
+            PortMode::Access { vlan } => [*vlan].into(),
+            PortMode::Trunk { vlans, native_vlan } => {
+                vlans.iter().copied().chain(*native_vlan).collect()
+            }
+        }
+    }
+
+    /// The VLAN whose frames the port sends and receives untagged.
+    pub fn untagged_vlan(&self) -> Option<u16> {
+        match self {
+            PortMode::Access { vlan } => Some(*vlan),
+            PortMode::Trunk { native_vlan, .. } => *native_vlan,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub mode: PortMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VlanConfig {
+    pub id: u16,
+    /// None for VLANs that exist only because a port uses them.
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StaticFdb {
+    pub mac: MacAddr,
+    pub vlan: u16,
+    pub port: String,
+}
+
+/// The validated desired state of the switch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub fdb_aging_secs: u64,
+    pub vlans: BTreeMap<u16, VlanConfig>,
+    pub ports: BTreeMap<String, PortConfig>,
+    pub fdb: BTreeMap<(u16, MacAddr), StaticFdb>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            fdb_aging_secs: DEFAULT_FDB_AGING_SECS,
+            vlans: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            fdb: BTreeMap::new(),
+        }
+    }
+}
+
+/// Turns byte spans into line numbers for error messages.
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        ConfigError {
+            file: self.file.into(),
+            line: self.text[..start].matches('\n').count() + 1,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn vlan_id(&self, value: &Spanned<i64>, key: &str) -> Result<u16, ConfigError> {
+        let id = *value.get_ref();
+        if id < i64::from(VLAN_MIN) || id > i64::from(VLAN_MAX) {
+            return Err(self.error(
+                value.span(),
+                key,
+                format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"),
+            ));
+        }
+        Ok(id as u16)
+    }
+}
+
+impl Config {
+    /// Read and validate a config file. `link_exists` says whether a kernel interface of
+    /// that name exists (so tests can validate without real interfaces).
+    pub fn load(path: &Path, link_exists: impl Fn(&str) -> bool) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text, link_exists)
+    }
+
+    pub fn parse(
+        file: &str,
+        text: &str,
+        link_exists: impl Fn(&str) -> bool,
+    ) -> Result<Config, ConfigError> {
+        let src = Source { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            src.error(span, "(syntax)", e.message().to_string())
+        })?;
+
+        let mut config = Config::default();
+        if let Some(switch) = &raw.switch
+            && let Some(aging) = &switch.get_ref().fdb_aging
+        {
+            let secs = *aging.get_ref();
+            if !(1..=1_000_000).contains(&secs) {
+                return Err(src.error(
+                    aging.span(),
+                    "switch.fdb-aging",
+                    format!("{secs} is out of range 1..1000000 seconds"),
+                ));
+            }
+            config.fdb_aging_secs = secs as u64;
+        }
+
+        let mut vlan_names = BTreeSet::new();
+        for (i, vlan) in raw.vlan.iter().enumerate() {
+            let vlan = vlan.get_ref();
+            let key = format!("vlan[{i}]");
+            let id = src.vlan_id(&vlan.id, &format!("{key}.id"))?;
+            if config.vlans.contains_key(&id) {
+                return Err(src.error(vlan.id.span(), format!("{key}.id"), format!("VLAN {id} is defined twice")));
+            }
+            if let Some(name) = &vlan.name {
+                if name.get_ref().is_empty() {
+                    return Err(src.error(name.span(), format!("{key}.name"), "name must not be empty"));
+                }
+                if !vlan_names.insert(name.get_ref().clone()) {
+                    return Err(src.error(
+                        name.span(),
+                        format!("{key}.name"),
+                        format!("VLAN name {:?} is used twice", name.get_ref()),
+                    ));
+                }
+            }
+            config.vlans.insert(
+                id,
+                VlanConfig {
+                    id,
+                    name: vlan.name.as_ref().map(|n| n.get_ref().clone()),
+                },
+            );
+        }
+
+        for (i, port) in raw.port.iter().enumerate() {
+            let span = port.span();
+            let port = port.get_ref();
+            let key = format!("port[{i}]");
+            let name = port.name.get_ref();
+            if config.ports.contains_key(name) {
+                return Err(src.error(port.name.span(), format!("{key}.name"), format!("port {name:?} is listed twice")));
+            }
+            if !link_exists(name) {
+                return Err(src.error(
+                    port.name.span(),
+                    format!("{key}.name"),
+                    format!("no kernel interface named {name:?}"),
+                ));
+            }
+            let mode = match port.mode.get_ref() {
+                PortModeName::Access => {
+                    if let Some(v) = &port.vlans {
+                        return Err(src.error(v.span(), format!("{key}.vlans"), "`vlans` is for trunk ports; an access port has one `vlan`"));
+                    }
+                    if let Some(v) = &port.native_vlan {
+                        return Err(src.error(v.span(), format!("{key}.native-vlan"), "`native-vlan` is for trunk ports; an access port has one `vlan`"));
+                    }
+                    let vlan = port.vlan.as_ref().ok_or_else(|| {
+                        src.error(span.clone(), format!("{key}.vlan"), format!("access port {name:?} needs `vlan = <1..4094>`"))
+                    })?;
+                    PortMode::Access {
+                        vlan: src.vlan_id(vlan, &format!("{key}.vlan"))?,
+                    }
+                }
+                PortModeName::Trunk => {
+                    if let Some(v) = &port.vlan {
+                        return Err(src.error(v.span(), format!("{key}.vlan"), "`vlan` is for access ports; a trunk has `vlans` and an optional `native-vlan`"));
+                    }
+                    let mut vlans = BTreeSet::new();
+                    for (j, v) in port.vlans.iter().flat_map(|v| v.get_ref()).enumerate() {
+                        let id = src.vlan_id(v, &format!("{key}.vlans[{j}]"))?;
+                        if !vlans.insert(id) {
+                            return Err(src.error(v.span(), format!("{key}.vlans[{j}]"), format!("VLAN {id} is listed twice")));
+                        }
+                    }
+                    let native_vlan = port
+                        .native_vlan
+                        .as_ref()
+                        .map(|v| src.vlan_id(v, &format!("{key}.native-vlan")))
+                        .transpose()?;
+                    if vlans.is_empty() && native_vlan.is_none() {
+                        return Err(src.error(span.clone(), format!("{key}.vlans"), format!("trunk port {name:?} carries no VLAN: give `vlans` and/or `native-vlan`")));
+                    }
+                    PortMode::Trunk { vlans, native_vlan }
+                }
+            };
+            for id in mode.vlans() {
+                config.vlans.entry(id).or_insert(VlanConfig { id, name: None });
+            }
+            config.ports.insert(name.clone(), PortConfig { name: name.clone(), mode });
+        }
+
+        for (i, fdb) in raw.fdb.iter().enumerate() {
+            let fdb = fdb.get_ref();
+            let key = format!("fdb[{i}]");
+            let mac: MacAddr = fdb
+                .mac
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::mac::ParseMacError| src.error(fdb.mac.span(), format!("{key}.mac"), e.to_string()))?;
+            if mac.is_multicast() || mac.is_zero() {
+                return Err(src.error(fdb.mac.span(), format!("{key}.mac"), format!("{mac} is not a unicast address")));
+            }
+            let vlan = src.vlan_id(&fdb.vlan, &format!("{key}.vlan"))?;
+            let port_name = fdb.port.get_ref();
+            let Some(port) = config.ports.get(port_name) else {
+                return Err(src.error(fdb.port.span(), format!("{key}.port"), format!("{port_name:?} is not a configured [[port]]")));
+            };
+            if !port.mode.vlans().contains(&vlan) {
+                return Err(src.error(fdb.vlan.span(), format!("{key}.vlan"), format!("port {port_name:?} is not in VLAN {vlan}")));
+            }
+            if config.fdb.contains_key(&(vlan, mac)) {
+                return Err(src.error(fdb.mac.span(), format!("{key}.mac"), format!("{mac} in VLAN {vlan} is defined twice")));
+            }
+            config.fdb.insert(
+                (vlan, mac),
+                StaticFdb {
+                    mac,
+                    vlan,
+                    port: port_name.clone(),
+                },
+            );
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("test.toml", text, |name| name.starts_with("swp"))
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).expect_err("config should be rejected")
+    }
+
+    const GOOD: &str = r#"
+[switch]
+fdb-aging = 60
+
+[[vlan]]
+id = 10
+name = "servers"
+
+[[port]]
+name = "swp1"        # an existing kernel interface
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp3"
+mode = "trunk"
+vlans = [10, 20]
+native-vlan = 1      # optional
+
+[[fdb]]
+mac = "02:00:00:00:00:10"
+vlan = 10
+port = "swp1"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.fdb_aging_secs, 60);
+        assert_eq!(config.ports["swp1"].mode, PortMode::Access { vlan: 10 });
+        assert_eq!(
+            config.ports["swp3"].mode,
+            PortMode::Trunk {
+                vlans: [10, 20].into(),
+                native_vlan: Some(1)
+            }
+        );
+        assert_eq!(config.vlans.keys().copied().collect::<Vec<_>>(), [1, 10, 20]);
+        assert_eq!(config.vlans[&10].name.as_deref(), Some("servers"));
+        assert_eq!(config.vlans[&20].name, None);
+        let mac = "02:00:00:00:00:10".parse().unwrap();
+        assert_eq!(config.fdb[&(10, mac)].port, "swp1");
+    }
+
+    #[test]
+    fn empty_config_is_valid() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_port_names_key_and_line() {
+        let e = err("[[port]]\nname = \"eth9\"\nmode = \"access\"\nvlan = 1\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "port[0].name"));
+        assert!(e.message.contains("no kernel interface named \"eth9\""), "{e}");
+    }
+
+    #[test]
+    fn vlan_out_of_range() {
+        for (text, key, line) in [
+            ("[[vlan]]\nid = 4095\n", "vlan[0].id", 2),
+            ("[[vlan]]\nid = 0\n", "vlan[0].id", 2),
+            ("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 5000\n", "port[0].vlan", 4),
+            ("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlans = [10,\n 4095]\n", "port[0].vlans[1]", 5),
+            ("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nnative-vlan = -1\n", "port[0].native-vlan", 4),
+        ] {
+            let e = err(text);
+            assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
+            assert!(e.message.contains("out of range 1..4094"), "{e}");
+        }
+    }
+
+    #[test]
+    fn access_port_without_vlan() {
+        let e = err("\n[[port]]\nname = \"swp1\"\nmode = \"access\"\n");
+        assert_eq!((e.key.as_str(), e.line), ("port[0].vlan", 2));
+    }
+
+    #[test]
+    fn duplicates() {
+        let e = err("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 2\n");
+        assert_eq!((e.key.as_str(), e.line), ("port[1].name", 6));
+        let e = err("[[vlan]]\nid = 10\n[[vlan]]\nid = 10\n");
+        assert_eq!((e.key.as_str(), e.line), ("vlan[1].id", 4));
+        let e = err("[[vlan]]\nid = 10\nname = \"a\"\n[[vlan]]\nid = 11\nname = \"a\"\n");
+        assert_eq!((e.key.as_str(), e.line), ("vlan[1].name", 6));
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_name_the_line() {
+        let e = err("[[vlan]]\nid = 10\nname = \"x\n");
+        assert_eq!((e.key.as_str(), e.line), ("(syntax)", 3));
+        let e = err("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\nspeed = 10\n");
+        assert_eq!(e.line, 5);
+        assert!(e.message.contains("unknown field `speed`"), "{e}");
+        let e = err("[[port]]\nname = \"swp1\"\nmode = \"hybrid\"\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("unknown variant `hybrid`"), "{e}");
+    }
+
+    #[test]
+    fn mode_specific_keys() {
+        let e = err("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\nvlans = [2]\n");
+        assert_eq!(e.key, "port[0].vlans");
+        let e = err("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlan = 1\n");
+        assert_eq!(e.key, "port[0].vlan");
+        let e = err("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\n");
+        assert_eq!(e.key, "port[0].vlans");
+    }
+
+    #[test]
+    fn static_fdb_is_checked() {
+        let base = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n";
+        for (fdb, key) in [
+            ("mac = \"02:00:00:00:00:10\"\nvlan = 10\nport = \"swp2\"\n", "fdb[0].port"),
+            ("mac = \"02:00:00:00:00:10\"\nvlan = 20\nport = \"swp1\"\n", "fdb[0].vlan"),
+            ("mac = \"01:00:5e:00:00:01\"\nvlan = 10\nport = \"swp1\"\n", "fdb[0].mac"),
+            ("mac = \"nonsense\"\nvlan = 10\nport = \"swp1\"\n", "fdb[0].mac"),
+        ] {
+            let e = err(&format!("{base}[[fdb]]\n{fdb}"));
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn error_display_is_one_line_with_file_and_line() {
+        let e = err("[[vlan]]\nid = 9999\n");
+        assert_eq!(e.to_string(), "test.toml:2: vlan[0].id: VLAN 9999 is out of range 1..4094");
+    }
+}

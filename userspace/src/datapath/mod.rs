@@ -1,0 +1,401 @@
+//! The datapath: loads the XDP programs, pins them, and is the only code that writes the
+//! BPF maps. [`module::run`] is the module that keeps the maps in line with StateDb.
+
+pub mod module;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{
+        DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        xdp::XdpMapError,
+    },
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    util::nr_cpus,
+};
+use xnos_common::{FdbEntry, FdbKey, PortConf, PortStats};
+
+use crate::bpffs::PinDir;
+
+/// The compiled eBPF object (ebpf/xnos-ebpf), built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos"));
+
+pub const INGRESS_PROGRAM: &str = "xnos_ingress";
+pub const EGRESS_PROGRAM: &str = "xnos_egress";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object failed")]
+    Load(#[source] Box<EbpfError>),
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("devmap {name}")]
+    DevMap {
+        name: &'static str,
+        #[source]
+        source: Box<XdpMapError>,
+    },
+    #[error("pinning {path}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching XDP to ifindex {ifindex} (tried native and generic mode)")]
+    Attach {
+        ifindex: u32,
+        #[source]
+        source: Box<ProgramError>,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
+    move |source| DatapathError::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+fn devmap_err(name: &'static str) -> impl FnOnce(XdpMapError) -> DatapathError {
+    move |source| DatapathError::DevMap {
+        name,
+        source: Box::new(source),
+    }
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
+    move |source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// How XDP is attached to a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (fast; needed for XDP redirect on most NICs).
+    Native,
+    /// In the kernel's generic receive path (any interface, slower).
+    Generic,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// Files this instance pinned; removed when dropped (clean shutdown or unwinding panic).
+struct Pins {
+    files: Vec<PathBuf>,
+    dir: PinDir,
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for file in self.files.iter().rev() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    ports: HashMap<MapData, u32, PortConf>,
+    stats: PerCpuArray<MapData, PortStats>,
+    fdb: HashMap<MapData, FdbKey, FdbEntry>,
+    tx_ports: DevMapHash<MapData>,
+    flood_ports: DevMapHash<MapData>,
+    learn_events: Option<RingBuf<MapData>>,
+    links: BTreeMap<u32, (XdpLinkId, AttachMode)>,
+    // Declared last: pins are removed after the links are gone.
+    pins: Option<Pins>,
+}
+
+impl Datapath {
+    /// Load the programs and create the maps (through the verifier); optionally pin them.
+    pub fn load(pin_dir: Option<PinDir>) -> Result<Self, DatapathError> {
+        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| DatapathError::Load(Box::new(e)))?;
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(ProgramError::NotLoaded)
+                .and_then(|p| p.try_into())
+                .map_err(prog_err(name))?;
+            program.load().map_err(prog_err(name))?;
+        }
+        let pins = match pin_dir {
+            Some(dir) => Some(Self::pin(&mut ebpf, dir)?),
+            None => None,
+        };
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| map_err(name)(MapError::InvalidName { name: name.into() }))
+        };
+        let ports = take("PORTS")?;
+        let stats = take("PORT_STATS")?;
+        let fdb = take("FDB")?;
+        let tx_ports = take("TX_PORTS")?;
+        let flood_ports = take("FLOOD_PORTS")?;
+        let learn_events = take("LEARN_EVENTS")?;
+        Ok(Self {
+            ports: HashMap::try_from(ports).map_err(map_err("PORTS"))?,
+            stats: PerCpuArray::try_from(stats).map_err(map_err("PORT_STATS"))?,
+            fdb: HashMap::try_from(fdb).map_err(map_err("FDB"))?,
+            tx_ports: DevMapHash::try_from(tx_ports).map_err(map_err("TX_PORTS"))?,
+            flood_ports: DevMapHash::try_from(flood_ports).map_err(map_err("FLOOD_PORTS"))?,
+            learn_events: Some(RingBuf::try_from(learn_events).map_err(map_err("LEARN_EVENTS"))?),
+            links: BTreeMap::new(),
+            ebpf,
+            pins,
+        })
+    }
+
+    /// Pins every program under `<dir>/progs/` and every map under `<dir>/maps/`, so that
+    /// `bpftool` and other tools can find them.
+    fn pin(ebpf: &mut Ebpf, dir: PinDir) -> Result<Pins, DatapathError> {
+        let mut pins = Pins {
+            files: Vec::new(),
+            dir,
+        };
+        let root = pins.dir.path().to_path_buf();
+        let pin_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source: std::io::Error| DatapathError::Pin { path, source }
+        };
+        for sub in ["maps", "progs"] {
+            let path = root.join(sub);
+            if !path.exists() {
+                std::fs::create_dir(&path).map_err(pin_err(&path))?;
+            }
+        }
+        for (name, map) in ebpf.maps() {
+            let path = root.join("maps").join(name);
+            // A leftover from an instance that died without cleaning up is replaced.
+            let _ = std::fs::remove_file(&path);
+            map.pin(&path)
+                .map_err(|e| pin_err(&path)(std::io::Error::other(e)))?;
+            pins.files.push(path);
+        }
+        for (name, program) in ebpf.programs_mut() {
+            let path = root.join("progs").join(name);
+            let _ = std::fs::remove_file(&path);
+            program
+                .pin(&path)
+                .map_err(|e| pin_err(&path)(std::io::Error::other(e)))?;
+            pins.files.push(path);
+        }
+        Ok(pins)
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir.path())
+    }
+
+    fn program<'a>(ebpf: &'a Ebpf, name: &'static str) -> &'a Xdp {
+        match ebpf.program(name) {
+            Some(aya::programs::Program::Xdp(p)) => p,
+            _ => unreachable!("{name} is loaded as XDP in Datapath::load"),
+        }
+    }
+
+    /// The loaded ingress program, for BPF_PROG_TEST_RUN.
+    pub fn ingress_fd(&self) -> Result<BorrowedFd<'_>, DatapathError> {
+        let fd = Self::program(&self.ebpf, INGRESS_PROGRAM)
+            .fd()
+            .map_err(prog_err(INGRESS_PROGRAM))?;
+        Ok(fd.as_fd())
+    }
+
+    /// The ring buffer of learn events; the module that drains it takes it once.
+    pub fn take_learn_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.learn_events.take()
+    }
+
+    pub fn ports(&self) -> Result<BTreeMap<u32, PortConf>, DatapathError> {
+        self.ports
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("PORTS"))
+    }
+
+    /// Add or update a port: its config, its egress slots for unicast and flooding.
+    pub fn set_port(&mut self, ifindex: u32, conf: PortConf) -> Result<(), DatapathError> {
+        if self.tx_ports.get(ifindex, 0).is_err() {
+            self.tx_ports
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(devmap_err("TX_PORTS"))?;
+        }
+        if self.flood_ports.get(ifindex, 0).is_err() {
+            let egress = Self::program(&self.ebpf, EGRESS_PROGRAM)
+                .fd()
+                .map_err(prog_err(EGRESS_PROGRAM))?;
+            self.flood_ports
+                .insert(ifindex, ifindex, Some(egress), 0)
+                .map_err(devmap_err("FLOOD_PORTS"))?;
+        }
+        self.ports
+            .insert(ifindex, conf, 0)
+            .map_err(map_err("PORTS"))
+    }
+
+    /// Remove a port from every map and detach XDP from it.
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.detach(ifindex)?;
+        let _ = self.flood_ports.remove(ifindex);
+        let _ = self.tx_ports.remove(ifindex);
+        match self.ports.remove(&ifindex) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("PORTS")(e)),
+        }
+    }
+
+    pub fn attached(&self, ifindex: u32) -> Option<AttachMode> {
+        self.links.get(&ifindex).map(|(_, mode)| *mode)
+    }
+
+    /// Attach the ingress program to a port: native mode if the driver supports it,
+    /// otherwise generic. A no-op if already attached.
+    pub fn attach(&mut self, ifindex: u32) -> Result<AttachMode, DatapathError> {
+        if let Some(mode) = self.attached(ifindex) {
+            return Ok(mode);
+        }
+        let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
+            Some(aya::programs::Program::Xdp(p)) => p,
+            _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
+        };
+        let (link, mode) = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(link) => (link, AttachMode::Native),
+            Err(native_err) => {
+                tracing::info!(ifindex, error = %native_err, "native XDP unavailable, using generic XDP");
+                let link = program
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|source| DatapathError::Attach {
+                        ifindex,
+                        source: Box::new(source),
+                    })?;
+                (link, AttachMode::Generic)
+            }
+        };
+        self.links.insert(ifindex, (link, mode));
+        Ok(mode)
+    }
+
+    pub fn detach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        if let Some((link, _)) = self.links.remove(&ifindex) {
+            let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
+                Some(aya::programs::Program::Xdp(p)) => p,
+                _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
+            };
+            program.detach(link).map_err(prog_err(INGRESS_PROGRAM))?;
+        }
+        Ok(())
+    }
+
+    /// Detach from every port; pins go when `self` is dropped.
+    pub fn shutdown(mut self) {
+        let attached: Vec<u32> = self.links.keys().copied().collect();
+        for ifindex in attached {
+            if let Err(e) = self.detach(ifindex) {
+                tracing::warn!(ifindex, error = %e, "detach failed");
+            }
+        }
+    }
+
+    pub fn fdb_entries(&self) -> Result<Vec<(FdbKey, FdbEntry)>, DatapathError> {
+        let mut entries = Vec::new();
+        for item in self.fdb.iter() {
+            match item {
+                Ok(entry) => entries.push(entry),
+                // An entry deleted by aging or a move while we iterate.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("FDB")(e)),
+            }
+        }
+        Ok(entries)
+    }
+
+    pub fn fdb_get(&self, key: &FdbKey) -> Option<FdbEntry> {
+        self.fdb.get(key, 0).ok()
+    }
+
+    pub fn fdb_insert(&mut self, key: FdbKey, entry: FdbEntry) -> Result<(), DatapathError> {
+        self.fdb.insert(key, entry, 0).map_err(map_err("FDB"))
+    }
+
+    pub fn fdb_remove(&mut self, key: &FdbKey) -> Result<(), DatapathError> {
+        match self.fdb.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("FDB")(e)),
+        }
+    }
+
+    /// A port's counters summed over all CPUs.
+    pub fn port_stats(&self, slot: u32) -> Result<PortStats, DatapathError> {
+        let per_cpu = self.stats.get(&slot, 0).map_err(map_err("PORT_STATS"))?;
+        Ok(sum_stats(per_cpu.iter()))
+    }
+
+    /// Zero a counter slot before a new port uses it.
+    pub fn reset_stats(&mut self, slot: u32) -> Result<(), DatapathError> {
+        let cpus = nr_cpus().map_err(|(_, e)| map_err("PORT_STATS")(MapError::IoError(e)))?;
+        let zero = PerCpuValues::try_from(vec![PortStats::default(); cpus])
+            .map_err(|e| map_err("PORT_STATS")(MapError::IoError(e)))?;
+        self.stats
+            .set(slot, zero, 0)
+            .map_err(map_err("PORT_STATS"))
+    }
+}
+
+pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats {
+    let mut total = PortStats::default();
+    for s in per_cpu {
+        total.rx_packets += s.rx_packets;
+        total.rx_bytes += s.rx_bytes;
+        total.tx_packets += s.tx_packets;
+        total.tx_bytes += s.tx_bytes;
+        total.flooded += s.flooded;
+        total.punted += s.punted;
+        total.learned += s.learned;
+        for (t, d) in total.drops.iter_mut().zip(s.drops) {
+            *t += d;
+        }
+    }
+    total
+}
+
+/// Read-only access to the counters of a running instance through its pinned map.
+pub struct StatsReader {
+    stats: PerCpuArray<MapData, PortStats>,
+}
+
+impl StatsReader {
+    pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let data = MapData::from_pin(pin_dir.join("maps/PORT_STATS")).map_err(map_err("PORT_STATS"))?;
+        let stats = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err("PORT_STATS"))?;
+        Ok(Self { stats })
+    }
+
+    pub fn get(&self, slot: u32) -> Result<PortStats, DatapathError> {
+        let per_cpu = self.stats.get(&slot, 0).map_err(map_err("PORT_STATS"))?;
+        Ok(sum_stats(per_cpu.iter()))
+    }
+}

@@ -1,0 +1,19 @@
+//! xnos: an XDP switch. This library holds everything the daemon (`xnosd`) and the CLI
+//! (`xnos`) share: the config format, the central state database, the datapath module
+//! that owns the BPF maps, and the API spoken over the daemon's unix socket.
+
+pub mod api;
+pub mod bpffs;
+pub mod config;
+pub mod datapath;
+pub mod link;
+pub mod mac;
+pub mod statedb;
+pub mod testrun;
+
+/// Where `xnosd` listens and `xnos` connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/xnos/xnosd.sock";
+/// Where `xnosd` pins its programs and maps unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xnos";
+/// Default config file of `xnosd`.
+pub const DEFAULT_CONFIG: &str = "/etc/xnos/xnos.toml";
