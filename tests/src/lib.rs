@@ -1,1 +1,572 @@
+//! Test topology helpers: network namespaces, veth ports, a real `xnosd` per switch, and
+//! raw AF_PACKET sockets for crafted (including VLAN-tagged) frames.
+//!
+//! Everything is RAII: dropping a [`Netns`] deletes it (and with it its veths), dropping a
+//! [`Daemon`] stops the process. Names carry the process id and a counter, so tests can
+//! run in parallel and never collide with anything else on the machine.
 
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::sched::{CloneFlags, setns};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call, e.g. `xt1234-7`.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skip (return early from) a test that needs root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipping: needs root (network namespaces, BPF)");
+            return;
+        }
+    };
+}
+
+/// Run a command, failing with its stderr if it fails.
+pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let output = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("spawning {cmd}"))?;
+    if !output.status.success() {
+        bail!(
+            "{cmd} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(output)
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let name = unique_name(prefix);
+        run("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        Ok(String::from_utf8_lossy(&run("ip", &full)?.stdout).into_owned())
+    }
+
+    /// A command run inside the namespace (`ip netns exec`), not checked.
+    pub fn command(&self, cmd: &str) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name, cmd])
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run a command inside the namespace, failing with its stderr if it fails.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.command(cmd).args(args).output()?;
+        if !output.status.success() {
+            bail!(
+                "{cmd} {} in {} failed: {}{}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Run `f` with the calling thread inside this namespace; sockets opened there stay
+    /// in it. The thread returns to its own namespace afterwards.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> anyhow::Result<R> {
+        let home = File::open("/proc/thread-self/ns/net").context("opening own netns")?;
+        let target = File::open(format!("/run/netns/{}", self.name))
+            .with_context(|| format!("opening netns {}", self.name))?;
+        setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("setns into test netns")?;
+        let result = f();
+        setns(home.as_fd(), CloneFlags::CLONE_NEWNET).expect("returning to own netns");
+        Ok(result)
+    }
+
+    /// The ifindex of `ifname` inside this namespace.
+    pub fn ifindex(&self, ifname: &str) -> anyhow::Result<u32> {
+        let out = self.ip(&["-o", "link", "show", "dev", ifname])?;
+        out.split(':')
+            .next()
+            .and_then(|i| i.trim().parse().ok())
+            .with_context(|| format!("no ifindex for {ifname} in {}", self.name))
+    }
+
+    pub fn mac(&self, ifname: &str) -> anyhow::Result<[u8; 6]> {
+        let out = self.ip(&["-o", "link", "show", "dev", ifname])?;
+        let mac = out
+            .split("link/ether ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .with_context(|| format!("no MAC for {ifname}"))?;
+        parse_mac(mac)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        bail!("bad MAC {text}");
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16)?;
+    }
+    Ok(mac)
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// A host: its own namespace with `eth0`, cabled to port `port` of a switch namespace.
+pub struct Host {
+    pub ns: Netns,
+    pub port: String,
+    pub mac: [u8; 6],
+}
+
+impl Host {
+    /// Create the host and a veth pair `eth0` (host) <-> `port` (in `switch`).
+    /// GRO is enabled on eth0 so that the switch can XDP-redirect into the pair.
+    pub fn new(switch: &Netns, port: &str, mac: [u8; 6]) -> anyhow::Result<Self> {
+        let ns = Netns::new("xh")?;
+        switch.ip(&[
+            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name(),
+        ])?;
+        ns.ip(&["link", "set", "eth0", "address", &format_mac(mac)])?;
+        // No IPv6 autoconf chatter on the wire we observe.
+        ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+        ns.exec("ethtool", &["-K", "eth0", "gro", "on"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        switch.ip(&["link", "set", port, "up"])?;
+        Ok(Self {
+            ns,
+            port: port.into(),
+            mac,
+        })
+    }
+
+    pub fn add_address(&self, cidr: &str) -> anyhow::Result<()> {
+        self.ns.ip(&["addr", "add", cidr, "dev", "eth0"])?;
+        Ok(())
+    }
+
+    /// `ping -c count` to `ip`; true if every reply came back.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.ns
+            .command("ping")
+            .args(["-c", &count.to_string(), "-i", "0.2", "-W", "1", "-q", ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// A raw socket on this host's eth0.
+    pub fn socket(&self) -> anyhow::Result<PacketSocket> {
+        self.ns.enter(|| PacketSocket::bind("eth0"))?
+    }
+}
+
+/// The switch's namespace and the hosts cabled to it.
+pub struct Topology {
+    pub hosts: Vec<Host>,
+    pub switch: Netns,
+}
+
+impl Topology {
+    /// A switch with one host per entry of `ports`; host `i` gets MAC 02:00:00:00:<i+1>:01.
+    pub fn new(ports: &[&str]) -> anyhow::Result<Self> {
+        let switch = Netns::new("xs")?;
+        let mut hosts = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            hosts.push(Host::new(&switch, port, [2, 0, 0, 0, i as u8 + 1, 1])?);
+        }
+        Ok(Self { hosts, switch })
+    }
+
+    /// True if no Linux bridge exists in the switch namespace.
+    pub fn no_bridge(&self) -> anyhow::Result<bool> {
+        Ok(self.switch.ip(&["-o", "link", "show", "type", "bridge"])?.trim().is_empty())
+    }
+
+    /// True if an XDP program is attached to `port`.
+    pub fn xdp_attached(&self, port: &str) -> anyhow::Result<bool> {
+        let out = self.switch.ip(&["-d", "link", "show", "dev", port])?;
+        Ok(out.contains("prog/xdp"))
+    }
+}
+
+/// Locate a binary of the `xnos` package next to the test executable's target dir.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (`cargo build -p xnos --bins`; `cargo xtask test` does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running xnosd in a switch namespace; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    /// Start xnosd in `switch` with `config` and wait until its API answers.
+    pub fn start(switch: &Netns, config: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("xnos-{}", switch.name()));
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("xnos.toml");
+        std::fs::write(&config_path, config)?;
+        let socket = dir.join("xnosd.sock");
+        let log = File::create(dir.join("xnosd.log"))?;
+        let child = switch
+            .command(binary("xnosd")?.to_str().context("path")?)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--pin-dir")
+            .arg(dir.join("bpf"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mut daemon = Self {
+            child: Some(child),
+            socket,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("xnosd exited with {status}: {}", daemon.log());
+            }
+            if daemon.xnos(&["show", "ports", "--json"]).is_ok() {
+                return Ok(daemon);
+            }
+            if Instant::now() > deadline {
+                bail!("xnosd did not come up: {}", daemon.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("xnosd.log")).unwrap_or_default()
+    }
+
+    /// Run the CLI against this daemon; Err carries stderr.
+    pub fn xnos(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(binary("xnos")?)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            bail!("xnos {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub fn json(&self, table: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.xnos(&["show", table, "--json"])?)?)
+    }
+
+    /// The counters of one port from `xnos show ports --json`.
+    pub fn counters(&self, port: &str) -> anyhow::Result<serde_json::Value> {
+        let ports = self.json("ports")?;
+        ports
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == port))
+            .map(|p| p["counters"].clone())
+            .with_context(|| format!("port {port} not in show ports"))
+    }
+
+    /// Wait until `xnos show fdb --json` has `mac` in `vlan` on `port`.
+    pub fn wait_fdb(&self, vlan: u16, mac: [u8; 6], port: &str) -> anyhow::Result<serde_json::Value> {
+        let mac = format_mac(mac);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let fdb = self.json("fdb")?;
+            if let Some(entry) = fdb.as_array().and_then(|a| {
+                a.iter()
+                    .find(|e| e["mac"] == mac.as_str() && e["vlan"] == vlan && e["port"] == port)
+            }) {
+                return Ok(entry.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("{mac} never appeared on {port} in VLAN {vlan}: {fdb}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop with SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("xnosd ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+/// An AF_PACKET socket on one interface. Received frames get their VLAN tag back: the
+/// kernel strips it into metadata (PACKET_AUXDATA), and tests want the wire bytes.
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl PacketSocket {
+    pub fn bind(ifname: &str) -> anyhow::Result<Self> {
+        let name = CString::new(ifname)?;
+        // SAFETY: plain syscalls on a fresh fd; sockaddr_ll fully initialised.
+        unsafe {
+            let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ALL.to_be()));
+            if raw < 0 {
+                return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+            }
+            let fd = OwnedFd::from_raw_fd(raw);
+            let ifindex = libc::if_nametoindex(name.as_ptr());
+            if ifindex == 0 {
+                bail!("no interface {ifname}");
+            }
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                &one as *const _ as *const libc::c_void,
+                size_of::<libc::c_int>() as u32,
+            );
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = ETH_P_ALL.to_be();
+            addr.sll_ifindex = ifindex as i32;
+            if libc::bind(
+                raw,
+                &addr as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_ll>() as u32,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
+            }
+            Ok(Self { fd })
+        }
+    }
+
+    pub fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
+        // SAFETY: frame is a valid buffer of its length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error()).context("send(AF_PACKET)");
+        }
+        Ok(())
+    }
+
+    /// Every frame received within `wait` for which `keep` is true (outgoing frames of
+    /// this host are skipped).
+    pub fn collect(&self, wait: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut frames = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.recv(left) {
+                Some(frame) if keep(&frame) => frames.push(frame),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        frames
+    }
+
+    fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().max(1) as i32) };
+            if ready <= 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; 65536];
+            let mut cmsg = [0u64; 64];
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: msghdr points at live buffers of the given sizes.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+            msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&cmsg);
+            // SAFETY: as above.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+            if n < 0 {
+                continue;
+            }
+            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                continue;
+            }
+            buf.truncate(n as usize);
+            // SAFETY: walking the control messages the kernel wrote into msg.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                        let aux = (libc::CMSG_DATA(c) as *const libc::tpacket_auxdata).read_unaligned();
+                        if aux.tp_status & TP_STATUS_VLAN_VALID != 0 && buf.len() >= 12 {
+                            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                                aux.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            };
+                            let mut tag = tpid.to_be_bytes().to_vec();
+                            tag.extend_from_slice(&aux.tp_vlan_tci.to_be_bytes());
+                            buf.splice(12..12, tag);
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+            return Some(buf);
+        }
+    }
+}
+
+/// EtherType used by test frames (IEEE "local experimental"), so captures ignore noise.
+pub const TEST_ETHERTYPE: u16 = 0x88b5;
+
+/// A test frame: `dst`, `src`, optional 802.1Q tag, TEST_ETHERTYPE and `marker` in the
+/// payload, padded to the 60-byte minimum.
+pub fn test_frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, marker: u32) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(64);
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    if let Some(vid) = vlan {
+        frame.extend_from_slice(&0x8100u16.to_be_bytes());
+        frame.extend_from_slice(&vid.to_be_bytes());
+    }
+    frame.extend_from_slice(&TEST_ETHERTYPE.to_be_bytes());
+    frame.extend_from_slice(&marker.to_be_bytes());
+    frame.resize(frame.len().max(60), 0);
+    frame
+}
+
+/// Parse a captured test frame: (vlan tag if any, marker), or None if not a test frame.
+pub fn parse_test_frame(frame: &[u8]) -> Option<(Option<u16>, u32)> {
+    let eth = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    let vlan = eth.vlan.as_ref().map(|v| match v {
+        etherparse::VlanSlice::SingleVlan(s) => s.vlan_identifier().value(),
+        etherparse::VlanSlice::DoubleVlan(d) => d.outer().vlan_identifier().value(),
+    });
+    let ether_type = match &eth.link {
+        Some(etherparse::LinkSlice::Ethernet2(e)) => e.ether_type(),
+        _ => return None,
+    };
+    let inner_type = eth
+        .vlan
+        .as_ref()
+        .map(|v| match v {
+            etherparse::VlanSlice::SingleVlan(s) => s.ether_type(),
+            etherparse::VlanSlice::DoubleVlan(d) => d.inner().ether_type(),
+        })
+        .unwrap_or(ether_type);
+    if inner_type.0 != TEST_ETHERTYPE {
+        return None;
+    }
+    let offset = 14 + if vlan.is_some() { 4 } else { 0 };
+    let marker = u32::from_be_bytes(frame.get(offset..offset + 4)?.try_into().ok()?);
+    Some((vlan, marker))
+}

@@ -15,6 +15,7 @@ use nix::{
 pub struct PinDir {
     path: PathBuf,
     mounted_by_us: bool,
+    created_by_us: bool,
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -29,13 +30,16 @@ impl PinDir {
             return Ok(Self {
                 path: path.into(),
                 mounted_by_us: false,
+                created_by_us: false,
             });
         }
-        if !path.exists() && path.parent().is_some_and(is_bpffs) {
+        let created_by_us = !path.exists();
+        if created_by_us && path.parent().is_some_and(is_bpffs) {
             std::fs::create_dir(path)?;
             return Ok(Self {
                 path: path.into(),
                 mounted_by_us: false,
+                created_by_us,
             });
         }
         std::fs::create_dir_all(path)?;
@@ -50,6 +54,7 @@ impl PinDir {
         Ok(Self {
             path: path.into(),
             mounted_by_us: true,
+            created_by_us,
         })
     }
 
@@ -62,6 +67,9 @@ impl Drop for PinDir {
     fn drop(&mut self) {
         if self.mounted_by_us {
             let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+        }
+        if self.created_by_us {
+            let _ = std::fs::remove_dir(&self.path);
         }
     }
 }

@@ -114,6 +114,9 @@ impl Drop for Pins {
         for file in self.files.iter().rev() {
             let _ = std::fs::remove_file(file);
         }
+        for sub in ["maps", "progs"] {
+            let _ = std::fs::remove_dir(self.dir.path().join(sub));
+        }
     }
 }
 
