@@ -181,7 +181,16 @@ impl Host {
     pub fn new(switch: &Netns, port: &str, mac: [u8; 6]) -> anyhow::Result<Self> {
         let ns = Netns::new("xh")?;
         switch.ip(&[
-            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name(),
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
         ])?;
         ns.ip(&["link", "set", "eth0", "address", &format_mac(mac)])?;
         // No IPv6 autoconf chatter on the wire we observe.
@@ -237,7 +246,11 @@ impl Topology {
 
     /// True if no Linux bridge exists in the switch namespace.
     pub fn no_bridge(&self) -> anyhow::Result<bool> {
-        Ok(self.switch.ip(&["-o", "link", "show", "type", "bridge"])?.trim().is_empty())
+        Ok(self
+            .switch
+            .ip(&["-o", "link", "show", "type", "bridge"])?
+            .trim()
+            .is_empty())
     }
 
     /// True if an XDP program is attached to `port`.
@@ -298,7 +311,11 @@ impl Daemon {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("xnosd exited with {status}: {}", daemon.log());
             }
             if daemon.xnos(&["show", "ports", "--json"]).is_ok() {
@@ -324,13 +341,19 @@ impl Daemon {
             .stdin(Stdio::null())
             .output()?;
         if !output.status.success() {
-            bail!("xnos {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "xnos {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     pub fn json(&self, table: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_str(&self.xnos(&["show", table, "--json"])?)?)
+        Ok(serde_json::from_str(
+            &self.xnos(&["show", table, "--json"])?,
+        )?)
     }
 
     /// The counters of one port from `xnos show ports --json`.
@@ -344,7 +367,12 @@ impl Daemon {
     }
 
     /// Wait until `xnos show fdb --json` has `mac` in `vlan` on `port`.
-    pub fn wait_fdb(&self, vlan: u16, mac: [u8; 6], port: &str) -> anyhow::Result<serde_json::Value> {
+    pub fn wait_fdb(
+        &self,
+        vlan: u16,
+        mac: [u8; 6],
+        port: &str,
+    ) -> anyhow::Result<serde_json::Value> {
         let mac = format_mac(mac);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -407,7 +435,11 @@ impl PacketSocket {
         let name = CString::new(ifname)?;
         // SAFETY: plain syscalls on a fresh fd; sockaddr_ll fully initialised.
         unsafe {
-            let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ALL.to_be()));
+            let raw = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(ETH_P_ALL.to_be()),
+            );
             if raw < 0 {
                 return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
             }
@@ -496,7 +528,7 @@ impl PacketSocket {
             if n < 0 {
                 continue;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             buf.truncate(n as usize);
@@ -504,8 +536,10 @@ impl PacketSocket {
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(&msg);
                 while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
-                        let aux = (libc::CMSG_DATA(c) as *const libc::tpacket_auxdata).read_unaligned();
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA
+                    {
+                        let aux =
+                            (libc::CMSG_DATA(c) as *const libc::tpacket_auxdata).read_unaligned();
                         if aux.tp_status & TP_STATUS_VLAN_VALID != 0 && buf.len() >= 12 {
                             let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
                                 aux.tp_vlan_tpid

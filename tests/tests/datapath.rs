@@ -40,8 +40,17 @@ impl Rig {
         let mut dp = Datapath::load(None).expect("datapath loads through the verifier");
         let mut map = BTreeMap::new();
         for (slot, (name, mode)) in ports.iter().enumerate() {
-            ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")])
-                .unwrap();
+            ns.ip(&[
+                "link",
+                "add",
+                name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{name}p"),
+            ])
+            .unwrap();
             let ifindex = ns.ifindex(name).unwrap();
             // Devmap entries resolve the ifindex in the caller's namespace.
             ns.enter(|| dp.set_port(ifindex, module::port_conf(slot as u32, mode)))
@@ -135,7 +144,10 @@ fn known_unicast_gets_the_egress_ports_tagging() {
     // access -> trunk: tag pushed.
     let frame = test_frame(C, A, None, 3);
     let out = rig.run("swp1", &frame);
-    assert_eq!((out.action, out.frame), (XDP_REDIRECT, with_tag(&frame, 10)));
+    assert_eq!(
+        (out.action, out.frame),
+        (XDP_REDIRECT, with_tag(&frame, 10))
+    );
 
     // trunk (tagged 10) -> access: tag popped.
     let frame = test_frame(B, C, Some(10), 4);
@@ -165,20 +177,51 @@ fn frames_a_port_may_not_carry_are_dropped_by_reason() {
         ("swp3", trunk(&[10], Some(1))),
     ]);
     let cases = [
-        ("swp1", test_frame(BROADCAST, A, Some(10), 1), DropReason::TaggedOnAccess),
-        ("swp2", test_frame(BROADCAST, A, Some(30), 2), DropReason::VlanNotAllowed),
-        ("swp3", test_frame(BROADCAST, A, Some(20), 3), DropReason::VlanNotAllowed),
-        ("swp2", test_frame(BROADCAST, A, None, 4), DropReason::UntaggedNoNative),
-        ("swp1", test_frame(BROADCAST, [3, 0, 0, 0, 0, 1], None, 5), DropReason::InvalidSrcMac),
-        ("swp1", test_frame(BROADCAST, [0; 6], None, 6), DropReason::InvalidSrcMac),
+        (
+            "swp1",
+            test_frame(BROADCAST, A, Some(10), 1),
+            DropReason::TaggedOnAccess,
+        ),
+        (
+            "swp2",
+            test_frame(BROADCAST, A, Some(30), 2),
+            DropReason::VlanNotAllowed,
+        ),
+        (
+            "swp3",
+            test_frame(BROADCAST, A, Some(20), 3),
+            DropReason::VlanNotAllowed,
+        ),
+        (
+            "swp2",
+            test_frame(BROADCAST, A, None, 4),
+            DropReason::UntaggedNoNative,
+        ),
+        (
+            "swp1",
+            test_frame(BROADCAST, [3, 0, 0, 0, 0, 1], None, 5),
+            DropReason::InvalidSrcMac,
+        ),
+        (
+            "swp1",
+            test_frame(BROADCAST, [0; 6], None, 6),
+            DropReason::InvalidSrcMac,
+        ),
     ];
     for (port, frame, reason) in &cases {
         let before = drops(&rig.stats(port), *reason);
         let out = rig.run(port, frame);
         assert_eq!(out.action, XDP_DROP, "{port} {reason:?}");
-        assert_eq!(drops(&rig.stats(port), *reason), before + 1, "{port} {reason:?}");
+        assert_eq!(
+            drops(&rig.stats(port), *reason),
+            before + 1,
+            "{port} {reason:?}"
+        );
     }
-    assert!(rig.fdb(10, A).is_none() && rig.fdb(30, A).is_none(), "dropped frames teach nothing");
+    assert!(
+        rig.fdb(10, A).is_none() && rig.fdb(30, A).is_none(),
+        "dropped frames teach nothing"
+    );
     // Priority-tagged (VID 0) frames are untagged frames as far as VLANs go.
     let out = rig.run("swp1", &test_frame(BROADCAST, A, Some(0), 7));
     assert_eq!(out.action, XDP_REDIRECT);
@@ -249,14 +292,29 @@ fn station_moves_are_followed_but_static_entries_stay() {
     assert_eq!(
         events,
         [
-            LearnEvent { key, ifindex: swp1, old_ifindex: 0 },
-            LearnEvent { key, ifindex: swp2, old_ifindex: swp1 },
+            LearnEvent {
+                key,
+                ifindex: swp1,
+                old_ifindex: 0
+            },
+            LearnEvent {
+                key,
+                ifindex: swp2,
+                old_ifindex: swp1
+            },
         ]
     );
 
     let static_key = FdbKey { mac: B, vlan: 10 };
     rig.dp
-        .fdb_insert(static_key, FdbEntry { ifindex: swp1, flags: FDB_FLAG_STATIC, last_seen_ns: 0 })
+        .fdb_insert(
+            static_key,
+            FdbEntry {
+                ifindex: swp1,
+                flags: FDB_FLAG_STATIC,
+                last_seen_ns: 0,
+            },
+        )
         .unwrap();
     rig.run("swp2", &test_frame(BROADCAST, B, None, 3));
     let entry = rig.fdb(10, B).unwrap();
@@ -271,8 +329,17 @@ fn reconcile_converges_and_is_idempotent() {
     require_root!();
     let ns = Netns::new("xr").unwrap();
     for name in ["swp1", "swp2"] {
-        ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")])
-            .unwrap();
+        ns.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ])
+        .unwrap();
     }
     let text = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
                 [[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10, 20]\n\
@@ -281,17 +348,33 @@ fn reconcile_converges_and_is_idempotent() {
     let mut dp = Datapath::load(None).unwrap();
     ns.enter(|| {
         let statuses = module::reconcile(&mut dp, &config).unwrap();
-        assert!(statuses.values().all(|s| s.error.is_none() && s.xdp_mode == "native"), "{statuses:?}");
+        assert!(
+            statuses
+                .values()
+                .all(|s| s.error.is_none() && s.xdp_mode == "native"),
+            "{statuses:?}"
+        );
         let ports = dp.ports().unwrap();
         assert_eq!(ports.len(), 2);
         let swp1 = statuses["swp1"].ifindex;
         let static_entry = dp.fdb_get(&FdbKey { mac: B, vlan: 10 }).unwrap();
-        assert_eq!((static_entry.ifindex, static_entry.flags), (swp1, FDB_FLAG_STATIC));
+        assert_eq!(
+            (static_entry.ifindex, static_entry.flags),
+            (swp1, FDB_FLAG_STATIC)
+        );
 
         // A learned entry on swp2 in VLAN 20, then run again: nothing changes.
         let learned = FdbKey { mac: C, vlan: 20 };
         let swp2 = statuses["swp2"].ifindex;
-        dp.fdb_insert(learned, FdbEntry { ifindex: swp2, flags: 0, last_seen_ns: 1 }).unwrap();
+        dp.fdb_insert(
+            learned,
+            FdbEntry {
+                ifindex: swp2,
+                flags: 0,
+                last_seen_ns: 1,
+            },
+        )
+        .unwrap();
         let again = module::reconcile(&mut dp, &config).unwrap();
         assert_eq!(again, statuses);
         assert_eq!(dp.ports().unwrap(), ports);
@@ -302,10 +385,19 @@ fn reconcile_converges_and_is_idempotent() {
         let smaller = Config::parse("t.toml", text, |_| true).unwrap();
         let statuses = module::reconcile(&mut dp, &smaller).unwrap();
         assert_eq!(statuses.len(), 1);
-        assert_eq!(dp.ports().unwrap().keys().copied().collect::<Vec<_>>(), [swp2]);
+        assert_eq!(
+            dp.ports().unwrap().keys().copied().collect::<Vec<_>>(),
+            [swp2]
+        );
         assert!(dp.attached(swp1).is_none());
-        assert!(dp.fdb_get(&learned).is_none(), "learned entry flushed with its VLAN");
-        assert!(dp.fdb_get(&FdbKey { mac: B, vlan: 10 }).is_none(), "static entry removed");
+        assert!(
+            dp.fdb_get(&learned).is_none(),
+            "learned entry flushed with its VLAN"
+        );
+        assert!(
+            dp.fdb_get(&FdbKey { mac: B, vlan: 10 }).is_none(),
+            "static entry removed"
+        );
     })
     .unwrap();
 }
@@ -318,10 +410,24 @@ fn aging_removes_only_stale_learned_entries() {
     let swp1 = rig.ports["swp1"];
     rig.run("swp1", &test_frame(BROADCAST, A, None, 1));
     rig.dp
-        .fdb_insert(FdbKey { mac: B, vlan: 10 }, FdbEntry { ifindex: swp1, flags: 0, last_seen_ns: 1 })
+        .fdb_insert(
+            FdbKey { mac: B, vlan: 10 },
+            FdbEntry {
+                ifindex: swp1,
+                flags: 0,
+                last_seen_ns: 1,
+            },
+        )
         .unwrap();
     rig.dp
-        .fdb_insert(FdbKey { mac: C, vlan: 10 }, FdbEntry { ifindex: swp1, flags: FDB_FLAG_STATIC, last_seen_ns: 0 })
+        .fdb_insert(
+            FdbKey { mac: C, vlan: 10 },
+            FdbEntry {
+                ifindex: swp1,
+                flags: FDB_FLAG_STATIC,
+                last_seen_ns: 0,
+            },
+        )
         .unwrap();
     let aged = module::age_fdb(&mut rig.dp, std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(aged, 1);

@@ -8,8 +8,7 @@ use std::{
 };
 
 use xnos_tests::{
-    Daemon, PacketSocket, Topology, binary, format_mac, parse_test_frame, require_root,
-    test_frame,
+    Daemon, PacketSocket, Topology, binary, format_mac, parse_test_frame, require_root, test_frame,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -27,7 +26,12 @@ fn received(sock: &PacketSocket, marker: u32, wait: Duration) -> Vec<Option<u16>
         let frames = sock.collect(left.min(Duration::from_millis(100)), |f| {
             parse_test_frame(f).is_some_and(|(_, m)| m == marker)
         });
-        tags.extend(frames.iter().filter_map(|f| parse_test_frame(f)).map(|(vlan, _)| vlan));
+        tags.extend(
+            frames
+                .iter()
+                .filter_map(|f| parse_test_frame(f))
+                .map(|(vlan, _)| vlan),
+        );
         if !tags.is_empty() {
             break;
         }
@@ -48,13 +52,22 @@ fn counter(daemon: &Daemon, port: &str, name: &str) -> u64 {
 }
 
 fn drop_counter(daemon: &Daemon, port: &str, reason: &str) -> u64 {
-    daemon.counters(port).unwrap()["drops"][reason].as_u64().unwrap()
+    daemon.counters(port).unwrap()["drops"][reason]
+        .as_u64()
+        .unwrap()
 }
 
 fn assert_fast_path(topo: &Topology, daemon: &Daemon) {
-    assert!(topo.no_bridge().unwrap(), "a Linux bridge exists in the switch namespace");
+    assert!(
+        topo.no_bridge().unwrap(),
+        "a Linux bridge exists in the switch namespace"
+    );
     for host in &topo.hosts {
-        assert!(topo.xdp_attached(&host.port).unwrap(), "no XDP program on {}", host.port);
+        assert!(
+            topo.xdp_attached(&host.port).unwrap(),
+            "no XDP program on {}",
+            host.port
+        );
     }
     let ports = daemon.json("ports").unwrap();
     for port in ports.as_array().unwrap() {
@@ -97,13 +110,22 @@ vlan = 20
     .unwrap();
     assert_fast_path(&topo, &daemon);
 
-    assert!(topo.hosts[0].ping("10.0.0.2", 3), "h1 cannot ping h2 in VLAN 10");
-    assert!(!topo.hosts[0].ping("10.0.0.3", 1), "h1 reached h3 across VLANs");
+    assert!(
+        topo.hosts[0].ping("10.0.0.2", 3),
+        "h1 cannot ping h2 in VLAN 10"
+    );
+    assert!(
+        !topo.hosts[0].ping("10.0.0.3", 1),
+        "h1 reached h3 across VLANs"
+    );
 
     // Three echo requests and the ARP exchange went through XDP on swp1 and out of swp2.
     assert!(counter(&daemon, "swp1", "rx_packets") >= 4);
     assert!(counter(&daemon, "swp2", "tx_packets") >= 4);
-    assert!(counter(&daemon, "swp1", "flooded") >= 1, "the ARP request was flooded");
+    assert!(
+        counter(&daemon, "swp1", "flooded") >= 1,
+        "the ARP request was flooded"
+    );
     // Nothing of VLAN 10 ever left through swp3.
     assert_eq!(counter(&daemon, "swp3", "tx_packets"), 0);
     daemon.wait_fdb(10, topo.hosts[0].mac, "swp1").unwrap();
@@ -111,9 +133,19 @@ vlan = 20
 
     let table = daemon.xnos(&["show", "ports"]).unwrap();
     assert!(table.starts_with("PORT"), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("swp3") && l.contains("native")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("swp3") && l.contains("native")),
+        "{table}"
+    );
     let vlans = daemon.xnos(&["show", "vlans"]).unwrap();
-    assert!(vlans.lines().any(|l| l.starts_with("10") && l.contains("servers") && l.contains("swp1,swp2")), "{vlans}");
+    assert!(
+        vlans
+            .lines()
+            .any(|l| l.starts_with("10") && l.contains("servers") && l.contains("swp1,swp2")),
+        "{vlans}"
+    );
 }
 
 // What this shows: a trunk carries tagged frames of its VLANs to the right access ports
@@ -153,12 +185,14 @@ vlan = 30
     let [h1, h2, h3, h4] = [0, 1, 2, 3].map(|i| &topo.hosts[i]);
     let [s1, s2, s3, s4] = [h1, h2, h3, h4].map(|h| h.socket().unwrap());
 
-    s3.send(&test_frame(BROADCAST, h3.mac, Some(10), 1)).unwrap();
+    s3.send(&test_frame(BROADCAST, h3.mac, Some(10), 1))
+        .unwrap();
     assert_arrives(&s1, 1, None, "trunk VLAN 10 -> access 10, untagged");
     assert_silent(&s2, 1, "VLAN 10 frame leaked into VLAN 20");
     assert_silent(&s4, 1, "VLAN 10 frame leaked into VLAN 30");
 
-    s3.send(&test_frame(BROADCAST, h3.mac, Some(20), 2)).unwrap();
+    s3.send(&test_frame(BROADCAST, h3.mac, Some(20), 2))
+        .unwrap();
     assert_arrives(&s2, 2, None, "trunk VLAN 20 -> access 20, untagged");
     assert_silent(&s1, 2, "VLAN 20 frame leaked into VLAN 10");
 
@@ -184,12 +218,18 @@ vlan = 30
     assert_arrives(&s2, 7, None, "known unicast trunk -> access, untagged");
     s1.send(&test_frame(h3.mac, h1.mac, None, 8)).unwrap();
     assert_arrives(&s3, 8, Some(10), "known unicast access -> trunk, tagged");
-    assert_eq!(counter(&daemon, "swp3", "flooded"), flooded, "known unicast was flooded");
+    assert_eq!(
+        counter(&daemon, "swp3", "flooded"),
+        flooded,
+        "known unicast was flooded"
+    );
 
-    s1.send(&test_frame(BROADCAST, h1.mac, Some(10), 9)).unwrap();
+    s1.send(&test_frame(BROADCAST, h1.mac, Some(10), 9))
+        .unwrap();
     assert_silent(&s3, 9, "tagged frame accepted on an access port");
     assert_eq!(drop_counter(&daemon, "swp1", "tagged_on_access"), 1);
-    s3.send(&test_frame(BROADCAST, h3.mac, Some(99), 10)).unwrap();
+    s3.send(&test_frame(BROADCAST, h3.mac, Some(99), 10))
+        .unwrap();
     assert_silent(&s1, 10, "VLAN 99 frame forwarded");
     assert_eq!(drop_counter(&daemon, "swp3", "vlan_not_allowed"), 1);
 }
@@ -280,7 +320,10 @@ port = "swp1"
 
     s1.send(&test_frame(BROADCAST, h1.mac, None, 1)).unwrap();
     let entry = daemon.wait_fdb(10, h1.mac, "swp1").unwrap();
-    assert_eq!((entry["kind"].as_str(), entry["moves"].as_u64()), (Some("learned"), Some(0)));
+    assert_eq!(
+        (entry["kind"].as_str(), entry["moves"].as_u64()),
+        (Some("learned"), Some(0))
+    );
 
     // h1's MAC now shows up behind swp2: the station moved.
     s2.send(&test_frame(BROADCAST, h1.mac, None, 2)).unwrap();
@@ -298,9 +341,15 @@ port = "swp1"
         .filter(|e| e["mac"] == format_mac(fixed).as_str())
         .collect();
     assert_eq!(rows.len(), 1, "{fdb}");
-    assert_eq!((rows[0]["port"].as_str(), rows[0]["kind"].as_str()), (Some("swp1"), Some("static")));
+    assert_eq!(
+        (rows[0]["port"].as_str(), rows[0]["kind"].as_str()),
+        (Some("swp1"), Some("static"))
+    );
     let table = daemon.xnos(&["show", "fdb"]).unwrap();
-    assert!(table.contains(&format_mac(h1.mac)) && table.contains("static"), "{table}");
+    assert!(
+        table.contains(&format_mac(h1.mac)) && table.contains("static"),
+        "{table}"
+    );
 
     // With 2 s aging the learned entry goes within a few seconds; the static one stays.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -311,7 +360,10 @@ port = "swp1"
             assert_eq!(rows.len(), 1);
             break;
         }
-        assert!(Instant::now() < deadline, "learned entries never aged out: {fdb}");
+        assert!(
+            Instant::now() < deadline,
+            "learned entries never aged out: {fdb}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -323,10 +375,22 @@ fn invalid_config_is_refused_and_nothing_is_attached() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
     let cases = [
-        ("[[port]]\nname = \"swp9\"\nmode = \"access\"\nvlan = 10\n", "2: port[0].name: no kernel interface named \"swp9\""),
-        ("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 5000\n", "4: port[0].vlan: VLAN 5000 is out of range 1..4094"),
-        ("[[port]]\nname = \"swp1\"\nmode = \"access\"\n", "1: port[0].vlan: access port \"swp1\" needs"),
-        ("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 2\n", "6: port[1].name: port \"swp1\" is listed twice"),
+        (
+            "[[port]]\nname = \"swp9\"\nmode = \"access\"\nvlan = 10\n",
+            "2: port[0].name: no kernel interface named \"swp9\"",
+        ),
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 5000\n",
+            "4: port[0].vlan: VLAN 5000 is out of range 1..4094",
+        ),
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"access\"\n",
+            "1: port[0].vlan: access port \"swp1\" needs",
+        ),
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 2\n",
+            "6: port[1].name: port \"swp1\" is listed twice",
+        ),
         ("[[port]\nname = \"swp1\"\n", "1: (syntax)"),
     ];
     let dir = std::env::temp_dir().join(xnos_tests::unique_name("xnos-bad-"));
@@ -348,8 +412,14 @@ fn invalid_config_is_refused_and_nothing_is_attached() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
-        assert!(!topo.xdp_attached("swp1").unwrap(), "XDP attached despite a bad config");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+        assert!(
+            !topo.xdp_attached("swp1").unwrap(),
+            "XDP attached despite a bad config"
+        );
         assert!(!dir.join("sock").exists() && !dir.join("bpf").exists());
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -367,11 +437,22 @@ fn sigterm_detaches_and_cleans_up() {
     .unwrap();
     assert!(topo.xdp_attached("swp1").unwrap() && topo.xdp_attached("swp2").unwrap());
     let status = daemon.stop().unwrap();
-    assert!(status.success(), "xnosd exited with {status}: {}", daemon.log());
+    assert!(
+        status.success(),
+        "xnosd exited with {status}: {}",
+        daemon.log()
+    );
     assert!(!topo.xdp_attached("swp1").unwrap() && !topo.xdp_attached("swp2").unwrap());
     assert!(!daemon.socket.exists(), "socket left behind");
-    assert!(!daemon.dir.join("bpf").exists(), "pin directory left behind");
-    assert!(daemon.log().contains("detached from all ports"), "{}", daemon.log());
+    assert!(
+        !daemon.dir.join("bpf").exists(),
+        "pin directory left behind"
+    );
+    assert!(
+        daemon.log().contains("detached from all ports"),
+        "{}",
+        daemon.log()
+    );
 }
 
 // What this shows: the CLI says clearly when no daemon is listening.
@@ -383,5 +464,8 @@ fn cli_without_a_daemon_fails_clearly() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot reach xnosd at /nonexistent/xnosd.sock"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach xnosd at /nonexistent/xnosd.sock"),
+        "{stderr}"
+    );
 }

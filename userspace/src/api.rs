@@ -194,7 +194,10 @@ impl Api {
         })
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
         let response = match (req.method(), req.uri().path()) {
             (&Method::GET, "/v1/ports") => json(StatusCode::OK, &self.ports()),
             (&Method::GET, "/v1/vlans") => json(StatusCode::OK, &self.vlans()),
@@ -229,12 +232,14 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
 }
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(body).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let body =
+        serde_json::to_vec(body).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
     response
 }
 
@@ -284,7 +289,9 @@ pub async fn serve(listener: UnixListener, api: Arc<Api>, mut shutdown: watch::R
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach xnosd at {socket}: {source} (is xnosd running? use --socket or XNOS_SOCKET to pick an instance)")]
+    #[error(
+        "cannot reach xnosd at {socket}: {source} (is xnosd running? use --socket or XNOS_SOCKET to pick an instance)"
+    )]
     Connect {
         socket: PathBuf,
         #[source]
@@ -302,10 +309,12 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T, Cl
         socket: socket.into(),
         message,
     };
-    let stream = UnixStream::connect(socket).await.map_err(|source| ClientError::Connect {
-        socket: socket.into(),
-        source,
-    })?;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            socket: socket.into(),
+            source,
+        })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| protocol(e.to_string()))?;
@@ -316,7 +325,10 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T, Cl
         .header(hyper::header::HOST, "xnosd")
         .body(Empty::<Bytes>::new())
         .map_err(|e| protocol(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(|e| protocol(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
     let status = response.status();
     let body = response
         .into_body()

@@ -159,7 +159,12 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let start = span.start.min(self.text.len());
         ConfigError {
             file: self.file.into(),
@@ -228,11 +233,19 @@ impl Config {
             let key = format!("vlan[{i}]");
             let id = src.vlan_id(&vlan.id, &format!("{key}.id"))?;
             if config.vlans.contains_key(&id) {
-                return Err(src.error(vlan.id.span(), format!("{key}.id"), format!("VLAN {id} is defined twice")));
+                return Err(src.error(
+                    vlan.id.span(),
+                    format!("{key}.id"),
+                    format!("VLAN {id} is defined twice"),
+                ));
             }
             if let Some(name) = &vlan.name {
                 if name.get_ref().is_empty() {
-                    return Err(src.error(name.span(), format!("{key}.name"), "name must not be empty"));
+                    return Err(src.error(
+                        name.span(),
+                        format!("{key}.name"),
+                        "name must not be empty",
+                    ));
                 }
                 if !vlan_names.insert(name.get_ref().clone()) {
                     return Err(src.error(
@@ -257,7 +270,11 @@ impl Config {
             let key = format!("port[{i}]");
             let name = port.name.get_ref();
             if config.ports.contains_key(name) {
-                return Err(src.error(port.name.span(), format!("{key}.name"), format!("port {name:?} is listed twice")));
+                return Err(src.error(
+                    port.name.span(),
+                    format!("{key}.name"),
+                    format!("port {name:?} is listed twice"),
+                ));
             }
             if !link_exists(name) {
                 return Err(src.error(
@@ -269,13 +286,25 @@ impl Config {
             let mode = match port.mode.get_ref() {
                 PortModeName::Access => {
                     if let Some(v) = &port.vlans {
-                        return Err(src.error(v.span(), format!("{key}.vlans"), "`vlans` is for trunk ports; an access port has one `vlan`"));
+                        return Err(src.error(
+                            v.span(),
+                            format!("{key}.vlans"),
+                            "`vlans` is for trunk ports; an access port has one `vlan`",
+                        ));
                     }
                     if let Some(v) = &port.native_vlan {
-                        return Err(src.error(v.span(), format!("{key}.native-vlan"), "`native-vlan` is for trunk ports; an access port has one `vlan`"));
+                        return Err(src.error(
+                            v.span(),
+                            format!("{key}.native-vlan"),
+                            "`native-vlan` is for trunk ports; an access port has one `vlan`",
+                        ));
                     }
                     let vlan = port.vlan.as_ref().ok_or_else(|| {
-                        src.error(span.clone(), format!("{key}.vlan"), format!("access port {name:?} needs `vlan = <1..4094>`"))
+                        src.error(
+                            span.clone(),
+                            format!("{key}.vlan"),
+                            format!("access port {name:?} needs `vlan = <1..4094>`"),
+                        )
                     })?;
                     PortMode::Access {
                         vlan: src.vlan_id(vlan, &format!("{key}.vlan"))?,
@@ -289,7 +318,11 @@ impl Config {
                     for (j, v) in port.vlans.iter().flat_map(|v| v.get_ref()).enumerate() {
                         let id = src.vlan_id(v, &format!("{key}.vlans[{j}]"))?;
                         if !vlans.insert(id) {
-                            return Err(src.error(v.span(), format!("{key}.vlans[{j}]"), format!("VLAN {id} is listed twice")));
+                            return Err(src.error(
+                                v.span(),
+                                format!("{key}.vlans[{j}]"),
+                                format!("VLAN {id} is listed twice"),
+                            ));
                         }
                     }
                     let native_vlan = port
@@ -304,32 +337,59 @@ impl Config {
                 }
             };
             for id in mode.vlans() {
-                config.vlans.entry(id).or_insert(VlanConfig { id, name: None });
+                config
+                    .vlans
+                    .entry(id)
+                    .or_insert(VlanConfig { id, name: None });
             }
-            config.ports.insert(name.clone(), PortConfig { name: name.clone(), mode });
+            config.ports.insert(
+                name.clone(),
+                PortConfig {
+                    name: name.clone(),
+                    mode,
+                },
+            );
         }
 
         for (i, fdb) in raw.fdb.iter().enumerate() {
             let fdb = fdb.get_ref();
             let key = format!("fdb[{i}]");
-            let mac: MacAddr = fdb
-                .mac
-                .get_ref()
-                .parse()
-                .map_err(|e: crate::mac::ParseMacError| src.error(fdb.mac.span(), format!("{key}.mac"), e.to_string()))?;
+            let mac: MacAddr =
+                fdb.mac
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: crate::mac::ParseMacError| {
+                        src.error(fdb.mac.span(), format!("{key}.mac"), e.to_string())
+                    })?;
             if mac.is_multicast() || mac.is_zero() {
-                return Err(src.error(fdb.mac.span(), format!("{key}.mac"), format!("{mac} is not a unicast address")));
+                return Err(src.error(
+                    fdb.mac.span(),
+                    format!("{key}.mac"),
+                    format!("{mac} is not a unicast address"),
+                ));
             }
             let vlan = src.vlan_id(&fdb.vlan, &format!("{key}.vlan"))?;
             let port_name = fdb.port.get_ref();
             let Some(port) = config.ports.get(port_name) else {
-                return Err(src.error(fdb.port.span(), format!("{key}.port"), format!("{port_name:?} is not a configured [[port]]")));
+                return Err(src.error(
+                    fdb.port.span(),
+                    format!("{key}.port"),
+                    format!("{port_name:?} is not a configured [[port]]"),
+                ));
             };
             if !port.mode.vlans().contains(&vlan) {
-                return Err(src.error(fdb.vlan.span(), format!("{key}.vlan"), format!("port {port_name:?} is not in VLAN {vlan}")));
+                return Err(src.error(
+                    fdb.vlan.span(),
+                    format!("{key}.vlan"),
+                    format!("port {port_name:?} is not in VLAN {vlan}"),
+                ));
             }
             if config.fdb.contains_key(&(vlan, mac)) {
-                return Err(src.error(fdb.mac.span(), format!("{key}.mac"), format!("{mac} in VLAN {vlan} is defined twice")));
+                return Err(src.error(
+                    fdb.mac.span(),
+                    format!("{key}.mac"),
+                    format!("{mac} in VLAN {vlan} is defined twice"),
+                ));
             }
             config.fdb.insert(
                 (vlan, mac),
@@ -393,7 +453,10 @@ port = "swp1"
                 native_vlan: Some(1)
             }
         );
-        assert_eq!(config.vlans.keys().copied().collect::<Vec<_>>(), [1, 10, 20]);
+        assert_eq!(
+            config.vlans.keys().copied().collect::<Vec<_>>(),
+            [1, 10, 20]
+        );
         assert_eq!(config.vlans[&10].name.as_deref(), Some("servers"));
         assert_eq!(config.vlans[&20].name, None);
         let mac = "02:00:00:00:00:10".parse().unwrap();
@@ -409,7 +472,10 @@ port = "swp1"
     fn unknown_port_names_key_and_line() {
         let e = err("[[port]]\nname = \"eth9\"\nmode = \"access\"\nvlan = 1\n");
         assert_eq!((e.line, e.key.as_str()), (2, "port[0].name"));
-        assert!(e.message.contains("no kernel interface named \"eth9\""), "{e}");
+        assert!(
+            e.message.contains("no kernel interface named \"eth9\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -417,9 +483,21 @@ port = "swp1"
         for (text, key, line) in [
             ("[[vlan]]\nid = 4095\n", "vlan[0].id", 2),
             ("[[vlan]]\nid = 0\n", "vlan[0].id", 2),
-            ("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 5000\n", "port[0].vlan", 4),
-            ("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlans = [10,\n 4095]\n", "port[0].vlans[1]", 5),
-            ("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nnative-vlan = -1\n", "port[0].native-vlan", 4),
+            (
+                "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 5000\n",
+                "port[0].vlan",
+                4,
+            ),
+            (
+                "[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlans = [10,\n 4095]\n",
+                "port[0].vlans[1]",
+                5,
+            ),
+            (
+                "[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nnative-vlan = -1\n",
+                "port[0].native-vlan",
+                4,
+            ),
         ] {
             let e = err(text);
             assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
@@ -435,7 +513,9 @@ port = "swp1"
 
     #[test]
     fn duplicates() {
-        let e = err("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 2\n");
+        let e = err(
+            "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 2\n",
+        );
         assert_eq!((e.key.as_str(), e.line), ("port[1].name", 6));
         let e = err("[[vlan]]\nid = 10\n[[vlan]]\nid = 10\n");
         assert_eq!((e.key.as_str(), e.line), ("vlan[1].id", 4));
@@ -469,10 +549,22 @@ port = "swp1"
     fn static_fdb_is_checked() {
         let base = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n";
         for (fdb, key) in [
-            ("mac = \"02:00:00:00:00:10\"\nvlan = 10\nport = \"swp2\"\n", "fdb[0].port"),
-            ("mac = \"02:00:00:00:00:10\"\nvlan = 20\nport = \"swp1\"\n", "fdb[0].vlan"),
-            ("mac = \"01:00:5e:00:00:01\"\nvlan = 10\nport = \"swp1\"\n", "fdb[0].mac"),
-            ("mac = \"nonsense\"\nvlan = 10\nport = \"swp1\"\n", "fdb[0].mac"),
+            (
+                "mac = \"02:00:00:00:00:10\"\nvlan = 10\nport = \"swp2\"\n",
+                "fdb[0].port",
+            ),
+            (
+                "mac = \"02:00:00:00:00:10\"\nvlan = 20\nport = \"swp1\"\n",
+                "fdb[0].vlan",
+            ),
+            (
+                "mac = \"01:00:5e:00:00:01\"\nvlan = 10\nport = \"swp1\"\n",
+                "fdb[0].mac",
+            ),
+            (
+                "mac = \"nonsense\"\nvlan = 10\nport = \"swp1\"\n",
+                "fdb[0].mac",
+            ),
         ] {
             let e = err(&format!("{base}[[fdb]]\n{fdb}"));
             assert_eq!(e.key, key, "{e}");
@@ -482,6 +574,9 @@ port = "swp1"
     #[test]
     fn error_display_is_one_line_with_file_and_line() {
         let e = err("[[vlan]]\nid = 9999\n");
-        assert_eq!(e.to_string(), "test.toml:2: vlan[0].id: VLAN 9999 is out of range 1..4094");
+        assert_eq!(
+            e.to_string(),
+            "test.toml:2: vlan[0].id: VLAN 9999 is out of range 1..4094"
+        );
     }
 }

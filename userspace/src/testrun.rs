@@ -3,7 +3,10 @@
 //! Runs through the real verifier-approved program against the live maps (kernel >= 5.15
 //! for `ingress_ifindex` in the context).
 
-use std::{io, os::fd::{AsRawFd, BorrowedFd}};
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+};
 
 /// `struct xdp_md` as passed in `ctx_in`.
 #[repr(C)]
@@ -62,7 +65,12 @@ pub const XDP_REDIRECT: u32 = 4;
 
 /// Run `prog` on `frame` received on `ingress_ifindex` (an interface in the caller's
 /// network namespace), `repeat` times.
-pub fn run_xdp(prog: BorrowedFd<'_>, ingress_ifindex: u32, frame: &[u8], repeat: u32) -> io::Result<XdpRun> {
+pub fn run_xdp(
+    prog: BorrowedFd<'_>,
+    ingress_ifindex: u32,
+    frame: &[u8],
+    repeat: u32,
+) -> io::Result<XdpRun> {
     let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
     let ctx = XdpMd {
         data_end: frame.len() as u32,
@@ -91,7 +99,10 @@ pub fn run_xdp(prog: BorrowedFd<'_>, ingress_ifindex: u32, frame: &[u8], repeat:
     };
     if ret < 0 {
         let err = io::Error::last_os_error();
-        return Err(io::Error::new(err.kind(), format!("bpf(BPF_PROG_TEST_RUN): {err}")));
+        return Err(io::Error::new(
+            err.kind(),
+            format!("bpf(BPF_PROG_TEST_RUN): {err}"),
+        ));
     }
     out.truncate(attr.data_size_out as usize);
     Ok(XdpRun {

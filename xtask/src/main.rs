@@ -1,1 +1,119 @@
-fn main(){}
+//! Developer tasks: `cargo xtask setup|build|test|demo`.
+
+mod demo;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// Set up, build, test and demonstrate xnos. Every task installs what it needs first
+/// (a fast no-op once everything is there) and must run as root.
+#[derive(Parser)]
+#[command(about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh Debian 12 machine lacks: LLVM 22, the nightly toolchain with
+    /// rust-src, bpf-linker 0.13.0 and the network tools the tests use.
+    Setup,
+    /// Build the eBPF programs, xnosd and xnos.
+    Build {
+        /// Optimised build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the whole test suite (unit, datapath and end-to-end tests).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build, start xnosd on a namespace topology, show traffic being switched, clean up.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.task {
+        Task::Setup => setup::run().map(drop),
+        Task::Build { release } => {
+            let env = setup::run()?;
+            build(&env, release)
+        }
+        Task::Test { args } => {
+            let env = setup::run()?;
+            build(&env, false)?;
+            step("running the test suite");
+            let mut cargo = cargo(&env);
+            cargo.args(["test", "--workspace", "--exclude", "xnos-ebpf", "--"]);
+            cargo.args(args);
+            status(&mut cargo)
+        }
+        Task::Demo => {
+            let env = setup::run()?;
+            build(&env, false)?;
+            demo::run()
+        }
+    }
+}
+
+/// A cargo command that builds the eBPF programs with the toolchain setup chose.
+fn cargo(env: &setup::Env) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env("XNOS_EBPF_TOOLCHAIN", &env.ebpf_toolchain);
+    cmd
+}
+
+fn build(env: &setup::Env, release: bool) -> anyhow::Result<()> {
+    step("building the eBPF programs, xnosd and xnos");
+    let mut cargo = cargo(env);
+    cargo.args(["build", "--package", "xnos", "--bins"]);
+    if release {
+        cargo.arg("--release");
+    }
+    status(&mut cargo)
+}
+
+pub fn step(what: &str) {
+    println!("==> {what}");
+}
+
+/// Run a command, failing if it does.
+pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Run a command and return its stdout, failing with its stderr if it fails.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

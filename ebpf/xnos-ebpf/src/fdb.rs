@@ -6,9 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, RingBuf},
 };
-use xnos_common::{
-    FDB_FLAG_STATIC, FDB_SIZE, FdbEntry, FdbKey, LEARN_RING_BYTES, LearnEvent,
-};
+use xnos_common::{FDB_FLAG_STATIC, FDB_SIZE, FdbEntry, FdbKey, LEARN_RING_BYTES, LearnEvent};
 
 use crate::{packet::ETH_ALEN, port::Stats};
 

@@ -53,7 +53,10 @@ struct Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xnos: cannot start the runtime: {e}");
@@ -77,7 +80,10 @@ async fn fetch<T: DeserializeOwned + Serialize>(
 ) -> Result<(), api::ClientError> {
     let value: T = api::get(&cli.socket, path).await?;
     if format.json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("views serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("views serialise")
+        );
     } else {
         print!("{}", render(&value));
     }
@@ -98,16 +104,22 @@ fn vlan_list(vlans: &[u16]) -> String {
     if vlans.is_empty() {
         return "-".into();
     }
-    vlans.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+    vlans
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn render_ports(ports: &Vec<PortView>) -> String {
-    let mut rows = vec![[
-        "PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED",
-        "DROPS",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut rows = vec![
+        [
+            "PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED",
+            "DROPS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for p in ports {
         rows.push(vec![
             p.name.clone(),
@@ -142,9 +154,19 @@ fn render_ports(ports: &Vec<PortView>) -> String {
 }
 
 fn render_vlans(vlans: &Vec<VlanView>) -> String {
-    let mut rows = vec![["VLAN", "NAME", "UNTAGGED", "TAGGED", "FDB"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["VLAN", "NAME", "UNTAGGED", "TAGGED", "FDB"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for v in vlans {
-        let ports = |list: &[String]| if list.is_empty() { "-".into() } else { list.join(",") };
+        let ports = |list: &[String]| {
+            if list.is_empty() {
+                "-".into()
+            } else {
+                list.join(",")
+            }
+        };
         rows.push(vec![
             v.id.to_string(),
             v.name.clone().unwrap_or_else(|| "-".into()),
@@ -157,7 +179,11 @@ fn render_vlans(vlans: &Vec<VlanView>) -> String {
 }
 
 fn render_fdb(fdb: &Vec<FdbView>) -> String {
-    let mut rows = vec![["VLAN", "MAC", "PORT", "TYPE", "MOVES"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["VLAN", "MAC", "PORT", "TYPE", "MOVES"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for f in fdb {
         rows.push(vec![
             f.vlan.to_string(),

@@ -362,9 +362,7 @@ impl Datapath {
         let cpus = nr_cpus().map_err(|(_, e)| map_err("PORT_STATS")(MapError::IoError(e)))?;
         let zero = PerCpuValues::try_from(vec![PortStats::default(); cpus])
             .map_err(|e| map_err("PORT_STATS")(MapError::IoError(e)))?;
-        self.stats
-            .set(slot, zero, 0)
-            .map_err(map_err("PORT_STATS"))
+        self.stats.set(slot, zero, 0).map_err(map_err("PORT_STATS"))
     }
 }
 
@@ -392,7 +390,8 @@ pub struct StatsReader {
 
 impl StatsReader {
     pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
-        let data = MapData::from_pin(pin_dir.join("maps/PORT_STATS")).map_err(map_err("PORT_STATS"))?;
+        let data =
+            MapData::from_pin(pin_dir.join("maps/PORT_STATS")).map_err(map_err("PORT_STATS"))?;
         let stats = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err("PORT_STATS"))?;
         Ok(Self { stats })
     }

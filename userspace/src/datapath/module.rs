@@ -43,7 +43,10 @@ fn monotonic_ns() -> u64 {
 
 /// Bring the maps and attachments in line with the desired config, touching only what
 /// differs. Returns the observed status of every configured port.
-pub fn reconcile(dp: &mut Datapath, config: &Config) -> anyhow::Result<BTreeMap<String, PortStatus>> {
+pub fn reconcile(
+    dp: &mut Datapath,
+    config: &Config,
+) -> anyhow::Result<BTreeMap<String, PortStatus>> {
     let current = dp.ports()?;
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
     for conf in current.values() {
