@@ -60,9 +60,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             build(&env, false)?;
             step("running the test suite");
             let mut cargo = cargo(&env);
-            cargo.args(["test", "--workspace", "--exclude", "xnos-ebpf", "--"]);
+            cargo.args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "xnos-ebpf",
+                "--all-targets",
+                "--",
+            ]);
             cargo.args(args);
-            status(&mut cargo)
+            test(&mut cargo)
         }
         Task::Demo => {
             let env = setup::run()?;
@@ -91,6 +98,39 @@ fn build(env: &setup::Env, release: bool) -> anyhow::Result<()> {
 
 pub fn step(what: &str) {
     println!("==> {what}");
+}
+
+/// Run `cargo test`, passing its output through, and close with one line totalling
+/// every test binary's result.
+fn test(cargo: &mut Command) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+
+    let mut child = cargo
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawning cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for part in result.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                match (words.next().map(str::parse::<u64>), words.next()) {
+                    (Some(Ok(n)), Some("passed")) => passed += n,
+                    (Some(Ok(n)), Some("failed")) => failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("summary: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
 }
 
 /// Run a command, failing if it does.
