@@ -315,6 +315,7 @@ port = "swp1"
 "#,
     )
     .unwrap();
+    assert_fast_path(&topo, &daemon);
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     let (s1, s2) = (h1.socket().unwrap(), h2.socket().unwrap());
 

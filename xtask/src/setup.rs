@@ -35,6 +35,10 @@ pub fn run() -> anyhow::Result<Env> {
     let ebpf_toolchain = nightly()?;
     rust_src(&ebpf_toolchain)?;
     bpf_linker()?;
+    step(&format!(
+        "set up: {}; eBPF toolchain {ebpf_toolchain} (LLVM {LLVM_MAJOR}, rust-src); bpf-linker {BPF_LINKER_VERSION}",
+        PACKAGES.join(", ")
+    ));
     Ok(Env { ebpf_toolchain })
 }
 
