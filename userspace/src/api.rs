@@ -1,9 +1,6 @@
 //! The daemon's API: HTTP/1.1 with JSON bodies on a root-only unix socket. The views here
-//! are both what the server sends and what the CLI decodes.
-//!
-//! - `GET /v1/ports`: ports with config, XDP attachment, link state and counters
-//! - `GET /v1/vlans`: VLANs with their member ports and FDB entry counts
-//! - `GET /v1/fdb`:   static and learned FDB entries
+//! are both what the server sends and what the CLI decodes. Endpoints are listed in
+//! README.md ("API").
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full, channel::Channel, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
@@ -23,18 +20,20 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::watch,
+    sync::broadcast,
 };
 use xnos_common::{DropReason, PortStats};
 
 use crate::{
-    config::PortMode,
+    config::{Config, PortMode},
     datapath::StatsReader,
     link,
     mac::MacAddr,
-    statedb::{State, StateDb},
+    statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
+    supervisor::{Faults, ModuleCtx},
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,19 +109,74 @@ pub struct FdbView {
     pub moves: u64,
 }
 
+/// One row of a raw table (`GET /v1/db/<table>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowView {
+    pub key: String,
+    pub row: Value,
+}
+
+/// One line of a watch stream (`GET /v1/watch/<table>`), newline-delimited JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum WatchEvent {
+    /// The whole table; sent first, and again after the watcher fell behind.
+    Snapshot { generation: u64, rows: Vec<RowView> },
+    /// One row changed in commit `generation`.
+    Change {
+        generation: u64,
+        #[serde(flatten)]
+        change: Change,
+    },
+}
+
+/// Body of `POST /v1/transact`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Transaction {
+    pub ops: Vec<Op>,
+}
+
+/// Body of `POST /v1/config/diff` and `/v1/config/apply`: a config file's text.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConfigText {
+    /// Name used in error messages.
+    pub file: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConfigDiff {
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub backup: Option<PathBuf>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct ErrorBody {
     error: String,
 }
 
+type Body = BoxBody<Bytes, Infallible>;
+
 pub struct Api {
     db: Arc<StateDb>,
     stats: Option<StatsReader>,
+    config_path: PathBuf,
+    faults: Faults,
 }
 
 impl Api {
-    pub fn new(db: Arc<StateDb>, stats: Option<StatsReader>) -> Arc<Self> {
-        Arc::new(Self { db, stats })
+    pub fn new(db: Arc<StateDb>, stats: Option<StatsReader>, config_path: PathBuf, faults: Faults) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            stats,
+            config_path,
+            faults,
+        })
     }
 
     pub fn ports(&self) -> Vec<PortView> {
@@ -132,7 +186,7 @@ impl Api {
                 .ports
                 .values()
                 .map(|port| {
-                    let status = state.observed.ports.get(&port.name);
+                    let status = state.observed.port_status.get(&port.name);
                     let counters = match (status, &self.stats) {
                         (Some(s), Some(stats)) if s.ifindex != 0 => {
                             stats.get(s.stats_slot).map(Into::into).unwrap_or_default()
@@ -150,7 +204,11 @@ impl Api {
                         untagged_vlan: port.mode.untagged_vlan(),
                         tagged_vlans,
                         xdp: status.map_or("none".into(), |s| s.xdp_mode.clone()),
-                        link: link::oper_state(&port.name),
+                        link: state
+                            .observed
+                            .links
+                            .get(&port.name)
+                            .map_or("absent".into(), |l| l.oper_state.clone()),
                         error: status.and_then(|s| s.error.clone()),
                         counters,
                     }
@@ -194,22 +252,163 @@ impl Api {
         })
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Infallible> {
-        let response = match (req.method(), req.uri().path()) {
-            (&Method::GET, "/v1/ports") => json(StatusCode::OK, &self.ports()),
-            (&Method::GET, "/v1/vlans") => json(StatusCode::OK, &self.vlans()),
-            (&Method::GET, "/v1/fdb") => json(StatusCode::OK, &self.fdb()),
-            (_, path) => json(
-                StatusCode::NOT_FOUND,
-                &ErrorBody {
-                    error: format!("no such API endpoint: {} {path}", req.method()),
-                },
-            ),
+    fn table_view(&self, table: Table) -> Vec<RowView> {
+        self.db
+            .rows(table)
+            .into_iter()
+            .map(|(key, row)| RowView { key, row })
+            .collect()
+    }
+
+    fn parse_config(&self, body: &[u8]) -> Result<Config, Response<Body>> {
+        let request: ConfigText = serde_json::from_slice(body).map_err(|e| bad_request(format!("bad request body: {e}")))?;
+        Config::parse(&request.file, &request.text, |name| link::ifindex(name).is_some())
+            .map_err(|e| bad_request(e.to_string()))
+    }
+
+    /// Write the running config to the config file: to a temporary file first, then the
+    /// current file becomes `<file>.bak`, then the new one takes its name (atomic rename).
+    fn save_config(&self) -> io::Result<Saved> {
+        let text = self.db.read(|s| s.config.to_toml());
+        let path = &self.config_path;
+        let tmp = path.with_extension("toml.tmp");
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(b"# Written by `xnos config save`.\n")?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+        }
+        let backup = if path.exists() {
+            let backup = path.with_extension("toml.bak");
+            std::fs::copy(path, &backup)?;
+            Some(backup)
+        } else {
+            None
+        };
+        std::fs::rename(&tmp, path)?;
+        Ok(Saved {
+            path: path.clone(),
+            backup,
+        })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Ok(bad_request(format!("reading request body: {e}"))),
+        };
+        let response = match (&method, segments.as_slice()) {
+            (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
+            (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
+            (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
+            (&Method::GET, ["v1", "modules"]) => json(StatusCode::OK, &self.table_view(Table::Module)),
+            (&Method::GET, ["v1", "db"]) => {
+                json(StatusCode::OK, &Table::ALL.map(|t| t.name()))
+            }
+            (&Method::GET, ["v1", "db", table]) => match table.parse::<Table>() {
+                Ok(table) => json(StatusCode::OK, &self.table_view(table)),
+                Err(e) => not_found(e),
+            },
+            (&Method::GET, ["v1", "watch", table]) => match table.parse::<Table>() {
+                Ok(table) => self.watch(table),
+                Err(e) => not_found(e),
+            },
+            (&Method::POST, ["v1", "transact"]) => match serde_json::from_slice::<Transaction>(&body) {
+                Ok(tx) => commit_response(self.db.transact(&tx.ops)),
+                Err(e) => bad_request(format!("bad transaction: {e}")),
+            },
+            (&Method::GET, ["v1", "config"]) => {
+                let text = self.db.read(|s| s.config.to_toml());
+                Response::new(Full::new(Bytes::from(text)).boxed())
+            }
+            (&Method::POST, ["v1", "config", "diff"]) => match self.parse_config(&body) {
+                Ok(config) => {
+                    let changes = self.db.read(|s| diff_config(&s.config, &config));
+                    json(StatusCode::OK, &ConfigDiff { changes })
+                }
+                Err(response) => response,
+            },
+            (&Method::POST, ["v1", "config", "apply"]) => match self.parse_config(&body) {
+                Ok(config) => commit_response(self.db.replace_config(config)),
+                Err(response) => response,
+            },
+            (&Method::POST, ["v1", "config", "save"]) => match self.save_config() {
+                Ok(saved) => json(StatusCode::OK, &saved),
+                Err(e) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &ErrorBody {
+                        error: format!("saving to {}: {e}", self.config_path.display()),
+                    },
+                ),
+            },
+            (&Method::POST, ["v1", "debug", "fault", module]) if cfg!(feature = "fault-injection") => {
+                if self.faults.inject(module) {
+                    json(StatusCode::OK, &format!("fault injected into {module}"))
+                } else {
+                    not_found(format!("no module {module:?}"))
+                }
+            }
+            _ => not_found(format!("no such API endpoint: {method} {path}")),
         };
         Ok(response)
+    }
+
+    /// Stream a table: a snapshot, then each change in commit order; a watcher that
+    /// falls behind gets a fresh snapshot instead of a gap.
+    fn watch(&self, table: Table) -> Response<Body> {
+        let (mut tx, body) = Channel::<Bytes, Infallible>::new(64);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let line = |event: &WatchEvent| {
+                let mut bytes = serde_json::to_vec(event).expect("watch events serialise");
+                bytes.push(b'\n');
+                Bytes::from(bytes)
+            };
+            let snapshot = |state: &State| WatchEvent::Snapshot {
+                generation: state.generation,
+                rows: table_rows(state, table)
+                    .into_iter()
+                    .map(|(key, row)| RowView { key, row })
+                    .collect(),
+            };
+            let sub = db.subscribe();
+            let mut commits = sub.commits;
+            if tx.send_data(line(&snapshot(&sub.snapshot))).await.is_err() {
+                return;
+            }
+            loop {
+                let commit: Arc<Commit> = match commits.recv().await {
+                    Ok(commit) => commit,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let sub = db.subscribe();
+                        commits = sub.commits;
+                        if tx.send_data(line(&snapshot(&sub.snapshot))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for change in commit.changes.iter().filter(|c| c.table == table) {
+                    let event = WatchEvent::Change {
+                        generation: commit.generation,
+                        change: change.clone(),
+                    };
+                    if tx.send_data(line(&event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut response = Response::new(body.boxed());
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, "application/x-ndjson".parse().expect("static header"));
+        response
     }
 }
 
@@ -221,7 +420,7 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
         kind: "static".into(),
         moves: 0,
     });
-    let learned = state.observed.fdb.values().map(|f| FdbView {
+    let learned = state.observed.fdb_learned.values().map(|f| FdbView {
         vlan: f.vlan,
         mac: f.mac,
         port: f.port.clone(),
@@ -231,16 +430,29 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
     statics.chain(learned)
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let body =
-        serde_json::to_vec(body).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn commit_response(result: Result<Commit, TxError>) -> Response<Body> {
+    match result {
+        Ok(commit) => json(StatusCode::OK, &commit),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    let body = serde_json::to_vec(body).expect("API views serialise");
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
-    );
     response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    response
+}
+
+fn bad_request(error: String) -> Response<Body> {
+    json(StatusCode::BAD_REQUEST, &ErrorBody { error })
+}
+
+fn not_found(error: String) -> Response<Body> {
+    json(StatusCode::NOT_FOUND, &ErrorBody { error })
 }
 
 /// Bind the API socket (root-only), refusing to steal it from a live instance.
@@ -262,18 +474,12 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serve the API until `shutdown` fires.
-pub async fn serve(listener: UnixListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
+/// The API module: serves connections until shutdown. The listener outlives restarts.
+pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "API accept failed");
-                        continue;
-                    }
-                };
+                let (stream, _) = accepted?;
                 let api = api.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| api.clone().handle(req));
@@ -282,16 +488,15 @@ pub async fn serve(listener: UnixListener, api: Arc<Api>, mut shutdown: watch::R
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = ctx.fault() => {}
+            _ = ctx.stopping() => return Ok(()),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach xnosd at {socket}: {source} (is xnosd running? use --socket or XNOS_SOCKET to pick an instance)"
-    )]
+    #[error("cannot reach xnosd at {socket}: {source} (is xnosd running? use --socket or XNOS_SOCKET to pick an instance)")]
     Connect {
         socket: PathBuf,
         #[source]
@@ -299,48 +504,94 @@ pub enum ClientError {
     },
     #[error("talking to xnosd at {socket}: {message}")]
     Protocol { socket: PathBuf, message: String },
-    #[error("xnosd refused the request: {0}")]
+    #[error("{0}")]
     Refused(String),
 }
 
-/// `GET path` on the daemon at `socket`, decoding the JSON answer.
-pub async fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T, ClientError> {
-    let protocol = |message: String| ClientError::Protocol {
-        socket: socket.into(),
-        message,
-    };
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            socket: socket.into(),
+/// A client of one daemon's API.
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        Self { socket: socket.into() }
+    }
+
+    fn protocol(&self, message: impl ToString) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Send a request; returns the response once its status is a success.
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>, ClientError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| ClientError::Connect {
+            socket: self.socket.clone(),
             source,
         })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| protocol(e.to_string()))?;
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(hyper::header::HOST, "xnosd")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| protocol(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| protocol(e.to_string()))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| protocol(e.to_string()))?
-        .to_bytes();
-    if !status.is_success() {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "xnosd")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.protocol(e))?;
+        let response = sender.send_request(request).await.map_err(|e| self.protocol(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let body = response.into_body().collect().await.map_err(|e| self.protocol(e))?.to_bytes();
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        return Err(ClientError::Refused(message));
+        Err(ClientError::Refused(message))
     }
-    serde_json::from_slice(&body).map_err(|e| protocol(format!("bad JSON from daemon: {e}")))
+
+    async fn body(&self, response: Response<Incoming>) -> Result<Bytes, ClientError> {
+        Ok(response.into_body().collect().await.map_err(|e| self.protocol(e))?.to_bytes())
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.send(Method::GET, path, None).await?;
+        let body = self.body(response).await?;
+        serde_json::from_slice(&body).map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let response = self.send(Method::GET, path, None).await?;
+        Ok(String::from_utf8_lossy(&self.body(response).await?).into_owned())
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| self.protocol(e))?;
+        let response = self.send(Method::POST, path, Some(body)).await?;
+        let body = self.body(response).await?;
+        serde_json::from_slice(&body).map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
+    }
+
+    /// Follow a watch stream, calling `f` on each event until the daemon closes it.
+    pub async fn watch(&self, table: &str, mut f: impl FnMut(WatchEvent)) -> Result<(), ClientError> {
+        let response = self.send(Method::GET, &format!("/v1/watch/{table}"), None).await?;
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.protocol(e))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event = serde_json::from_slice(&line).map_err(|e| self.protocol(format!("bad watch event: {e}")))?;
+                f(event);
+            }
+        }
+        Ok(())
+    }
 }

@@ -18,6 +18,31 @@ use crate::mac::MacAddr;
 /// Default FDB aging time in seconds, as on most switches.
 pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
 
+/// A config value that is wrong, named by table, row key and field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Serialize, Deserialize)]
+#[error("{table} {key}: {field}: {message}")]
+pub struct FieldError {
+    pub table: String,
+    pub key: String,
+    pub field: String,
+    pub message: String,
+}
+
+fn field_error(table: &str, key: impl ToString, field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        table: table.into(),
+        key: key.to_string(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Why a VLAN ID is not usable, if it is not.
+fn vlan_range_error(id: i64) -> Option<String> {
+    (id < i64::from(VLAN_MIN) || id > i64::from(VLAN_MAX))
+        .then(|| format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{file}:{line}: {key}: {message}")]
 pub struct ConfigError {
@@ -79,14 +104,16 @@ struct RawFdb {
 }
 
 /// How a port carries VLANs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum PortMode {
     /// Untagged frames only, all in one VLAN.
     Access { vlan: u16 },
     /// Tagged frames of `vlans`, plus untagged frames in `native_vlan` if set.
     Trunk {
+        #[serde(default)]
         vlans: BTreeSet<u16>,
+        #[serde(default)]
         native_vlan: Option<u16>,
     },
 }
@@ -111,45 +138,50 @@ impl PortMode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
     pub name: String,
     #[serde(flatten)]
     pub mode: PortMode,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VlanConfig {
     pub id: u16,
     /// None for VLANs that exist only because a port uses them.
+    #[serde(default)]
     pub name: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaticFdb {
     pub mac: MacAddr,
     pub vlan: u16,
     pub port: String,
 }
 
-/// The validated desired state of the switch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Config {
+/// Switch-wide settings (the single row of the `switch` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchConfig {
+    /// Seconds a learned MAC lives without being seen.
     pub fdb_aging_secs: u64,
-    pub vlans: BTreeMap<u16, VlanConfig>,
-    pub ports: BTreeMap<String, PortConfig>,
-    pub fdb: BTreeMap<(u16, MacAddr), StaticFdb>,
 }
 
-impl Default for Config {
+impl Default for SwitchConfig {
     fn default() -> Self {
         Self {
             fdb_aging_secs: DEFAULT_FDB_AGING_SECS,
-            vlans: BTreeMap::new(),
-            ports: BTreeMap::new(),
-            fdb: BTreeMap::new(),
         }
     }
+}
+
+/// The desired state of the switch: the config tables of StateDb.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub switch: SwitchConfig,
+    pub vlans: BTreeMap<u16, VlanConfig>,
+    pub ports: BTreeMap<String, PortConfig>,
+    pub fdb: BTreeMap<(u16, MacAddr), StaticFdb>,
 }
 
 /// Turns byte spans into line numbers for error messages.
@@ -176,12 +208,8 @@ impl Source<'_> {
 
     fn vlan_id(&self, value: &Spanned<i64>, key: &str) -> Result<u16, ConfigError> {
         let id = *value.get_ref();
-        if id < i64::from(VLAN_MIN) || id > i64::from(VLAN_MAX) {
-            return Err(self.error(
-                value.span(),
-                key,
-                format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"),
-            ));
+        if let Some(message) = vlan_range_error(id) {
+            return Err(self.error(value.span(), key, message));
         }
         Ok(id as u16)
     }
@@ -224,11 +252,14 @@ impl Config {
                     format!("{secs} is out of range 1..1000000 seconds"),
                 ));
             }
-            config.fdb_aging_secs = secs as u64;
+            config.switch.fdb_aging_secs = secs as u64;
         }
 
+        // Where each row starts, to give whole-config validation errors a line.
+        let mut rows: BTreeMap<(&str, String), Range<usize>> = BTreeMap::new();
         let mut vlan_names = BTreeSet::new();
         for (i, vlan) in raw.vlan.iter().enumerate() {
+            rows.insert(("vlan", vlan.get_ref().id.get_ref().to_string()), vlan.span());
             let vlan = vlan.get_ref();
             let key = format!("vlan[{i}]");
             let id = src.vlan_id(&vlan.id, &format!("{key}.id"))?;
@@ -269,6 +300,7 @@ impl Config {
             let port = port.get_ref();
             let key = format!("port[{i}]");
             let name = port.name.get_ref();
+            rows.insert(("port", name.clone()), span.clone());
             if config.ports.contains_key(name) {
                 return Err(src.error(
                     port.name.span(),
@@ -352,6 +384,7 @@ impl Config {
         }
 
         for (i, fdb) in raw.fdb.iter().enumerate() {
+            let span = fdb.span();
             let fdb = fdb.get_ref();
             let key = format!("fdb[{i}]");
             let mac: MacAddr =
@@ -391,6 +424,7 @@ impl Config {
                     format!("{mac} in VLAN {vlan} is defined twice"),
                 ));
             }
+            rows.insert(("fdb-static", format!("{vlan}/{mac}")), span);
             config.fdb.insert(
                 (vlan, mac),
                 StaticFdb {
@@ -400,7 +434,113 @@ impl Config {
                 },
             );
         }
+        // The checks above name keys precisely; this catches whatever rule they miss.
+        config.validate(&link_exists).map_err(|e| {
+            let span = rows
+                .get(&(e.table.as_str(), e.key.clone()))
+                .cloned()
+                .unwrap_or(0..0);
+            src.error(span, format!("{} {}.{}", e.table, e.key, e.field), e.message)
+        })?;
         Ok(config)
+    }
+
+    /// Check the config as a whole: ranges, references between tables, uniqueness, and that
+    /// every port is a kernel interface. The first problem is returned.
+    pub fn validate(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+        let aging = self.switch.fdb_aging_secs;
+        if !(1..=1_000_000).contains(&aging) {
+            return Err(field_error("switch", "switch", "fdb_aging_secs", format!("{aging} is out of range 1..1000000 seconds")));
+        }
+        let mut names = BTreeSet::new();
+        for (id, vlan) in &self.vlans {
+            if let Some(message) = vlan_range_error(i64::from(*id)) {
+                return Err(field_error("vlan", id, "id", message));
+            }
+            if let Some(name) = &vlan.name {
+                if name.is_empty() {
+                    return Err(field_error("vlan", id, "name", "name must not be empty"));
+                }
+                if !names.insert(name) {
+                    return Err(field_error("vlan", id, "name", format!("VLAN name {name:?} is used twice")));
+                }
+            }
+        }
+        let vlan_exists = |port: &str, field: &str, id: u16| match vlan_range_error(i64::from(id)) {
+            Some(message) => Err(field_error("port", port, field, message)),
+            None if !self.vlans.contains_key(&id) => Err(field_error(
+                "port",
+                port,
+                field,
+                format!("VLAN {id} does not exist (add it to the vlan table first)"),
+            )),
+            None => Ok(()),
+        };
+        for (name, port) in &self.ports {
+            if !link_exists(name) {
+                return Err(field_error("port", name, "name", format!("no kernel interface named {name:?}")));
+            }
+            match &port.mode {
+                PortMode::Access { vlan } => vlan_exists(name, "vlan", *vlan)?,
+                PortMode::Trunk { vlans, native_vlan } => {
+                    if vlans.is_empty() && native_vlan.is_none() {
+                        return Err(field_error("port", name, "vlans", "a trunk must carry at least one VLAN (vlans and/or native_vlan)"));
+                    }
+                    for vlan in vlans {
+                        vlan_exists(name, "vlans", *vlan)?;
+                    }
+                    if let Some(native) = native_vlan {
+                        vlan_exists(name, "native_vlan", *native)?;
+                    }
+                }
+            }
+        }
+        for ((vlan, mac), fdb) in &self.fdb {
+            let key = format!("{vlan}/{mac}");
+            if mac.is_multicast() || mac.is_zero() {
+                return Err(field_error("fdb-static", &key, "mac", format!("{mac} is not a unicast address")));
+            }
+            let Some(port) = self.ports.get(&fdb.port) else {
+                return Err(field_error("fdb-static", &key, "port", format!("{:?} is not a configured port", fdb.port)));
+            };
+            if !port.mode.vlans().contains(vlan) {
+                return Err(field_error("fdb-static", &key, "vlan", format!("port {:?} is not in VLAN {vlan}", fdb.port)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config in the file format, as `xnos config show` prints and `config save` writes.
+    pub fn to_toml(&self) -> String {
+        let mut out = format!("[switch]\nfdb-aging = {}\n", self.switch.fdb_aging_secs);
+        for vlan in self.vlans.values() {
+            out.push_str(&format!("\n[[vlan]]\nid = {}\n", vlan.id));
+            if let Some(name) = &vlan.name {
+                out.push_str(&format!("name = {}\n", toml::Value::from(name.as_str())));
+            }
+        }
+        for port in self.ports.values() {
+            out.push_str(&format!("\n[[port]]\nname = {}\n", toml::Value::from(port.name.as_str())));
+            match &port.mode {
+                PortMode::Access { vlan } => out.push_str(&format!("mode = \"access\"\nvlan = {vlan}\n")),
+                PortMode::Trunk { vlans, native_vlan } => {
+                    let list: Vec<String> = vlans.iter().map(u16::to_string).collect();
+                    out.push_str(&format!("mode = \"trunk\"\nvlans = [{}]\n", list.join(", ")));
+                    if let Some(native) = native_vlan {
+                        out.push_str(&format!("native-vlan = {native}\n"));
+                    }
+                }
+            }
+        }
+        for fdb in self.fdb.values() {
+            out.push_str(&format!(
+                "\n[[fdb]]\nmac = \"{}\"\nvlan = {}\nport = {}\n",
+                fdb.mac,
+                fdb.vlan,
+                toml::Value::from(fdb.port.as_str())
+            ));
+        }
+        out
     }
 }
 
@@ -444,7 +584,7 @@ port = "swp1"
     #[test]
     fn parses_the_documented_example() {
         let config = parse(GOOD).unwrap();
-        assert_eq!(config.fdb_aging_secs, 60);
+        assert_eq!(config.switch.fdb_aging_secs, 60);
         assert_eq!(config.ports["swp1"].mode, PortMode::Access { vlan: 10 });
         assert_eq!(
             config.ports["swp3"].mode,
@@ -569,6 +709,22 @@ port = "swp1"
             let e = err(&format!("{base}[[fdb]]\n{fdb}"));
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let config = parse(GOOD).unwrap();
+        let text = config.to_toml();
+        assert_eq!(parse(&text).unwrap(), config, "{text}");
+        assert_eq!(parse("").unwrap().to_toml(), "[switch]\nfdb-aging = 300\n");
+    }
+
+    #[test]
+    fn validate_checks_references_between_tables() {
+        let mut config = parse(GOOD).unwrap();
+        config.vlans.remove(&20);
+        let e = config.validate(&|_| true).unwrap_err();
+        assert_eq!(e.to_string(), "port swp3: vlans: VLAN 20 does not exist (add it to the vlan table first)");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod link;
 pub mod mac;
 pub mod statedb;
+pub mod supervisor;
 pub mod testrun;
 
 /// Where `xnosd` listens and `xnos` connects unless told otherwise.

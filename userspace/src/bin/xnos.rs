@@ -1,20 +1,28 @@
 //! xnos: the command-line interface to a running xnosd.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{collections::BTreeSet, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
 use xnos::{
     DEFAULT_SOCKET,
-    api::{self, FdbView, PortView, VlanView},
+    api::{Client, ClientError, ConfigDiff, ConfigText, FdbView, PortView, RowView, Saved, Transaction, VlanView, WatchEvent},
+    mac::MacAddr,
+    statedb::{Change, ChangeOp, Commit, Op, Table, fdb_key},
 };
 
-/// Show and control an xnos switch.
+/// Show and change an xnos switch.
 ///
 /// Examples:
-///   xnos show ports            ports, VLANs, XDP mode, link and counters
-///   xnos show fdb --json       the forwarding database as JSON
-///   xnos --socket /run/xnos/sw1.sock show vlans
+///   xnos show ports                     ports, VLANs, XDP mode, link and counters
+///   xnos vlan add 30 --name storage     create VLAN 30
+///   xnos port set swp2 --trunk 10,30 --native 1
+///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
+///   xnos config apply new.toml          validate, show the diff, apply atomically
+///   xnos config save                    write the running config to xnosd's config file
+///   xnos db watch fdb-learned           stream changes of a StateDb table
+///   xnos --socket /run/xnos/sw1.sock show fdb --json
 #[derive(Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -30,33 +38,171 @@ enum Command {
     /// Show a table of the switch state.
     Show {
         #[command(subcommand)]
-        table: Table,
+        table: Show,
+    },
+    /// Add or remove VLANs.
+    Vlan {
+        #[command(subcommand)]
+        action: VlanAction,
+    },
+    /// Configure switch ports.
+    Port {
+        #[command(subcommand)]
+        action: PortAction,
+    },
+    /// Add or remove static FDB entries.
+    Fdb {
+        #[command(subcommand)]
+        action: FdbAction,
+    },
+    /// Work with whole configs: apply, diff, show, save.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Read and watch the raw StateDb tables.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
     },
 }
 
 #[derive(Subcommand, Clone, Copy)]
-enum Table {
+enum Show {
     /// Ports: mode, VLANs, XDP attachment, link state and counters.
     Ports(Format),
     /// VLANs with their untagged and tagged member ports.
     Vlans(Format),
     /// Forwarding database: static (config) and learned MAC addresses per VLAN.
     Fdb(Format),
+    /// The daemon's modules: state, restarts, last error.
+    Modules(Format),
 }
 
-#[derive(clap::Args, Clone, Copy)]
+#[derive(Args, Clone, Copy)]
 struct Format {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Subcommand)]
+enum VlanAction {
+    /// Create a VLAN.
+    Add {
+        /// VLAN ID, 1..4094.
+        id: u16,
+        /// A name for it.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a VLAN (no port may use it).
+    Del { id: u16 },
+}
+
+#[derive(Subcommand)]
+enum PortAction {
+    /// Make an interface a switch port, or change one (its VLANs must exist).
+    Set {
+        /// Kernel interface name.
+        name: String,
+        /// Access port: untagged frames, all in this VLAN.
+        #[arg(long, conflicts_with_all = ["trunk", "native", "no_native"])]
+        access: Option<u16>,
+        /// Trunk port: tagged frames of these VLANs, e.g. 10,20,30-39.
+        #[arg(long, value_parser = parse_vlan_list)]
+        trunk: Option<BTreeSet<u16>>,
+        /// With --trunk: untagged frames belong to this VLAN.
+        #[arg(long, requires = "trunk")]
+        native: Option<u16>,
+        /// With --trunk: no native VLAN (untagged frames are dropped).
+        #[arg(long, requires = "trunk", conflicts_with = "native")]
+        no_native: bool,
+    },
+    /// Remove a port from the switch (XDP is detached from it).
+    Del { name: String },
+}
+
+#[derive(Subcommand)]
+enum FdbAction {
+    /// Add a static entry (never overwritten by learning).
+    Add {
+        mac: MacAddr,
+        #[arg(long)]
+        vlan: u16,
+        #[arg(long)]
+        port: String,
+    },
+    /// Remove a static entry.
+    Del {
+        mac: MacAddr,
+        #[arg(long)]
+        vlan: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate FILE, show how it differs from the running config, and apply it as one
+    /// transaction. A bad file changes nothing.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show how FILE differs from the running config, without applying it.
+    Diff {
+        file: PathBuf,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Print the running config as TOML.
+    Show,
+    /// Write the running config to xnosd's config file (the old one is kept as .bak).
+    Save,
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// List the tables.
+    Tables,
+    /// Print every row of a table.
+    Get {
+        table: Table,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Print a table, then every change to it as it is committed (until interrupted).
+    Watch {
+        table: Table,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, String> {
+    let mut vlans = BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not a VLAN or a range like 30-39");
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to): (u16, u16) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
+                if from > to {
+                    return Err(bad());
+                }
+                vlans.extend(from..=to);
+            }
+            None => {
+                vlans.insert(part.parse().map_err(|_| bad())?);
+            }
+        }
+    }
+    Ok(vlans)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xnos: cannot start the runtime: {e}");
@@ -72,53 +218,232 @@ fn main() -> ExitCode {
     }
 }
 
-async fn fetch<T: DeserializeOwned + Serialize>(
-    cli: &Cli,
+async fn show<T: DeserializeOwned + Serialize>(
+    client: &Client,
     path: &str,
     format: Format,
     render: impl FnOnce(&T) -> String,
-) -> Result<(), api::ClientError> {
-    let value: T = api::get(&cli.socket, path).await?;
+) -> Result<(), ClientError> {
+    let value: T = client.get(path).await?;
     if format.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("views serialise")
-        );
+        println!("{}", serde_json::to_string_pretty(&value).expect("views serialise"));
     } else {
         print!("{}", render(&value));
     }
     Ok(())
 }
 
-async fn run(cli: Cli) -> Result<(), api::ClientError> {
+async fn transact(client: &Client, ops: Vec<Op>) -> Result<(), ClientError> {
+    let commit: Commit = client.post("/v1/transact", &Transaction { ops }).await?;
+    print!("{}", render_commit(&commit));
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let client = Client::new(&cli.socket);
     match cli.command {
         Command::Show { table } => match table {
-            Table::Ports(f) => fetch(&cli, "/v1/ports", f, render_ports).await,
-            Table::Vlans(f) => fetch(&cli, "/v1/vlans", f, render_vlans).await,
-            Table::Fdb(f) => fetch(&cli, "/v1/fdb", f, render_fdb).await,
+            Show::Ports(f) => show(&client, "/v1/ports", f, render_ports).await,
+            Show::Vlans(f) => show(&client, "/v1/vlans", f, render_vlans).await,
+            Show::Fdb(f) => show(&client, "/v1/fdb", f, render_fdb).await,
+            Show::Modules(f) => show(&client, "/v1/modules", f, render_modules).await,
+        },
+        Command::Vlan { action } => {
+            let op = match action {
+                VlanAction::Add { id, name } => Op::Insert {
+                    table: Table::Vlan,
+                    row: json!({ "id": id, "name": name }),
+                },
+                VlanAction::Del { id } => Op::Delete {
+                    table: Table::Vlan,
+                    key: id.to_string(),
+                },
+            };
+            transact(&client, vec![op]).await
+        }
+        Command::Port { action } => match action {
+            PortAction::Set { name, access, trunk, native, no_native } => {
+                let rows: Vec<RowView> = client.get("/v1/db/port").await?;
+                let existing = rows.iter().find(|r| r.key == name);
+                let mode = match (access, trunk) {
+                    (Some(vlan), None) => json!({ "mode": "access", "vlan": vlan }),
+                    (None, Some(vlans)) => {
+                        // Without --native/--no-native a trunk keeps its native VLAN.
+                        let kept = existing.and_then(|r| r.row.get("native_vlan")).cloned().unwrap_or(Value::Null);
+                        let native = match (native, no_native) {
+                            (Some(v), _) => json!(v),
+                            (None, true) => Value::Null,
+                            (None, false) => kept,
+                        };
+                        json!({ "mode": "trunk", "vlans": vlans, "native_vlan": native })
+                    }
+                    _ => {
+                        return Err(ClientError::Refused(
+                            "say how the port carries VLANs: --access <vlan> or --trunk <vlans> [--native <vlan>]".into(),
+                        ));
+                    }
+                };
+                let mut row = mode;
+                row["name"] = json!(name);
+                let op = if existing.is_some() {
+                    Op::Update { table: Table::Port, row }
+                } else {
+                    Op::Insert { table: Table::Port, row }
+                };
+                transact(&client, vec![op]).await
+            }
+            PortAction::Del { name } => {
+                transact(&client, vec![Op::Delete { table: Table::Port, key: name }]).await
+            }
+        },
+        Command::Fdb { action } => {
+            let op = match action {
+                FdbAction::Add { mac, vlan, port } => Op::Insert {
+                    table: Table::FdbStatic,
+                    row: json!({ "mac": mac, "vlan": vlan, "port": port }),
+                },
+                FdbAction::Del { mac, vlan } => Op::Delete {
+                    table: Table::FdbStatic,
+                    key: fdb_key(vlan, &mac),
+                },
+            };
+            transact(&client, vec![op]).await
+        }
+        Command::Config { action } => match action {
+            ConfigAction::Apply { file, format } => {
+                let body = read_config(&file)?;
+                let diff: ConfigDiff = client.post("/v1/config/diff", &body).await?;
+                let commit: Commit = client.post("/v1/config/apply", &body).await?;
+                if format.json {
+                    println!("{}", serde_json::to_string_pretty(&commit).expect("serialises"));
+                } else if diff.changes.is_empty() {
+                    println!("no changes: the running config already matches {}", file.display());
+                } else {
+                    print!("{}", render_commit(&commit));
+                }
+                Ok(())
+            }
+            ConfigAction::Diff { file, format } => {
+                let diff: ConfigDiff = client.post("/v1/config/diff", &read_config(&file)?).await?;
+                if format.json {
+                    println!("{}", serde_json::to_string_pretty(&diff).expect("serialises"));
+                } else if diff.changes.is_empty() {
+                    println!("no changes: the running config already matches {}", file.display());
+                } else {
+                    print!("{}", render_changes(&diff.changes));
+                }
+                Ok(())
+            }
+            ConfigAction::Show => {
+                print!("{}", client.get_text("/v1/config").await?);
+                Ok(())
+            }
+            ConfigAction::Save => {
+                let saved: Saved = client.post("/v1/config/save", &json!({})).await?;
+                match saved.backup {
+                    Some(backup) => println!(
+                        "saved running config to {} (previous version in {})",
+                        saved.path.display(),
+                        backup.display()
+                    ),
+                    None => println!("saved running config to {}", saved.path.display()),
+                }
+                Ok(())
+            }
+        },
+        Command::Db { action } => match action {
+            DbAction::Tables => {
+                let tables: Vec<String> = client.get("/v1/db").await?;
+                for table in tables {
+                    let kind = if table.parse::<Table>().is_ok_and(|t| t.is_config()) { "config" } else { "state" };
+                    println!("{table:<12} {kind}");
+                }
+                Ok(())
+            }
+            DbAction::Get { table, format } => {
+                let rows: Vec<RowView> = client.get(&format!("/v1/db/{table}")).await?;
+                if format.json {
+                    println!("{}", serde_json::to_string_pretty(&rows).expect("serialises"));
+                } else {
+                    for row in rows {
+                        println!("{}  {}", row.key, row.row);
+                    }
+                }
+                Ok(())
+            }
+            DbAction::Watch { table, format } => {
+                client
+                    .watch(table.name(), |event| {
+                        if format.json {
+                            println!("{}", serde_json::to_string(&event).expect("serialises"));
+                            return;
+                        }
+                        match event {
+                            WatchEvent::Snapshot { generation, rows } => {
+                                println!("generation {generation}: {} rows in {table}", rows.len());
+                                for row in rows {
+                                    println!("  {}  {}", row.key, row.row);
+                                }
+                            }
+                            WatchEvent::Change { generation, change } => {
+                                print!("generation {generation}: {}", render_changes(&[change]));
+                            }
+                        }
+                    })
+                    .await
+            }
         },
     }
+}
+
+fn read_config(file: &PathBuf) -> Result<ConfigText, ClientError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ClientError::Refused(format!("cannot read {}: {e}", file.display())))?;
+    Ok(ConfigText {
+        file: file.display().to_string(),
+        text,
+    })
+}
+
+fn render_changes(changes: &[Change]) -> String {
+    let mut out = String::new();
+    for c in changes {
+        let line = match c.op {
+            ChangeOp::Insert => format!("+ {} {}  {}", c.table, c.key, c.row.clone().unwrap_or_default()),
+            ChangeOp::Delete => format!("- {} {}", c.table, c.key),
+            ChangeOp::Update => format!(
+                "~ {} {}  {} -> {}",
+                c.table,
+                c.key,
+                c.old.clone().unwrap_or_default(),
+                c.row.clone().unwrap_or_default()
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn render_commit(commit: &Commit) -> String {
+    if commit.changes.is_empty() {
+        return "no changes\n".into();
+    }
+    format!("committed generation {}:\n{}", commit.generation, render_changes(&commit.changes))
 }
 
 fn vlan_list(vlans: &[u16]) -> String {
     if vlans.is_empty() {
         return "-".into();
     }
-    vlans
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    vlans.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn render_ports(ports: &Vec<PortView>) -> String {
     let mut rows = vec![
-        [
-            "PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED",
-            "DROPS",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ["PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED", "DROPS"]
+            .map(String::from)
+            .to_vec(),
     ];
     for p in ports {
         rows.push(vec![
@@ -154,19 +479,9 @@ fn render_ports(ports: &Vec<PortView>) -> String {
 }
 
 fn render_vlans(vlans: &Vec<VlanView>) -> String {
-    let mut rows = vec![
-        ["VLAN", "NAME", "UNTAGGED", "TAGGED", "FDB"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = vec![["VLAN", "NAME", "UNTAGGED", "TAGGED", "FDB"].map(String::from).to_vec()];
     for v in vlans {
-        let ports = |list: &[String]| {
-            if list.is_empty() {
-                "-".into()
-            } else {
-                list.join(",")
-            }
-        };
+        let ports = |list: &[String]| if list.is_empty() { "-".into() } else { list.join(",") };
         rows.push(vec![
             v.id.to_string(),
             v.name.clone().unwrap_or_else(|| "-".into()),
@@ -179,11 +494,7 @@ fn render_vlans(vlans: &Vec<VlanView>) -> String {
 }
 
 fn render_fdb(fdb: &Vec<FdbView>) -> String {
-    let mut rows = vec![
-        ["VLAN", "MAC", "PORT", "TYPE", "MOVES"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = vec![["VLAN", "MAC", "PORT", "TYPE", "MOVES"].map(String::from).to_vec()];
     for f in fdb {
         rows.push(vec![
             f.vlan.to_string(),
@@ -196,6 +507,19 @@ fn render_fdb(fdb: &Vec<FdbView>) -> String {
     let mut out = table(&rows);
     out.push_str(&format!("{} entries\n", fdb.len()));
     out
+}
+
+fn render_modules(modules: &Vec<RowView>) -> String {
+    let mut rows = vec![["MODULE", "STATE", "RESTARTS", "LAST-ERROR"].map(String::from).to_vec()];
+    for m in modules {
+        let field = |name: &str| match &m.row[name] {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        rows.push(vec![m.key.clone(), field("state"), field("restarts"), field("last_error")]);
+    }
+    table(&rows)
 }
 
 /// Left-aligned columns separated by two spaces.

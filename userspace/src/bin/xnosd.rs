@@ -1,6 +1,10 @@
 //! xnosd: the xnos switch daemon.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -13,6 +17,7 @@ use xnos::{
     datapath::{Datapath, StatsReader, module},
     link,
     statedb::StateDb,
+    supervisor::{self, Module},
 };
 
 /// The xnos switch daemon: loads the XDP datapath onto the ports named in the config,
@@ -84,41 +89,56 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
-    let listener = api::bind(&args.socket)
-        .await
-        .with_context(|| format!("API socket {}", args.socket.display()))?;
+    let listener = Arc::new(
+        api::bind(&args.socket)
+            .await
+            .with_context(|| format!("API socket {}", args.socket.display()))?,
+    );
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let datapath = Datapath::load(Some(pin_dir)).context("loading the datapath")?;
     let stats = StatsReader::open(datapath.pin_dir().expect("pinned above"))
         .context("opening the pinned counters")?;
+    // The datapath outlives module restarts: forwarding never stops because a module did.
+    let datapath = Arc::new(Mutex::new(datapath));
 
-    let db = StateDb::new(config);
+    let db = StateDb::new(config, |name| link::ifindex(name).is_some());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut datapath_task = tokio::spawn(module::run(db.clone(), datapath, shutdown_rx.clone()));
-    let api_task = tokio::spawn(api::serve(listener, Api::new(db, Some(stats)), shutdown_rx));
+    let dp = datapath.clone();
+    let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
+    // The API module needs the fault handles, which exist once the supervisor starts.
+    let api_slot: Arc<std::sync::OnceLock<Arc<Api>>> = Arc::default();
+    let api_for_module = api_slot.clone();
+    let modules = vec![
+        Module::new("link-sync", link::run),
+        Module::new("datapath", move |ctx| module::run(ctx, dp.clone())),
+        Module::new("api", move |ctx| {
+            let listener = listener.clone();
+            let api = api_for_module.get().cloned();
+            async move {
+                let api = api.context("API not initialised")?;
+                api::run(ctx, listener, api).await
+            }
+        }),
+    ];
+    let (supervisor, faults) = supervisor::start(db.clone(), modules, shutdown_rx);
+    let _ = api_slot.set(Api::new(db, Some(stats), config_path, faults));
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let early_exit = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = sigterm.recv() => None,
-        result = &mut datapath_task => Some(result),
-    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+    }
     let _ = shutdown_tx.send(true);
-    let _ = api_task.await;
+    let _ = supervisor.await;
     let _ = std::fs::remove_file(&args.socket);
-    let result = match early_exit {
-        Some(result) => result,
-        None => datapath_task.await,
-    };
-    match result {
-        Ok(Ok(datapath)) => {
-            datapath.shutdown();
+    match Arc::try_unwrap(datapath) {
+        Ok(datapath) => {
+            datapath.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
             tracing::info!("detached from all ports, pins removed");
             Ok(())
         }
-        Ok(Err(e)) => Err(e.context("datapath module failed")),
-        Err(e) => Err(anyhow::anyhow!("datapath module panicked: {e}")),
+        Err(_) => anyhow::bail!("datapath still in use at shutdown; XDP programs stay attached"),
     }
 }

@@ -233,6 +233,11 @@ impl Datapath {
         self.learn_events.take()
     }
 
+    /// Give the ring buffer back (when the module that drained it stops).
+    pub fn put_learn_events(&mut self, ring: RingBuf<MapData>) {
+        self.learn_events = Some(ring);
+    }
+
     pub fn ports(&self) -> Result<BTreeMap<u32, PortConf>, DatapathError> {
         self.ports
             .iter()
@@ -262,7 +267,10 @@ impl Datapath {
 
     /// Remove a port from every map and detach XDP from it.
     pub fn remove_port(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        self.detach(ifindex)?;
+        // The interface may be gone already, and its XDP link with it.
+        if let Err(e) = self.detach(ifindex) {
+            tracing::info!(ifindex, error = %e, "detach failed (interface gone?)");
+        }
         let _ = self.flood_ports.remove(ifindex);
         let _ = self.tx_ports.remove(ifindex);
         match self.ports.remove(&ifindex) {

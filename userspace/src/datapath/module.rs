@@ -3,12 +3,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use tokio::{io::unix::AsyncFd, sync::watch};
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::broadcast};
 use xnos_common::{
     FDB_FLAG_STATIC, FdbEntry, FdbKey, LearnEvent, MAX_PORTS, PORT_MODE_ACCESS, PORT_MODE_TRUNK,
     PortConf,
@@ -17,9 +18,9 @@ use xnos_common::{
 use super::Datapath;
 use crate::{
     config::{Config, PortMode},
-    link,
     mac::MacAddr,
-    statedb::{LearnedMac, PortStatus, StateDb},
+    statedb::{Commit, LearnedMac, Observed, PortStatus, StateDb, Table},
+    supervisor::ModuleCtx,
 };
 
 /// The datapath form of a port's config.
@@ -42,10 +43,11 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Bring the maps and attachments in line with the desired config, touching only what
-/// differs. Returns the observed status of every configured port.
+/// differs; `ifindex` resolves port names. Returns the status of every configured port.
 pub fn reconcile(
     dp: &mut Datapath,
     config: &Config,
+    ifindex: impl Fn(&str) -> Option<u32>,
 ) -> anyhow::Result<BTreeMap<String, PortStatus>> {
     let current = dp.ports()?;
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
@@ -63,7 +65,7 @@ pub fn reconcile(
             xdp_mode: "none".into(),
             error: None,
         };
-        let Some(ifindex) = link::ifindex(&port.name) else {
+        let Some(ifindex) = ifindex(&port.name) else {
             status.error = Some(format!("no kernel interface named {:?}", port.name));
             statuses.insert(port.name.clone(), status);
             continue;
@@ -155,111 +157,175 @@ pub fn age_fdb(dp: &mut Datapath, aging: Duration) -> anyhow::Result<usize> {
 /// overflows and entries removed by reconcile or aging).
 fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
     let entries = dp.fdb_entries()?;
-    db.update_observed(|observed| {
-        let names: BTreeMap<u32, String> = observed
-            .ports
-            .values()
-            .map(|p| (p.ifindex, p.name.clone()))
-            .collect();
-        let mut learned = BTreeMap::new();
+    db.write_observed(|tx| {
+        let names = port_names(tx.observed());
+        let mut in_map = BTreeSet::new();
         for (key, entry) in &entries {
             if entry.flags & FDB_FLAG_STATIC != 0 {
                 continue;
             }
             let mac = MacAddr(key.mac);
+            in_map.insert((key.vlan, mac));
             let port = names
                 .get(&entry.ifindex)
                 .cloned()
                 .unwrap_or_else(|| format!("ifindex {}", entry.ifindex));
-            let moves = observed
-                .fdb
+            let moves = tx
+                .observed()
+                .fdb_learned
                 .get(&(key.vlan, mac))
                 .map_or(0, |old| old.moves + u64::from(old.port != port));
-            learned.insert(
-                (key.vlan, mac),
-                LearnedMac {
+            tx.learned(
+                key.vlan,
+                mac,
+                Some(LearnedMac {
                     vlan: key.vlan,
                     mac,
                     port,
                     moves,
-                },
+                }),
             );
         }
-        let changed = learned != observed.fdb;
-        observed.fdb = learned;
-        changed
+        let gone: Vec<(u16, MacAddr)> = tx
+            .observed()
+            .fdb_learned
+            .keys()
+            .filter(|k| !in_map.contains(k))
+            .copied()
+            .collect();
+        for (vlan, mac) in gone {
+            tx.learned(vlan, mac, None);
+        }
     });
     Ok(())
 }
 
+fn port_names(observed: &Observed) -> BTreeMap<u32, String> {
+    observed
+        .port_status
+        .values()
+        .map(|p| (p.ifindex, p.name.clone()))
+        .collect()
+}
+
 fn record_learn(db: &StateDb, event: &LearnEvent) {
-    db.update_observed(|observed| {
-        let Some(port) = observed
-            .ports
-            .values()
-            .find(|p| p.ifindex == event.ifindex)
-            .map(|p| p.name.clone())
-        else {
-            return false;
+    db.write_observed(|tx| {
+        let Some(port) = port_names(tx.observed()).remove(&event.ifindex) else {
+            return;
         };
         let mac = MacAddr(event.key.mac);
-        let entry = observed
-            .fdb
-            .entry((event.key.vlan, mac))
-            .or_insert_with(|| LearnedMac {
-                vlan: event.key.vlan,
+        let vlan = event.key.vlan;
+        let mut row = tx
+            .observed()
+            .fdb_learned
+            .get(&(vlan, mac))
+            .cloned()
+            .unwrap_or_else(|| LearnedMac {
+                vlan,
                 mac,
                 port: port.clone(),
                 moves: 0,
             });
-        if event.old_ifindex != 0 && entry.port != port {
-            entry.moves += 1;
+        if event.old_ifindex != 0 && row.port != port {
+            row.moves += 1;
         }
-        entry.port = port;
-        true
+        row.port = port;
+        tx.learned(vlan, mac, Some(row));
     });
 }
 
-fn apply(db: &StateDb, dp: &mut Datapath) -> anyhow::Result<()> {
-    let config = db.read(|s| s.config.clone());
-    let statuses = reconcile(dp, &config)?;
-    db.update_observed(|observed| {
-        let changed = observed.ports != statuses;
-        observed.ports = statuses;
-        changed
-    });
-    sync_learned(db, dp)
+fn lock(dp: &Mutex<Datapath>) -> MutexGuard<'_, Datapath> {
+    // A module that panicked while holding the lock left the maps as they were: the
+    // next reconcile reads them back, so the poison carries no information.
+    dp.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run the datapath module until `shutdown` fires; hands the datapath back for cleanup.
-pub async fn run(
-    db: Arc<StateDb>,
-    mut dp: Datapath,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Datapath> {
-    let ring = dp
-        .take_learn_events()
-        .context("learn-event ring buffer already taken")?;
-    // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd, so the fd stays
-    // open exactly as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(std::io::Error::from)
-        .context("polling the learn-event ring buffer")?;
-    let mut config_rx = db.watch_config();
-    config_rx.mark_unchanged();
-    apply(&db, &mut dp)?;
+fn apply(db: &StateDb, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
+    let (config, links) = db.read(|s| (s.config.clone(), s.observed.links.clone()));
+    let mut dp = lock(dp);
+    let statuses = reconcile(&mut dp, &config, |name| links.get(name).map(|l| l.ifindex))?;
+    db.write_observed(|tx| {
+        let stale: Vec<String> = tx
+            .observed()
+            .port_status
+            .keys()
+            .filter(|name| !statuses.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in stale {
+            tx.port_status(&name, None);
+        }
+        for (name, status) in statuses {
+            tx.port_status(&name, Some(status));
+        }
+    });
+    sync_learned(db, &dp)
+}
+
+/// The learn-event ring buffer, borrowed from the datapath for one run of the module and
+/// handed back when the run ends, even by a panic, so that a restarted module finds it.
+struct LearnRing {
+    fd: Option<AsyncFd<RingBuf<MapData>>>,
+    dp: Arc<Mutex<Datapath>>,
+}
+
+impl LearnRing {
+    fn take(dp: &Arc<Mutex<Datapath>>) -> anyhow::Result<Self> {
+        let ring = lock(dp)
+            .take_learn_events()
+            .context("learn-event ring buffer already taken")?;
+        // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd, so the fd
+        // stays open exactly as long as it is registered.
+        let fd = unsafe { AsyncFd::register(ring) }
+            .map_err(std::io::Error::from)
+            .context("polling the learn-event ring buffer")?;
+        Ok(Self {
+            fd: Some(fd),
+            dp: dp.clone(),
+        })
+    }
+
+    fn fd(&mut self) -> &mut AsyncFd<RingBuf<MapData>> {
+        self.fd.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for LearnRing {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            lock(&self.dp).put_learn_events(fd.into_inner());
+        }
+    }
+}
+
+/// Does a commit touch what the datapath is programmed from?
+fn relevant(commit: &Commit) -> bool {
+    commit
+        .changes
+        .iter()
+        .any(|c| c.table.is_config() || c.table == Table::Link)
+}
+
+/// The datapath module: the only writer of the BPF maps.
+pub async fn run(ctx: ModuleCtx, dp: Arc<Mutex<Datapath>>) -> anyhow::Result<()> {
+    let db = ctx.db.clone();
+    let mut ring = LearnRing::take(&dp)?;
+    // Subscribe before the first reconcile so that no change slips between the two.
+    let mut commits = db.subscribe().commits;
+    apply(&db, &dp)?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
     loop {
         tokio::select! {
-            changed = config_rx.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                apply(&db, &mut dp)?;
-            }
-            guard = ring.readable_mut() => {
+            commit = commits.recv() => match commit {
+                Ok(commit) if relevant(&commit) => apply(&db, &dp)?,
+                Ok(_) => {}
+                // Level-triggered: having missed some commits only means reconciling now.
+                Err(broadcast::error::RecvError::Lagged(_)) => apply(&db, &dp)?,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            guard = ring.fd().readable_mut() => {
                 let mut guard = guard.context("learn-event ring buffer")?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
@@ -274,19 +340,19 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 // Scan a few times per aging period: a MAC goes within aging * 1.25.
-                let aging = Duration::from_secs(db.read(|s| s.config.fdb_aging_secs));
+                let aging = Duration::from_secs(db.read(|s| s.config.switch.fdb_aging_secs));
                 let period = (aging / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
                 if last_scan.elapsed() >= period {
                     last_scan = Instant::now();
-                    let aged = age_fdb(&mut dp, aging)?;
+                    let aged = age_fdb(&mut lock(&dp), aging)?;
                     if aged > 0 {
                         tracing::debug!(aged, "aged out FDB entries");
                     }
-                    sync_learned(&db, &dp)?;
+                    sync_learned(&db, &lock(&dp))?;
                 }
             }
-            _ = shutdown.changed() => break,
+            _ = ctx.fault() => {}
+            _ = ctx.stopping() => return Ok(()),
         }
     }
-    Ok(dp)
 }
