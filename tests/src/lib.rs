@@ -285,14 +285,36 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Start xnosd in `switch` with `config` and wait until its API answers.
+    /// Start xnosd in `switch` with `config` and wait until its API answers and every
+    /// configured port has XDP attached.
     pub fn start(switch: &Netns, config: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("xnos-{}", switch.name()));
         std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("xnos.toml"), config)?;
+        Self::spawn(switch, dir)
+    }
+
+    /// Stop and start again with the same config file (as `config save` left it).
+    pub fn restart(&mut self, switch: &Netns) -> anyhow::Result<()> {
+        self.stop()?;
+        let fresh = Self::spawn(switch, self.dir.clone())?;
+        let mut old = std::mem::replace(self, fresh);
+        // The directory now belongs to the new process.
+        old.dir = PathBuf::new();
+        Ok(())
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("xnos.toml")
+    }
+
+    fn spawn(switch: &Netns, dir: PathBuf) -> anyhow::Result<Self> {
         let config_path = dir.join("xnos.toml");
-        std::fs::write(&config_path, config)?;
         let socket = dir.join("xnosd.sock");
-        let log = File::create(dir.join("xnosd.log"))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("xnosd.log"))?;
         let child = switch
             .command(binary("xnosd")?.to_str().context("path")?)
             .arg("--config")
@@ -318,7 +340,11 @@ impl Daemon {
             {
                 bail!("xnosd exited with {status}: {}", daemon.log());
             }
-            if daemon.xnos(&["show", "ports", "--json"]).is_ok() {
+            if let Ok(ports) = daemon.json("ports")
+                && ports
+                    .as_array()
+                    .is_some_and(|ports| ports.iter().all(|p| p["xdp"] != "none"))
+            {
                 return Ok(daemon);
             }
             if Instant::now() > deadline {
@@ -416,7 +442,9 @@ impl Drop for Daemon {
         if self.child.is_some() {
             let _ = self.stop();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

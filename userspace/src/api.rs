@@ -170,7 +170,12 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(db: Arc<StateDb>, stats: Option<StatsReader>, config_path: PathBuf, faults: Faults) -> Arc<Self> {
+    pub fn new(
+        db: Arc<StateDb>,
+        stats: Option<StatsReader>,
+        config_path: PathBuf,
+        faults: Faults,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
             stats,
@@ -260,10 +265,13 @@ impl Api {
             .collect()
     }
 
-    fn parse_config(&self, body: &[u8]) -> Result<Config, Response<Body>> {
-        let request: ConfigText = serde_json::from_slice(body).map_err(|e| bad_request(format!("bad request body: {e}")))?;
-        Config::parse(&request.file, &request.text, |name| link::ifindex(name).is_some())
-            .map_err(|e| bad_request(e.to_string()))
+    fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
+        let request: ConfigText =
+            serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))?;
+        Config::parse(&request.file, &request.text, |name| {
+            link::ifindex(name).is_some()
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// Write the running config to the config file: to a temporary file first, then the
@@ -305,10 +313,10 @@ impl Api {
             (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
             (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
             (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
-            (&Method::GET, ["v1", "modules"]) => json(StatusCode::OK, &self.table_view(Table::Module)),
-            (&Method::GET, ["v1", "db"]) => {
-                json(StatusCode::OK, &Table::ALL.map(|t| t.name()))
+            (&Method::GET, ["v1", "modules"]) => {
+                json(StatusCode::OK, &self.table_view(Table::Module))
             }
+            (&Method::GET, ["v1", "db"]) => json(StatusCode::OK, &Table::ALL.map(|t| t.name())),
             (&Method::GET, ["v1", "db", table]) => match table.parse::<Table>() {
                 Ok(table) => json(StatusCode::OK, &self.table_view(table)),
                 Err(e) => not_found(e),
@@ -317,10 +325,12 @@ impl Api {
                 Ok(table) => self.watch(table),
                 Err(e) => not_found(e),
             },
-            (&Method::POST, ["v1", "transact"]) => match serde_json::from_slice::<Transaction>(&body) {
-                Ok(tx) => commit_response(self.db.transact(&tx.ops)),
-                Err(e) => bad_request(format!("bad transaction: {e}")),
-            },
+            (&Method::POST, ["v1", "transact"]) => {
+                match serde_json::from_slice::<Transaction>(&body) {
+                    Ok(tx) => commit_response(self.db.transact(&tx.ops)),
+                    Err(e) => bad_request(format!("bad transaction: {e}")),
+                }
+            }
             (&Method::GET, ["v1", "config"]) => {
                 let text = self.db.read(|s| s.config.to_toml());
                 Response::new(Full::new(Bytes::from(text)).boxed())
@@ -330,11 +340,11 @@ impl Api {
                     let changes = self.db.read(|s| diff_config(&s.config, &config));
                     json(StatusCode::OK, &ConfigDiff { changes })
                 }
-                Err(response) => response,
+                Err(error) => bad_request(error),
             },
             (&Method::POST, ["v1", "config", "apply"]) => match self.parse_config(&body) {
                 Ok(config) => commit_response(self.db.replace_config(config)),
-                Err(response) => response,
+                Err(error) => bad_request(error),
             },
             (&Method::POST, ["v1", "config", "save"]) => match self.save_config() {
                 Ok(saved) => json(StatusCode::OK, &saved),
@@ -345,7 +355,9 @@ impl Api {
                     },
                 ),
             },
-            (&Method::POST, ["v1", "debug", "fault", module]) if cfg!(feature = "fault-injection") => {
+            (&Method::POST, ["v1", "debug", "fault", module])
+                if cfg!(feature = "fault-injection") =>
+            {
                 if self.faults.inject(module) {
                     json(StatusCode::OK, &format!("fault injected into {module}"))
                 } else {
@@ -405,9 +417,10 @@ impl Api {
             }
         });
         let mut response = Response::new(body.boxed());
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, "application/x-ndjson".parse().expect("static header"));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            "application/x-ndjson".parse().expect("static header"),
+        );
         response
     }
 }
@@ -441,9 +454,10 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     let body = serde_json::to_vec(body).expect("API views serialise");
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
     response
 }
 
@@ -496,7 +510,9 @@ pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> 
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach xnosd at {socket}: {source} (is xnosd running? use --socket or XNOS_SOCKET to pick an instance)")]
+    #[error(
+        "cannot reach xnosd at {socket}: {source} (is xnosd running? use --socket or XNOS_SOCKET to pick an instance)"
+    )]
     Connect {
         socket: PathBuf,
         #[source]
@@ -515,7 +531,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
-        Self { socket: socket.into() }
+        Self {
+            socket: socket.into(),
+        }
     }
 
     fn protocol(&self, message: impl ToString) -> ClientError {
@@ -526,11 +544,19 @@ impl Client {
     }
 
     /// Send a request; returns the response once its status is a success.
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|source| ClientError::Connect {
-            socket: self.socket.clone(),
-            source,
-        })?;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.protocol(e))?;
@@ -542,11 +568,19 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.protocol(e))?;
-        let response = sender.send_request(request).await.map_err(|e| self.protocol(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e))?;
         if response.status().is_success() {
             return Ok(response);
         }
-        let body = response.into_body().collect().await.map_err(|e| self.protocol(e))?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes();
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
@@ -554,13 +588,19 @@ impl Client {
     }
 
     async fn body(&self, response: Response<Incoming>) -> Result<Bytes, ClientError> {
-        Ok(response.into_body().collect().await.map_err(|e| self.protocol(e))?.to_bytes())
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let response = self.send(Method::GET, path, None).await?;
         let body = self.body(response).await?;
-        serde_json::from_slice(&body).map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
     }
 
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
@@ -568,16 +608,27 @@ impl Client {
         Ok(String::from_utf8_lossy(&self.body(response).await?).into_owned())
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| self.protocol(e))?;
         let response = self.send(Method::POST, path, Some(body)).await?;
         let body = self.body(response).await?;
-        serde_json::from_slice(&body).map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
     }
 
     /// Follow a watch stream, calling `f` on each event until the daemon closes it.
-    pub async fn watch(&self, table: &str, mut f: impl FnMut(WatchEvent)) -> Result<(), ClientError> {
-        let response = self.send(Method::GET, &format!("/v1/watch/{table}"), None).await?;
+    pub async fn watch(
+        &self,
+        table: &str,
+        mut f: impl FnMut(WatchEvent),
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(Method::GET, &format!("/v1/watch/{table}"), None)
+            .await?;
         let mut body = response.into_body();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -588,7 +639,8 @@ impl Client {
             pending.extend_from_slice(&data);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                let event = serde_json::from_slice(&line).map_err(|e| self.protocol(format!("bad watch event: {e}")))?;
+                let event = serde_json::from_slice(&line)
+                    .map_err(|e| self.protocol(format!("bad watch event: {e}")))?;
                 f(event);
             }
         }

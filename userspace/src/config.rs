@@ -28,7 +28,12 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn field_error(table: &str, key: impl ToString, field: &str, message: impl Into<String>) -> FieldError {
+fn field_error(
+    table: &str,
+    key: impl ToString,
+    field: &str,
+    message: impl Into<String>,
+) -> FieldError {
     FieldError {
         table: table.into(),
         key: key.to_string(),
@@ -259,7 +264,10 @@ impl Config {
         let mut rows: BTreeMap<(&str, String), Range<usize>> = BTreeMap::new();
         let mut vlan_names = BTreeSet::new();
         for (i, vlan) in raw.vlan.iter().enumerate() {
-            rows.insert(("vlan", vlan.get_ref().id.get_ref().to_string()), vlan.span());
+            rows.insert(
+                ("vlan", vlan.get_ref().id.get_ref().to_string()),
+                vlan.span(),
+            );
             let vlan = vlan.get_ref();
             let key = format!("vlan[{i}]");
             let id = src.vlan_id(&vlan.id, &format!("{key}.id"))?;
@@ -440,7 +448,11 @@ impl Config {
                 .get(&(e.table.as_str(), e.key.clone()))
                 .cloned()
                 .unwrap_or(0..0);
-            src.error(span, format!("{} {}.{}", e.table, e.key, e.field), e.message)
+            src.error(
+                span,
+                format!("{} {}.{}", e.table, e.key, e.field),
+                e.message,
+            )
         })?;
         Ok(config)
     }
@@ -450,7 +462,12 @@ impl Config {
     pub fn validate(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
         let aging = self.switch.fdb_aging_secs;
         if !(1..=1_000_000).contains(&aging) {
-            return Err(field_error("switch", "switch", "fdb_aging_secs", format!("{aging} is out of range 1..1000000 seconds")));
+            return Err(field_error(
+                "switch",
+                "switch",
+                "fdb_aging_secs",
+                format!("{aging} is out of range 1..1000000 seconds"),
+            ));
         }
         let mut names = BTreeSet::new();
         for (id, vlan) in &self.vlans {
@@ -462,7 +479,12 @@ impl Config {
                     return Err(field_error("vlan", id, "name", "name must not be empty"));
                 }
                 if !names.insert(name) {
-                    return Err(field_error("vlan", id, "name", format!("VLAN name {name:?} is used twice")));
+                    return Err(field_error(
+                        "vlan",
+                        id,
+                        "name",
+                        format!("VLAN name {name:?} is used twice"),
+                    ));
                 }
             }
         }
@@ -478,13 +500,23 @@ impl Config {
         };
         for (name, port) in &self.ports {
             if !link_exists(name) {
-                return Err(field_error("port", name, "name", format!("no kernel interface named {name:?}")));
+                return Err(field_error(
+                    "port",
+                    name,
+                    "name",
+                    format!("no kernel interface named {name:?}"),
+                ));
             }
             match &port.mode {
                 PortMode::Access { vlan } => vlan_exists(name, "vlan", *vlan)?,
                 PortMode::Trunk { vlans, native_vlan } => {
                     if vlans.is_empty() && native_vlan.is_none() {
-                        return Err(field_error("port", name, "vlans", "a trunk must carry at least one VLAN (vlans and/or native_vlan)"));
+                        return Err(field_error(
+                            "port",
+                            name,
+                            "vlans",
+                            "a trunk must carry at least one VLAN (vlans and/or native_vlan)",
+                        ));
                     }
                     for vlan in vlans {
                         vlan_exists(name, "vlans", *vlan)?;
@@ -498,13 +530,28 @@ impl Config {
         for ((vlan, mac), fdb) in &self.fdb {
             let key = format!("{vlan}/{mac}");
             if mac.is_multicast() || mac.is_zero() {
-                return Err(field_error("fdb-static", &key, "mac", format!("{mac} is not a unicast address")));
+                return Err(field_error(
+                    "fdb-static",
+                    &key,
+                    "mac",
+                    format!("{mac} is not a unicast address"),
+                ));
             }
             let Some(port) = self.ports.get(&fdb.port) else {
-                return Err(field_error("fdb-static", &key, "port", format!("{:?} is not a configured port", fdb.port)));
+                return Err(field_error(
+                    "fdb-static",
+                    &key,
+                    "port",
+                    format!("{:?} is not a configured port", fdb.port),
+                ));
             };
             if !port.mode.vlans().contains(vlan) {
-                return Err(field_error("fdb-static", &key, "vlan", format!("port {:?} is not in VLAN {vlan}", fdb.port)));
+                return Err(field_error(
+                    "fdb-static",
+                    &key,
+                    "vlan",
+                    format!("port {:?} is not in VLAN {vlan}", fdb.port),
+                ));
             }
         }
         Ok(())
@@ -520,12 +567,20 @@ impl Config {
             }
         }
         for port in self.ports.values() {
-            out.push_str(&format!("\n[[port]]\nname = {}\n", toml::Value::from(port.name.as_str())));
+            out.push_str(&format!(
+                "\n[[port]]\nname = {}\n",
+                toml::Value::from(port.name.as_str())
+            ));
             match &port.mode {
-                PortMode::Access { vlan } => out.push_str(&format!("mode = \"access\"\nvlan = {vlan}\n")),
+                PortMode::Access { vlan } => {
+                    out.push_str(&format!("mode = \"access\"\nvlan = {vlan}\n"))
+                }
                 PortMode::Trunk { vlans, native_vlan } => {
                     let list: Vec<String> = vlans.iter().map(u16::to_string).collect();
-                    out.push_str(&format!("mode = \"trunk\"\nvlans = [{}]\n", list.join(", ")));
+                    out.push_str(&format!(
+                        "mode = \"trunk\"\nvlans = [{}]\n",
+                        list.join(", ")
+                    ));
                     if let Some(native) = native_vlan {
                         out.push_str(&format!("native-vlan = {native}\n"));
                     }
@@ -724,7 +779,10 @@ port = "swp1"
         let mut config = parse(GOOD).unwrap();
         config.vlans.remove(&20);
         let e = config.validate(&|_| true).unwrap_err();
-        assert_eq!(e.to_string(), "port swp3: vlans: VLAN 20 does not exist (add it to the vlan table first)");
+        assert_eq!(
+            e.to_string(),
+            "port swp3: vlans: VLAN 20 does not exist (add it to the vlan table first)"
+        );
     }
 
     #[test]

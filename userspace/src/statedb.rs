@@ -66,7 +66,10 @@ impl Table {
 
     /// Desired-config tables, written only by validated transactions.
     pub const fn is_config(self) -> bool {
-        matches!(self, Table::Switch | Table::Vlan | Table::Port | Table::FdbStatic)
+        matches!(
+            self,
+            Table::Switch | Table::Vlan | Table::Port | Table::FdbStatic
+        )
     }
 }
 
@@ -80,10 +83,13 @@ impl FromStr for Table {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Table::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-            format!("no table {s:?}; tables are {}", names.join(", "))
-        })
+        Table::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+                format!("no table {s:?}; tables are {}", names.join(", "))
+            })
     }
 }
 
@@ -95,7 +101,9 @@ impl Serialize for Table {
 
 impl<'de> Deserialize<'de> for Table {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -266,10 +274,34 @@ fn diff_table<K: Ord, R: PartialEq + Serialize>(
 pub fn diff_config(old: &Config, new: &Config) -> Vec<Change> {
     let mut changes = Vec::new();
     let single = |c: &Config| BTreeMap::from([((), c.switch.clone())]);
-    diff_table(Table::Switch, &single(old), &single(new), |_| "switch".into(), &mut changes);
-    diff_table(Table::Vlan, &old.vlans, &new.vlans, u16::to_string, &mut changes);
-    diff_table(Table::Port, &old.ports, &new.ports, String::clone, &mut changes);
-    diff_table(Table::FdbStatic, &old.fdb, &new.fdb, |(v, m)| fdb_key(*v, m), &mut changes);
+    diff_table(
+        Table::Switch,
+        &single(old),
+        &single(new),
+        |_| "switch".into(),
+        &mut changes,
+    );
+    diff_table(
+        Table::Vlan,
+        &old.vlans,
+        &new.vlans,
+        u16::to_string,
+        &mut changes,
+    );
+    diff_table(
+        Table::Port,
+        &old.ports,
+        &new.ports,
+        String::clone,
+        &mut changes,
+    );
+    diff_table(
+        Table::FdbStatic,
+        &old.fdb,
+        &new.fdb,
+        |(v, m)| fdb_key(*v, m),
+        &mut changes,
+    );
     changes
 }
 
@@ -291,7 +323,11 @@ fn put_row<K: Ord, R: PartialEq + Serialize>(
             changes.push(Change {
                 table,
                 key: key_text,
-                op: if old.is_some() { ChangeOp::Update } else { ChangeOp::Insert },
+                op: if old.is_some() {
+                    ChangeOp::Update
+                } else {
+                    ChangeOp::Insert
+                },
                 row: Some(row_value(&row)),
                 old: old.map(row_value),
             });
@@ -324,22 +360,50 @@ impl ObservedTx<'_> {
 
     pub fn link(&mut self, name: &str, row: Option<LinkState>) {
         let o = &mut *self.observed;
-        put_row(Table::Link, &mut o.links, name.to_string(), name.to_string(), row, &mut self.changes);
+        put_row(
+            Table::Link,
+            &mut o.links,
+            name.to_string(),
+            name.to_string(),
+            row,
+            &mut self.changes,
+        );
     }
 
     pub fn port_status(&mut self, name: &str, row: Option<PortStatus>) {
         let o = &mut *self.observed;
-        put_row(Table::PortStatus, &mut o.port_status, name.to_string(), name.to_string(), row, &mut self.changes);
+        put_row(
+            Table::PortStatus,
+            &mut o.port_status,
+            name.to_string(),
+            name.to_string(),
+            row,
+            &mut self.changes,
+        );
     }
 
     pub fn learned(&mut self, vlan: u16, mac: MacAddr, row: Option<LearnedMac>) {
         let o = &mut *self.observed;
-        put_row(Table::FdbLearned, &mut o.fdb_learned, (vlan, mac), fdb_key(vlan, &mac), row, &mut self.changes);
+        put_row(
+            Table::FdbLearned,
+            &mut o.fdb_learned,
+            (vlan, mac),
+            fdb_key(vlan, &mac),
+            row,
+            &mut self.changes,
+        );
     }
 
     pub fn module(&mut self, name: &str, row: Option<ModuleStatus>) {
         let o = &mut *self.observed;
-        put_row(Table::Module, &mut o.modules, name.to_string(), name.to_string(), row, &mut self.changes);
+        put_row(
+            Table::Module,
+            &mut o.modules,
+            name.to_string(),
+            name.to_string(),
+            row,
+            &mut self.changes,
+        );
     }
 }
 
@@ -360,7 +424,10 @@ pub struct StateDb {
 impl StateDb {
     /// A database holding `config`. `link_exists` tells whether a kernel interface exists,
     /// for validating ports in transactions.
-    pub fn new(config: Config, link_exists: impl Fn(&str) -> bool + Send + Sync + 'static) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        link_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: RwLock::new(State {
                 generation: 1,
@@ -411,7 +478,9 @@ impl StateDb {
 
     /// Validate `config` as a whole and make it the desired config in one commit.
     pub fn replace_config(&self, config: Config) -> Result<Commit, TxError> {
-        config.validate(&*self.link_exists).map_err(TxError::Invalid)?;
+        config
+            .validate(&*self.link_exists)
+            .map_err(TxError::Invalid)?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let changes = diff_config(&state.config, &config);
         state.config = config;
@@ -429,7 +498,9 @@ impl StateDb {
                 message,
             })?;
         }
-        config.validate(&*self.link_exists).map_err(TxError::Invalid)?;
+        config
+            .validate(&*self.link_exists)
+            .map_err(TxError::Invalid)?;
         let changes = diff_config(&state.config, &config);
         state.config = config;
         Ok(self.commit(&mut state, changes))
@@ -456,7 +527,10 @@ impl StateDb {
 
 /// All rows of one table of a state, keyed as in changes.
 pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
-    fn rows<K, R: Serialize>(map: &BTreeMap<K, R>, key: impl Fn(&K) -> String) -> Vec<(String, Value)> {
+    fn rows<K, R: Serialize>(
+        map: &BTreeMap<K, R>,
+        key: impl Fn(&K) -> String,
+    ) -> Vec<(String, Value)> {
         map.iter().map(|(k, r)| (key(k), row_value(r))).collect()
     }
     match table {
@@ -517,8 +591,12 @@ fn parse_fdb_key(key: &str) -> Result<(u16, MacAddr), String> {
     let (vlan, mac) = key
         .split_once('/')
         .ok_or_else(|| format!("bad key {key:?}: expected <vlan>/<mac>"))?;
-    let vlan = vlan.parse().map_err(|_| format!("bad VLAN in key {key:?}"))?;
-    let mac = mac.parse().map_err(|e: crate::mac::ParseMacError| e.to_string())?;
+    let vlan = vlan
+        .parse()
+        .map_err(|_| format!("bad VLAN in key {key:?}"))?;
+    let mac = mac
+        .parse()
+        .map_err(|e: crate::mac::ParseMacError| e.to_string())?;
     Ok((vlan, mac))
 }
 
@@ -549,7 +627,9 @@ fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
             |row| parse_row::<StaticFdb>(row).map(|f| ((f.vlan, f.mac), f)),
             parse_fdb_key,
         ),
-        table => Err(format!("{table} is observed state, written by xnosd itself")),
+        table => Err(format!(
+            "{table} is observed state, written by xnosd itself"
+        )),
     }
 }
 
@@ -582,13 +662,22 @@ mod tests {
         let commit = db
             .transact(&[
                 insert(Table::Vlan, json!({"id": 20, "name": "b"})),
-                insert(Table::Port, json!({"name": "swp2", "mode": "trunk", "vlans": [10, 20]})),
-                insert(Table::FdbStatic, json!({"mac": "02:00:00:00:00:01", "vlan": 20, "port": "swp2"})),
+                insert(
+                    Table::Port,
+                    json!({"name": "swp2", "mode": "trunk", "vlans": [10, 20]}),
+                ),
+                insert(
+                    Table::FdbStatic,
+                    json!({"mac": "02:00:00:00:00:01", "vlan": 20, "port": "swp2"}),
+                ),
             ])
             .unwrap();
         assert_eq!(commit.generation, 2);
-        let keys: Vec<(Table, &str, ChangeOp)> =
-            commit.changes.iter().map(|c| (c.table, c.key.as_str(), c.op)).collect();
+        let keys: Vec<(Table, &str, ChangeOp)> = commit
+            .changes
+            .iter()
+            .map(|c| (c.table, c.key.as_str(), c.op))
+            .collect();
         assert_eq!(
             keys,
             [
@@ -616,7 +705,10 @@ mod tests {
         let err = db
             .transact(&[
                 insert(Table::Vlan, json!({"id": 30})),
-                insert(Table::Port, json!({"name": "swp2", "mode": "access", "vlan": 40})),
+                insert(
+                    Table::Port,
+                    json!({"name": "swp2", "mode": "access", "vlan": 40}),
+                ),
             ])
             .unwrap_err();
         assert_eq!(
@@ -627,14 +719,50 @@ mod tests {
         assert_eq!(db.generation(), 1);
 
         for (ops, expected) in [
-            (vec![insert(Table::Vlan, json!({"id": 10}))], "op 0 (vlan): a row with this key exists already (use update)"),
-            (vec![insert(Table::Vlan, json!({"id": 4095}))], "vlan 4095: id: VLAN 4095 is out of range 1..4094"),
-            (vec![insert(Table::Vlan, json!({"name": "x"}))], "op 0 (vlan): bad row: missing field `id`"),
-            (vec![insert(Table::Port, json!({"name": "eth7", "mode": "access", "vlan": 10}))], "port eth7: name: no kernel interface named \"eth7\""),
-            (vec![Op::Delete { table: Table::Vlan, key: "10".into() }], "port swp1: vlan: VLAN 10 does not exist (add it to the vlan table first)"),
-            (vec![Op::Delete { table: Table::Port, key: "swp9".into() }], "op 0 (port): no row with key \"swp9\" to delete"),
-            (vec![insert(Table::Link, json!({}))], "op 0 (link): link is observed state, written by xnosd itself"),
-            (vec![insert(Table::FdbStatic, json!({"mac": "02:00:00:00:00:01", "vlan": 10, "port": "swp9"}))], "fdb-static 10/02:00:00:00:00:01: port: \"swp9\" is not a configured port"),
+            (
+                vec![insert(Table::Vlan, json!({"id": 10}))],
+                "op 0 (vlan): a row with this key exists already (use update)",
+            ),
+            (
+                vec![insert(Table::Vlan, json!({"id": 4095}))],
+                "vlan 4095: id: VLAN 4095 is out of range 1..4094",
+            ),
+            (
+                vec![insert(Table::Vlan, json!({"name": "x"}))],
+                "op 0 (vlan): bad row: missing field `id`",
+            ),
+            (
+                vec![insert(
+                    Table::Port,
+                    json!({"name": "eth7", "mode": "access", "vlan": 10}),
+                )],
+                "port eth7: name: no kernel interface named \"eth7\"",
+            ),
+            (
+                vec![Op::Delete {
+                    table: Table::Vlan,
+                    key: "10".into(),
+                }],
+                "port swp1: vlan: VLAN 10 does not exist (add it to the vlan table first)",
+            ),
+            (
+                vec![Op::Delete {
+                    table: Table::Port,
+                    key: "swp9".into(),
+                }],
+                "op 0 (port): no row with key \"swp9\" to delete",
+            ),
+            (
+                vec![insert(Table::Link, json!({}))],
+                "op 0 (link): link is observed state, written by xnosd itself",
+            ),
+            (
+                vec![insert(
+                    Table::FdbStatic,
+                    json!({"mac": "02:00:00:00:00:01", "vlan": 10, "port": "swp9"}),
+                )],
+                "fdb-static 10/02:00:00:00:00:01: port: \"swp9\" is not a configured port",
+            ),
         ] {
             assert_eq!(db.transact(&ops).unwrap_err().to_string(), expected);
         }
@@ -673,7 +801,11 @@ mod tests {
     fn all_rows(s: &State) -> BTreeMap<(Table, String), Value> {
         Table::ALL
             .iter()
-            .flat_map(|t| table_rows(s, *t).into_iter().map(move |(k, v)| ((*t, k), v)))
+            .flat_map(|t| {
+                table_rows(s, *t)
+                    .into_iter()
+                    .map(move |(k, v)| ((*t, k), v))
+            })
             .collect()
     }
 
@@ -690,7 +822,16 @@ mod tests {
                     for i in 0..200u8 {
                         let mac = MacAddr([2, 0, 0, 0, w, i]);
                         db.write_observed(|tx| {
-                            tx.learned(10, mac, Some(LearnedMac { vlan: 10, mac, port: "swp1".into(), moves: 0 }))
+                            tx.learned(
+                                10,
+                                mac,
+                                Some(LearnedMac {
+                                    vlan: 10,
+                                    mac,
+                                    port: "swp1".into(),
+                                    moves: 0,
+                                }),
+                            )
                         });
                         if i % 3 == 0 {
                             db.write_observed(|tx| tx.learned(10, mac, None));
@@ -710,7 +851,11 @@ mod tests {
             generation = commit.generation;
             replay(&mut rows, &commit);
         }
-        assert_eq!(rows, db.read(all_rows), "replayed deltas equal the final state");
+        assert_eq!(
+            rows,
+            db.read(all_rows),
+            "replayed deltas equal the final state"
+        );
     }
 
     #[tokio::test]
@@ -719,7 +864,18 @@ mod tests {
         let mut sub = db.subscribe();
         for i in 0..(SUBSCRIBER_BACKLOG + 10) {
             let mac = MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
-            db.write_observed(|tx| tx.learned(10, mac, Some(LearnedMac { vlan: 10, mac, port: "swp1".into(), moves: 0 })));
+            db.write_observed(|tx| {
+                tx.learned(
+                    10,
+                    mac,
+                    Some(LearnedMac {
+                        vlan: 10,
+                        mac,
+                        port: "swp1".into(),
+                        moves: 0,
+                    }),
+                )
+            });
         }
         match sub.commits.recv().await {
             Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 10),
@@ -741,8 +897,11 @@ mod tests {
         )
         .unwrap();
         let commit = db.replace_config(new).unwrap();
-        let ops: Vec<(Table, &str, ChangeOp)> =
-            commit.changes.iter().map(|c| (c.table, c.key.as_str(), c.op)).collect();
+        let ops: Vec<(Table, &str, ChangeOp)> = commit
+            .changes
+            .iter()
+            .map(|c| (c.table, c.key.as_str(), c.op))
+            .collect();
         assert_eq!(
             ops,
             [

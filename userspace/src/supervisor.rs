@@ -10,10 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    sync::{Notify, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::statedb::{ModuleStatus, StateDb};
 
@@ -24,15 +21,16 @@ pub type ModuleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
 pub struct ModuleCtx {
     pub db: Arc<StateDb>,
     pub shutdown: watch::Receiver<bool>,
-    fault: Arc<Notify>,
+    /// Count of faults injected; subscribed afresh at each start, so one injection
+    /// makes exactly one run panic.
+    fault: watch::Receiver<u64>,
 }
 
 impl ModuleCtx {
     /// Completes (by panicking) when a fault is injected into this module; never
     /// completes in builds without the `fault-injection` feature. Modules select on it.
     pub async fn fault(&self) {
-        if cfg!(feature = "fault-injection") {
-            self.fault.notified().await;
+        if cfg!(feature = "fault-injection") && self.fault.clone().changed().await.is_ok() {
             panic!("fault injected through the debug API");
         }
         std::future::pending::<()>().await;
@@ -70,14 +68,21 @@ const STABLE: Duration = Duration::from_secs(30);
 
 /// Handles for injecting faults into modules by name (used only with `fault-injection`).
 #[derive(Clone, Default)]
-pub struct Faults(Arc<BTreeMap<&'static str, Arc<Notify>>>);
+pub struct Faults(Arc<BTreeMap<&'static str, watch::Sender<u64>>>);
 
 impl Faults {
+    /// Fault handles for the modules called `names`.
+    pub fn new(names: &[&'static str]) -> Self {
+        Self(Arc::new(
+            names.iter().map(|n| (*n, watch::Sender::new(0))).collect(),
+        ))
+    }
+
     /// Make module `name` panic; false if there is no such module.
     pub fn inject(&self, name: &str) -> bool {
         match self.0.get(name) {
-            Some(notify) => {
-                notify.notify_one();
+            Some(faults) => {
+                faults.send_modify(|count| *count += 1);
                 true
             }
             None => false,
@@ -111,39 +116,47 @@ fn panic_message(err: tokio::task::JoinError) -> String {
 }
 
 /// Start every module under supervision; the returned handle completes once all have
-/// stopped after `shutdown` fired.
+/// stopped after `shutdown` fired. `faults` reaches the modules it names.
 pub fn start(
     db: Arc<StateDb>,
     modules: Vec<Module>,
+    faults: &Faults,
     shutdown: watch::Receiver<bool>,
-) -> (JoinHandle<()>, Faults) {
-    let faults: BTreeMap<&'static str, Arc<Notify>> =
-        modules.iter().map(|m| (m.name, Arc::new(Notify::new()))).collect();
+) -> JoinHandle<()> {
     let handles: Vec<JoinHandle<()>> = modules
         .into_iter()
         .map(|module| {
-            let ctx = ModuleCtx {
-                db: db.clone(),
-                shutdown: shutdown.clone(),
-                fault: faults[module.name].clone(),
-            };
-            tokio::spawn(supervise(module, ctx))
+            let fault = faults
+                .0
+                .get(module.name)
+                .cloned()
+                .unwrap_or_else(|| watch::Sender::new(0));
+            tokio::spawn(supervise(module, db.clone(), shutdown.clone(), fault))
         })
         .collect();
-    let all = tokio::spawn(async move {
+    tokio::spawn(async move {
         for handle in handles {
             let _ = handle.await;
         }
-    });
-    (all, Faults(Arc::new(faults)))
+    })
 }
 
-async fn supervise(module: Module, ctx: ModuleCtx) {
+async fn supervise(
+    module: Module,
+    db: Arc<StateDb>,
+    shutdown: watch::Receiver<bool>,
+    fault: watch::Sender<u64>,
+) {
     let name = module.name;
     let mut restarts = 0;
     let mut last_error = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
+        let ctx = ModuleCtx {
+            db: db.clone(),
+            shutdown: shutdown.clone(),
+            fault: fault.subscribe(),
+        };
         set_status(&ctx.db, name, "running", restarts, last_error.clone());
         let started = Instant::now();
         let mut task = tokio::spawn((module.start)(ctx.clone()));
@@ -174,7 +187,7 @@ async fn supervise(module: Module, ctx: ModuleCtx) {
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    set_status(&ctx.db, name, "stopped", restarts, last_error);
+    set_status(&db, name, "stopped", restarts, last_error);
 }
 
 #[cfg(test)]
@@ -208,13 +221,16 @@ mod tests {
                 Ok(())
             }),
         ];
-        let (all, _faults) = start(db.clone(), modules, stop_rx);
+        let all = start(db.clone(), modules, &Faults::default(), stop_rx);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         db.read(|s| {
             let flaky = &s.observed.modules["flaky"];
             assert_eq!((flaky.state.as_str(), flaky.restarts), ("running", 2));
-            assert_eq!(flaky.last_error.as_deref(), Some("panicked: second run panics"));
+            assert_eq!(
+                flaky.last_error.as_deref(),
+                Some("panicked: second run panics")
+            );
             let steady = &s.observed.modules["steady"];
             assert_eq!((steady.state.as_str(), steady.restarts), ("running", 0));
         });

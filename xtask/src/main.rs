@@ -53,11 +53,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Task::Setup => setup::run().map(drop),
         Task::Build { release } => {
             let env = setup::run()?;
-            build(&env, release)
+            build(&env, release, &[])
         }
         Task::Test { args } => {
             let env = setup::run()?;
-            build(&env, false)?;
+            // The tests inject faults into modules; release builds never have this.
+            build(&env, false, &["fault-injection"])?;
             step("running the test suite");
             let mut cargo = cargo(&env);
             cargo.args([
@@ -73,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Task::Demo => {
             let env = setup::run()?;
-            build(&env, false)?;
+            build(&env, false, &[])?;
             demo::run()
         }
     }
@@ -86,12 +87,15 @@ fn cargo(env: &setup::Env) -> Command {
     cmd
 }
 
-fn build(env: &setup::Env, release: bool) -> anyhow::Result<()> {
+fn build(env: &setup::Env, release: bool, features: &[&str]) -> anyhow::Result<()> {
     step("building the eBPF programs, xnosd and xnos");
     let mut cargo = cargo(env);
     cargo.args(["build", "--package", "xnos", "--bins"]);
     if release {
         cargo.arg("--release");
+    }
+    if !features.is_empty() {
+        cargo.args(["--features", &features.join(",")]);
     }
     status(&mut cargo)
 }

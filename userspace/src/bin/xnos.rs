@@ -7,7 +7,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use xnos::{
     DEFAULT_SOCKET,
-    api::{Client, ClientError, ConfigDiff, ConfigText, FdbView, PortView, RowView, Saved, Transaction, VlanView, WatchEvent},
+    api::{
+        Client, ClientError, ConfigDiff, ConfigText, FdbView, PortView, RowView, Saved,
+        Transaction, VlanView, WatchEvent,
+    },
     mac::MacAddr,
     statedb::{Change, ChangeOp, Commit, Op, Table, fdb_key},
 };
@@ -65,6 +68,10 @@ enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// Test builds only: make a module panic, to see the supervisor restart it.
+    #[cfg(feature = "fault-injection")]
+    #[command(hide = true)]
+    InjectFault { module: String },
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -186,7 +193,10 @@ fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, String> {
         let bad = || format!("{part:?} is not a VLAN or a range like 30-39");
         match part.split_once('-') {
             Some((from, to)) => {
-                let (from, to): (u16, u16) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
+                let (from, to): (u16, u16) = (
+                    from.parse().map_err(|_| bad())?,
+                    to.parse().map_err(|_| bad())?,
+                );
                 if from > to {
                     return Err(bad());
                 }
@@ -202,7 +212,10 @@ fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xnos: cannot start the runtime: {e}");
@@ -226,7 +239,10 @@ async fn show<T: DeserializeOwned + Serialize>(
 ) -> Result<(), ClientError> {
     let value: T = client.get(path).await?;
     if format.json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("views serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("views serialise")
+        );
     } else {
         print!("{}", render(&value));
     }
@@ -262,14 +278,23 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             transact(&client, vec![op]).await
         }
         Command::Port { action } => match action {
-            PortAction::Set { name, access, trunk, native, no_native } => {
+            PortAction::Set {
+                name,
+                access,
+                trunk,
+                native,
+                no_native,
+            } => {
                 let rows: Vec<RowView> = client.get("/v1/db/port").await?;
                 let existing = rows.iter().find(|r| r.key == name);
                 let mode = match (access, trunk) {
                     (Some(vlan), None) => json!({ "mode": "access", "vlan": vlan }),
                     (None, Some(vlans)) => {
                         // Without --native/--no-native a trunk keeps its native VLAN.
-                        let kept = existing.and_then(|r| r.row.get("native_vlan")).cloned().unwrap_or(Value::Null);
+                        let kept = existing
+                            .and_then(|r| r.row.get("native_vlan"))
+                            .cloned()
+                            .unwrap_or(Value::Null);
                         let native = match (native, no_native) {
                             (Some(v), _) => json!(v),
                             (None, true) => Value::Null,
@@ -286,14 +311,27 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 let mut row = mode;
                 row["name"] = json!(name);
                 let op = if existing.is_some() {
-                    Op::Update { table: Table::Port, row }
+                    Op::Update {
+                        table: Table::Port,
+                        row,
+                    }
                 } else {
-                    Op::Insert { table: Table::Port, row }
+                    Op::Insert {
+                        table: Table::Port,
+                        row,
+                    }
                 };
                 transact(&client, vec![op]).await
             }
             PortAction::Del { name } => {
-                transact(&client, vec![Op::Delete { table: Table::Port, key: name }]).await
+                transact(
+                    &client,
+                    vec![Op::Delete {
+                        table: Table::Port,
+                        key: name,
+                    }],
+                )
+                .await
             }
         },
         Command::Fdb { action } => {
@@ -315,9 +353,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 let diff: ConfigDiff = client.post("/v1/config/diff", &body).await?;
                 let commit: Commit = client.post("/v1/config/apply", &body).await?;
                 if format.json {
-                    println!("{}", serde_json::to_string_pretty(&commit).expect("serialises"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&commit).expect("serialises")
+                    );
                 } else if diff.changes.is_empty() {
-                    println!("no changes: the running config already matches {}", file.display());
+                    println!(
+                        "no changes: the running config already matches {}",
+                        file.display()
+                    );
                 } else {
                     print!("{}", render_commit(&commit));
                 }
@@ -326,9 +370,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             ConfigAction::Diff { file, format } => {
                 let diff: ConfigDiff = client.post("/v1/config/diff", &read_config(&file)?).await?;
                 if format.json {
-                    println!("{}", serde_json::to_string_pretty(&diff).expect("serialises"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&diff).expect("serialises")
+                    );
                 } else if diff.changes.is_empty() {
-                    println!("no changes: the running config already matches {}", file.display());
+                    println!(
+                        "no changes: the running config already matches {}",
+                        file.display()
+                    );
                 } else {
                     print!("{}", render_changes(&diff.changes));
                 }
@@ -351,11 +401,23 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 Ok(())
             }
         },
+        #[cfg(feature = "fault-injection")]
+        Command::InjectFault { module } => {
+            let message: String = client
+                .post(&format!("/v1/debug/fault/{module}"), &json!({}))
+                .await?;
+            println!("{message}");
+            Ok(())
+        }
         Command::Db { action } => match action {
             DbAction::Tables => {
                 let tables: Vec<String> = client.get("/v1/db").await?;
                 for table in tables {
-                    let kind = if table.parse::<Table>().is_ok_and(|t| t.is_config()) { "config" } else { "state" };
+                    let kind = if table.parse::<Table>().is_ok_and(|t| t.is_config()) {
+                        "config"
+                    } else {
+                        "state"
+                    };
                     println!("{table:<12} {kind}");
                 }
                 Ok(())
@@ -363,7 +425,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             DbAction::Get { table, format } => {
                 let rows: Vec<RowView> = client.get(&format!("/v1/db/{table}")).await?;
                 if format.json {
-                    println!("{}", serde_json::to_string_pretty(&rows).expect("serialises"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rows).expect("serialises")
+                    );
                 } else {
                     for row in rows {
                         println!("{}  {}", row.key, row.row);
@@ -409,7 +474,12 @@ fn render_changes(changes: &[Change]) -> String {
     let mut out = String::new();
     for c in changes {
         let line = match c.op {
-            ChangeOp::Insert => format!("+ {} {}  {}", c.table, c.key, c.row.clone().unwrap_or_default()),
+            ChangeOp::Insert => format!(
+                "+ {} {}  {}",
+                c.table,
+                c.key,
+                c.row.clone().unwrap_or_default()
+            ),
             ChangeOp::Delete => format!("- {} {}", c.table, c.key),
             ChangeOp::Update => format!(
                 "~ {} {}  {} -> {}",
@@ -429,21 +499,32 @@ fn render_commit(commit: &Commit) -> String {
     if commit.changes.is_empty() {
         return "no changes\n".into();
     }
-    format!("committed generation {}:\n{}", commit.generation, render_changes(&commit.changes))
+    format!(
+        "committed generation {}:\n{}",
+        commit.generation,
+        render_changes(&commit.changes)
+    )
 }
 
 fn vlan_list(vlans: &[u16]) -> String {
     if vlans.is_empty() {
         return "-".into();
     }
-    vlans.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+    vlans
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn render_ports(ports: &Vec<PortView>) -> String {
     let mut rows = vec![
-        ["PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED", "DROPS"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED",
+            "DROPS",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for p in ports {
         rows.push(vec![
@@ -479,9 +560,19 @@ fn render_ports(ports: &Vec<PortView>) -> String {
 }
 
 fn render_vlans(vlans: &Vec<VlanView>) -> String {
-    let mut rows = vec![["VLAN", "NAME", "UNTAGGED", "TAGGED", "FDB"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["VLAN", "NAME", "UNTAGGED", "TAGGED", "FDB"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for v in vlans {
-        let ports = |list: &[String]| if list.is_empty() { "-".into() } else { list.join(",") };
+        let ports = |list: &[String]| {
+            if list.is_empty() {
+                "-".into()
+            } else {
+                list.join(",")
+            }
+        };
         rows.push(vec![
             v.id.to_string(),
             v.name.clone().unwrap_or_else(|| "-".into()),
@@ -494,7 +585,11 @@ fn render_vlans(vlans: &Vec<VlanView>) -> String {
 }
 
 fn render_fdb(fdb: &Vec<FdbView>) -> String {
-    let mut rows = vec![["VLAN", "MAC", "PORT", "TYPE", "MOVES"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["VLAN", "MAC", "PORT", "TYPE", "MOVES"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for f in fdb {
         rows.push(vec![
             f.vlan.to_string(),
@@ -510,14 +605,23 @@ fn render_fdb(fdb: &Vec<FdbView>) -> String {
 }
 
 fn render_modules(modules: &Vec<RowView>) -> String {
-    let mut rows = vec![["MODULE", "STATE", "RESTARTS", "LAST-ERROR"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["MODULE", "STATE", "RESTARTS", "LAST-ERROR"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for m in modules {
         let field = |name: &str| match &m.row[name] {
             Value::String(s) => s.clone(),
             Value::Null => "-".into(),
             other => other.to_string(),
         };
-        rows.push(vec![m.key.clone(), field("state"), field("restarts"), field("last_error")]);
+        rows.push(vec![
+            m.key.clone(),
+            field("state"),
+            field("restarts"),
+            field("last_error"),
+        ]);
     }
     table(&rows)
 }

@@ -17,7 +17,7 @@ use xnos::{
     datapath::{Datapath, StatsReader, module},
     link,
     statedb::StateDb,
-    supervisor::{self, Module},
+    supervisor::{self, Faults, Module},
 };
 
 /// The xnos switch daemon: loads the XDP datapath onto the ports named in the config,
@@ -106,23 +106,16 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dp = datapath.clone();
     let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
-    // The API module needs the fault handles, which exist once the supervisor starts.
-    let api_slot: Arc<std::sync::OnceLock<Arc<Api>>> = Arc::default();
-    let api_for_module = api_slot.clone();
+    let faults = Faults::new(&["link-sync", "datapath", "api"]);
+    let api = Api::new(db.clone(), Some(stats), config_path, faults.clone());
     let modules = vec![
         Module::new("link-sync", link::run),
         Module::new("datapath", move |ctx| module::run(ctx, dp.clone())),
         Module::new("api", move |ctx| {
-            let listener = listener.clone();
-            let api = api_for_module.get().cloned();
-            async move {
-                let api = api.context("API not initialised")?;
-                api::run(ctx, listener, api).await
-            }
+            api::run(ctx, listener.clone(), api.clone())
         }),
     ];
-    let (supervisor, faults) = supervisor::start(db.clone(), modules, shutdown_rx);
-    let _ = api_slot.set(Api::new(db, Some(stats), config_path, faults));
+    let supervisor = supervisor::start(db, modules, &faults, shutdown_rx);
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -135,7 +128,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.socket);
     match Arc::try_unwrap(datapath) {
         Ok(datapath) => {
-            datapath.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
+            datapath
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .shutdown();
             tracing::info!("detached from all ports, pins removed");
             Ok(())
         }
