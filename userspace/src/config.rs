@@ -9,9 +9,12 @@ use std::{
     path::Path,
 };
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
-use xnos_common::{VLAN_MAX, VLAN_MIN};
+use xnos_common::{MAX_ECMP, VLAN_MAX, VLAN_MIN};
 
 use crate::mac::MacAddr;
 
@@ -75,12 +78,33 @@ struct RawConfig {
     port: Vec<Spanned<RawPort>>,
     #[serde(default)]
     fdb: Vec<Spanned<RawFdb>>,
+    #[serde(default)]
+    interface: Vec<Spanned<RawInterface>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSwitch {
     fdb_aging: Option<Spanned<i64>>,
+    router_mac: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawInterface {
+    vlan: Option<Spanned<i64>>,
+    port: Option<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRoute {
+    prefix: Spanned<String>,
+    nexthops: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -170,14 +194,69 @@ pub struct StaticFdb {
 pub struct SwitchConfig {
     /// Seconds a learned MAC lives without being seen.
     pub fdb_aging_secs: u64,
+    /// The MAC of every L3 interface; derived from /etc/machine-id when not set.
+    #[serde(default)]
+    pub router_mac: Option<MacAddr>,
 }
 
 impl Default for SwitchConfig {
     fn default() -> Self {
         Self {
             fdb_aging_secs: DEFAULT_FDB_AGING_SECS,
+            router_mac: None,
         }
     }
+}
+
+impl SwitchConfig {
+    /// The router MAC in use: the configured one, or a stable locally administered MAC
+    /// derived from the machine id (the same across restarts of this box).
+    pub fn router_mac(&self) -> MacAddr {
+        self.router_mac.unwrap_or_else(|| {
+            let seed = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+            // FNV-1a: tiny, stable across Rust versions (unlike DefaultHasher).
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in seed.trim().bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            let b = hash.to_be_bytes();
+            MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])
+        })
+    }
+}
+
+/// An L3 interface: an SVI (`vlan`) or a routed port (`port`), with its addresses.
+/// Its name is the kernel netdev that carries the addresses: `vlan<ID>` for an SVI,
+/// the port's own name for a routed port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+}
+
+impl InterfaceConfig {
+    /// The kernel netdev name of an SVI.
+    pub fn svi_name(vlan: u16) -> String {
+        format!("vlan{vlan}")
+    }
+
+    /// The internal switch port (the other end of the SVI's veth pair).
+    pub fn svi_port_name(vlan: u16) -> String {
+        format!("vlan{vlan}i")
+    }
+}
+
+/// A static route from config, installed into the kernel (and from there mirrored into
+/// the fast path like every kernel route).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub prefix: IpNet,
+    pub nexthops: Vec<IpAddr>,
 }
 
 /// The desired state of the switch: the config tables of StateDb.
@@ -187,6 +266,8 @@ pub struct Config {
     pub vlans: BTreeMap<u16, VlanConfig>,
     pub ports: BTreeMap<String, PortConfig>,
     pub fdb: BTreeMap<(u16, MacAddr), StaticFdb>,
+    pub interfaces: BTreeMap<String, InterfaceConfig>,
+    pub routes: BTreeMap<IpNet, RouteConfig>,
 }
 
 /// Turns byte spans into line numbers for error messages.
@@ -258,6 +339,17 @@ impl Config {
                 ));
             }
             config.switch.fdb_aging_secs = secs as u64;
+        }
+        if let Some(switch) = &raw.switch
+            && let Some(mac) = &switch.get_ref().router_mac
+        {
+            let parsed: MacAddr = mac.get_ref().parse().map_err(
+                |e: crate::mac::ParseMacError| src.error(mac.span(), "switch.router-mac", e.to_string()),
+            )?;
+            if parsed.is_multicast() || parsed.is_zero() {
+                return Err(src.error(mac.span(), "switch.router-mac", format!("{parsed} is not a unicast address")));
+            }
+            config.switch.router_mac = Some(parsed);
         }
 
         // Where each row starts, to give whole-config validation errors a line.
@@ -442,6 +534,68 @@ impl Config {
                 },
             );
         }
+        for (i, iface) in raw.interface.iter().enumerate() {
+            let span = iface.span();
+            let iface = iface.get_ref();
+            let key = format!("interface[{i}]");
+            let (name, vlan, port) = match (&iface.vlan, &iface.port) {
+                (Some(vlan), None) => {
+                    let id = src.vlan_id(vlan, &format!("{key}.vlan"))?;
+                    if !config.vlans.contains_key(&id) {
+                        return Err(src.error(vlan.span(), format!("{key}.vlan"), format!("VLAN {id} is not used by any port or [[vlan]]")));
+                    }
+                    (InterfaceConfig::svi_name(id), Some(id), None)
+                }
+                (None, Some(port)) => {
+                    let name = port.get_ref();
+                    if config.ports.contains_key(name) {
+                        return Err(src.error(port.span(), format!("{key}.port"), format!("{name:?} is a switch ([[port]]) port; a routed port must not be")));
+                    }
+                    if !link_exists(name) {
+                        return Err(src.error(port.span(), format!("{key}.port"), format!("no kernel interface named {name:?}")));
+                    }
+                    (name.clone(), None, Some(name.clone()))
+                }
+                _ => {
+                    return Err(src.error(span, key, "give exactly one of `vlan` (an SVI) or `port` (a routed port)"));
+                }
+            };
+            if config.interfaces.contains_key(&name) {
+                return Err(src.error(span, key, format!("interface {name} is defined twice")));
+            }
+            let mut addresses = Vec::new();
+            for (j, address) in iface.addresses.iter().enumerate() {
+                let parsed: IpNet = address.get_ref().parse().map_err(|_| {
+                    src.error(address.span(), format!("{key}.addresses[{j}]"), format!("{:?} is not an address with a prefix length, like 10.0.10.1/24", address.get_ref()))
+                })?;
+                addresses.push(parsed);
+            }
+            rows.insert(("interface", name.clone()), span);
+            config.interfaces.insert(name.clone(), InterfaceConfig { name, vlan, port, addresses });
+        }
+
+        for (i, route) in raw.route.iter().enumerate() {
+            let span = route.span();
+            let route = route.get_ref();
+            let key = format!("route[{i}]");
+            let prefix: IpNet = route.prefix.get_ref().parse().map_err(|_| {
+                src.error(route.prefix.span(), format!("{key}.prefix"), format!("{:?} is not a prefix like 10.99.0.0/16", route.prefix.get_ref()))
+            })?;
+            let prefix = prefix.trunc();
+            let mut nexthops = Vec::new();
+            for (j, nh) in route.nexthops.get_ref().iter().enumerate() {
+                let addr: IpAddr = nh.get_ref().parse().map_err(|_| {
+                    src.error(nh.span(), format!("{key}.nexthops[{j}]"), format!("{:?} is not an IP address", nh.get_ref()))
+                })?;
+                nexthops.push(addr);
+            }
+            if config.routes.contains_key(&prefix) {
+                return Err(src.error(route.prefix.span(), format!("{key}.prefix"), format!("a route to {prefix} is defined twice")));
+            }
+            rows.insert(("route", prefix.to_string()), span);
+            config.routes.insert(prefix, RouteConfig { prefix, nexthops });
+        }
+
         // The checks above name keys precisely; this catches whatever rule they miss.
         config.validate(&link_exists).map_err(|e| {
             let span = rows
@@ -554,12 +708,63 @@ impl Config {
                 ));
             }
         }
+        self.validate_l3(link_exists)
+    }
+
+    fn validate_l3(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+        let mut addresses = BTreeMap::new();
+        for (name, iface) in &self.interfaces {
+            match (iface.vlan, &iface.port) {
+                (Some(vlan), None) => {
+                    if *name != InterfaceConfig::svi_name(vlan) {
+                        return Err(field_error("interface", name, "name", format!("the SVI of VLAN {vlan} is named {}", InterfaceConfig::svi_name(vlan))));
+                    }
+                    if !self.vlans.contains_key(&vlan) {
+                        return Err(field_error("interface", name, "vlan", format!("VLAN {vlan} does not exist (add it to the vlan table first)")));
+                    }
+                }
+                (None, Some(port)) => {
+                    if port != name {
+                        return Err(field_error("interface", name, "name", format!("a routed port's interface is named like the port ({port})")));
+                    }
+                    if self.ports.contains_key(port) {
+                        return Err(field_error("interface", name, "port", format!("{port:?} is a switch port; a routed port must not be")));
+                    }
+                    if !link_exists(port) {
+                        return Err(field_error("interface", name, "port", format!("no kernel interface named {port:?}")));
+                    }
+                }
+                _ => return Err(field_error("interface", name, "vlan", "give exactly one of vlan (an SVI) or port (a routed port)")),
+            }
+            for address in &iface.addresses {
+                if let Some(other) = addresses.insert(address.addr(), name) {
+                    return Err(field_error("interface", name, "addresses", format!("{} is also an address of {other}", address.addr())));
+                }
+            }
+        }
+        for (prefix, route) in &self.routes {
+            let key = prefix.to_string();
+            if route.prefix != *prefix || prefix.trunc() != *prefix {
+                return Err(field_error("route", &key, "prefix", format!("{} has host bits set; the route is to {}", route.prefix, route.prefix.trunc())));
+            }
+            if route.nexthops.is_empty() || route.nexthops.len() > MAX_ECMP {
+                return Err(field_error("route", &key, "nexthops", format!("a route needs 1 to {MAX_ECMP} nexthops")));
+            }
+            for nh in &route.nexthops {
+                if nh.is_ipv4() != prefix.addr().is_ipv4() {
+                    return Err(field_error("route", &key, "nexthops", format!("nexthop {nh} is not of the prefix's address family")));
+                }
+            }
+        }
         Ok(())
     }
 
     /// The config in the file format, as `xnos config show` prints and `config save` writes.
     pub fn to_toml(&self) -> String {
         let mut out = format!("[switch]\nfdb-aging = {}\n", self.switch.fdb_aging_secs);
+        if let Some(mac) = self.switch.router_mac {
+            out.push_str(&format!("router-mac = \"{mac}\"\n"));
+        }
         for vlan in self.vlans.values() {
             out.push_str(&format!("\n[[vlan]]\nid = {}\n", vlan.id));
             if let Some(name) = &vlan.name {
@@ -593,6 +798,23 @@ impl Config {
                 fdb.mac,
                 fdb.vlan,
                 toml::Value::from(fdb.port.as_str())
+            ));
+        }
+        let quoted = |items: Vec<String>| items.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+        for iface in self.interfaces.values() {
+            out.push_str("\n[[interface]]\n");
+            match (iface.vlan, &iface.port) {
+                (Some(vlan), _) => out.push_str(&format!("vlan = {vlan}\n")),
+                (None, Some(port)) => out.push_str(&format!("port = {}\n", toml::Value::from(port.as_str()))),
+                (None, None) => {}
+            }
+            out.push_str(&format!("addresses = [{}]\n", quoted(iface.addresses.iter().map(IpNet::to_string).collect())));
+        }
+        for route in self.routes.values() {
+            out.push_str(&format!(
+                "\n[[route]]\nprefix = \"{}\"\nnexthops = [{}]\n",
+                route.prefix,
+                quoted(route.nexthops.iter().map(IpAddr::to_string).collect())
             ));
         }
         out
@@ -764,6 +986,66 @@ port = "swp1"
             let e = err(&format!("{base}[[fdb]]\n{fdb}"));
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    const L3: &str = r#"
+[switch]
+router-mac = "02:00:00:00:01:00"
+
+[[vlan]]
+id = 10
+
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+
+[[interface]]
+vlan = 10
+addresses = ["10.0.10.1/24", "fd00:10::1/64"]
+
+[[interface]]
+port = "swp5"
+addresses = ["10.0.99.1/30"]
+
+[[route]]
+prefix = "10.99.0.0/16"
+nexthops = ["10.0.10.2", "10.0.10.3"]
+"#;
+
+    #[test]
+    fn parses_l3_interfaces_and_routes() {
+        let config = parse(L3).unwrap();
+        assert_eq!(config.switch.router_mac(), "02:00:00:00:01:00".parse().unwrap());
+        let svi = &config.interfaces["vlan10"];
+        assert_eq!((svi.vlan, svi.addresses.len()), (Some(10), 2));
+        assert_eq!(config.interfaces["swp5"].port.as_deref(), Some("swp5"));
+        let prefix: IpNet = "10.99.0.0/16".parse().unwrap();
+        assert_eq!(config.routes[&prefix].nexthops.len(), 2);
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn bad_l3_config_names_key_and_line() {
+        for (from, to, key, line) in [
+            ("vlan = 10\naddresses", "vlan = 11\naddresses", "interface[0].vlan", 14),
+            ("port = \"swp5\"", "port = \"swp1\"", "interface[1].port", 18),
+            ("\"10.0.99.1/30\"", "\"10.0.99.1\"", "interface[1].addresses[0]", 19),
+            ("\"10.99.0.0/16\"", "\"10.99.0.0/33\"", "route[0].prefix", 22),
+            ("\"10.0.10.3\"", "\"fd00::3\"", "route 10.99.0.0/16.nexthops", 21),
+            ("\"02:00:00:00:01:00\"", "\"01:00:00:00:01:00\"", "switch.router-mac", 3),
+        ] {
+            let e = err(&L3.replace(from, to));
+            assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
+        }
+    }
+
+    #[test]
+    fn router_mac_is_derived_stably_when_not_set() {
+        let config = parse("").unwrap();
+        let mac = config.switch.router_mac();
+        assert_eq!(mac, config.switch.router_mac());
+        assert!(!mac.is_multicast() && mac.0[0] & 2 != 0, "{mac} is not locally administered unicast");
     }
 
     #[test]

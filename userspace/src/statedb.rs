@@ -11,16 +11,22 @@
 use std::{
     collections::BTreeMap,
     fmt,
+    net::IpAddr,
     str::FromStr,
     sync::{Arc, RwLock},
 };
+
+use ipnet::IpNet;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::{
-    config::{Config, FieldError, PortConfig, StaticFdb, SwitchConfig, VlanConfig},
+    config::{
+        Config, FieldError, InterfaceConfig, PortConfig, RouteConfig, StaticFdb, SwitchConfig,
+        VlanConfig,
+    },
     mac::MacAddr,
 };
 
@@ -33,21 +39,29 @@ pub enum Table {
     Vlan,
     Port,
     FdbStatic,
+    Interface,
+    Route,
     Link,
     PortStatus,
     FdbLearned,
+    Fib,
+    Neighbor,
     Module,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 12] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
         Table::FdbStatic,
+        Table::Interface,
+        Table::Route,
         Table::Link,
         Table::PortStatus,
         Table::FdbLearned,
+        Table::Fib,
+        Table::Neighbor,
         Table::Module,
     ];
 
@@ -57,9 +71,13 @@ impl Table {
             Table::Vlan => "vlan",
             Table::Port => "port",
             Table::FdbStatic => "fdb-static",
+            Table::Interface => "interface",
+            Table::Route => "route",
             Table::Link => "link",
             Table::PortStatus => "port-status",
             Table::FdbLearned => "fdb-learned",
+            Table::Fib => "fib",
+            Table::Neighbor => "neighbor",
             Table::Module => "module",
         }
     }
@@ -141,6 +159,37 @@ pub struct LearnedMac {
     pub moves: u64,
 }
 
+/// One nexthop of a kernel route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FibNexthop {
+    /// None for a directly connected route.
+    pub gateway: Option<IpAddr>,
+    pub ifindex: u32,
+}
+
+/// A route of the kernel's FIB (main and local tables), as the kernel module mirrors it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FibRoute {
+    pub prefix: IpNet,
+    /// `main` or `local`.
+    pub table: String,
+    /// `unicast`, `local`, `blackhole`, `unreachable`, ...
+    pub kind: String,
+    /// Who installed it: `kernel`, `static`, `bgp`, `ospf`, `xnos`...
+    pub protocol: String,
+    pub nexthops: Vec<FibNexthop>,
+}
+
+/// A kernel neighbour (ARP/ND) entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbor {
+    pub ip: IpAddr,
+    pub ifindex: u32,
+    pub mac: Option<MacAddr>,
+    /// `reachable`, `stale`, `failed`, ...
+    pub state: String,
+}
+
 /// A supervised module, as the supervisor reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleStatus {
@@ -157,6 +206,10 @@ pub struct Observed {
     pub links: BTreeMap<String, LinkState>,
     pub port_status: BTreeMap<String, PortStatus>,
     pub fdb_learned: BTreeMap<(u16, MacAddr), LearnedMac>,
+    /// Keyed by (table, prefix).
+    pub fib: BTreeMap<(String, IpNet), FibRoute>,
+    /// Keyed by (ifindex, address).
+    pub neighbors: BTreeMap<(u32, IpAddr), Neighbor>,
     pub modules: BTreeMap<String, ModuleStatus>,
 }
 
@@ -224,6 +277,14 @@ pub enum TxError {
 /// Row keys as they appear in changes, the API and the CLI.
 pub fn fdb_key(vlan: u16, mac: &MacAddr) -> String {
     format!("{vlan}/{mac}")
+}
+
+pub fn fib_key(table: &str, prefix: &IpNet) -> String {
+    format!("{table}/{prefix}")
+}
+
+pub fn neighbor_key(ifindex: u32, ip: &IpAddr) -> String {
+    format!("{ifindex}/{ip}")
 }
 
 fn row_value<R: Serialize>(row: &R) -> Value {
@@ -394,6 +455,18 @@ impl ObservedTx<'_> {
         );
     }
 
+    pub fn fib(&mut self, table: &str, prefix: IpNet, row: Option<FibRoute>) {
+        let o = &mut *self.observed;
+        let key = fib_key(table, &prefix);
+        put_row(Table::Fib, &mut o.fib, (table.to_string(), prefix), key, row, &mut self.changes);
+    }
+
+    pub fn neighbor(&mut self, ifindex: u32, ip: IpAddr, row: Option<Neighbor>) {
+        let o = &mut *self.observed;
+        let key = neighbor_key(ifindex, &ip);
+        put_row(Table::Neighbor, &mut o.neighbors, (ifindex, ip), key, row, &mut self.changes);
+    }
+
     pub fn module(&mut self, name: &str, row: Option<ModuleStatus>) {
         let o = &mut *self.observed;
         put_row(
@@ -538,9 +611,13 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::Vlan => rows(&s.config.vlans, u16::to_string),
         Table::Port => rows(&s.config.ports, String::clone),
         Table::FdbStatic => rows(&s.config.fdb, |(v, m)| fdb_key(*v, m)),
+        Table::Interface => rows(&s.config.interfaces, String::clone),
+        Table::Route => rows(&s.config.routes, IpNet::to_string),
         Table::Link => rows(&s.observed.links, String::clone),
         Table::PortStatus => rows(&s.observed.port_status, String::clone),
         Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
+        Table::Fib => rows(&s.observed.fib, |(t, p)| fib_key(t, p)),
+        Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
         Table::Module => rows(&s.observed.modules, String::clone),
     }
 }
@@ -626,6 +703,18 @@ fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
             op,
             |row| parse_row::<StaticFdb>(row).map(|f| ((f.vlan, f.mac), f)),
             parse_fdb_key,
+        ),
+        Table::Interface => apply_row(
+            &mut config.interfaces,
+            op,
+            |row| parse_row::<InterfaceConfig>(row).map(|i| (i.name.clone(), i)),
+            |key| Ok(key.to_string()),
+        ),
+        Table::Route => apply_row(
+            &mut config.routes,
+            op,
+            |row| parse_row::<RouteConfig>(row).map(|r| (r.prefix, r)),
+            |key| key.parse().map_err(|_| format!("bad route key {key:?}: expected a prefix")),
         ),
         table => Err(format!(
             "{table} is observed state, written by xnosd itself"

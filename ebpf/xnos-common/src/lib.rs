@@ -18,6 +18,20 @@ pub const VLAN_MAX: u16 = 4094;
 
 pub const PORT_MODE_ACCESS: u8 = 1;
 pub const PORT_MODE_TRUNK: u8 = 2;
+/// A routed port: no VLANs, no learning; frames to the router MAC are routed, the rest
+/// go to the kernel.
+pub const PORT_MODE_ROUTED: u8 = 3;
+
+/// Most L3 interfaces (SVIs and routed ports) one instance handles.
+pub const MAX_L3_IFACES: u32 = 1024;
+/// Capacity of each LPM route table (IPv4, IPv6).
+pub const ROUTES_SIZE: u32 = 2_000_000;
+/// Capacity of the nexthop-group table.
+pub const NHG_SIZE: u32 = 65_536;
+/// Capacity of the neighbour table (both families).
+pub const NEIGH_SIZE: u32 = 65_536;
+/// Most nexthops in one ECMP group.
+pub const MAX_ECMP: usize = 8;
 
 /// Configuration of one switch port, keyed by ifindex in the `PORTS` map.
 #[repr(C)]
@@ -28,7 +42,7 @@ pub struct PortConf {
     /// VLAN of untagged frames (access VLAN, or trunk native VLAN); 0 = untagged frames
     /// are not allowed. Frames of this VLAN also leave the port untagged.
     pub pvid: u16,
-    /// `PORT_MODE_ACCESS` or `PORT_MODE_TRUNK`.
+    /// `PORT_MODE_ACCESS`, `PORT_MODE_TRUNK` or `PORT_MODE_ROUTED`.
     pub mode: u8,
     pub _pad: u8,
     /// VLAN membership bitmap: bit `vid % 64` of word `vid / 64`.
@@ -144,6 +158,130 @@ impl DropReason {
     }
 }
 
+/// An L3 interface, keyed by the ifindex of its kernel netdev (the SVI's kernel-side veth,
+/// or the routed port itself) in the `L3_IFACES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L3Iface {
+    /// Where frames for the kernel go: the SVI's internal switch port, or the routed port.
+    pub port_ifindex: u32,
+    /// The SVI's VLAN; 0 for a routed port.
+    pub vlan: u16,
+    /// The router MAC: frames to it are routed, and routed frames leave with it.
+    pub mac: [u8; 6],
+}
+
+/// Forward through the route's nexthop group.
+pub const ROUTE_FORWARD: u32 = 1;
+/// An address of the switch itself: punt to the kernel.
+pub const ROUTE_LOCAL: u32 = 2;
+/// A route the fast path does not carry (unreachable, prohibit, other interfaces...): punt.
+pub const ROUTE_KERNEL: u32 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// `ROUTE_*`.
+    pub kind: u32,
+    /// Nexthop group (`NHGS` key) for `ROUTE_FORWARD`.
+    pub nhg: u32,
+}
+
+/// A nexthop: through L3 interface `ifindex`, to `gateway` (or straight to the packet's
+/// destination when `NEXTHOP_CONNECTED`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nexthop {
+    pub ifindex: u32,
+    pub flags: u32,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub gateway: [u8; 16],
+}
+
+pub const NEXTHOP_CONNECTED: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NexthopGroup {
+    /// Nexthops in use (1..=MAX_ECMP).
+    pub count: u32,
+    pub _pad: u32,
+    pub nexthops: [Nexthop; MAX_ECMP],
+}
+
+/// Neighbour key: the L3 interface and the neighbour's address (IPv4 in the first 4
+/// bytes). Link-local IPv6 neighbours are only unique per interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighEntry {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Why the L3 pipeline handed a packet to the kernel; index into `L3Stats::punts`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PuntReason {
+    /// Addressed to the switch itself.
+    ToSelf = 0,
+    /// TTL or hop limit would expire here.
+    TtlExpired = 1,
+    /// No route in the fast path.
+    NoRoute = 2,
+    /// The nexthop's MAC is not known yet (the kernel resolves it).
+    NoNeighbor = 3,
+    /// IPv4 options.
+    IpOptions = 4,
+    /// Neither IPv4 nor IPv6, link-local, or a route the fast path does not carry.
+    Unsupported = 5,
+    /// The neighbour's MAC is not in the FDB of the egress VLAN.
+    FdbMiss = 6,
+}
+
+pub const PUNT_REASONS: usize = 7;
+
+impl PuntReason {
+    pub const ALL: [PuntReason; PUNT_REASONS] = [
+        PuntReason::ToSelf,
+        PuntReason::TtlExpired,
+        PuntReason::NoRoute,
+        PuntReason::NoNeighbor,
+        PuntReason::IpOptions,
+        PuntReason::Unsupported,
+        PuntReason::FdbMiss,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            PuntReason::ToSelf => "to_self",
+            PuntReason::TtlExpired => "ttl_expired",
+            PuntReason::NoRoute => "no_route",
+            PuntReason::NoNeighbor => "no_neighbor",
+            PuntReason::IpOptions => "ip_options",
+            PuntReason::Unsupported => "unsupported",
+            PuntReason::FdbMiss => "fdb_miss",
+        }
+    }
+}
+
+/// Switch-wide L3 counters, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L3Stats {
+    pub routed_v4: u64,
+    pub routed_v6: u64,
+    pub punts: [u64; PUNT_REASONS],
+    /// Punts dropped by the rate limiter.
+    pub punts_limited: u64,
+}
+
 /// Per-port counters, one copy per CPU, summed by userspace at read time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -172,4 +310,10 @@ mod user {
     unsafe impl aya::Pod for FdbEntry {}
     unsafe impl aya::Pod for LearnEvent {}
     unsafe impl aya::Pod for PortStats {}
+    unsafe impl aya::Pod for L3Iface {}
+    unsafe impl aya::Pod for RouteEntry {}
+    unsafe impl aya::Pod for NexthopGroup {}
+    unsafe impl aya::Pod for NeighKey {}
+    unsafe impl aya::Pod for NeighEntry {}
+    unsafe impl aya::Pod for L3Stats {}
 }

@@ -1,8 +1,9 @@
 //! The xnos L2 datapath: XDP ingress on every switch port, and a devmap egress program
 //! that finishes flooded frames for each port.
 //!
-//! Ingress classifies the frame into a VLAN, learns its source MAC, and either redirects a
-//! known unicast frame (already tagged/untagged as the egress port wants it) or floods it.
+//! Ingress classifies the frame into a VLAN, learns its source MAC, routes frames sent to
+//! the router MAC of a routed VLAN or port (route.rs), and either redirects a known
+//! unicast frame (already tagged/untagged as the egress port wants it) or floods it.
 //! Flooded frames are normalised to carry an 802.1Q tag with their VLAN; the egress program
 //! attached to every `FLOOD_PORTS` entry then drops them on ports outside the VLAN and pops
 //! the tag on ports where the VLAN is untagged. Flooding uses devmap broadcast with
@@ -13,6 +14,7 @@
 mod fdb;
 mod packet;
 mod port;
+mod route;
 mod vlan;
 
 use aya_ebpf::{
@@ -21,7 +23,7 @@ use aya_ebpf::{
     maps::DevMapHash,
     programs::XdpContext,
 };
-use xnos_common::{DropReason, MAX_PORTS, PortConf};
+use xnos_common::{DropReason, MAX_PORTS, PORT_MODE_ROUTED, PortConf};
 
 use crate::{
     packet::{EthHdr, ptr_at},
@@ -31,7 +33,7 @@ use crate::{
 
 /// Known-unicast egress: frames leave exactly as the ingress program wrote them.
 #[map]
-static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+pub(crate) static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
 
 /// Flood targets: every port, each entry running `xnos_egress`.
 #[map]
@@ -66,6 +68,17 @@ fn try_ingress(
     // SAFETY: ptr_at checked that the whole header is inside the frame.
     let (dst, src) = unsafe { ((*eth).dst, (*eth).src) };
     let tag = Tag::parse(ctx)?;
+    if port.mode == PORT_MODE_ROUTED {
+        // A routed port switches nothing: frames for the router MAC are routed, the rest
+        // (ARP, ND, frames for other hosts) belong to the kernel's netdev of the port.
+        return match route::iface(ifindex) {
+            Some(iface) if tag.is_none() && iface.mac == dst => route::forward(ctx, tag, iface),
+            _ => {
+                stats.punt();
+                Ok(xdp_action::XDP_PASS)
+            }
+        };
+    }
     let vid = vlan::classify(port, tag)?;
 
     if src[0] & 1 != 0 || src == [0; 6] {
@@ -78,6 +91,12 @@ fn try_ingress(
     }
     fdb::learn(ifindex, vid, src, stats);
 
+    if dst[0] & 1 == 0
+        && let Some(iface) = route::svi(vid)
+        && iface.mac == dst
+    {
+        return route::forward(ctx, tag, iface);
+    }
     if dst[0] & 1 == 0
         && let Some(entry) = fdb::lookup(vid, dst)
     {

@@ -1,0 +1,370 @@
+//! L3: route IPv4 and IPv6 packets sent to the router MAC, from LPM tables, ECMP nexthop
+//! groups and the neighbour table; punt to the kernel what the fast path does not handle.
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::XdpContext,
+};
+use xnos_common::{
+    DropReason, L3Iface, L3Stats, MAX_ECMP, MAX_L3_IFACES, NEIGH_SIZE, NEXTHOP_CONNECTED,
+    NHG_SIZE, NeighEntry, NeighKey, NexthopGroup, PuntReason, ROUTE_FORWARD, ROUTE_LOCAL,
+    ROUTES_SIZE, RouteEntry,
+};
+
+use crate::{TX_PORTS, fdb, packet::ptr_at, port, port::Stats, vlan, vlan::Tag};
+
+/// L3 interfaces by the ifindex of their kernel netdev.
+#[map]
+static L3_IFACES: HashMap<u32, L3Iface> = HashMap::with_max_entries(MAX_L3_IFACES, 0);
+
+/// VLAN ID -> ifindex of the VLAN's SVI (0: the VLAN is not routed).
+#[map]
+static VLAN_L3: Array<u32> = Array::with_max_entries(4096, 0);
+
+#[map]
+static ROUTES4: LpmTrie<[u8; 4], RouteEntry> =
+    LpmTrie::with_max_entries(ROUTES_SIZE, BPF_F_NO_PREALLOC);
+
+#[map]
+static ROUTES6: LpmTrie<[u8; 16], RouteEntry> =
+    LpmTrie::with_max_entries(ROUTES_SIZE, BPF_F_NO_PREALLOC);
+
+#[map]
+static NHGS: HashMap<u32, NexthopGroup> = HashMap::with_max_entries(NHG_SIZE, 0);
+
+#[map]
+static NEIGHS: HashMap<NeighKey, NeighEntry> = HashMap::with_max_entries(NEIGH_SIZE, 0);
+
+#[map]
+static L3_STATS: PerCpuArray<L3Stats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU token bucket for punts: [tokens, last refill ns].
+#[map]
+static PUNT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Punts per second and CPU, and the burst allowed above that rate.
+const PUNT_RATE: u64 = 20_000;
+const PUNT_BURST: u64 = 2_000;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+#[repr(C)]
+struct Ipv4Hdr {
+    vihl: u8,
+    tos: u8,
+    len: [u8; 2],
+    id: [u8; 2],
+    frag: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    check: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+#[repr(C)]
+struct Ipv6Hdr {
+    vtc_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+/// The SVI of VLAN `vid`, if the VLAN is routed.
+#[inline(always)]
+pub fn svi(vid: u16) -> Option<&'static L3Iface> {
+    let ifindex = *VLAN_L3.get(u32::from(vid & 0xfff))?;
+    if ifindex == 0 {
+        return None;
+    }
+    iface(ifindex)
+}
+
+#[inline(always)]
+pub fn iface(ifindex: u32) -> Option<&'static L3Iface> {
+    // SAFETY: see port::get.
+    unsafe { L3_IFACES.get(&ifindex) }
+}
+
+#[inline(always)]
+fn l3_stats(f: impl FnOnce(&mut L3Stats)) {
+    if let Some(stats) = L3_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        f(unsafe { &mut *stats });
+    }
+}
+
+/// Whether this CPU may punt one more packet now.
+#[inline(always)]
+fn punt_allowed() -> bool {
+    let Some(bucket) = PUNT_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value; plain helper call.
+    let (bucket, now) = unsafe { (&mut *bucket, bpf_ktime_get_ns()) };
+    let elapsed = now.saturating_sub(bucket[1]);
+    let refill = elapsed.min(1_000_000_000) * PUNT_RATE / 1_000_000_000;
+    if refill > 0 {
+        bucket[0] = (bucket[0] + refill).min(PUNT_BURST);
+        bucket[1] = now;
+    }
+    if bucket[0] == 0 {
+        return false;
+    }
+    bucket[0] -= 1;
+    true
+}
+
+/// Hand the packet to the kernel's netdev of `iface`: an SVI's packets go (untagged)
+/// through its internal port, a routed port's straight up its own stack.
+#[inline(always)]
+pub fn punt(
+    ctx: &XdpContext,
+    tag: Option<Tag>,
+    iface: &L3Iface,
+    reason: PuntReason,
+) -> Result<u32, DropReason> {
+    // SAFETY: reading a local; keeps the index check the verifier needs (see Stats::drop).
+    let index = unsafe { core::ptr::read_volatile(&(reason as u32)) } as usize;
+    if !punt_allowed() {
+        l3_stats(|s| s.punts_limited += 1);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    l3_stats(|s| {
+        if let Some(count) = s.punts.get_mut(index) {
+            *count += 1;
+        }
+    });
+    if iface.vlan == 0 {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    vlan::rewrite(ctx, tag, iface.vlan, true)?;
+    if let Some(port) = port::get(iface.port_ifindex) {
+        Stats::of(port).tx(ctx.data_end() - ctx.data());
+    }
+    TX_PORTS
+        .redirect(iface.port_ifindex, 0)
+        .map_err(|_| DropReason::NoEgress)
+}
+
+/// Route a frame that arrived for the router MAC of `iface`.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, tag: Option<Tag>, iface: &L3Iface) -> Result<u32, DropReason> {
+    // Two copies with constant offsets keep every packet access simple for the verifier.
+    if tag.is_some() {
+        forward_at::<18>(ctx, tag, iface)
+    } else {
+        forward_at::<14>(ctx, tag, iface)
+    }
+}
+
+#[inline(always)]
+fn forward_at<const L3: usize>(
+    ctx: &XdpContext,
+    tag: Option<Tag>,
+    iface: &L3Iface,
+) -> Result<u32, DropReason> {
+    let proto: *const [u8; 2] = ptr_at(ctx, L3 - 2).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked by ptr_at.
+    match u16::from_be_bytes(unsafe { *proto }) {
+        ETH_P_IP => ipv4::<L3>(ctx, tag, iface),
+        ETH_P_IPV6 => ipv6::<L3>(ctx, tag, iface),
+        _ => punt(ctx, tag, iface, PuntReason::Unsupported),
+    }
+}
+
+/// Murmur3's finaliser: spreads every input bit over the output.
+#[inline(always)]
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The flow hash for ECMP: addresses, protocol and (for TCP/UDP) ports.
+#[inline(always)]
+fn flow_hash(src: u32, dst: u32, proto: u8, ports: u32) -> u32 {
+    mix(src ^ mix(dst ^ mix(ports ^ u32::from(proto))))
+}
+
+/// The TCP/UDP ports at `offset` as one word, or 0.
+#[inline(always)]
+fn ports(ctx: &XdpContext, offset: usize, proto: u8) -> u32 {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return 0;
+    }
+    match ptr_at::<[u8; 4]>(ctx, offset) {
+        // SAFETY: bounds checked by ptr_at.
+        Some(p) => u32::from_be_bytes(unsafe { *p }),
+        None => 0,
+    }
+}
+
+/// Where a routed packet leaves: (port ifindex, VLAN, leaves untagged).
+#[inline(always)]
+fn egress(out: &L3Iface, mac: [u8; 6]) -> Result<(u32, u16, bool), PuntReason> {
+    if out.vlan == 0 {
+        return Ok((out.port_ifindex, 0, true));
+    }
+    let entry = fdb::lookup(out.vlan, mac).ok_or(PuntReason::FdbMiss)?;
+    let port = port::get(entry.ifindex).ok_or(PuntReason::FdbMiss)?;
+    if !port.is_member(out.vlan) {
+        return Err(PuntReason::FdbMiss);
+    }
+    Ok((entry.ifindex, out.vlan, port.pvid == out.vlan))
+}
+
+/// Pick the nexthop for `hash`, find its MAC, and where the packet leaves.
+#[inline(always)]
+fn resolve(
+    route: &RouteEntry,
+    hash: u32,
+    dst: &[u8; 16],
+) -> Result<([u8; 6], &'static L3Iface, (u32, u16, bool)), PuntReason> {
+    if route.kind == ROUTE_LOCAL {
+        return Err(PuntReason::ToSelf);
+    }
+    if route.kind != ROUTE_FORWARD {
+        return Err(PuntReason::Unsupported);
+    }
+    // SAFETY: see port::get.
+    let group = unsafe { NHGS.get(&route.nhg) }.ok_or(PuntReason::NoRoute)?;
+    if group.count == 0 {
+        return Err(PuntReason::NoRoute);
+    }
+    let index = (hash % group.count) as usize;
+    let nh = group.nexthops.get(index & (MAX_ECMP - 1)).ok_or(PuntReason::NoRoute)?;
+    let key = NeighKey {
+        ifindex: nh.ifindex,
+        addr: if nh.flags & NEXTHOP_CONNECTED != 0 { *dst } else { nh.gateway },
+    };
+    // SAFETY: see port::get.
+    let neigh = unsafe { NEIGHS.get(&key) }.ok_or(PuntReason::NoNeighbor)?;
+    let out = iface(nh.ifindex).ok_or(PuntReason::Unsupported)?;
+    let egress = egress(out, neigh.mac)?;
+    Ok((neigh.mac, out, egress))
+}
+
+/// Rewrite the Ethernet header for the next hop, set the tag the egress port wants, and
+/// redirect.
+#[inline(always)]
+fn transmit(
+    ctx: &XdpContext,
+    tag: Option<Tag>,
+    mac: [u8; 6],
+    out: &L3Iface,
+    (egress_ifindex, vid, untagged): (u32, u16, bool),
+) -> Result<u32, DropReason> {
+    let macs: *mut [u8; 12] = ptr_at(ctx, 0).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked by ptr_at.
+    let macs = unsafe { &mut *macs };
+    macs[..6].copy_from_slice(&mac);
+    macs[6..].copy_from_slice(&out.mac);
+    vlan::rewrite(ctx, tag, vid, untagged)?;
+    if let Some(port) = port::get(egress_ifindex) {
+        Stats::of(port).tx(ctx.data_end() - ctx.data());
+    }
+    TX_PORTS
+        .redirect(egress_ifindex, 0)
+        .map_err(|_| DropReason::NoEgress)
+}
+
+#[inline(always)]
+fn ipv4<const L3: usize>(
+    ctx: &XdpContext,
+    tag: Option<Tag>,
+    iface: &L3Iface,
+) -> Result<u32, DropReason> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, L3).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked by ptr_at; the header stays valid until we adjust the frame.
+    let ip = unsafe { &mut *ip };
+    if ip.vihl >> 4 != 4 {
+        return Err(DropReason::Malformed);
+    }
+    if ip.vihl != 0x45 {
+        return punt(ctx, tag, iface, PuntReason::IpOptions);
+    }
+    if ip.ttl <= 1 {
+        return punt(ctx, tag, iface, PuntReason::TtlExpired);
+    }
+    let Some(route) = ROUTES4.get(Key::new(32, ip.dst)) else {
+        return punt(ctx, tag, iface, PuntReason::NoRoute);
+    };
+    // Only first fragments carry ports; hash the others on addresses alone.
+    let first_fragment = u16::from_be_bytes(ip.frag) & 0x1fff == 0;
+    let ports = if first_fragment { ports(ctx, L3 + 20, ip.proto) } else { 0 };
+    let hash = flow_hash(
+        u32::from_ne_bytes(ip.src),
+        u32::from_ne_bytes(ip.dst),
+        ip.proto,
+        ports,
+    );
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&ip.dst);
+    let (mac, out, egress) = match resolve(route, hash, &dst) {
+        Ok(resolved) => resolved,
+        Err(reason) => return punt(ctx, tag, iface, reason),
+    };
+    // TTL - 1 and the incremental checksum update of RFC 1624.
+    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
+    ip.ttl -= 1;
+    let new = u16::from_be_bytes([ip.ttl, ip.proto]);
+    let mut sum = u32::from(!u16::from_be_bytes(ip.check)) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    ip.check = (!(sum as u16)).to_be_bytes();
+    let action = transmit(ctx, tag, mac, out, egress)?;
+    l3_stats(|s| s.routed_v4 += 1);
+    Ok(action)
+}
+
+#[inline(always)]
+fn ipv6<const L3: usize>(
+    ctx: &XdpContext,
+    tag: Option<Tag>,
+    iface: &L3Iface,
+) -> Result<u32, DropReason> {
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, L3).ok_or(DropReason::Malformed)?;
+    // SAFETY: bounds checked by ptr_at; the header stays valid until we adjust the frame.
+    let ip = unsafe { &mut *ip };
+    if ip.vtc_flow[0] >> 4 != 6 {
+        return Err(DropReason::Malformed);
+    }
+    // Link-local and multicast destinations are never routed.
+    if ip.dst[0] == 0xff || (ip.dst[0] == 0xfe && ip.dst[1] & 0xc0 == 0x80) {
+        return punt(ctx, tag, iface, PuntReason::Unsupported);
+    }
+    if ip.hop_limit <= 1 {
+        return punt(ctx, tag, iface, PuntReason::TtlExpired);
+    }
+    let Some(route) = ROUTES6.get(Key::new(128, ip.dst)) else {
+        return punt(ctx, tag, iface, PuntReason::NoRoute);
+    };
+    let word = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let fold = |a: &[u8; 16]| word(a, 0) ^ word(a, 4) ^ word(a, 8) ^ word(a, 12);
+    let hash = flow_hash(
+        fold(&ip.src),
+        fold(&ip.dst),
+        ip.next_header,
+        ports(ctx, L3 + 40, ip.next_header),
+    );
+    let dst = ip.dst;
+    let (mac, out, egress) = match resolve(route, hash, &dst) {
+        Ok(resolved) => resolved,
+        Err(reason) => return punt(ctx, tag, iface, reason),
+    };
+    ip.hop_limit -= 1;
+    let action = transmit(ctx, tag, mac, out, egress)?;
+    l3_stats(|s| s.routed_v6 += 1);
+    Ok(action)
+}
