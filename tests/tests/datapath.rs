@@ -347,7 +347,7 @@ fn reconcile_converges_and_is_idempotent() {
     let config = Config::parse("t.toml", text, |_| true).unwrap();
     let mut dp = Datapath::load(None).unwrap();
     ns.enter(|| {
-        let statuses = module::reconcile(&mut dp, &config, xnos::link::ifindex).unwrap();
+        let statuses = module::reconcile(&mut dp, &config, xnos::kernel::link::ifindex).unwrap();
         assert!(
             statuses
                 .values()
@@ -375,7 +375,7 @@ fn reconcile_converges_and_is_idempotent() {
             },
         )
         .unwrap();
-        let again = module::reconcile(&mut dp, &config, xnos::link::ifindex).unwrap();
+        let again = module::reconcile(&mut dp, &config, xnos::kernel::link::ifindex).unwrap();
         assert_eq!(again, statuses);
         assert_eq!(dp.ports().unwrap(), ports);
         assert!(dp.fdb_get(&learned).is_some());
@@ -383,7 +383,7 @@ fn reconcile_converges_and_is_idempotent() {
         // swp2 leaves VLAN 20 and swp1 leaves the switch: its entries and XDP go too.
         let text = "[[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10]\n";
         let smaller = Config::parse("t.toml", text, |_| true).unwrap();
-        let statuses = module::reconcile(&mut dp, &smaller, xnos::link::ifindex).unwrap();
+        let statuses = module::reconcile(&mut dp, &smaller, xnos::kernel::link::ifindex).unwrap();
         assert_eq!(statuses.len(), 1);
         assert_eq!(
             dp.ports().unwrap().keys().copied().collect::<Vec<_>>(),

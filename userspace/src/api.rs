@@ -30,7 +30,7 @@ use xnos_common::{DropReason, PortStats};
 use crate::{
     config::{Config, PortMode},
     datapath::StatsReader,
-    link,
+    kernel::link,
     mac::MacAddr,
     statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
     supervisor::{Faults, ModuleCtx},

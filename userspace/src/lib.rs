@@ -6,7 +6,7 @@ pub mod api;
 pub mod bpffs;
 pub mod config;
 pub mod datapath;
-pub mod link;
+pub mod kernel;
 pub mod mac;
 pub mod statedb;
 pub mod supervisor;

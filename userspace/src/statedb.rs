@@ -134,6 +134,9 @@ pub struct LinkState {
     pub oper_state: String,
     pub mac: Option<MacAddr>,
     pub mtu: Option<u32>,
+    /// `ip link set ... alias`; xnos marks the netdevs it creates with it.
+    #[serde(default)]
+    pub alias: Option<String>,
 }
 
 /// What the datapath reports about one configured port.
@@ -867,6 +870,7 @@ mod tests {
             oper_state: "up".into(),
             mac: None,
             mtu: Some(1500),
+            alias: None,
         };
         let (_, commit) = db.write_observed(|tx| tx.link("swp1", Some(link.clone())));
         assert_eq!((commit.generation, commit.changes.len()), (2, 1));

@@ -190,11 +190,11 @@ pub struct RouteEntry {
 /// A nexthop: through L3 interface `ifindex`, to `gateway` (or straight to the packet's
 /// destination when `NEXTHOP_CONNECTED`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Nexthop {
     pub ifindex: u32,
     pub flags: u32,
-    /// IPv4 in the first 4 bytes, or IPv6.
+    /// IPv6, or IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d).
     pub gateway: [u8; 16],
 }
 
@@ -209,8 +209,8 @@ pub struct NexthopGroup {
     pub nexthops: [Nexthop; MAX_ECMP],
 }
 
-/// Neighbour key: the L3 interface and the neighbour's address (IPv4 in the first 4
-/// bytes). Link-local IPv6 neighbours are only unique per interface.
+/// Neighbour key: the L3 interface and the neighbour's address (IPv4 as IPv4-mapped
+/// IPv6). Link-local IPv6 neighbours are only unique per interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NeighKey {

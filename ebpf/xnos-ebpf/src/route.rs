@@ -309,8 +309,11 @@ fn ipv4<const L3: usize>(
         ip.proto,
         ports,
     );
+    // IPv4 as IPv4-mapped IPv6, as in the neighbour table.
     let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&ip.dst);
+    dst[10] = 0xff;
+    dst[11] = 0xff;
+    dst[12..].copy_from_slice(&ip.dst);
     let (mac, out, egress) = match resolve(route, hash, &dst) {
         Ok(resolved) => resolved,
         Err(reason) => return punt(ctx, tag, iface, reason),

@@ -15,7 +15,7 @@ use xnos::{
     bpffs::PinDir,
     config::Config,
     datapath::{Datapath, StatsReader, module},
-    link,
+    kernel::{self, link},
     statedb::StateDb,
     supervisor::{self, Faults, Module},
 };
@@ -106,10 +106,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dp = datapath.clone();
     let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
-    let faults = Faults::new(&["link-sync", "datapath", "api"]);
+    let faults = Faults::new(&["kernel", "datapath", "api"]);
     let api = Api::new(db.clone(), Some(stats), config_path, faults.clone());
     let modules = vec![
-        Module::new("link-sync", link::run),
+        Module::new("kernel", kernel::run),
         Module::new("datapath", move |ctx| module::run(ctx, dp.clone())),
         Module::new("api", move |ctx| {
             api::run(ctx, listener.clone(), api.clone())

@@ -2,6 +2,7 @@
 //! BPF maps. [`module::run`] is the module that keeps the maps in line with StateDb.
 
 pub mod module;
+pub mod route;
 
 use std::{
     collections::BTreeMap,
@@ -12,13 +13,16 @@ use std::{
 use aya::{
     Ebpf, EbpfError,
     maps::{
-        DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
-        xdp::XdpMapError,
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        RingBuf, xdp::XdpMapError,
     },
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
     util::nr_cpus,
 };
-use xnos_common::{FdbEntry, FdbKey, PortConf, PortStats};
+use xnos_common::{
+    FdbEntry, FdbKey, L3Iface, L3Stats, NeighEntry, NeighKey, NexthopGroup, PortConf,
+    PortStats, RouteEntry,
+};
 
 use crate::bpffs::PinDir;
 
@@ -120,8 +124,20 @@ impl Drop for Pins {
     }
 }
 
+/// The L3 maps; written by `route::L3` only.
+pub struct L3Maps {
+    pub ifaces: HashMap<MapData, u32, L3Iface>,
+    pub vlan_l3: Array<MapData, u32>,
+    pub routes4: LpmTrie<MapData, [u8; 4], RouteEntry>,
+    pub routes6: LpmTrie<MapData, [u8; 16], RouteEntry>,
+    pub nhgs: HashMap<MapData, u32, NexthopGroup>,
+    pub neighs: HashMap<MapData, NeighKey, NeighEntry>,
+    pub stats: PerCpuArray<MapData, L3Stats>,
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
+    pub l3: L3Maps,
     ports: HashMap<MapData, u32, PortConf>,
     stats: PerCpuArray<MapData, PortStats>,
     fdb: HashMap<MapData, FdbKey, FdbEntry>,
@@ -159,7 +175,17 @@ impl Datapath {
         let tx_ports = take("TX_PORTS")?;
         let flood_ports = take("FLOOD_PORTS")?;
         let learn_events = take("LEARN_EVENTS")?;
+        let l3 = L3Maps {
+            ifaces: HashMap::try_from(take("L3_IFACES")?).map_err(map_err("L3_IFACES"))?,
+            vlan_l3: Array::try_from(take("VLAN_L3")?).map_err(map_err("VLAN_L3"))?,
+            routes4: LpmTrie::try_from(take("ROUTES4")?).map_err(map_err("ROUTES4"))?,
+            routes6: LpmTrie::try_from(take("ROUTES6")?).map_err(map_err("ROUTES6"))?,
+            nhgs: HashMap::try_from(take("NHGS")?).map_err(map_err("NHGS"))?,
+            neighs: HashMap::try_from(take("NEIGHS")?).map_err(map_err("NEIGHS"))?,
+            stats: PerCpuArray::try_from(take("L3_STATS")?).map_err(map_err("L3_STATS"))?,
+        };
         Ok(Self {
+            l3,
             ports: HashMap::try_from(ports).map_err(map_err("PORTS"))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err("PORT_STATS"))?,
             fdb: HashMap::try_from(fdb).map_err(map_err("FDB"))?,
@@ -374,6 +400,20 @@ impl Datapath {
     }
 }
 
+/// Switch-wide L3 counters summed over all CPUs.
+pub fn sum_l3_stats<'a>(per_cpu: impl Iterator<Item = &'a L3Stats>) -> L3Stats {
+    let mut total = L3Stats::default();
+    for s in per_cpu {
+        total.routed_v4 += s.routed_v4;
+        total.routed_v6 += s.routed_v6;
+        total.punts_limited += s.punts_limited;
+        for (t, p) in total.punts.iter_mut().zip(s.punts) {
+            *t += p;
+        }
+    }
+    total
+}
+
 pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats {
     let mut total = PortStats::default();
     for s in per_cpu {
@@ -391,17 +431,27 @@ pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats 
     total
 }
 
-/// Read-only access to the counters of a running instance through its pinned map.
+/// Read-only access to the counters of a running instance through its pinned maps.
 pub struct StatsReader {
     stats: PerCpuArray<MapData, PortStats>,
+    l3: PerCpuArray<MapData, L3Stats>,
 }
 
 impl StatsReader {
     pub fn open(pin_dir: &Path) -> Result<Self, DatapathError> {
-        let data =
-            MapData::from_pin(pin_dir.join("maps/PORT_STATS")).map_err(map_err("PORT_STATS"))?;
-        let stats = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(map_err("PORT_STATS"))?;
-        Ok(Self { stats })
+        let open = |name: &'static str| {
+            MapData::from_pin(pin_dir.join("maps").join(name)).map_err(map_err(name))
+        };
+        let stats = PerCpuArray::try_from(Map::PerCpuArray(open("PORT_STATS")?))
+            .map_err(map_err("PORT_STATS"))?;
+        let l3 = PerCpuArray::try_from(Map::PerCpuArray(open("L3_STATS")?))
+            .map_err(map_err("L3_STATS"))?;
+        Ok(Self { stats, l3 })
+    }
+
+    pub fn l3(&self) -> Result<L3Stats, DatapathError> {
+        let per_cpu = self.l3.get(&0, 0).map_err(map_err("L3_STATS"))?;
+        Ok(sum_l3_stats(per_cpu.iter()))
     }
 
     pub fn get(&self, slot: u32) -> Result<PortStats, DatapathError> {

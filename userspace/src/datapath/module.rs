@@ -10,18 +10,48 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
+use ipnet::IpNet;
 use xnos_common::{
-    FDB_FLAG_STATIC, FdbEntry, FdbKey, LearnEvent, MAX_PORTS, PORT_MODE_ACCESS, PORT_MODE_TRUNK,
-    PortConf,
+    FDB_FLAG_STATIC, FdbEntry, FdbKey, LearnEvent, MAX_PORTS, PORT_MODE_ACCESS, PORT_MODE_ROUTED,
+    PORT_MODE_TRUNK, PortConf,
 };
 
-use super::Datapath;
+use super::{Datapath, route::L3};
 use crate::{
-    config::{Config, PortMode},
+    config::{Config, InterfaceConfig, PortMode},
     mac::MacAddr,
     statedb::{Commit, LearnedMac, Observed, PortStatus, StateDb, Table},
     supervisor::ModuleCtx,
 };
+
+/// How the datapath treats a port.
+enum PortKind {
+    /// A switch port (configured, or the internal port of an SVI).
+    Switched(PortMode),
+    /// A routed port: L3 only.
+    Routed,
+}
+
+/// Every port the datapath attaches to: configured switch ports, the internal ports of
+/// SVIs, and routed ports.
+fn datapath_ports(config: &Config) -> Vec<(String, PortKind)> {
+    let mut ports: Vec<(String, PortKind)> = config
+        .ports
+        .values()
+        .map(|p| (p.name.clone(), PortKind::Switched(p.mode.clone())))
+        .collect();
+    for iface in config.interfaces.values() {
+        match (iface.vlan, &iface.port) {
+            (Some(vlan), _) => ports.push((
+                InterfaceConfig::svi_port_name(vlan),
+                PortKind::Switched(PortMode::Access { vlan }),
+            )),
+            (None, Some(port)) => ports.push((port.clone(), PortKind::Routed)),
+            (None, None) => {}
+        }
+    }
+    ports
+}
 
 /// The datapath form of a port's config.
 pub fn port_conf(slot: u32, mode: &PortMode) -> PortConf {
@@ -57,17 +87,17 @@ pub fn reconcile(
 
     let mut statuses = BTreeMap::new();
     let mut desired: BTreeMap<u32, PortConf> = BTreeMap::new();
-    for port in config.ports.values() {
+    for (name, kind) in datapath_ports(config) {
         let mut status = PortStatus {
-            name: port.name.clone(),
+            name: name.clone(),
             ifindex: 0,
             stats_slot: 0,
             xdp_mode: "none".into(),
             error: None,
         };
-        let Some(ifindex) = ifindex(&port.name) else {
-            status.error = Some(format!("no kernel interface named {:?}", port.name));
-            statuses.insert(port.name.clone(), status);
+        let Some(ifindex) = ifindex(&name) else {
+            status.error = Some(format!("no kernel interface named {name:?}"));
+            statuses.insert(name, status);
             continue;
         };
         let slot = match current.get(&ifindex) {
@@ -78,7 +108,10 @@ pub fn reconcile(
                 slot
             }
         };
-        let conf = port_conf(slot, &port.mode);
+        let conf = match &kind {
+            PortKind::Switched(mode) => port_conf(slot, mode),
+            PortKind::Routed => PortConf::new(slot, PORT_MODE_ROUTED, 0),
+        };
         if current.get(&ifindex) != Some(&conf) {
             dp.set_port(ifindex, conf)?;
         }
@@ -89,7 +122,7 @@ pub fn reconcile(
             Err(e) => status.error = Some(format!("{e:#}")),
         }
         desired.insert(ifindex, conf);
-        statuses.insert(port.name.clone(), status);
+        statuses.insert(name, status);
     }
     for ifindex in current.keys().filter(|i| !desired.contains_key(i)) {
         dp.remove_port(*ifindex)?;
@@ -240,10 +273,15 @@ fn lock(dp: &Mutex<Datapath>) -> MutexGuard<'_, Datapath> {
     dp.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn apply(db: &StateDb, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
-    let (config, links) = db.read(|s| (s.config.clone(), s.observed.links.clone()));
+fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
     let mut dp = lock(dp);
-    let statuses = reconcile(&mut dp, &config, |name| links.get(name).map(|l| l.ifindex))?;
+    // Under StateDb's read lock: a consistent view without copying big tables.
+    let statuses = db.read(|state| -> anyhow::Result<_> {
+        let links = &state.observed.links;
+        let statuses = reconcile(&mut dp, &state.config, |name| links.get(name).map(|l| l.ifindex))?;
+        l3.sync(&mut dp, state)?;
+        Ok(statuses)
+    })?;
     db.write_observed(|tx| {
         let stale: Vec<String> = tx
             .observed()
@@ -298,12 +336,48 @@ impl Drop for LearnRing {
     }
 }
 
-/// Does a commit touch what the datapath is programmed from?
-fn relevant(commit: &Commit) -> bool {
-    commit
-        .changes
-        .iter()
-        .any(|c| c.table.is_config() || c.table == Table::Link)
+/// What a batch of commits asks of the datapath.
+#[derive(Default)]
+struct Work {
+    /// Config or links changed: reconcile everything.
+    all: bool,
+    prefixes: BTreeSet<IpNet>,
+    neighbors: BTreeSet<(u32, std::net::IpAddr)>,
+}
+
+impl Work {
+    fn add(&mut self, commit: &Commit) {
+        for change in &commit.changes {
+            match change.table {
+                t if t.is_config() || t == Table::Link => self.all = true,
+                Table::Fib => {
+                    if let Some(prefix) = change.key.split_once('/').and_then(|(_, p)| p.parse().ok()) {
+                        self.prefixes.insert(prefix);
+                    }
+                }
+                Table::Neighbor => {
+                    if let Some((ifindex, ip)) = change.key.split_once('/')
+                        && let (Ok(ifindex), Ok(ip)) = (ifindex.parse(), ip.parse())
+                    {
+                        self.neighbors.insert((ifindex, ip));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn run(self, db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
+        if self.all {
+            return apply(db, dp, l3);
+        }
+        if self.prefixes.is_empty() && self.neighbors.is_empty() {
+            return Ok(());
+        }
+        let mut dp = lock(dp);
+        db.read(|state| l3.sync_changed(&mut dp, state, self.prefixes, self.neighbors))?;
+        Ok(())
+    }
 }
 
 /// The datapath module: the only writer of the BPF maps.
@@ -312,19 +386,32 @@ pub async fn run(ctx: ModuleCtx, dp: Arc<Mutex<Datapath>>) -> anyhow::Result<()>
     let mut ring = LearnRing::take(&dp)?;
     // Subscribe before the first reconcile so that no change slips between the two.
     let mut commits = db.subscribe().commits;
-    apply(&db, &dp)?;
+    let mut l3 = L3::load(&mut lock(&dp))?;
+    apply(&db, &dp, &mut l3)?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
     loop {
         tokio::select! {
-            commit = commits.recv() => match commit {
-                Ok(commit) if relevant(&commit) => apply(&db, &dp)?,
-                Ok(_) => {}
-                // Level-triggered: having missed some commits only means reconciling now.
-                Err(broadcast::error::RecvError::Lagged(_)) => apply(&db, &dp)?,
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
+            commit = commits.recv() => {
+                let mut work = Work::default();
+                let mut next = commit;
+                // Take every commit already waiting: one pass for a burst of changes.
+                loop {
+                    match next {
+                        Ok(commit) => work.add(&commit),
+                        // Level-triggered: having missed commits only means reconciling all.
+                        Err(broadcast::error::RecvError::Lagged(_)) => work.all = true,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                    next = match commits.try_recv() {
+                        Ok(commit) => Ok(commit),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                        Err(_) => break,
+                    };
+                }
+                work.run(&db, &dp, &mut l3)?;
+            }
             guard = ring.fd().readable_mut() => {
                 let mut guard = guard.context("learn-event ring buffer")?;
                 let ring = guard.get_inner_mut();

@@ -1,0 +1,396 @@
+//! L3 programming: router interfaces, routes, ECMP nexthop groups and neighbours, from
+//! StateDb's config and its mirror of the kernel FIB and neighbour tables.
+//!
+//! `L3` remembers what it wrote (read back from the maps when the module starts, so a
+//! restarted module converges without flushing), which lets a route or neighbour change
+//! be applied on its own instead of re-reading tables of a million routes.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use aya::maps::{MapError, lpm_trie::Key};
+use ipnet::IpNet;
+use xnos_common::{
+    L3Iface, MAX_ECMP, NEXTHOP_CONNECTED, NeighEntry, NeighKey, Nexthop, NexthopGroup,
+    ROUTE_FORWARD, ROUTE_KERNEL, ROUTE_LOCAL, RouteEntry,
+};
+
+use super::{Datapath, DatapathError, map_err};
+use crate::{
+    config::InterfaceConfig,
+    kernel::neigh,
+    statedb::{FibRoute, State},
+};
+
+/// An IP address in the 16-byte form the maps use (IPv4 as IPv4-mapped IPv6).
+pub fn addr16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+fn ip_of(addr: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(addr);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+/// How the fast path handles one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Desired {
+    Forward(Vec<Nexthop>),
+    Local,
+    Kernel,
+}
+
+impl Desired {
+    pub fn carried(&self) -> bool {
+        !matches!(self, Desired::Kernel)
+    }
+}
+
+/// What the fast path does with a route, for `xnos show routes`.
+pub fn fast_path_carries(state: &State, table: &str, prefix: &IpNet) -> bool {
+    let ifaces = desired_ifaces(state);
+    match table {
+        "local" => state.observed.fib.get(&("local".into(), *prefix)).is_some_and(|r| r.kind == "local"),
+        _ => state
+            .observed
+            .fib
+            .get(&("main".into(), *prefix))
+            .is_some_and(|r| main_route(r, &ifaces).carried()),
+    }
+}
+
+/// The L3 interfaces config asks for, keyed by kernel ifindex, and the routed VLANs.
+fn desired_ifaces(state: &State) -> BTreeMap<u32, L3Iface> {
+    let mac = state.config.switch.router_mac().0;
+    let links = &state.observed.links;
+    let mut ifaces = BTreeMap::new();
+    for iface in state.config.interfaces.values() {
+        let Some(kernel) = links.get(&iface.name) else {
+            continue;
+        };
+        let (port_ifindex, vlan) = match iface.vlan {
+            Some(vlan) => match links.get(&InterfaceConfig::svi_port_name(vlan)) {
+                Some(port) => (port.ifindex, vlan),
+                None => continue,
+            },
+            None => (kernel.ifindex, 0),
+        };
+        ifaces.insert(
+            kernel.ifindex,
+            L3Iface {
+                port_ifindex,
+                vlan,
+                mac,
+            },
+        );
+    }
+    ifaces
+}
+
+fn main_route(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> Desired {
+    if route.kind != "unicast" || route.nexthops.is_empty() || route.nexthops.len() > MAX_ECMP {
+        return Desired::Kernel;
+    }
+    let mut nexthops = Vec::new();
+    for nh in &route.nexthops {
+        if !ifaces.contains_key(&nh.ifindex) {
+            // Out of an interface the fast path does not own: the kernel forwards.
+            return Desired::Kernel;
+        }
+        nexthops.push(Nexthop {
+            ifindex: nh.ifindex,
+            flags: if nh.gateway.is_none() { NEXTHOP_CONNECTED } else { 0 },
+            gateway: nh.gateway.map(addr16).unwrap_or_default(),
+        });
+    }
+    Desired::Forward(nexthops)
+}
+
+fn desired_route(state: &State, ifaces: &BTreeMap<u32, L3Iface>, prefix: &IpNet) -> Option<Desired> {
+    let fib = &state.observed.fib;
+    if fib.get(&("local".into(), *prefix)).is_some_and(|r| r.kind == "local") {
+        return Some(Desired::Local);
+    }
+    fib.get(&("main".into(), *prefix)).map(|r| main_route(r, ifaces))
+}
+
+fn desired_neighbor(state: &State, ifaces: &BTreeMap<u32, L3Iface>, ifindex: u32, ip: IpAddr) -> Option<NeighEntry> {
+    if !ifaces.contains_key(&ifindex) {
+        return None;
+    }
+    let n = state.observed.neighbors.get(&(ifindex, ip))?;
+    let mac = n.mac.filter(|_| neigh::usable(&n.state))?;
+    Some(NeighEntry { mac: mac.0, _pad: [0; 2] })
+}
+
+/// What the L3 maps hold.
+#[derive(Default)]
+pub struct L3 {
+    ifaces: BTreeMap<u32, L3Iface>,
+    vlan_l3: BTreeMap<u16, u32>,
+    routes: BTreeMap<IpNet, (RouteEntry, Desired)>,
+    nhgs: BTreeMap<Vec<Nexthop>, (u32, usize)>,
+    neighs: BTreeMap<NeighKey, NeighEntry>,
+}
+
+fn key4(prefix: &IpNet) -> Option<Key<[u8; 4]>> {
+    match prefix {
+        IpNet::V4(p) => Some(Key::new(u32::from(p.prefix_len()), p.network().octets())),
+        IpNet::V6(_) => None,
+    }
+}
+
+fn key6(prefix: &IpNet) -> Option<Key<[u8; 16]>> {
+    match prefix {
+        IpNet::V6(p) => Some(Key::new(u32::from(p.prefix_len()), p.network().octets())),
+        IpNet::V4(_) => None,
+    }
+}
+
+fn ignore_missing(result: Result<(), MapError>, name: &'static str) -> Result<(), DatapathError> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+impl L3 {
+    /// Read back what the maps hold: a restarted module starts from there and changes
+    /// only what differs.
+    pub fn load(dp: &mut Datapath) -> Result<Self, DatapathError> {
+        let mut l3 = L3::default();
+        let mut groups = BTreeMap::new();
+        for item in dp.l3.nhgs.iter() {
+            let (id, group) = item.map_err(map_err("NHGS"))?;
+            let count = (group.count as usize).min(MAX_ECMP);
+            groups.insert(id, group.nexthops[..count].to_vec());
+        }
+        let mut routes = Vec::new();
+        for item in dp.l3.routes4.iter() {
+            let (key, entry) = item.map_err(map_err("ROUTES4"))?;
+            let addr = IpAddr::from(key.data());
+            routes.push((IpNet::new(addr, key.prefix_len() as u8), entry));
+        }
+        for item in dp.l3.routes6.iter() {
+            let (key, entry) = item.map_err(map_err("ROUTES6"))?;
+            let addr = IpAddr::from(key.data());
+            routes.push((IpNet::new(addr, key.prefix_len() as u8), entry));
+        }
+        for (prefix, entry) in routes {
+            let Ok(prefix) = prefix else { continue };
+            let desired = match entry.kind {
+                ROUTE_FORWARD => match groups.get(&entry.nhg) {
+                    Some(nexthops) => {
+                        l3.nhgs.entry(nexthops.clone()).or_insert((entry.nhg, 0)).1 += 1;
+                        Desired::Forward(nexthops.clone())
+                    }
+                    None => continue,
+                },
+                ROUTE_LOCAL => Desired::Local,
+                _ => Desired::Kernel,
+            };
+            l3.routes.insert(prefix, (entry, desired));
+        }
+        // Groups no route uses are left from an interrupted run: remove them.
+        for (id, nexthops) in groups {
+            if !l3.nhgs.contains_key(&nexthops) {
+                ignore_missing(dp.l3.nhgs.remove(&id), "NHGS")?;
+            }
+        }
+        for item in dp.l3.ifaces.iter() {
+            let (ifindex, iface) = item.map_err(map_err("L3_IFACES"))?;
+            l3.ifaces.insert(ifindex, iface);
+        }
+        for (vid, item) in dp.l3.vlan_l3.iter().enumerate() {
+            let ifindex = item.map_err(map_err("VLAN_L3"))?;
+            if ifindex != 0 {
+                l3.vlan_l3.insert(vid as u16, ifindex);
+            }
+        }
+        for item in dp.l3.neighs.iter() {
+            let (key, entry) = item.map_err(map_err("NEIGHS"))?;
+            l3.neighs.insert(key, entry);
+        }
+        Ok(l3)
+    }
+
+    /// Bring every L3 map in line with `state`.
+    pub fn sync(&mut self, dp: &mut Datapath, state: &State) -> Result<(), DatapathError> {
+        let ifaces = desired_ifaces(state);
+        for (ifindex, iface) in &ifaces {
+            if self.ifaces.get(ifindex) != Some(iface) {
+                dp.l3.ifaces.insert(ifindex, iface, 0).map_err(map_err("L3_IFACES"))?;
+                self.ifaces.insert(*ifindex, *iface);
+            }
+        }
+        let vlan_l3: BTreeMap<u16, u32> = ifaces
+            .iter()
+            .filter(|(_, i)| i.vlan != 0)
+            .map(|(ifindex, i)| (i.vlan, *ifindex))
+            .collect();
+        let vids: BTreeSet<u16> = vlan_l3.keys().chain(self.vlan_l3.keys()).copied().collect();
+        for vid in vids {
+            let want = vlan_l3.get(&vid).copied().unwrap_or(0);
+            if self.vlan_l3.get(&vid).copied().unwrap_or(0) != want {
+                dp.l3.vlan_l3.set(u32::from(vid), want, 0).map_err(map_err("VLAN_L3"))?;
+                if want == 0 {
+                    self.vlan_l3.remove(&vid);
+                } else {
+                    self.vlan_l3.insert(vid, want);
+                }
+            }
+        }
+
+        let neighbors: Vec<(u32, IpAddr)> = state
+            .observed
+            .neighbors
+            .keys()
+            .copied()
+            .chain(self.neighs.keys().map(|k| (k.ifindex, ip_of(k.addr))))
+            .collect();
+        self.sync_neighbors(dp, state, &ifaces, neighbors)?;
+
+        let prefixes: BTreeSet<IpNet> = state
+            .observed
+            .fib
+            .keys()
+            .map(|(_, p)| *p)
+            .chain(self.routes.keys().copied())
+            .collect();
+        self.sync_routes(dp, state, &ifaces, prefixes)?;
+
+        let gone: Vec<u32> = self.ifaces.keys().filter(|i| !ifaces.contains_key(i)).copied().collect();
+        for ifindex in gone {
+            ignore_missing(dp.l3.ifaces.remove(&ifindex), "L3_IFACES")?;
+            self.ifaces.remove(&ifindex);
+        }
+        Ok(())
+    }
+
+    /// Re-evaluate the given neighbours.
+    pub fn sync_neighbors(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+        ifaces: &BTreeMap<u32, L3Iface>,
+        neighbors: impl IntoIterator<Item = (u32, IpAddr)>,
+    ) -> Result<(), DatapathError> {
+        for (ifindex, ip) in neighbors {
+            let key = NeighKey {
+                ifindex,
+                addr: addr16(ip),
+            };
+            match desired_neighbor(state, ifaces, ifindex, ip) {
+                Some(entry) if self.neighs.get(&key) != Some(&entry) => {
+                    dp.l3.neighs.insert(key, entry, 0).map_err(map_err("NEIGHS"))?;
+                    self.neighs.insert(key, entry);
+                }
+                Some(_) => {}
+                None => {
+                    if self.neighs.remove(&key).is_some() {
+                        ignore_missing(dp.l3.neighs.remove(&key), "NEIGHS")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group id for a set of nexthops, writing the group if it is new.
+    fn acquire(&mut self, dp: &mut Datapath, nexthops: &[Nexthop]) -> Result<u32, DatapathError> {
+        if let Some((id, refs)) = self.nhgs.get_mut(nexthops) {
+            *refs += 1;
+            return Ok(*id);
+        }
+        let used: BTreeSet<u32> = self.nhgs.values().map(|(id, _)| *id).collect();
+        let id = (1..).find(|i| !used.contains(i)).expect("ids are plenty");
+        let mut group = NexthopGroup {
+            count: nexthops.len() as u32,
+            _pad: 0,
+            nexthops: [Nexthop {
+                ifindex: 0,
+                flags: 0,
+                gateway: [0; 16],
+            }; MAX_ECMP],
+        };
+        group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
+        dp.l3.nhgs.insert(id, group, 0).map_err(map_err("NHGS"))?;
+        self.nhgs.insert(nexthops.to_vec(), (id, 1));
+        Ok(id)
+    }
+
+    fn release(&mut self, dp: &mut Datapath, nexthops: &[Nexthop]) -> Result<(), DatapathError> {
+        if let Some((id, refs)) = self.nhgs.get_mut(nexthops) {
+            *refs -= 1;
+            if *refs == 0 {
+                let id = *id;
+                self.nhgs.remove(nexthops);
+                ignore_missing(dp.l3.nhgs.remove(&id), "NHGS")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-evaluate the routes to the given prefixes.
+    pub fn sync_routes(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+        ifaces: &BTreeMap<u32, L3Iface>,
+        prefixes: impl IntoIterator<Item = IpNet>,
+    ) -> Result<(), DatapathError> {
+        for prefix in prefixes {
+            let want = desired_route(state, ifaces, &prefix);
+            let have = self.routes.get(&prefix).map(|(_, d)| d.clone());
+            if want == have {
+                continue;
+            }
+            let entry = match &want {
+                Some(Desired::Forward(nexthops)) => Some(RouteEntry {
+                    kind: ROUTE_FORWARD,
+                    nhg: self.acquire(dp, nexthops)?,
+                }),
+                Some(Desired::Local) => Some(RouteEntry { kind: ROUTE_LOCAL, nhg: 0 }),
+                Some(Desired::Kernel) => Some(RouteEntry { kind: ROUTE_KERNEL, nhg: 0 }),
+                None => None,
+            };
+            match (entry, key4(&prefix), key6(&prefix)) {
+                (Some(entry), Some(key), _) => dp.l3.routes4.insert(&key, entry, 0).map_err(map_err("ROUTES4"))?,
+                (Some(entry), _, Some(key)) => dp.l3.routes6.insert(&key, entry, 0).map_err(map_err("ROUTES6"))?,
+                (None, Some(key), _) => ignore_missing(dp.l3.routes4.remove(&key), "ROUTES4")?,
+                (None, _, Some(key)) => ignore_missing(dp.l3.routes6.remove(&key), "ROUTES6")?,
+                _ => unreachable!("a prefix is IPv4 or IPv6"),
+            }
+            if let Some((_, Desired::Forward(old))) = self.routes.remove(&prefix) {
+                self.release(dp, &old)?;
+            }
+            if let (Some(entry), Some(want)) = (entry, want) {
+                self.routes.insert(prefix, (entry, want));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply only the fib and neighbour rows a commit changed.
+    pub fn sync_changed(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+        prefixes: BTreeSet<IpNet>,
+        neighbors: BTreeSet<(u32, IpAddr)>,
+    ) -> Result<(), DatapathError> {
+        let ifaces = desired_ifaces(state);
+        self.sync_neighbors(dp, state, &ifaces, neighbors)?;
+        self.sync_routes(dp, state, &ifaces, prefixes)
+    }
+
+    /// Routes currently programmed, for tests and `show routes`.
+    pub fn programmed(&self) -> usize {
+        self.routes.len()
+    }
+}

@@ -1,0 +1,274 @@
+//! Make the kernel carry the L3 config, level-triggered: SVI netdevs, the router MAC,
+//! addresses, forwarding sysctls and config routes.
+//!
+//! This kernel has no 8021q, so an SVI is a veth pair: `vlan<ID>` stays in the kernel
+//! with the router MAC and the addresses (the kernel answers ARP/ND and pings on it,
+//! sends ICMP errors from it, and FRR can run on it), and `vlan<ID>i` is an internal
+//! switch port, an access port of the VLAN with XDP attached like every port. Frames for
+//! the kernel reach it through that port; what the kernel sends comes back through it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use anyhow::Context as _;
+use futures::TryStreamExt as _;
+use ipnet::IpNet;
+use rtnetlink::{
+    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        address::{AddressAttribute, AddressMessage},
+        route::{RouteAttribute, RouteMessage, RouteNextHop, RouteProtocol},
+    },
+};
+
+use super::route::{PROTOCOL_XNOS, TABLE_MAIN};
+use crate::{
+    config::{Config, InterfaceConfig, RouteConfig},
+    kernel::link,
+    mac::MacAddr,
+    statedb::{FibRoute, StateDb},
+};
+
+/// Alias that marks the SVI netdevs xnos created (and may delete).
+pub const SVI_ALIAS: &str = "xnos-svi";
+
+fn sysctl(path: &str, value: &str) -> anyhow::Result<()> {
+    std::fs::write(format!("/proc/sys/{path}"), value).with_context(|| format!("sysctl {path}={value}"))
+}
+
+/// Turn GRO on: XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
+fn enable_gro(name: &str) -> anyhow::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_SGRO,
+        data: 1,
+    };
+    // SAFETY: a zeroed ifreq is valid; the name fits (checked); the fd is closed below.
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        let bytes = name.as_bytes();
+        anyhow::ensure!(bytes.len() < libc::IFNAMSIZ, "interface name {name} too long");
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let ret = libc::ioctl(fd, SIOCETHTOOL, &mut ifr);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        anyhow::ensure!(ret == 0, "ethtool -K {name} gro on: {err}");
+    }
+    Ok(())
+}
+
+fn ifindex(name: &str) -> anyhow::Result<u32> {
+    link::ifindex(name).with_context(|| format!("interface {name} does not exist"))
+}
+
+/// Create the SVI's veth pair unless both ends exist.
+async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<()> {
+    let name = InterfaceConfig::svi_name(vlan);
+    let port = InterfaceConfig::svi_port_name(vlan);
+    if link::ifindex(&name).is_some() && link::ifindex(&port).is_some() {
+        return Ok(());
+    }
+    // A half-made pair (one end deleted by hand) is made again.
+    for end in [&name, &port] {
+        if let Some(index) = link::ifindex(end) {
+            handle.link().del(index).execute().await.with_context(|| format!("deleting {end}"))?;
+        }
+    }
+    let message = LinkVeth::new(&name, &port)
+        .address(mac.0.to_vec())
+        .alias(SVI_ALIAS)
+        .build();
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .with_context(|| format!("creating SVI {name} (veth pair with {port})"))?;
+    Ok(())
+}
+
+async fn set_up(handle: &Handle, name: &str, mac: Option<MacAddr>) -> anyhow::Result<u32> {
+    let index = ifindex(name)?;
+    let mut message = LinkUnspec::new_with_index(index).up();
+    if let Some(mac) = mac {
+        message = message.address(mac.0.to_vec());
+    }
+    handle
+        .link()
+        .set(message.build())
+        .execute()
+        .await
+        .with_context(|| format!("setting {name} up"))?;
+    Ok(index)
+}
+
+fn address_of(message: &AddressMessage) -> Option<IpNet> {
+    message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => IpNet::new(*ip, message.header.prefix_len).ok(),
+        _ => None,
+    })
+}
+
+fn is_link_local(net: &IpNet) -> bool {
+    match net.addr() {
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// Make the addresses of `index` exactly `wanted` (IPv6 link-local ones excepted).
+async fn sync_addresses(handle: &Handle, index: u32, name: &str, wanted: &[IpNet]) -> anyhow::Result<()> {
+    let current: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .with_context(|| format!("reading addresses of {name}"))?;
+    let mut have = BTreeSet::new();
+    for message in current {
+        let Some(net) = address_of(&message) else {
+            continue;
+        };
+        if is_link_local(&net) {
+            continue;
+        }
+        if wanted.contains(&net) {
+            have.insert(net);
+        } else {
+            handle
+                .address()
+                .del(message)
+                .execute()
+                .await
+                .with_context(|| format!("removing {net} from {name}"))?;
+        }
+    }
+    for net in wanted.iter().filter(|n| !have.contains(*n)) {
+        handle
+            .address()
+            .add(index, net.addr(), net.prefix_len())
+            .execute()
+            .await
+            .with_context(|| format!("adding {net} to {name}"))?;
+    }
+    Ok(())
+}
+
+fn route_message(route: &RouteConfig) -> anyhow::Result<RouteMessage> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.prefix.addr(), route.prefix.prefix_len())
+        .with_context(|| format!("route to {}", route.prefix))?
+        .protocol(RouteProtocol::Other(PROTOCOL_XNOS))
+        .table_id(TABLE_MAIN);
+    if let [gateway] = route.nexthops.as_slice() {
+        builder = builder
+            .gateway(*gateway)
+            .with_context(|| format!("route to {} via {gateway}", route.prefix))?;
+    } else {
+        let hops = route
+            .nexthops
+            .iter()
+            .map(|gateway| {
+                let mut hop = RouteNextHop::default();
+                hop.attributes.push(RouteAttribute::Gateway((*gateway).into()));
+                hop
+            })
+            .collect();
+        builder = builder.multipath(hops);
+    }
+    Ok(builder.build())
+}
+
+/// Whether the kernel's route already is the config route.
+fn same_route(kernel: &FibRoute, route: &RouteConfig) -> bool {
+    let mut have: Vec<IpAddr> = kernel.nexthops.iter().filter_map(|n| n.gateway).collect();
+    let mut want = route.nexthops.clone();
+    have.sort();
+    want.sort();
+    have == want
+}
+
+async fn sync_routes(handle: &Handle, config: &Config, fib: &BTreeMap<(String, IpNet), FibRoute>) -> anyhow::Result<()> {
+    let ours: BTreeMap<IpNet, &FibRoute> = fib
+        .iter()
+        .filter(|((table, _), r)| table == "main" && r.protocol == "xnos")
+        .map(|((_, prefix), r)| (*prefix, r))
+        .collect();
+    for (prefix, route) in &config.routes {
+        if ours.get(prefix).is_some_and(|k| same_route(k, route)) {
+            continue;
+        }
+        handle
+            .route()
+            .add(route_message(route)?)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("installing route {prefix} via {:?}", route.nexthops))?;
+    }
+    for (prefix, kernel) in ours {
+        if config.routes.contains_key(&prefix) {
+            continue;
+        }
+        let stale = RouteConfig {
+            prefix,
+            nexthops: kernel.nexthops.iter().filter_map(|n| n.gateway).collect(),
+        };
+        let message = route_message(&stale)?;
+        if let Err(e) = handle.route().del(message).execute().await {
+            tracing::warn!(%prefix, error = %e, "removing a route xnos no longer has in its config");
+        }
+    }
+    Ok(())
+}
+
+/// Write the desired L3 state to the kernel, changing only what differs.
+pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+    let (config, links, fib) = db.read(|s| {
+        (s.config.clone(), s.observed.links.clone(), s.observed.fib.clone())
+    });
+    let stale_svis: Vec<u32> = links
+        .values()
+        .filter(|l| l.alias.as_deref() == Some(SVI_ALIAS) && !config.interfaces.contains_key(&l.name))
+        .map(|l| l.ifindex)
+        .collect();
+    for index in stale_svis {
+        // Deleting one end of a veth pair deletes both.
+        let _ = handle.link().del(index).execute().await;
+    }
+    if config.interfaces.is_empty() && config.routes.is_empty() {
+        return Ok(());
+    }
+    sysctl("net/ipv4/ip_forward", "1")?;
+    sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    let mac = config.switch.router_mac();
+    for iface in config.interfaces.values() {
+        if let Some(vlan) = iface.vlan {
+            ensure_svi(handle, vlan, mac).await?;
+        }
+        // Router addresses are configured, not autoconfigured: no duplicate detection delay.
+        sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
+        let index = set_up(handle, &iface.name, Some(mac)).await?;
+        if let Some(vlan) = iface.vlan {
+            enable_gro(&iface.name)?;
+            set_up(handle, &InterfaceConfig::svi_port_name(vlan), None).await?;
+        }
+        sync_addresses(handle, index, &iface.name, &iface.addresses).await?;
+    }
+    sync_routes(handle, &config, &fib).await
+}

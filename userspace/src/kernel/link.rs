@@ -1,0 +1,95 @@
+//! Links: name lookups, and mirroring kernel links into the `link` table.
+
+use std::ffi::CString;
+
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, State};
+
+use crate::{
+    mac::MacAddr,
+    statedb::{LinkState, ObservedTx},
+};
+
+/// The ifindex of interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => None,
+        index => Some(index),
+    }
+}
+
+fn oper_state(state: &State) -> String {
+    match state {
+        State::Up => "up".into(),
+        State::Down => "down".into(),
+        State::LowerLayerDown => "lowerlayerdown".into(),
+        State::Dormant => "dormant".into(),
+        State::Testing => "testing".into(),
+        State::NotPresent => "notpresent".into(),
+        State::Other(n) => format!("other({n})"),
+        _ => "unknown".into(),
+    }
+}
+
+/// A link message as a `link` row (None if it carries no name).
+pub fn link_state(msg: &LinkMessage) -> Option<LinkState> {
+    let mut link = LinkState {
+        name: String::new(),
+        ifindex: msg.header.index,
+        oper_state: "unknown".into(),
+        mac: None,
+        mtu: None,
+        alias: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::OperState(state) => link.oper_state = oper_state(state),
+            LinkAttribute::Address(bytes) => {
+                link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
+            }
+            LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
+            LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+            _ => {}
+        }
+    }
+    (!link.name.is_empty()).then_some(link)
+}
+
+pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[LinkMessage]) {
+    let links: Vec<LinkState> = messages.iter().filter_map(link_state).collect();
+    let gone: Vec<String> = tx
+        .observed()
+        .links
+        .keys()
+        .filter(|name| !links.iter().any(|l| &l.name == *name))
+        .cloned()
+        .collect();
+    for name in gone {
+        tx.link(&name, None);
+    }
+    for link in links {
+        tx.link(&link.name.clone(), Some(link));
+    }
+}
+
+pub fn update(tx: &mut ObservedTx<'_>, msg: &LinkMessage, present: bool) {
+    let Some(link) = link_state(msg) else {
+        return;
+    };
+    // A rename shows up as a new name on a known ifindex.
+    let stale: Vec<String> = tx
+        .observed()
+        .links
+        .values()
+        .filter(|l| l.ifindex == link.ifindex && (l.name != link.name || !present))
+        .map(|l| l.name.clone())
+        .collect();
+    for name in stale {
+        tx.link(&name, None);
+    }
+    if present {
+        tx.link(&link.name.clone(), Some(link));
+    }
+}

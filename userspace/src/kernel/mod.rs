@@ -1,0 +1,131 @@
+//! The kernel module: the one module that talks to the kernel over rtnetlink. It mirrors
+//! links, routes (main and local tables) and neighbours into StateDb, and makes the
+//! kernel carry the L3 config: SVI netdevs, router MAC, addresses and config routes.
+
+pub mod l3;
+pub mod link;
+pub mod neigh;
+pub mod route;
+
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use rtnetlink::{
+    Handle,
+    constants::{
+        RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE,
+        RTMGRP_LINK, RTMGRP_NEIGH,
+    },
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::RouteNetlinkMessage,
+    sys::{AsyncSocket as _, SocketAddr},
+};
+use tokio::sync::broadcast;
+
+use crate::{
+    statedb::{Commit, ObservedTx, StateDb, Table},
+    supervisor::ModuleCtx,
+};
+
+/// Load the complete kernel state into StateDb in one commit.
+async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+    let links: Vec<_> = handle.link().get().execute().try_collect().await.context("dumping links")?;
+    let mut routes = Vec::new();
+    for request in route::dump_requests(handle) {
+        routes.extend(request.try_collect::<Vec<_>>().await.context("dumping routes")?);
+    }
+    let neighbours: Vec<_> =
+        handle.neighbours().get().execute().try_collect().await.context("dumping neighbours")?;
+    db.write_observed(|tx| {
+        link::replace_all(tx, &links);
+        route::replace_all(tx, &routes);
+        neigh::replace_all(tx, &neighbours);
+    });
+    Ok(())
+}
+
+/// Apply one notification; returns whether it may have undone L3 config (so that the
+/// desired state is written again).
+fn notification(tx: &mut ObservedTx<'_>, message: RouteNetlinkMessage) -> bool {
+    match message {
+        RouteNetlinkMessage::NewLink(m) => link::update(tx, &m, true),
+        RouteNetlinkMessage::DelLink(m) => link::update(tx, &m, false),
+        RouteNetlinkMessage::NewRoute(m) => route::update(tx, &m, true),
+        RouteNetlinkMessage::DelRoute(m) => route::update(tx, &m, false),
+        RouteNetlinkMessage::NewNeighbour(m) => neigh::update(tx, &m, true),
+        RouteNetlinkMessage::DelNeighbour(m) => neigh::update(tx, &m, false),
+        RouteNetlinkMessage::DelAddress(_) => return true,
+        _ => return false,
+    }
+    false
+}
+
+/// Does a commit change what the kernel should carry?
+fn relevant(commit: &Commit) -> bool {
+    commit.changes.iter().any(|c| {
+        matches!(c.table, Table::Interface | Table::Route | Table::Switch | Table::Vlan)
+    })
+}
+
+type Notification = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr);
+
+pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
+    let (mut connection, handle, mut messages) =
+        rtnetlink::new_connection().context("opening rtnetlink")?;
+    let groups = RTMGRP_LINK
+        | RTMGRP_NEIGH
+        | RTMGRP_IPV4_ROUTE
+        | RTMGRP_IPV6_ROUTE
+        | RTMGRP_IPV4_IFADDR
+        | RTMGRP_IPV6_IFADDR;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, groups))
+        .context("subscribing to link, route, neighbour and address notifications")?;
+    let _connection = AbortOnDrop(tokio::spawn(connection));
+    let mut commits = ctx.db.subscribe().commits;
+
+    // Notifications that race with the dump queue up and are applied after it.
+    dump(&handle, &ctx.db).await?;
+    l3::apply(&handle, &ctx.db).await?;
+    loop {
+        tokio::select! {
+            first = messages.next() => {
+                let first: Notification = first.context("rtnetlink connection closed")?;
+                // Take whatever else is already queued: one commit for a burst of routes.
+                let mut batch = vec![first];
+                while let Ok(more) = messages.try_recv() {
+                    batch.push(more);
+                }
+                let (reapply, _) = ctx.db.write_observed(|tx| {
+                    let mut reapply = false;
+                    for (message, _) in batch {
+                        if let NetlinkPayload::InnerMessage(message) = message.payload {
+                            reapply |= notification(tx, message);
+                        }
+                    }
+                    reapply
+                });
+                if reapply {
+                    l3::apply(&handle, &ctx.db).await?;
+                }
+            }
+            commit = commits.recv() => match commit {
+                Ok(commit) if relevant(&commit) => l3::apply(&handle, &ctx.db).await?,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => l3::apply(&handle, &ctx.db).await?,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = ctx.fault() => {}
+            _ = ctx.stopping() => return Ok(()),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,67 @@
+//! Neighbours: mirroring the kernel's ARP and ND entries into the `neighbor` table.
+
+use std::net::IpAddr;
+
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+
+use crate::{
+    mac::MacAddr,
+    statedb::{Neighbor, ObservedTx},
+};
+
+fn state_name(state: NeighbourState) -> String {
+    format!("{state:?}").to_lowercase()
+}
+
+/// Whether the kernel's MAC for this neighbour can be used to forward.
+pub fn usable(state: &str) -> bool {
+    matches!(state, "reachable" | "stale" | "delay" | "probe" | "permanent" | "noarp")
+}
+
+fn neighbor(msg: &NeighbourMessage) -> Option<Neighbor> {
+    let mut ip = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                ip = Some(IpAddr::V6(*a))
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
+            }
+            _ => {}
+        }
+    }
+    Some(Neighbor {
+        ip: ip?,
+        ifindex: msg.header.ifindex,
+        mac,
+        state: state_name(msg.header.state),
+    })
+}
+
+pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[NeighbourMessage]) {
+    let neighbors: Vec<Neighbor> = messages.iter().filter_map(neighbor).collect();
+    let gone: Vec<(u32, IpAddr)> = tx
+        .observed()
+        .neighbors
+        .keys()
+        .filter(|(i, a)| !neighbors.iter().any(|n| n.ifindex == *i && n.ip == *a))
+        .copied()
+        .collect();
+    for (ifindex, ip) in gone {
+        tx.neighbor(ifindex, ip, None);
+    }
+    for n in neighbors {
+        tx.neighbor(n.ifindex, n.ip, Some(n));
+    }
+}
+
+pub fn update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool) {
+    if let Some(n) = neighbor(msg) {
+        tx.neighbor(n.ifindex, n.ip, present.then_some(n));
+    }
+}
