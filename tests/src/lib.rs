@@ -195,7 +195,10 @@ impl Host {
         ns.ip(&["link", "set", "eth0", "address", &format_mac(mac)])?;
         // No IPv6 autoconf chatter on the wire we observe.
         ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-        ns.exec("ethtool", &["-K", "eth0", "gro", "on"])?;
+        // GRO on: the switch XDP-redirects into this veth pair, which needs NAPI on this
+        // end. TX checksum offload off: a veth would hand XDP packets whose checksum is
+        // still to be filled in, and a redirected frame arrives with it unfinished.
+        ns.exec("ethtool", &["-K", "eth0", "gro", "on", "tx", "off"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         switch.ip(&["link", "set", port, "up"])?;
         Ok(Self {

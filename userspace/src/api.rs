@@ -27,10 +27,17 @@ use tokio::{
 };
 use xnos_common::{DropReason, PortStats};
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use xnos_common::PuntReason;
+
 use crate::{
-    config::{Config, PortMode},
+    config::{Config, InterfaceConfig, PortMode},
     datapath::StatsReader,
+    datapath::route::fast_path_carries,
     kernel::link,
+    kernel::neigh,
     mac::MacAddr,
     statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
     supervisor::{Faults, ModuleCtx},
@@ -107,6 +114,63 @@ pub struct FdbView {
     pub kind: String,
     /// Station moves seen since it was learned.
     pub moves: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceView {
+    pub name: String,
+    /// `svi` or `routed`.
+    pub kind: String,
+    pub vlan: Option<u16>,
+    pub port: Option<String>,
+    pub addresses: Vec<IpNet>,
+    pub mac: MacAddr,
+    pub ifindex: u32,
+    pub link: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NexthopView {
+    pub gateway: Option<IpAddr>,
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub prefix: IpNet,
+    pub table: String,
+    pub kind: String,
+    pub protocol: String,
+    pub nexthops: Vec<NexthopView>,
+    /// Whether the XDP fast path forwards (or, for local routes, recognises) it; the
+    /// kernel handles the rest.
+    pub fast_path: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L3CountersView {
+    pub routed_v4: u64,
+    pub routed_v6: u64,
+    /// Packets handed to the kernel, by reason.
+    pub punts: BTreeMap<String, u64>,
+    /// Punts dropped by the punt rate limiter.
+    pub punts_rate_limited: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesView {
+    pub routes: Vec<RouteView>,
+    pub counters: L3CountersView,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighborView {
+    pub ip: IpAddr,
+    pub mac: Option<MacAddr>,
+    pub interface: String,
+    pub state: String,
+    /// Whether the fast path uses it (a usable entry on an xnos L3 interface).
+    pub fast_path: bool,
 }
 
 /// One row of a raw table (`GET /v1/db/<table>`).
@@ -257,6 +321,116 @@ impl Api {
         })
     }
 
+    pub fn interfaces(&self) -> Vec<InterfaceView> {
+        self.db.read(|state| {
+            let mac = state.config.switch.router_mac();
+            state
+                .config
+                .interfaces
+                .values()
+                .map(|iface| {
+                    let link = state.observed.links.get(&iface.name);
+                    InterfaceView {
+                        name: iface.name.clone(),
+                        kind: if iface.vlan.is_some() {
+                            "svi"
+                        } else {
+                            "routed"
+                        }
+                        .into(),
+                        vlan: iface.vlan,
+                        port: iface
+                            .port
+                            .clone()
+                            .or_else(|| iface.vlan.map(InterfaceConfig::svi_port_name)),
+                        addresses: iface.addresses.clone(),
+                        mac,
+                        ifindex: link.map_or(0, |l| l.ifindex),
+                        link: link.map_or("absent".into(), |l| l.oper_state.clone()),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    pub fn routes(&self) -> RoutesView {
+        let counters = self
+            .stats
+            .as_ref()
+            .and_then(|s| s.l3().ok())
+            .map(|c| L3CountersView {
+                routed_v4: c.routed_v4,
+                routed_v6: c.routed_v6,
+                punts: PuntReason::ALL
+                    .iter()
+                    .map(|r| (r.name().to_string(), c.punts[*r as usize]))
+                    .collect(),
+                punts_rate_limited: c.punts_limited,
+            })
+            .unwrap_or_default();
+        self.db.read(|state| {
+            let names = ifnames(state);
+            let routes = state
+                .observed
+                .fib
+                .iter()
+                .filter(|(_, r)| {
+                    matches!(
+                        r.kind.as_str(),
+                        "unicast" | "local" | "blackhole" | "unreachable" | "prohibit"
+                    )
+                })
+                .map(|((table, prefix), r)| RouteView {
+                    prefix: *prefix,
+                    table: table.clone(),
+                    kind: r.kind.clone(),
+                    protocol: r.protocol.clone(),
+                    nexthops: r
+                        .nexthops
+                        .iter()
+                        .map(|n| NexthopView {
+                            gateway: n.gateway,
+                            interface: names
+                                .get(&n.ifindex)
+                                .cloned()
+                                .unwrap_or_else(|| n.ifindex.to_string()),
+                        })
+                        .collect(),
+                    fast_path: fast_path_carries(state, table, prefix),
+                })
+                .collect();
+            RoutesView { routes, counters }
+        })
+    }
+
+    pub fn neighbors(&self) -> Vec<NeighborView> {
+        self.db.read(|state| {
+            let names = ifnames(state);
+            let l3: Vec<&str> = state.config.interfaces.keys().map(String::as_str).collect();
+            state
+                .observed
+                .neighbors
+                .values()
+                .filter(|n| !n.ip.is_multicast())
+                .map(|n| {
+                    let interface = names
+                        .get(&n.ifindex)
+                        .cloned()
+                        .unwrap_or_else(|| n.ifindex.to_string());
+                    NeighborView {
+                        ip: n.ip,
+                        mac: n.mac,
+                        fast_path: l3.contains(&interface.as_str())
+                            && n.mac.is_some()
+                            && neigh::usable(&n.state),
+                        interface,
+                        state: n.state.clone(),
+                    }
+                })
+                .collect()
+        })
+    }
+
     fn table_view(&self, table: Table) -> Vec<RowView> {
         self.db
             .rows(table)
@@ -313,6 +487,9 @@ impl Api {
             (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
             (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
             (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
+            (&Method::GET, ["v1", "interfaces"]) => json(StatusCode::OK, &self.interfaces()),
+            (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &self.routes()),
+            (&Method::GET, ["v1", "neighbors"]) => json(StatusCode::OK, &self.neighbors()),
             (&Method::GET, ["v1", "modules"]) => {
                 json(StatusCode::OK, &self.table_view(Table::Module))
             }
@@ -423,6 +600,15 @@ impl Api {
         );
         response
     }
+}
+
+fn ifnames(state: &State) -> BTreeMap<u32, String> {
+    state
+        .observed
+        .links
+        .values()
+        .map(|l| (l.ifindex, l.name.clone()))
+        .collect()
 }
 
 fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {

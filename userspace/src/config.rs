@@ -343,11 +343,18 @@ impl Config {
         if let Some(switch) = &raw.switch
             && let Some(mac) = &switch.get_ref().router_mac
         {
-            let parsed: MacAddr = mac.get_ref().parse().map_err(
-                |e: crate::mac::ParseMacError| src.error(mac.span(), "switch.router-mac", e.to_string()),
-            )?;
+            let parsed: MacAddr =
+                mac.get_ref()
+                    .parse()
+                    .map_err(|e: crate::mac::ParseMacError| {
+                        src.error(mac.span(), "switch.router-mac", e.to_string())
+                    })?;
             if parsed.is_multicast() || parsed.is_zero() {
-                return Err(src.error(mac.span(), "switch.router-mac", format!("{parsed} is not a unicast address")));
+                return Err(src.error(
+                    mac.span(),
+                    "switch.router-mac",
+                    format!("{parsed} is not a unicast address"),
+                ));
             }
             config.switch.router_mac = Some(parsed);
         }
@@ -542,22 +549,40 @@ impl Config {
                 (Some(vlan), None) => {
                     let id = src.vlan_id(vlan, &format!("{key}.vlan"))?;
                     if !config.vlans.contains_key(&id) {
-                        return Err(src.error(vlan.span(), format!("{key}.vlan"), format!("VLAN {id} is not used by any port or [[vlan]]")));
+                        return Err(src.error(
+                            vlan.span(),
+                            format!("{key}.vlan"),
+                            format!("VLAN {id} is not used by any port or [[vlan]]"),
+                        ));
                     }
                     (InterfaceConfig::svi_name(id), Some(id), None)
                 }
                 (None, Some(port)) => {
                     let name = port.get_ref();
                     if config.ports.contains_key(name) {
-                        return Err(src.error(port.span(), format!("{key}.port"), format!("{name:?} is a switch ([[port]]) port; a routed port must not be")));
+                        return Err(src.error(
+                            port.span(),
+                            format!("{key}.port"),
+                            format!(
+                                "{name:?} is a switch ([[port]]) port; a routed port must not be"
+                            ),
+                        ));
                     }
                     if !link_exists(name) {
-                        return Err(src.error(port.span(), format!("{key}.port"), format!("no kernel interface named {name:?}")));
+                        return Err(src.error(
+                            port.span(),
+                            format!("{key}.port"),
+                            format!("no kernel interface named {name:?}"),
+                        ));
                     }
                     (name.clone(), None, Some(name.clone()))
                 }
                 _ => {
-                    return Err(src.error(span, key, "give exactly one of `vlan` (an SVI) or `port` (a routed port)"));
+                    return Err(src.error(
+                        span,
+                        key,
+                        "give exactly one of `vlan` (an SVI) or `port` (a routed port)",
+                    ));
                 }
             };
             if config.interfaces.contains_key(&name) {
@@ -566,12 +591,27 @@ impl Config {
             let mut addresses = Vec::new();
             for (j, address) in iface.addresses.iter().enumerate() {
                 let parsed: IpNet = address.get_ref().parse().map_err(|_| {
-                    src.error(address.span(), format!("{key}.addresses[{j}]"), format!("{:?} is not an address with a prefix length, like 10.0.10.1/24", address.get_ref()))
+                    src.error(
+                        address.span(),
+                        format!("{key}.addresses[{j}]"),
+                        format!(
+                            "{:?} is not an address with a prefix length, like 10.0.10.1/24",
+                            address.get_ref()
+                        ),
+                    )
                 })?;
                 addresses.push(parsed);
             }
             rows.insert(("interface", name.clone()), span);
-            config.interfaces.insert(name.clone(), InterfaceConfig { name, vlan, port, addresses });
+            config.interfaces.insert(
+                name.clone(),
+                InterfaceConfig {
+                    name,
+                    vlan,
+                    port,
+                    addresses,
+                },
+            );
         }
 
         for (i, route) in raw.route.iter().enumerate() {
@@ -579,21 +619,38 @@ impl Config {
             let route = route.get_ref();
             let key = format!("route[{i}]");
             let prefix: IpNet = route.prefix.get_ref().parse().map_err(|_| {
-                src.error(route.prefix.span(), format!("{key}.prefix"), format!("{:?} is not a prefix like 10.99.0.0/16", route.prefix.get_ref()))
+                src.error(
+                    route.prefix.span(),
+                    format!("{key}.prefix"),
+                    format!(
+                        "{:?} is not a prefix like 10.99.0.0/16",
+                        route.prefix.get_ref()
+                    ),
+                )
             })?;
             let prefix = prefix.trunc();
             let mut nexthops = Vec::new();
             for (j, nh) in route.nexthops.get_ref().iter().enumerate() {
                 let addr: IpAddr = nh.get_ref().parse().map_err(|_| {
-                    src.error(nh.span(), format!("{key}.nexthops[{j}]"), format!("{:?} is not an IP address", nh.get_ref()))
+                    src.error(
+                        nh.span(),
+                        format!("{key}.nexthops[{j}]"),
+                        format!("{:?} is not an IP address", nh.get_ref()),
+                    )
                 })?;
                 nexthops.push(addr);
             }
             if config.routes.contains_key(&prefix) {
-                return Err(src.error(route.prefix.span(), format!("{key}.prefix"), format!("a route to {prefix} is defined twice")));
+                return Err(src.error(
+                    route.prefix.span(),
+                    format!("{key}.prefix"),
+                    format!("a route to {prefix} is defined twice"),
+                ));
             }
             rows.insert(("route", prefix.to_string()), span);
-            config.routes.insert(prefix, RouteConfig { prefix, nexthops });
+            config
+                .routes
+                .insert(prefix, RouteConfig { prefix, nexthops });
         }
 
         // The checks above name keys precisely; this catches whatever rule they miss.
@@ -717,42 +774,101 @@ impl Config {
             match (iface.vlan, &iface.port) {
                 (Some(vlan), None) => {
                     if *name != InterfaceConfig::svi_name(vlan) {
-                        return Err(field_error("interface", name, "name", format!("the SVI of VLAN {vlan} is named {}", InterfaceConfig::svi_name(vlan))));
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "name",
+                            format!(
+                                "the SVI of VLAN {vlan} is named {}",
+                                InterfaceConfig::svi_name(vlan)
+                            ),
+                        ));
                     }
                     if !self.vlans.contains_key(&vlan) {
-                        return Err(field_error("interface", name, "vlan", format!("VLAN {vlan} does not exist (add it to the vlan table first)")));
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "vlan",
+                            format!("VLAN {vlan} does not exist (add it to the vlan table first)"),
+                        ));
                     }
                 }
                 (None, Some(port)) => {
                     if port != name {
-                        return Err(field_error("interface", name, "name", format!("a routed port's interface is named like the port ({port})")));
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "name",
+                            format!("a routed port's interface is named like the port ({port})"),
+                        ));
                     }
                     if self.ports.contains_key(port) {
-                        return Err(field_error("interface", name, "port", format!("{port:?} is a switch port; a routed port must not be")));
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "port",
+                            format!("{port:?} is a switch port; a routed port must not be"),
+                        ));
                     }
                     if !link_exists(port) {
-                        return Err(field_error("interface", name, "port", format!("no kernel interface named {port:?}")));
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "port",
+                            format!("no kernel interface named {port:?}"),
+                        ));
                     }
                 }
-                _ => return Err(field_error("interface", name, "vlan", "give exactly one of vlan (an SVI) or port (a routed port)")),
+                _ => {
+                    return Err(field_error(
+                        "interface",
+                        name,
+                        "vlan",
+                        "give exactly one of vlan (an SVI) or port (a routed port)",
+                    ));
+                }
             }
             for address in &iface.addresses {
                 if let Some(other) = addresses.insert(address.addr(), name) {
-                    return Err(field_error("interface", name, "addresses", format!("{} is also an address of {other}", address.addr())));
+                    return Err(field_error(
+                        "interface",
+                        name,
+                        "addresses",
+                        format!("{} is also an address of {other}", address.addr()),
+                    ));
                 }
             }
         }
         for (prefix, route) in &self.routes {
             let key = prefix.to_string();
             if route.prefix != *prefix || prefix.trunc() != *prefix {
-                return Err(field_error("route", &key, "prefix", format!("{} has host bits set; the route is to {}", route.prefix, route.prefix.trunc())));
+                return Err(field_error(
+                    "route",
+                    &key,
+                    "prefix",
+                    format!(
+                        "{} has host bits set; the route is to {}",
+                        route.prefix,
+                        route.prefix.trunc()
+                    ),
+                ));
             }
             if route.nexthops.is_empty() || route.nexthops.len() > MAX_ECMP {
-                return Err(field_error("route", &key, "nexthops", format!("a route needs 1 to {MAX_ECMP} nexthops")));
+                return Err(field_error(
+                    "route",
+                    &key,
+                    "nexthops",
+                    format!("a route needs 1 to {MAX_ECMP} nexthops"),
+                ));
             }
             for nh in &route.nexthops {
                 if nh.is_ipv4() != prefix.addr().is_ipv4() {
-                    return Err(field_error("route", &key, "nexthops", format!("nexthop {nh} is not of the prefix's address family")));
+                    return Err(field_error(
+                        "route",
+                        &key,
+                        "nexthops",
+                        format!("nexthop {nh} is not of the prefix's address family"),
+                    ));
                 }
             }
         }
@@ -800,15 +916,26 @@ impl Config {
                 toml::Value::from(fdb.port.as_str())
             ));
         }
-        let quoted = |items: Vec<String>| items.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+        let quoted = |items: Vec<String>| {
+            items
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for iface in self.interfaces.values() {
             out.push_str("\n[[interface]]\n");
             match (iface.vlan, &iface.port) {
                 (Some(vlan), _) => out.push_str(&format!("vlan = {vlan}\n")),
-                (None, Some(port)) => out.push_str(&format!("port = {}\n", toml::Value::from(port.as_str()))),
+                (None, Some(port)) => {
+                    out.push_str(&format!("port = {}\n", toml::Value::from(port.as_str())))
+                }
                 (None, None) => {}
             }
-            out.push_str(&format!("addresses = [{}]\n", quoted(iface.addresses.iter().map(IpNet::to_string).collect())));
+            out.push_str(&format!(
+                "addresses = [{}]\n",
+                quoted(iface.addresses.iter().map(IpNet::to_string).collect())
+            ));
         }
         for route in self.routes.values() {
             out.push_str(&format!(
@@ -1016,7 +1143,10 @@ nexthops = ["10.0.10.2", "10.0.10.3"]
     #[test]
     fn parses_l3_interfaces_and_routes() {
         let config = parse(L3).unwrap();
-        assert_eq!(config.switch.router_mac(), "02:00:00:00:01:00".parse().unwrap());
+        assert_eq!(
+            config.switch.router_mac(),
+            "02:00:00:00:01:00".parse().unwrap()
+        );
         let svi = &config.interfaces["vlan10"];
         assert_eq!((svi.vlan, svi.addresses.len()), (Some(10), 2));
         assert_eq!(config.interfaces["swp5"].port.as_deref(), Some("swp5"));
@@ -1028,12 +1158,42 @@ nexthops = ["10.0.10.2", "10.0.10.3"]
     #[test]
     fn bad_l3_config_names_key_and_line() {
         for (from, to, key, line) in [
-            ("vlan = 10\naddresses", "vlan = 11\naddresses", "interface[0].vlan", 14),
-            ("port = \"swp5\"", "port = \"swp1\"", "interface[1].port", 18),
-            ("\"10.0.99.1/30\"", "\"10.0.99.1\"", "interface[1].addresses[0]", 19),
-            ("\"10.99.0.0/16\"", "\"10.99.0.0/33\"", "route[0].prefix", 22),
-            ("\"10.0.10.3\"", "\"fd00::3\"", "route 10.99.0.0/16.nexthops", 21),
-            ("\"02:00:00:00:01:00\"", "\"01:00:00:00:01:00\"", "switch.router-mac", 3),
+            (
+                "vlan = 10\naddresses",
+                "vlan = 11\naddresses",
+                "interface[0].vlan",
+                14,
+            ),
+            (
+                "port = \"swp5\"",
+                "port = \"swp1\"",
+                "interface[1].port",
+                18,
+            ),
+            (
+                "\"10.0.99.1/30\"",
+                "\"10.0.99.1\"",
+                "interface[1].addresses[0]",
+                19,
+            ),
+            (
+                "\"10.99.0.0/16\"",
+                "\"10.99.0.0/33\"",
+                "route[0].prefix",
+                22,
+            ),
+            (
+                "\"10.0.10.3\"",
+                "\"fd00::3\"",
+                "route 10.99.0.0/16.nexthops",
+                21,
+            ),
+            (
+                "\"02:00:00:00:01:00\"",
+                "\"01:00:00:00:01:00\"",
+                "switch.router-mac",
+                3,
+            ),
         ] {
             let e = err(&L3.replace(from, to));
             assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
@@ -1045,7 +1205,10 @@ nexthops = ["10.0.10.2", "10.0.10.3"]
         let config = parse("").unwrap();
         let mac = config.switch.router_mac();
         assert_eq!(mac, config.switch.router_mac());
-        assert!(!mac.is_multicast() && mac.0[0] & 2 != 0, "{mac} is not locally administered unicast");
+        assert!(
+            !mac.is_multicast() && mac.0[0] & 2 != 0,
+            "{mac} is not locally administered unicast"
+        );
     }
 
     #[test]

@@ -461,13 +461,27 @@ impl ObservedTx<'_> {
     pub fn fib(&mut self, table: &str, prefix: IpNet, row: Option<FibRoute>) {
         let o = &mut *self.observed;
         let key = fib_key(table, &prefix);
-        put_row(Table::Fib, &mut o.fib, (table.to_string(), prefix), key, row, &mut self.changes);
+        put_row(
+            Table::Fib,
+            &mut o.fib,
+            (table.to_string(), prefix),
+            key,
+            row,
+            &mut self.changes,
+        );
     }
 
     pub fn neighbor(&mut self, ifindex: u32, ip: IpAddr, row: Option<Neighbor>) {
         let o = &mut *self.observed;
         let key = neighbor_key(ifindex, &ip);
-        put_row(Table::Neighbor, &mut o.neighbors, (ifindex, ip), key, row, &mut self.changes);
+        put_row(
+            Table::Neighbor,
+            &mut o.neighbors,
+            (ifindex, ip),
+            key,
+            row,
+            &mut self.changes,
+        );
     }
 
     pub fn module(&mut self, name: &str, row: Option<ModuleStatus>) {
@@ -717,7 +731,10 @@ fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
             &mut config.routes,
             op,
             |row| parse_row::<RouteConfig>(row).map(|r| (r.prefix, r)),
-            |key| key.parse().map_err(|_| format!("bad route key {key:?}: expected a prefix")),
+            |key| {
+                key.parse()
+                    .map_err(|_| format!("bad route key {key:?}: expected a prefix"))
+            },
         ),
         table => Err(format!(
             "{table} is observed state, written by xnosd itself"

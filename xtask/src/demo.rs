@@ -95,8 +95,11 @@ pub fn run() -> anyhow::Result<()> {
             "-n", SWITCH, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
         ])?;
         ip(&["-n", ns, "addr", "add", address, "dev", "eth0"])?;
-        // The switch XDP-redirects into this veth pair: its receiving end needs GRO (NAPI).
-        status(in_ns(ns, "ethtool", &["-K", "eth0", "gro", "on"]).stdout(Stdio::null()))?;
+        // The switch XDP-redirects into this veth pair: its receiving end needs GRO (NAPI),
+        // and the host must put real checksums on the wire (no veth TX offload).
+        status(
+            in_ns(ns, "ethtool", &["-K", "eth0", "gro", "on", "tx", "off"]).stdout(Stdio::null()),
+        )?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", SWITCH, "link", "set", port, "up"])?;
     }

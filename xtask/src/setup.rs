@@ -13,6 +13,7 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "iputils-ping",
     "procps",
+    "traceroute",
 ];
 /// The nightly whose LLVM (22) matches bpf-linker's, used when `nightly` is another one.
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";

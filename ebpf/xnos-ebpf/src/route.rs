@@ -9,9 +9,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xnos_common::{
-    DropReason, L3Iface, L3Stats, MAX_ECMP, MAX_L3_IFACES, NEIGH_SIZE, NEXTHOP_CONNECTED,
-    NHG_SIZE, NeighEntry, NeighKey, NexthopGroup, PuntReason, ROUTE_FORWARD, ROUTE_LOCAL,
-    ROUTES_SIZE, RouteEntry,
+    DropReason, L3Iface, L3Stats, MAX_ECMP, MAX_L3_IFACES, NEIGH_SIZE, NEXTHOP_CONNECTED, NHG_SIZE,
+    NeighEntry, NeighKey, NexthopGroup, PuntReason, ROUTE_FORWARD, ROUTE_LOCAL, ROUTES_SIZE,
+    RouteEntry,
 };
 
 use crate::{TX_PORTS, fdb, packet::ptr_at, port, port::Stats, vlan, vlan::Tag};
@@ -243,10 +243,17 @@ fn resolve(
         return Err(PuntReason::NoRoute);
     }
     let index = (hash % group.count) as usize;
-    let nh = group.nexthops.get(index & (MAX_ECMP - 1)).ok_or(PuntReason::NoRoute)?;
+    let nh = group
+        .nexthops
+        .get(index & (MAX_ECMP - 1))
+        .ok_or(PuntReason::NoRoute)?;
     let key = NeighKey {
         ifindex: nh.ifindex,
-        addr: if nh.flags & NEXTHOP_CONNECTED != 0 { *dst } else { nh.gateway },
+        addr: if nh.flags & NEXTHOP_CONNECTED != 0 {
+            *dst
+        } else {
+            nh.gateway
+        },
     };
     // SAFETY: see port::get.
     let neigh = unsafe { NEIGHS.get(&key) }.ok_or(PuntReason::NoNeighbor)?;
@@ -302,7 +309,11 @@ fn ipv4<const L3: usize>(
     };
     // Only first fragments carry ports; hash the others on addresses alone.
     let first_fragment = u16::from_be_bytes(ip.frag) & 0x1fff == 0;
-    let ports = if first_fragment { ports(ctx, L3 + 20, ip.proto) } else { 0 };
+    let ports = if first_fragment {
+        ports(ctx, L3 + 20, ip.proto)
+    } else {
+        0
+    };
     let hash = flow_hash(
         u32::from_ne_bytes(ip.src),
         u32::from_ne_bytes(ip.dst),

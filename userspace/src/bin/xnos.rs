@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use xnos::{
     DEFAULT_SOCKET,
     api::{
-        Client, ClientError, ConfigDiff, ConfigText, FdbView, PortView, RowView, Saved,
-        Transaction, VlanView, WatchEvent,
+        Client, ClientError, ConfigDiff, ConfigText, FdbView, InterfaceView, NeighborView,
+        PortView, RouteView, RoutesView, RowView, Saved, Transaction, VlanView, WatchEvent,
     },
     mac::MacAddr,
     statedb::{Change, ChangeOp, Commit, Op, Table, fdb_key},
@@ -84,6 +84,12 @@ enum Show {
     Fdb(Format),
     /// The daemon's modules: state, restarts, last error.
     Modules(Format),
+    /// L3 interfaces (SVIs and routed ports) with their addresses.
+    Interfaces(Format),
+    /// Routes of the kernel FIB, whether the fast path carries each, routed/punt counters.
+    Routes(Format),
+    /// ARP/ND neighbours and whether the fast path uses each.
+    Neighbors(Format),
 }
 
 #[derive(Args, Clone, Copy)]
@@ -263,6 +269,9 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             Show::Vlans(f) => show(&client, "/v1/vlans", f, render_vlans).await,
             Show::Fdb(f) => show(&client, "/v1/fdb", f, render_fdb).await,
             Show::Modules(f) => show(&client, "/v1/modules", f, render_modules).await,
+            Show::Interfaces(f) => show(&client, "/v1/interfaces", f, render_interfaces).await,
+            Show::Routes(f) => show(&client, "/v1/routes", f, render_routes).await,
+            Show::Neighbors(f) => show(&client, "/v1/neighbors", f, render_neighbors).await,
         },
         Command::Vlan { action } => {
             let op = match action {
@@ -602,6 +611,109 @@ fn render_fdb(fdb: &Vec<FdbView>) -> String {
     let mut out = table(&rows);
     out.push_str(&format!("{} entries\n", fdb.len()));
     out
+}
+
+fn render_interfaces(ifaces: &Vec<InterfaceView>) -> String {
+    let mut rows = vec![
+        [
+            "INTERFACE",
+            "KIND",
+            "VLAN",
+            "PORT",
+            "LINK",
+            "MAC",
+            "ADDRESSES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for i in ifaces {
+        rows.push(vec![
+            i.name.clone(),
+            i.kind.clone(),
+            i.vlan.map_or("-".into(), |v| v.to_string()),
+            i.port.clone().unwrap_or_else(|| "-".into()),
+            i.link.clone(),
+            i.mac.to_string(),
+            i.addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]);
+    }
+    table(&rows)
+}
+
+fn route_nexthops(r: &RouteView) -> String {
+    r.nexthops
+        .iter()
+        .map(|n| match n.gateway {
+            Some(gw) => format!("via {gw} dev {}", n.interface),
+            None => format!("dev {}", n.interface),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_routes(view: &RoutesView) -> String {
+    let mut rows = vec![
+        ["PREFIX", "TABLE", "TYPE", "PROTO", "NEXTHOPS", "FAST-PATH"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in &view.routes {
+        rows.push(vec![
+            r.prefix.to_string(),
+            r.table.clone(),
+            r.kind.clone(),
+            r.protocol.clone(),
+            route_nexthops(r),
+            if r.fast_path { "yes" } else { "no (kernel)" }.into(),
+        ]);
+    }
+    let mut out = table(&rows);
+    let c = &view.counters;
+    let punts: Vec<String> = c
+        .punts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    out.push_str(&format!(
+        "routed by the fast path: {} IPv4, {} IPv6; punted to the kernel: {}{}\n",
+        c.routed_v4,
+        c.routed_v6,
+        if punts.is_empty() {
+            "none".to_string()
+        } else {
+            punts.join(" ")
+        },
+        if c.punts_rate_limited > 0 {
+            format!(" (rate-limited: {})", c.punts_rate_limited)
+        } else {
+            String::new()
+        },
+    ));
+    out
+}
+
+fn render_neighbors(neighbors: &Vec<NeighborView>) -> String {
+    let mut rows = vec![
+        ["ADDRESS", "MAC", "INTERFACE", "STATE", "FAST-PATH"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in neighbors {
+        rows.push(vec![
+            n.ip.to_string(),
+            n.mac.map_or("-".into(), |m| m.to_string()),
+            n.interface.clone(),
+            n.state.clone(),
+            if n.fast_path { "yes" } else { "no" }.into(),
+        ]);
+    }
+    table(&rows)
 }
 
 fn render_modules(modules: &Vec<RowView>) -> String {

@@ -20,8 +20,8 @@ use aya::{
     util::nr_cpus,
 };
 use xnos_common::{
-    FdbEntry, FdbKey, L3Iface, L3Stats, NeighEntry, NeighKey, NexthopGroup, PortConf,
-    PortStats, RouteEntry,
+    FdbEntry, FdbKey, L3Iface, L3Stats, NeighEntry, NeighKey, NexthopGroup, PortConf, PortStats,
+    RouteEntry,
 };
 
 use crate::bpffs::PinDir;

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::broadcast};
 use ipnet::IpNet;
+use tokio::{io::unix::AsyncFd, sync::broadcast};
 use xnos_common::{
     FDB_FLAG_STATIC, FdbEntry, FdbKey, LearnEvent, MAX_PORTS, PORT_MODE_ACCESS, PORT_MODE_ROUTED,
     PORT_MODE_TRUNK, PortConf,
@@ -278,7 +278,9 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
     // Under StateDb's read lock: a consistent view without copying big tables.
     let statuses = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
-        let statuses = reconcile(&mut dp, &state.config, |name| links.get(name).map(|l| l.ifindex))?;
+        let statuses = reconcile(&mut dp, &state.config, |name| {
+            links.get(name).map(|l| l.ifindex)
+        })?;
         l3.sync(&mut dp, state)?;
         Ok(statuses)
     })?;
@@ -351,7 +353,9 @@ impl Work {
             match change.table {
                 t if t.is_config() || t == Table::Link => self.all = true,
                 Table::Fib => {
-                    if let Some(prefix) = change.key.split_once('/').and_then(|(_, p)| p.parse().ok()) {
+                    if let Some(prefix) =
+                        change.key.split_once('/').and_then(|(_, p)| p.parse().ok())
+                    {
                         self.prefixes.insert(prefix);
                     }
                 }

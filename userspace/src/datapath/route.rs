@@ -55,7 +55,11 @@ impl Desired {
 pub fn fast_path_carries(state: &State, table: &str, prefix: &IpNet) -> bool {
     let ifaces = desired_ifaces(state);
     match table {
-        "local" => state.observed.fib.get(&("local".into(), *prefix)).is_some_and(|r| r.kind == "local"),
+        "local" => state
+            .observed
+            .fib
+            .get(&("local".into(), *prefix))
+            .is_some_and(|r| r.kind == "local"),
         _ => state
             .observed
             .fib
@@ -104,28 +108,48 @@ fn main_route(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> Desired {
         }
         nexthops.push(Nexthop {
             ifindex: nh.ifindex,
-            flags: if nh.gateway.is_none() { NEXTHOP_CONNECTED } else { 0 },
+            flags: if nh.gateway.is_none() {
+                NEXTHOP_CONNECTED
+            } else {
+                0
+            },
             gateway: nh.gateway.map(addr16).unwrap_or_default(),
         });
     }
     Desired::Forward(nexthops)
 }
 
-fn desired_route(state: &State, ifaces: &BTreeMap<u32, L3Iface>, prefix: &IpNet) -> Option<Desired> {
+fn desired_route(
+    state: &State,
+    ifaces: &BTreeMap<u32, L3Iface>,
+    prefix: &IpNet,
+) -> Option<Desired> {
     let fib = &state.observed.fib;
-    if fib.get(&("local".into(), *prefix)).is_some_and(|r| r.kind == "local") {
+    if fib
+        .get(&("local".into(), *prefix))
+        .is_some_and(|r| r.kind == "local")
+    {
         return Some(Desired::Local);
     }
-    fib.get(&("main".into(), *prefix)).map(|r| main_route(r, ifaces))
+    fib.get(&("main".into(), *prefix))
+        .map(|r| main_route(r, ifaces))
 }
 
-fn desired_neighbor(state: &State, ifaces: &BTreeMap<u32, L3Iface>, ifindex: u32, ip: IpAddr) -> Option<NeighEntry> {
+fn desired_neighbor(
+    state: &State,
+    ifaces: &BTreeMap<u32, L3Iface>,
+    ifindex: u32,
+    ip: IpAddr,
+) -> Option<NeighEntry> {
     if !ifaces.contains_key(&ifindex) {
         return None;
     }
     let n = state.observed.neighbors.get(&(ifindex, ip))?;
     let mac = n.mac.filter(|_| neigh::usable(&n.state))?;
-    Some(NeighEntry { mac: mac.0, _pad: [0; 2] })
+    Some(NeighEntry {
+        mac: mac.0,
+        _pad: [0; 2],
+    })
 }
 
 /// What the L3 maps hold.
@@ -224,7 +248,10 @@ impl L3 {
         let ifaces = desired_ifaces(state);
         for (ifindex, iface) in &ifaces {
             if self.ifaces.get(ifindex) != Some(iface) {
-                dp.l3.ifaces.insert(ifindex, iface, 0).map_err(map_err("L3_IFACES"))?;
+                dp.l3
+                    .ifaces
+                    .insert(ifindex, iface, 0)
+                    .map_err(map_err("L3_IFACES"))?;
                 self.ifaces.insert(*ifindex, *iface);
             }
         }
@@ -237,7 +264,10 @@ impl L3 {
         for vid in vids {
             let want = vlan_l3.get(&vid).copied().unwrap_or(0);
             if self.vlan_l3.get(&vid).copied().unwrap_or(0) != want {
-                dp.l3.vlan_l3.set(u32::from(vid), want, 0).map_err(map_err("VLAN_L3"))?;
+                dp.l3
+                    .vlan_l3
+                    .set(u32::from(vid), want, 0)
+                    .map_err(map_err("VLAN_L3"))?;
                 if want == 0 {
                     self.vlan_l3.remove(&vid);
                 } else {
@@ -264,7 +294,12 @@ impl L3 {
             .collect();
         self.sync_routes(dp, state, &ifaces, prefixes)?;
 
-        let gone: Vec<u32> = self.ifaces.keys().filter(|i| !ifaces.contains_key(i)).copied().collect();
+        let gone: Vec<u32> = self
+            .ifaces
+            .keys()
+            .filter(|i| !ifaces.contains_key(i))
+            .copied()
+            .collect();
         for ifindex in gone {
             ignore_missing(dp.l3.ifaces.remove(&ifindex), "L3_IFACES")?;
             self.ifaces.remove(&ifindex);
@@ -287,7 +322,10 @@ impl L3 {
             };
             match desired_neighbor(state, ifaces, ifindex, ip) {
                 Some(entry) if self.neighs.get(&key) != Some(&entry) => {
-                    dp.l3.neighs.insert(key, entry, 0).map_err(map_err("NEIGHS"))?;
+                    dp.l3
+                        .neighs
+                        .insert(key, entry, 0)
+                        .map_err(map_err("NEIGHS"))?;
                     self.neighs.insert(key, entry);
                 }
                 Some(_) => {}
@@ -355,13 +393,27 @@ impl L3 {
                     kind: ROUTE_FORWARD,
                     nhg: self.acquire(dp, nexthops)?,
                 }),
-                Some(Desired::Local) => Some(RouteEntry { kind: ROUTE_LOCAL, nhg: 0 }),
-                Some(Desired::Kernel) => Some(RouteEntry { kind: ROUTE_KERNEL, nhg: 0 }),
+                Some(Desired::Local) => Some(RouteEntry {
+                    kind: ROUTE_LOCAL,
+                    nhg: 0,
+                }),
+                Some(Desired::Kernel) => Some(RouteEntry {
+                    kind: ROUTE_KERNEL,
+                    nhg: 0,
+                }),
                 None => None,
             };
             match (entry, key4(&prefix), key6(&prefix)) {
-                (Some(entry), Some(key), _) => dp.l3.routes4.insert(&key, entry, 0).map_err(map_err("ROUTES4"))?,
-                (Some(entry), _, Some(key)) => dp.l3.routes6.insert(&key, entry, 0).map_err(map_err("ROUTES6"))?,
+                (Some(entry), Some(key), _) => dp
+                    .l3
+                    .routes4
+                    .insert(&key, entry, 0)
+                    .map_err(map_err("ROUTES4"))?,
+                (Some(entry), _, Some(key)) => dp
+                    .l3
+                    .routes6
+                    .insert(&key, entry, 0)
+                    .map_err(map_err("ROUTES6"))?,
                 (None, Some(key), _) => ignore_missing(dp.l3.routes4.remove(&key), "ROUTES4")?,
                 (None, _, Some(key)) => ignore_missing(dp.l3.routes6.remove(&key), "ROUTES6")?,
                 _ => unreachable!("a prefix is IPv4 or IPv6"),

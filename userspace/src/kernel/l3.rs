@@ -35,27 +35,33 @@ use crate::{
 pub const SVI_ALIAS: &str = "xnos-svi";
 
 fn sysctl(path: &str, value: &str) -> anyhow::Result<()> {
-    std::fs::write(format!("/proc/sys/{path}"), value).with_context(|| format!("sysctl {path}={value}"))
+    std::fs::write(format!("/proc/sys/{path}"), value)
+        .with_context(|| format!("sysctl {path}={value}"))
 }
 
-/// Turn GRO on: XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
-fn enable_gro(name: &str) -> anyhow::Result<()> {
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// `ethtool -K <name> <feature> on|off` for one of the simple on/off features.
+fn ethtool_set(name: &str, cmd: u32, on: bool) -> anyhow::Result<()> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
-    const ETHTOOL_SGRO: u32 = 0x2c;
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     let mut value = EthtoolValue {
-        cmd: ETHTOOL_SGRO,
-        data: 1,
+        cmd,
+        data: u32::from(on),
     };
     // SAFETY: a zeroed ifreq is valid; the name fits (checked); the fd is closed below.
     unsafe {
         let mut ifr: libc::ifreq = std::mem::zeroed();
         let bytes = name.as_bytes();
-        anyhow::ensure!(bytes.len() < libc::IFNAMSIZ, "interface name {name} too long");
+        anyhow::ensure!(
+            bytes.len() < libc::IFNAMSIZ,
+            "interface name {name} too long"
+        );
         for (dst, src) in ifr.ifr_name.iter_mut().zip(bytes) {
             *dst = *src as libc::c_char;
         }
@@ -65,7 +71,7 @@ fn enable_gro(name: &str) -> anyhow::Result<()> {
         let ret = libc::ioctl(fd, SIOCETHTOOL, &mut ifr);
         let err = std::io::Error::last_os_error();
         libc::close(fd);
-        anyhow::ensure!(ret == 0, "ethtool -K {name} gro on: {err}");
+        anyhow::ensure!(ret == 0, "ethtool command {cmd:#x} on {name}: {err}");
     }
     Ok(())
 }
@@ -84,7 +90,12 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
     // A half-made pair (one end deleted by hand) is made again.
     for end in [&name, &port] {
         if let Some(index) = link::ifindex(end) {
-            handle.link().del(index).execute().await.with_context(|| format!("deleting {end}"))?;
+            handle
+                .link()
+                .del(index)
+                .execute()
+                .await
+                .with_context(|| format!("deleting {end}"))?;
         }
     }
     let message = LinkVeth::new(&name, &port)
@@ -130,7 +141,12 @@ fn is_link_local(net: &IpNet) -> bool {
 }
 
 /// Make the addresses of `index` exactly `wanted` (IPv6 link-local ones excepted).
-async fn sync_addresses(handle: &Handle, index: u32, name: &str, wanted: &[IpNet]) -> anyhow::Result<()> {
+async fn sync_addresses(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    wanted: &[IpNet],
+) -> anyhow::Result<()> {
     let current: Vec<AddressMessage> = handle
         .address()
         .get()
@@ -185,7 +201,8 @@ fn route_message(route: &RouteConfig) -> anyhow::Result<RouteMessage> {
             .iter()
             .map(|gateway| {
                 let mut hop = RouteNextHop::default();
-                hop.attributes.push(RouteAttribute::Gateway((*gateway).into()));
+                hop.attributes
+                    .push(RouteAttribute::Gateway((*gateway).into()));
                 hop
             })
             .collect();
@@ -203,7 +220,11 @@ fn same_route(kernel: &FibRoute, route: &RouteConfig) -> bool {
     have == want
 }
 
-async fn sync_routes(handle: &Handle, config: &Config, fib: &BTreeMap<(String, IpNet), FibRoute>) -> anyhow::Result<()> {
+async fn sync_routes(
+    handle: &Handle,
+    config: &Config,
+    fib: &BTreeMap<(String, IpNet), FibRoute>,
+) -> anyhow::Result<()> {
     let ours: BTreeMap<IpNet, &FibRoute> = fib
         .iter()
         .filter(|((table, _), r)| table == "main" && r.protocol == "xnos")
@@ -240,11 +261,17 @@ async fn sync_routes(handle: &Handle, config: &Config, fib: &BTreeMap<(String, I
 /// Write the desired L3 state to the kernel, changing only what differs.
 pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     let (config, links, fib) = db.read(|s| {
-        (s.config.clone(), s.observed.links.clone(), s.observed.fib.clone())
+        (
+            s.config.clone(),
+            s.observed.links.clone(),
+            s.observed.fib.clone(),
+        )
     });
     let stale_svis: Vec<u32> = links
         .values()
-        .filter(|l| l.alias.as_deref() == Some(SVI_ALIAS) && !config.interfaces.contains_key(&l.name))
+        .filter(|l| {
+            l.alias.as_deref() == Some(SVI_ALIAS) && !config.interfaces.contains_key(&l.name)
+        })
         .map(|l| l.ifindex)
         .collect();
     for index in stale_svis {
@@ -265,7 +292,11 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
         let index = set_up(handle, &iface.name, Some(mac)).await?;
         if let Some(vlan) = iface.vlan {
-            enable_gro(&iface.name)?;
+            // XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
+            ethtool_set(&iface.name, ETHTOOL_SGRO, true)?;
+            // What the kernel sends through the SVI goes through XDP, which does not
+            // finish offloaded checksums: compute them in software.
+            ethtool_set(&iface.name, ETHTOOL_STXCSUM, false)?;
             set_up(handle, &InterfaceConfig::svi_port_name(vlan), None).await?;
         }
         sync_addresses(handle, index, &iface.name, &iface.addresses).await?;

@@ -12,8 +12,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
     Handle,
     constants::{
-        RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE,
-        RTMGRP_LINK, RTMGRP_NEIGH,
+        RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
+        RTMGRP_NEIGH,
     },
     packet_core::{NetlinkMessage, NetlinkPayload},
     packet_route::RouteNetlinkMessage,
@@ -28,13 +28,29 @@ use crate::{
 
 /// Load the complete kernel state into StateDb in one commit.
 async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
-    let links: Vec<_> = handle.link().get().execute().try_collect().await.context("dumping links")?;
+    let links: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .context("dumping links")?;
     let mut routes = Vec::new();
     for request in route::dump_requests(handle) {
-        routes.extend(request.try_collect::<Vec<_>>().await.context("dumping routes")?);
+        routes.extend(
+            request
+                .try_collect::<Vec<_>>()
+                .await
+                .context("dumping routes")?,
+        );
     }
-    let neighbours: Vec<_> =
-        handle.neighbours().get().execute().try_collect().await.context("dumping neighbours")?;
+    let neighbours: Vec<_> = handle
+        .neighbours()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .context("dumping neighbours")?;
     db.write_observed(|tx| {
         link::replace_all(tx, &links);
         route::replace_all(tx, &routes);
@@ -62,7 +78,10 @@ fn notification(tx: &mut ObservedTx<'_>, message: RouteNetlinkMessage) -> bool {
 /// Does a commit change what the kernel should carry?
 fn relevant(commit: &Commit) -> bool {
     commit.changes.iter().any(|c| {
-        matches!(c.table, Table::Interface | Table::Route | Table::Switch | Table::Vlan)
+        matches!(
+            c.table,
+            Table::Interface | Table::Route | Table::Switch | Table::Vlan
+        )
     })
 }
 
@@ -83,11 +102,16 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
         .bind(&SocketAddr::new(0, groups))
         .context("subscribing to link, route, neighbour and address notifications")?;
     let _connection = AbortOnDrop(tokio::spawn(connection));
+    // Changes go through a second socket: the kernel does not notify the socket that made
+    // a change, and the listening one must hear about ours too.
+    let (writer_connection, writer, _) =
+        rtnetlink::new_connection().context("opening rtnetlink")?;
+    let _writer_connection = AbortOnDrop(tokio::spawn(writer_connection));
     let mut commits = ctx.db.subscribe().commits;
 
     // Notifications that race with the dump queue up and are applied after it.
     dump(&handle, &ctx.db).await?;
-    l3::apply(&handle, &ctx.db).await?;
+    l3::apply(&writer, &ctx.db).await?;
     loop {
         tokio::select! {
             first = messages.next() => {
@@ -107,13 +131,13 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
                     reapply
                 });
                 if reapply {
-                    l3::apply(&handle, &ctx.db).await?;
+                    l3::apply(&writer, &ctx.db).await?;
                 }
             }
             commit = commits.recv() => match commit {
-                Ok(commit) if relevant(&commit) => l3::apply(&handle, &ctx.db).await?,
+                Ok(commit) if relevant(&commit) => l3::apply(&writer, &ctx.db).await?,
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => l3::apply(&handle, &ctx.db).await?,
+                Err(broadcast::error::RecvError::Lagged(_)) => l3::apply(&writer, &ctx.db).await?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             _ = ctx.fault() => {}

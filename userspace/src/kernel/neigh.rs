@@ -17,7 +17,10 @@ fn state_name(state: NeighbourState) -> String {
 
 /// Whether the kernel's MAC for this neighbour can be used to forward.
 pub fn usable(state: &str) -> bool {
-    matches!(state, "reachable" | "stale" | "delay" | "probe" | "permanent" | "noarp")
+    matches!(
+        state,
+        "reachable" | "stale" | "delay" | "probe" | "permanent" | "noarp"
+    )
 }
 
 fn neighbor(msg: &NeighbourMessage) -> Option<Neighbor> {

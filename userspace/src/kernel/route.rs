@@ -15,15 +15,28 @@ use crate::statedb::{FibNexthop, FibRoute, ObservedTx};
 
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
-/// Routes xnos installs from its config carry this protocol number (`ip route` shows 186).
-pub const PROTOCOL_XNOS: u8 = 186;
+/// Routes xnos installs from its config carry this protocol number (`ip route` shows
+/// `proto 201`); it is not one of the numbers iproute2 or routing daemons use.
+pub const PROTOCOL_XNOS: u8 = 201;
 
-pub fn dump_requests(
-    handle: &Handle,
-) -> [std::pin::Pin<Box<dyn Stream<Item = Result<RouteMessage, rtnetlink::Error>> + Send>>; 2] {
+type RouteStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<RouteMessage, rtnetlink::Error>> + Send>>;
+
+/// Dumps of the IPv4 and IPv6 routes of every table.
+pub fn dump_requests(handle: &Handle) -> [RouteStream; 2] {
     [
-        Box::pin(handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute()),
-        Box::pin(handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute()),
+        Box::pin(
+            handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                .execute(),
+        ),
+        Box::pin(
+            handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+                .execute(),
+        ),
     ]
 }
 
@@ -125,7 +138,11 @@ pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[RouteMessage]) {
         .observed()
         .fib
         .keys()
-        .filter(|(table, prefix)| !routes.iter().any(|(t, r)| t == table && r.prefix == *prefix))
+        .filter(|(table, prefix)| {
+            !routes
+                .iter()
+                .any(|(t, r)| t == table && r.prefix == *prefix)
+        })
         .cloned()
         .collect();
     for (table, prefix) in gone {

@@ -1,0 +1,359 @@
+//! End-to-end L3 tests: hosts in two VLANs routed by the XDP fast path through SVIs, a
+//! routed port, kernel routes followed by the fast path, and ECMP.
+
+use std::time::{Duration, Instant};
+
+use xnos_tests::{Daemon, Host, PacketSocket, Topology, require_root};
+
+const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
+
+const TWO_VLANS: &str = r#"
+[switch]
+router-mac = "02:00:00:00:01:00"
+
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp2"
+mode = "access"
+vlan = 20
+
+[[port]]
+name = "swp3"
+mode = "access"
+vlan = 20
+
+[[interface]]
+vlan = 10
+addresses = ["10.0.10.1/24", "fd00:10::1/64"]
+
+[[interface]]
+vlan = 20
+addresses = ["10.0.20.1/24", "fd00:20::1/64"]
+"#;
+
+/// Give host `host` addresses in its VLAN's subnets and default routes via the SVI.
+fn address(host: &Host, vlan: u16, id: u8) {
+    host.add_address(&format!("10.0.{vlan}.{id}/24")).unwrap();
+    host.ns
+        .ip(&["route", "add", "default", "via", &format!("10.0.{vlan}.1")])
+        .unwrap();
+    host.ns
+        .exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=0"])
+        .unwrap();
+    host.ns
+        .exec("sysctl", &["-qw", "net.ipv6.conf.eth0.disable_ipv6=0"])
+        .unwrap();
+    host.ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("fd00:{vlan}::{id}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    host.ns
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("fd00:{vlan}::1"),
+        ])
+        .unwrap();
+}
+
+fn routes(daemon: &Daemon) -> serde_json::Value {
+    daemon.json("routes").unwrap()
+}
+
+fn routed(daemon: &Daemon, family: &str) -> u64 {
+    routes(daemon)["counters"][family].as_u64().unwrap()
+}
+
+fn punts(daemon: &Daemon, reason: &str) -> u64 {
+    routes(daemon)["counters"]["punts"][reason]
+        .as_u64()
+        .unwrap()
+}
+
+/// Ping until it answers (a route may take a moment to reach the datapath).
+fn reachable(host: &Host, ip: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if host.ping(ip, 1) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The IPv4 or IPv6 ICMP echo requests `sock` receives within `wait`: (src MAC, TTL).
+fn echo_requests(sock: &PacketSocket, wait: Duration) -> Vec<([u8; 6], u8)> {
+    sock.collect(wait, |_| true)
+        .iter()
+        .filter_map(|frame| {
+            let packet = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+            let Some(etherparse::LinkSlice::Ethernet2(eth)) = &packet.link else {
+                return None;
+            };
+            let ttl = match &packet.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => ip.header().ttl(),
+                Some(etherparse::NetSlice::Ipv6(ip)) => ip.header().hop_limit(),
+                _ => return None,
+            };
+            let request = match &packet.transport {
+                Some(etherparse::TransportSlice::Icmpv4(icmp)) => {
+                    matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoRequest(_))
+                }
+                Some(etherparse::TransportSlice::Icmpv6(icmp)) => {
+                    matches!(icmp.icmp_type(), etherparse::Icmpv6Type::EchoRequest(_))
+                }
+                _ => false,
+            };
+            request.then_some((eth.source(), ttl))
+        })
+        .collect()
+}
+
+// What this shows: hosts in two VLANs ping each other over IPv4 and IPv6 through the
+// SVIs; the packets were routed by XDP (routed counters) with TTL decreased by exactly one
+// and the router MAC as source; traceroute shows the switch as a hop.
+#[test]
+fn hosts_in_two_vlans_are_routed_by_the_fast_path() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    address(h1, 10, 2);
+    address(h2, 20, 2);
+    assert!(topo.no_bridge().unwrap());
+    for port in ["swp1", "swp2", "vlan10i", "vlan20i"] {
+        assert!(topo.xdp_attached(port).unwrap(), "no XDP on {port}");
+    }
+    let ifaces = daemon.json("interfaces").unwrap();
+    assert_eq!(ifaces.as_array().unwrap().len(), 2, "{ifaces}");
+
+    assert!(reachable(h1, "10.0.20.2"), "no IPv4 path between the VLANs");
+    assert!(
+        reachable(h1, "fd00:20::2"),
+        "no IPv6 path between the VLANs"
+    );
+    let (v4, v6) = (routed(&daemon, "routed_v4"), routed(&daemon, "routed_v6"));
+    let capture = h2.socket().unwrap();
+    assert!(h1.ping("10.0.20.2", 5) && h1.ping("fd00:20::2", 5));
+    assert!(
+        routed(&daemon, "routed_v4") >= v4 + 10,
+        "IPv4 echo and reply not routed by XDP"
+    );
+    assert!(
+        routed(&daemon, "routed_v6") >= v6 + 10,
+        "IPv6 echo and reply not routed by XDP"
+    );
+    let requests = echo_requests(&capture, Duration::from_millis(300));
+    assert_eq!(requests.len(), 10, "{requests:?}");
+    for (src, ttl) in requests {
+        assert_eq!(src, ROUTER_MAC, "routed packets leave with the router MAC");
+        assert_eq!(ttl, 63, "TTL/hop limit decreased by exactly one");
+    }
+
+    let trace = h1
+        .ns
+        .exec("traceroute", &["-n", "-q", "1", "-w", "2", "10.0.20.2"])
+        .unwrap();
+    let hops: Vec<&str> = trace
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hops, ["10.0.10.1", "10.0.20.2"], "{trace}");
+    assert!(
+        punts(&daemon, "ttl_expired") >= 1,
+        "TTL expiry not punted to the kernel"
+    );
+
+    let table = daemon.xnos(&["show", "routes"]).unwrap();
+    assert!(
+        table.lines().any(|l| l.starts_with("10.0.20.0/24")
+            && l.contains("dev vlan20")
+            && l.contains("yes")),
+        "{table}"
+    );
+    let neighbors = daemon.json("neighbors").unwrap();
+    assert!(
+        neighbors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["ip"] == "10.0.20.2" && n["fast_path"] == true),
+        "{neighbors}"
+    );
+}
+
+// What this shows: a route added with `ip route` in the switch namespace is followed by
+// the fast path, and removing it stops the forwarding; a routed port carries traffic too.
+#[test]
+fn kernel_routes_are_followed_and_routed_ports_route() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp5"]).unwrap();
+    let config = TWO_VLANS.replace(
+        "[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 20\n",
+        "[[interface]]\nport = \"swp5\"\naddresses = [\"10.0.99.1/30\"]\n",
+    );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    let (h1, h2, h5) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
+    address(h1, 10, 2);
+    address(h2, 20, 2);
+    h5.add_address("10.0.99.2/30").unwrap();
+    h5.ns
+        .ip(&["route", "add", "default", "via", "10.0.99.1"])
+        .unwrap();
+    assert!(reachable(h1, "10.0.99.2"), "routed port unreachable");
+    let ports = daemon.json("ports").unwrap();
+    assert_eq!(
+        ports.as_array().unwrap().len(),
+        2,
+        "the routed port is no switch port: {ports}"
+    );
+
+    h2.ns
+        .ip(&["addr", "add", "10.99.1.1/32", "dev", "lo"])
+        .unwrap();
+    assert!(!h1.ping("10.99.1.1", 1));
+    topo.switch
+        .ip(&["route", "add", "10.99.0.0/16", "via", "10.0.20.2"])
+        .unwrap();
+    assert!(
+        reachable(h1, "10.99.1.1"),
+        "route added with ip route not followed"
+    );
+    let before = routed(&daemon, "routed_v4");
+    assert!(h1.ping("10.99.1.1", 3));
+    assert!(
+        routed(&daemon, "routed_v4") >= before + 6,
+        "not forwarded by XDP"
+    );
+    let view = routes(&daemon);
+    let route = view["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == "10.99.0.0/16")
+        .cloned()
+        .unwrap_or_else(|| panic!("{view}"));
+    assert_eq!(
+        (route["fast_path"].as_bool(), route["protocol"].as_str()),
+        (Some(true), Some("boot"))
+    );
+
+    topo.switch.ip(&["route", "del", "10.99.0.0/16"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h1.ping("10.99.1.1", 1) {
+        assert!(
+            Instant::now() < deadline,
+            "still forwarded after the route was removed"
+        );
+    }
+}
+
+/// A UDP packet from `src` to 10.99.1.1 through the router, from source port `port`.
+fn udp_to_anycast(src: &Host, port: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src.mac, ROUTER_MAC)
+        .ipv4([10, 0, 10, 2], [10, 99, 1, 1], 64)
+        .udp(port, 9999)
+        .write(&mut frame, b"ecmp")
+        .unwrap();
+    frame
+}
+
+fn udp_count(sock: &PacketSocket) -> usize {
+    sock.collect(Duration::from_millis(500), |frame| {
+        etherparse::SlicedPacket::from_ethernet(frame).is_ok_and(|p| {
+            matches!(&p.transport, Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == 9999)
+        })
+    })
+    .len()
+}
+
+// What this shows: a config route with two nexthops becomes a kernel multipath route and
+// an ECMP group in the fast path, which spreads many flows over both nexthops.
+#[test]
+fn ecmp_spreads_flows_over_both_nexthops() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let config = format!(
+        "{TWO_VLANS}\n[[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"10.0.20.2\", \"10.0.20.3\"]\n"
+    );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    let (h1, h2, h3) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
+    address(h1, 10, 2);
+    address(h2, 20, 2);
+    address(h3, 20, 3);
+    for host in [h2, h3] {
+        host.ns
+            .ip(&["addr", "add", "10.99.1.1/32", "dev", "lo"])
+            .unwrap();
+    }
+    // The kernel resolves both nexthops (in real life, its own traffic or the punted
+    // first packets do this).
+    for gw in ["10.0.20.2", "10.0.20.3"] {
+        topo.switch
+            .exec("ping", &["-c", "1", "-W", "2", gw])
+            .unwrap();
+    }
+    let route = topo.switch.ip(&["route", "show", "10.99.0.0/16"]).unwrap();
+    assert!(
+        route.contains("nexthop via 10.0.20.2") && route.contains("nexthop via 10.0.20.3"),
+        "{route}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !routes(&daemon)["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["prefix"] == "10.99.0.0/16" && r["fast_path"] == true)
+    {
+        assert!(Instant::now() < deadline, "ECMP route not in the fast path");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (s1, s2, s3) = (
+        h1.socket().unwrap(),
+        h2.socket().unwrap(),
+        h3.socket().unwrap(),
+    );
+    let flows = 64;
+    let before = routed(&daemon, "routed_v4");
+    for port in 0..flows {
+        s1.send(&udp_to_anycast(h1, 20_000 + port)).unwrap();
+    }
+    let (at_h2, at_h3) = (udp_count(&s2), udp_count(&s3));
+    assert_eq!(
+        at_h2 + at_h3,
+        flows as usize,
+        "every flow arrives exactly once"
+    );
+    assert!(
+        at_h2 >= 8 && at_h3 >= 8,
+        "flows not spread: {at_h2} via h2, {at_h3} via h3"
+    );
+    assert!(routed(&daemon, "routed_v4") >= before + u64::from(flows));
+
+    // One flow always takes the same path.
+    for _ in 0..10 {
+        s1.send(&udp_to_anycast(h1, 20_000)).unwrap();
+    }
+    let (again_h2, again_h3) = (udp_count(&s2), udp_count(&s3));
+    assert!(
+        (again_h2, again_h3) == (10, 0) || (again_h2, again_h3) == (0, 10),
+        "{again_h2} {again_h3}"
+    );
+}
