@@ -435,3 +435,298 @@ fn aging_removes_only_stale_learned_entries() {
     assert!(rig.fdb(10, B).is_none(), "stale entry aged out");
     assert!(rig.fdb(10, C).is_some(), "static entry never ages");
 }
+
+mod l3 {
+    //! The L3 pipeline through BPF_PROG_TEST_RUN: LPM, ECMP, TTL/hop limit, checksum,
+    //! MAC rewrite, VLAN tagging on egress, and punts by reason.
+
+    use aya::maps::lpm_trie::Key;
+    use etherparse::{Ethernet2Header, PacketBuilder, SlicedPacket};
+    use xnos::datapath::route::addr16;
+    use xnos_common::{
+        L3Iface, L3Stats, MAX_ECMP, NEXTHOP_CONNECTED, NeighEntry, NeighKey, Nexthop, NexthopGroup,
+        PuntReason, ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
+    };
+
+    use super::*;
+
+    const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0];
+
+    struct L3Rig {
+        rig: Rig,
+    }
+
+    fn nexthop(ifindex: u32, gateway: Option<&str>) -> Nexthop {
+        Nexthop {
+            ifindex,
+            flags: if gateway.is_none() {
+                NEXTHOP_CONNECTED
+            } else {
+                0
+            },
+            gateway: gateway
+                .map(|g| addr16(g.parse().unwrap()))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn group(nexthops: &[Nexthop]) -> NexthopGroup {
+        let mut group = NexthopGroup {
+            count: nexthops.len() as u32,
+            _pad: 0,
+            nexthops: [nexthop(0, None); MAX_ECMP],
+        };
+        group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
+        group
+    }
+
+    fn route4(rig: &mut Rig, prefix: &str, entry: RouteEntry) {
+        let net: ipnet::Ipv4Net = prefix.parse().unwrap();
+        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+        rig.dp.l3.routes4.insert(&key, entry, 0).unwrap();
+    }
+
+    fn forward(nhg: u32) -> RouteEntry {
+        RouteEntry {
+            kind: ROUTE_FORWARD,
+            nhg,
+        }
+    }
+
+    fn neighbor(rig: &mut Rig, ifindex: u32, ip: &str, mac: [u8; 6]) {
+        let key = NeighKey {
+            ifindex,
+            addr: addr16(ip.parse().unwrap()),
+        };
+        rig.dp
+            .l3
+            .neighs
+            .insert(key, NeighEntry { mac, _pad: [0; 2] }, 0)
+            .unwrap();
+    }
+
+    /// VLANs 10 and 20 with SVIs; B (10.0.20.2) behind swp2, C (10.0.20.3) behind the trunk.
+    fn l3_rig() -> L3Rig {
+        let mut rig = Rig::new(&[
+            ("swp1", access(10)),
+            ("swp2", access(20)),
+            ("swp3", trunk(&[10, 20], None)),
+            ("vlan10i", access(10)),
+            ("vlan20i", access(20)),
+        ]);
+        // The kernel-side SVI netdevs are the veth peers the rig made.
+        let svi10 = rig.ns.ifindex("vlan10ip").unwrap();
+        let svi20 = rig.ns.ifindex("vlan20ip").unwrap();
+        for (svi, port, vlan) in [(svi10, "vlan10i", 10), (svi20, "vlan20i", 20)] {
+            let iface = L3Iface {
+                port_ifindex: rig.ports[port],
+                vlan,
+                mac: ROUTER,
+            };
+            rig.dp.l3.ifaces.insert(svi, iface, 0).unwrap();
+            rig.dp.l3.vlan_l3.set(u32::from(vlan), svi, 0).unwrap();
+        }
+        let groups = [
+            (1, group(&[nexthop(svi20, None)])),
+            (2, group(&[nexthop(svi20, Some("10.0.20.3"))])),
+            (3, group(&[nexthop(svi20, Some("10.0.20.2"))])),
+            (
+                4,
+                group(&[
+                    nexthop(svi20, Some("10.0.20.2")),
+                    nexthop(svi20, Some("10.0.20.3")),
+                ]),
+            ),
+            (5, group(&[nexthop(svi20, Some("10.0.20.9"))])),
+        ];
+        for (id, g) in groups {
+            rig.dp.l3.nhgs.insert(id, g, 0).unwrap();
+        }
+        route4(&mut rig, "10.0.20.0/24", forward(1));
+        route4(&mut rig, "10.99.0.0/16", forward(2));
+        route4(&mut rig, "10.99.1.0/24", forward(3));
+        route4(&mut rig, "10.98.0.0/16", forward(4));
+        route4(&mut rig, "10.97.0.0/16", forward(5));
+        route4(
+            &mut rig,
+            "10.0.10.1/32",
+            RouteEntry {
+                kind: ROUTE_LOCAL,
+                nhg: 0,
+            },
+        );
+        let v6: ipnet::Ipv6Net = "fd00:20::/64".parse().unwrap();
+        rig.dp
+            .l3
+            .routes6
+            .insert(&Key::new(64, v6.network().octets()), forward(1), 0)
+            .unwrap();
+        neighbor(&mut rig, svi20, "10.0.20.2", B);
+        neighbor(&mut rig, svi20, "10.0.20.3", C);
+        neighbor(&mut rig, svi20, "fd00:20::2", B);
+        // B and C are known in VLAN 20.
+        rig.run("swp2", &test_frame(BROADCAST, B, None, 0));
+        rig.run("swp3", &test_frame(BROADCAST, C, Some(20), 0));
+        L3Rig { rig }
+    }
+
+    fn udp4(dst: [u8; 4], ttl: u8, sport: u16) -> Vec<u8> {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(A, ROUTER)
+            .ipv4([10, 0, 10, 2], dst, ttl)
+            .udp(sport, 53)
+            .write(&mut frame, b"payload")
+            .unwrap();
+        frame
+    }
+
+    fn l3_stats(rig: &Rig) -> L3Stats {
+        let per_cpu = rig.dp.l3.stats.get(&0, 0).unwrap();
+        xnos::datapath::sum_l3_stats(per_cpu.iter())
+    }
+
+    fn punts(rig: &Rig, reason: PuntReason) -> u64 {
+        l3_stats(rig).punts[reason as usize]
+    }
+
+    // What this shows: a routed IPv4 packet leaves with the neighbour's MAC, the router
+    // MAC as source, TTL - 1 and a header checksum equal to one computed from scratch.
+    #[test]
+    fn ipv4_is_routed_with_ttl_checksum_and_mac_rewrite() {
+        require_root!();
+        let l3 = l3_rig();
+        let frame = udp4([10, 0, 20, 2], 64, 1000);
+        let out = l3.rig.run("swp1", &frame);
+        assert_eq!(out.action, XDP_REDIRECT);
+        let packet = SlicedPacket::from_ethernet(&out.frame).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &packet.link else {
+            panic!()
+        };
+        assert_eq!((eth.destination(), eth.source()), (B, ROUTER));
+        assert!(packet.vlan.is_none(), "access port egress is untagged");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else {
+            panic!()
+        };
+        let header = ip.header().to_header();
+        assert_eq!(header.time_to_live, 63);
+        assert_eq!(header.header_checksum, header.calc_header_checksum());
+        assert_eq!(out.frame[14 + 20..], frame[14 + 20..], "payload untouched");
+        assert_eq!(l3_stats(&l3.rig).routed_v4, 1);
+        assert_eq!(l3.rig.stats("swp2").tx_packets, 1);
+        // Checksum carries: a header whose checksum wraps (TTL 1 -> 0 excluded) stays valid.
+        for ttl in [2, 255, 128] {
+            let out = l3.rig.run("swp1", &udp4([10, 0, 20, 2], ttl, 7));
+            let (header, _) = etherparse::Ipv4Header::from_slice(&out.frame[14..]).unwrap();
+            assert_eq!(
+                (header.time_to_live, header.header_checksum),
+                (ttl - 1, header.calc_header_checksum())
+            );
+        }
+    }
+
+    // What this shows: the longest prefix wins, and a nexthop behind a trunk gets the
+    // egress VLAN's tag.
+    #[test]
+    fn longest_prefix_match_and_egress_tagging() {
+        require_root!();
+        let l3 = l3_rig();
+        let out = l3.rig.run("swp1", &udp4([10, 99, 1, 5], 64, 1));
+        assert_eq!(out.frame[..6], B, "10.99.1.0/24 beats 10.99.0.0/16");
+        let out = l3.rig.run("swp1", &udp4([10, 99, 2, 5], 64, 1));
+        assert_eq!(out.frame[..6], C, "10.99.0.0/16 for the rest");
+        assert_eq!(
+            out.frame[12..16],
+            [0x81, 0x00, 0x00, 20],
+            "C is behind the trunk: tagged VLAN 20"
+        );
+        assert_eq!(
+            Ethernet2Header::from_slice(&out.frame).unwrap().0.source,
+            ROUTER
+        );
+    }
+
+    // What this shows: ECMP picks the same nexthop for every packet of a flow and spreads
+    // flows over all nexthops of the group.
+    #[test]
+    fn ecmp_is_stable_per_flow_and_uses_every_nexthop() {
+        require_root!();
+        let l3 = l3_rig();
+        let mut seen = std::collections::BTreeMap::new();
+        for sport in 0..64u16 {
+            let first = l3.rig.run("swp1", &udp4([10, 98, 0, 1], 64, sport)).frame[..6].to_vec();
+            let again = l3.rig.run("swp1", &udp4([10, 98, 0, 1], 64, sport)).frame[..6].to_vec();
+            assert_eq!(first, again, "flow {sport} changed nexthop");
+            *seen.entry(first).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.values().all(|n| *n >= 8),
+            "flows badly spread: {seen:?}"
+        );
+    }
+
+    // What this shows: IPv6 is routed with hop limit - 1 and the MACs rewritten.
+    #[test]
+    fn ipv6_is_routed_with_hop_limit_and_mac_rewrite() {
+        require_root!();
+        let l3 = l3_rig();
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(A, ROUTER)
+            .ipv6(
+                "fd00:10::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                "fd00:20::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                64,
+            )
+            .udp(1000, 53)
+            .write(&mut frame, b"payload")
+            .unwrap();
+        let out = l3.rig.run("swp1", &frame);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!((&out.frame[..6], &out.frame[6..12]), (&B[..], &ROUTER[..]));
+        let (ip, _) = etherparse::Ipv6Header::from_slice(&out.frame[14..]).unwrap();
+        assert_eq!(ip.hop_limit, 63);
+        assert_eq!(l3_stats(&l3.rig).routed_v6, 1);
+    }
+
+    // What this shows: what the fast path must not or cannot route goes, untagged, to
+    // the SVI's internal port (the kernel), counted by reason.
+    #[test]
+    fn punts_go_to_the_kernel_counted_by_reason() {
+        require_root!();
+        let l3 = l3_rig();
+        let mut options = udp4([10, 0, 20, 2], 64, 1);
+        options[14] = 0x46;
+        let mut arp = test_frame(ROUTER, A, None, 1);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let cases = [
+            (udp4([10, 0, 20, 2], 1, 1), PuntReason::TtlExpired),
+            (udp4([10, 0, 10, 1], 64, 1), PuntReason::ToSelf),
+            (udp4([192, 0, 2, 1], 64, 1), PuntReason::NoRoute),
+            (udp4([10, 97, 0, 1], 64, 1), PuntReason::NoNeighbor),
+            (options, PuntReason::IpOptions),
+            (arp, PuntReason::Unsupported),
+        ];
+        for (i, (frame, reason)) in cases.iter().enumerate() {
+            let out = l3.rig.run("swp1", frame);
+            assert_eq!(
+                (out.action, &out.frame),
+                (XDP_REDIRECT, frame),
+                "{reason:?} not punted untouched"
+            );
+            assert_eq!(punts(&l3.rig, *reason), 1, "{reason:?}");
+            assert_eq!(
+                l3.rig.stats("vlan10i").tx_packets,
+                i as u64 + 1,
+                "{reason:?} not sent to the kernel"
+            );
+        }
+        // A tagged packet from the trunk is punted untagged (the internal port is access).
+        let tagged = with_tag(&udp4([10, 0, 20, 2], 1, 1), 10);
+        let out = l3.rig.run("swp3", &tagged);
+        assert_eq!(
+            (out.action, out.frame),
+            (XDP_REDIRECT, udp4([10, 0, 20, 2], 1, 1))
+        );
+        assert_eq!(l3_stats(&l3.rig).routed_v4, 0);
+    }
+}

@@ -303,18 +303,18 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
 
     let ping = background_ping(&topo.hosts[0], "10.0.0.3", 60);
     std::thread::sleep(Duration::from_millis(500));
-    for name in ["datapath", "link-sync", "api"] {
+    for name in ["datapath", "kernel", "api"] {
         let out = daemon.xnos(&["inject-fault", name]);
         assert!(
             out.is_ok(),
-            "injecting a fault needs binaries built with --features fault-injection (cargo xtask test does): {out:?}"
+            "injecting a fault failed (the binaries need --features fault-injection, as cargo xtask test builds them): {out:?}"
         );
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let modules = daemon.json("modules");
         if let Ok(modules) = &modules
-            && ["datapath", "link-sync", "api"].iter().all(|name| {
+            && ["datapath", "kernel", "api"].iter().all(|name| {
                 let m = module(modules, name);
                 m["state"] == "running" && m["restarts"] == 1
             })
