@@ -6,7 +6,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{output, status, step};
 
-/// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and the demo run.
+/// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and the demo run
+/// (FRR for the BGP test).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -14,6 +15,7 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "traceroute",
+    "frr",
 ];
 /// The nightly whose LLVM (22) matches bpf-linker's, used when `nightly` is another one.
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
