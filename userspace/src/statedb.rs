@@ -46,11 +46,12 @@ pub enum Table {
     FdbLearned,
     Fib,
     Neighbor,
+    Datapath,
     Module,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -62,6 +63,7 @@ impl Table {
         Table::FdbLearned,
         Table::Fib,
         Table::Neighbor,
+        Table::Datapath,
         Table::Module,
     ];
 
@@ -78,6 +80,7 @@ impl Table {
             Table::FdbLearned => "fdb-learned",
             Table::Fib => "fib",
             Table::Neighbor => "neighbor",
+            Table::Datapath => "datapath",
             Table::Module => "module",
         }
     }
@@ -125,7 +128,7 @@ impl<'de> Deserialize<'de> for Table {
     }
 }
 
-/// A kernel network interface, as the link-sync module sees it through netlink.
+/// A kernel network interface, as the kernel module sees it through netlink.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkState {
     pub name: String,
@@ -193,6 +196,19 @@ pub struct Neighbor {
     pub state: String,
 }
 
+/// What the datapath module has programmed, and up to which commit (the single row of
+/// the `datapath` table).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathStatus {
+    /// The last StateDb generation the maps reflect.
+    pub generation: u64,
+    pub ports: usize,
+    pub fdb_entries: usize,
+    pub routes: usize,
+    pub nexthop_groups: usize,
+    pub neighbors: usize,
+}
+
 /// A supervised module, as the supervisor reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleStatus {
@@ -214,6 +230,7 @@ pub struct Observed {
     /// Keyed by (ifindex, address).
     pub neighbors: BTreeMap<(u32, IpAddr), Neighbor>,
     pub modules: BTreeMap<String, ModuleStatus>,
+    pub datapath: DatapathStatus,
 }
 
 #[derive(Clone, Debug)]
@@ -484,6 +501,20 @@ impl ObservedTx<'_> {
         );
     }
 
+    pub fn datapath(&mut self, row: DatapathStatus) {
+        let o = &mut *self.observed;
+        let mut single = BTreeMap::from([((), o.datapath.clone())]);
+        put_row(
+            Table::Datapath,
+            &mut single,
+            (),
+            "datapath".into(),
+            Some(row),
+            &mut self.changes,
+        );
+        o.datapath = single.remove(&()).unwrap_or_default();
+    }
+
     pub fn module(&mut self, name: &str, row: Option<ModuleStatus>) {
         let o = &mut *self.observed;
         put_row(
@@ -635,6 +666,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
         Table::Fib => rows(&s.observed.fib, |(t, p)| fib_key(t, p)),
         Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
+        Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
         Table::Module => rows(&s.observed.modules, String::clone),
     }
 }

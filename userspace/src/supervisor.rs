@@ -169,6 +169,9 @@ async fn supervise(
                 break;
             }
         };
+        if *ctx.shutdown.borrow() {
+            break;
+        }
         let error = match outcome {
             Ok(Ok(())) => "stopped unexpectedly".to_string(),
             Ok(Err(e)) => format!("{e:#}"),

@@ -20,7 +20,7 @@ use super::{Datapath, route::L3};
 use crate::{
     config::{Config, InterfaceConfig, PortMode},
     mac::MacAddr,
-    statedb::{Commit, LearnedMac, Observed, PortStatus, StateDb, Table},
+    statedb::{Commit, DatapathStatus, LearnedMac, Observed, PortStatus, StateDb, Table},
     supervisor::ModuleCtx,
 };
 
@@ -274,15 +274,15 @@ fn lock(dp: &Mutex<Datapath>) -> MutexGuard<'_, Datapath> {
 }
 
 fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
-    let mut dp = lock(dp);
+    let mut guard = lock(dp);
     // Under StateDb's read lock: a consistent view without copying big tables.
-    let statuses = db.read(|state| -> anyhow::Result<_> {
+    let (statuses, generation) = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
-        let statuses = reconcile(&mut dp, &state.config, |name| {
+        let statuses = reconcile(&mut guard, &state.config, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
-        l3.sync(&mut dp, state)?;
-        Ok(statuses)
+        l3.sync(&mut guard, state)?;
+        Ok((statuses, state.generation))
     })?;
     db.write_observed(|tx| {
         let stale: Vec<String> = tx
@@ -299,7 +299,9 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
             tx.port_status(&name, Some(status));
         }
     });
-    sync_learned(db, &dp)
+    sync_learned(db, &guard)?;
+    drop(guard);
+    report(db, dp, l3, generation)
 }
 
 /// The learn-event ring buffer, borrowed from the datapath for one run of the module and
@@ -378,10 +380,32 @@ impl Work {
         if self.prefixes.is_empty() && self.neighbors.is_empty() {
             return Ok(());
         }
-        let mut dp = lock(dp);
-        db.read(|state| l3.sync_changed(&mut dp, state, self.prefixes, self.neighbors))?;
-        Ok(())
+        let mut guard = lock(dp);
+        let generation = db.read(|state| {
+            l3.sync_changed(&mut guard, state, self.prefixes, self.neighbors)
+                .map(|()| state.generation)
+        })?;
+        drop(guard);
+        report(db, dp, l3, generation)
     }
+}
+
+/// Record in StateDb what the maps now hold and which generation they reflect.
+fn report(db: &StateDb, dp: &Mutex<Datapath>, l3: &L3, generation: u64) -> anyhow::Result<()> {
+    let ports = lock(dp).ports()?.len();
+    let (routes, nexthop_groups, neighbors) = l3.sizes();
+    db.write_observed(|tx| {
+        let fdb_entries = tx.observed().fdb_learned.len();
+        tx.datapath(DatapathStatus {
+            generation,
+            ports,
+            fdb_entries,
+            routes,
+            nexthop_groups,
+            neighbors,
+        });
+    });
+    Ok(())
 }
 
 /// The datapath module: the only writer of the BPF maps.

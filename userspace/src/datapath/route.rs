@@ -441,8 +441,8 @@ impl L3 {
         self.sync_routes(dp, state, &ifaces, prefixes)
     }
 
-    /// Routes currently programmed, for tests and `show routes`.
-    pub fn programmed(&self) -> usize {
-        self.routes.len()
+    /// (routes, nexthop groups, neighbours) in the maps.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.routes.len(), self.nhgs.len(), self.neighs.len())
     }
 }
