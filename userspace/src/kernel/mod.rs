@@ -7,6 +7,8 @@ pub mod link;
 pub mod neigh;
 pub mod route;
 
+use std::os::fd::AsRawFd as _;
+
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
@@ -87,6 +89,26 @@ fn relevant(commit: &Commit) -> bool {
 
 type Notification = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr);
 
+/// Receive buffer of the notification socket.
+const NOTIFICATION_BUFFER: libc::c_int = 64 << 20;
+
+/// SO_RCVBUFFORCE (root) goes past net.core.rmem_max; without it we keep the default.
+fn force_rcvbuf(fd: std::os::fd::RawFd, bytes: libc::c_int) {
+    // SAFETY: setsockopt with a valid fd and an int option.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot enlarge the netlink receive buffer");
+    }
+}
+
 pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
     let (mut connection, handle, mut messages) =
         rtnetlink::new_connection().context("opening rtnetlink")?;
@@ -96,11 +118,13 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
         | RTMGRP_IPV6_ROUTE
         | RTMGRP_IPV4_IFADDR
         | RTMGRP_IPV6_IFADDR;
-    connection
-        .socket_mut()
-        .socket_mut()
+    let socket = connection.socket_mut().socket_mut();
+    socket
         .bind(&SocketAddr::new(0, groups))
         .context("subscribing to link, route, neighbour and address notifications")?;
+    // Room for a burst of route changes (a routing daemon converging); if even this
+    // overflows, the overrun is noticed below and the tables are dumped again.
+    force_rcvbuf(socket.as_raw_fd(), NOTIFICATION_BUFFER);
     let _connection = AbortOnDrop(tokio::spawn(connection));
     // Changes go through a second socket: the kernel does not notify the socket that made
     // a change, and the listening one must hear about ours too.
@@ -121,16 +145,23 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
                 while let Ok(more) = messages.try_recv() {
                     batch.push(more);
                 }
-                let (reapply, _) = ctx.db.write_observed(|tx| {
-                    let mut reapply = false;
+                let ((reapply, overrun), _) = ctx.db.write_observed(|tx| {
+                    let (mut reapply, mut overrun) = (false, false);
                     for (message, _) in batch {
-                        if let NetlinkPayload::InnerMessage(message) = message.payload {
-                            reapply |= notification(tx, message);
+                        match message.payload {
+                            NetlinkPayload::InnerMessage(message) => reapply |= notification(tx, message),
+                            NetlinkPayload::Overrun(_) => overrun = true,
+                            _ => {}
                         }
                     }
-                    reapply
+                    (reapply, overrun)
                 });
-                if reapply {
+                if overrun {
+                    // Notifications were lost: the kernel's tables are the truth, read them.
+                    tracing::warn!("netlink notifications overran; reading the kernel tables again");
+                    dump(&handle, &ctx.db).await?;
+                }
+                if reapply || overrun {
                     l3::apply(&writer, &ctx.db).await?;
                 }
             }
