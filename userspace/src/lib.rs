@@ -8,6 +8,7 @@ pub mod config;
 pub mod datapath;
 pub mod kernel;
 pub mod mac;
+pub mod metrics;
 pub mod statedb;
 pub mod supervisor;
 pub mod testrun;

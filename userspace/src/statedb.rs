@@ -205,8 +205,13 @@ pub struct DatapathStatus {
     pub ports: usize,
     pub fdb_entries: usize,
     pub routes: usize,
+    pub routes_v4: usize,
+    pub routes_v6: usize,
     pub nexthop_groups: usize,
     pub neighbors: usize,
+    pub l3_interfaces: usize,
+    /// Stations seen moving between ports since xnosd started.
+    pub station_moves: u64,
 }
 
 /// A supervised module, as the supervisor reports it.

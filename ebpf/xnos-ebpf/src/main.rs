@@ -117,6 +117,7 @@ fn try_ingress(
 
     vlan::rewrite(ctx, tag, vid, false)?;
     stats.flood();
+    port::vlan_flooded(vid);
     Ok(FLOOD_PORTS
         .redirect(0, u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))
         .unwrap_or(xdp_action::XDP_DROP))

@@ -14,6 +14,18 @@ static PORTS: HashMap<u32, PortConf> = HashMap::with_max_entries(MAX_PORTS, 0);
 #[map]
 static PORT_STATS: PerCpuArray<PortStats> = PerCpuArray::with_max_entries(MAX_PORTS, 0);
 
+/// Frames flooded per VLAN, indexed by VLAN ID.
+#[map]
+static VLAN_FLOODED: PerCpuArray<u64> = PerCpuArray::with_max_entries(4096, 0);
+
+#[inline(always)]
+pub fn vlan_flooded(vid: u16) {
+    if let Some(count) = VLAN_FLOODED.get_ptr_mut(u32::from(vid & 0xfff)) {
+        // SAFETY: per-CPU value.
+        unsafe { *count += 1 };
+    }
+}
+
 #[inline(always)]
 pub fn get(ifindex: u32) -> Option<&'static PortConf> {
     // SAFETY: map values live as long as the program runs; the daemon replaces entries

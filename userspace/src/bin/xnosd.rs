@@ -16,6 +16,7 @@ use xnos::{
     config::Config,
     datapath::{Datapath, StatsReader, module},
     kernel::{self, link},
+    metrics::{self, Metrics},
     statedb::StateDb,
     supervisor::{self, Faults, Module},
 };
@@ -37,6 +38,9 @@ struct Args {
     /// bpffs directory for pinned programs and maps; bpffs is mounted there if needed.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9417, [::]:9417).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Check the config and exit without touching any interface.
     #[arg(long)]
     check: bool,
@@ -94,11 +98,19 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("API socket {}", args.socket.display()))?,
     );
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(Arc::new(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics address {addr}"))?,
+        )),
+        None => None,
+    };
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let datapath = Datapath::load(Some(pin_dir)).context("loading the datapath")?;
-    let stats = StatsReader::open(datapath.pin_dir().expect("pinned above"))
-        .context("opening the pinned counters")?;
+    let pin_path = datapath.pin_dir().expect("pinned above").to_path_buf();
+    let stats = StatsReader::open(&pin_path).context("opening the pinned counters")?;
     // The datapath outlives module restarts: forwarding never stops because a module did.
     let datapath = Arc::new(Mutex::new(datapath));
 
@@ -106,15 +118,22 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dp = datapath.clone();
     let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
-    let faults = Faults::new(&["kernel", "datapath", "api"]);
+    let faults = Faults::new(&["kernel", "datapath", "api", "metrics"]);
     let api = Api::new(db.clone(), Some(stats), config_path, faults.clone());
-    let modules = vec![
+    let mut modules = vec![
         Module::new("kernel", kernel::run),
         Module::new("datapath", move |ctx| module::run(ctx, dp.clone())),
         Module::new("api", move |ctx| {
             api::run(ctx, listener.clone(), api.clone())
         }),
     ];
+    if let Some(metrics_listener) = metrics_listener {
+        let stats = StatsReader::open(&pin_path).context("opening the pinned counters")?;
+        let metrics = Metrics::new(db.clone(), stats);
+        modules.push(Module::new("metrics", move |ctx| {
+            metrics::run(ctx, metrics_listener.clone(), metrics.clone())
+        }));
+    }
     let supervisor = supervisor::start(db, modules, &faults, shutdown_rx);
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 

@@ -435,6 +435,7 @@ pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats 
 pub struct StatsReader {
     stats: PerCpuArray<MapData, PortStats>,
     l3: PerCpuArray<MapData, L3Stats>,
+    vlan_flooded: PerCpuArray<MapData, u64>,
 }
 
 impl StatsReader {
@@ -446,7 +447,22 @@ impl StatsReader {
             .map_err(map_err("PORT_STATS"))?;
         let l3 = PerCpuArray::try_from(Map::PerCpuArray(open("L3_STATS")?))
             .map_err(map_err("L3_STATS"))?;
-        Ok(Self { stats, l3 })
+        let vlan_flooded = PerCpuArray::try_from(Map::PerCpuArray(open("VLAN_FLOODED")?))
+            .map_err(map_err("VLAN_FLOODED"))?;
+        Ok(Self {
+            stats,
+            l3,
+            vlan_flooded,
+        })
+    }
+
+    /// Frames flooded in VLAN `vid`, summed over all CPUs.
+    pub fn vlan_flooded(&self, vid: u16) -> Result<u64, DatapathError> {
+        let per_cpu = self
+            .vlan_flooded
+            .get(&u32::from(vid), 0)
+            .map_err(map_err("VLAN_FLOODED"))?;
+        Ok(per_cpu.iter().sum())
     }
 
     pub fn l3(&self) -> Result<L3Stats, DatapathError> {

@@ -261,6 +261,9 @@ fn record_learn(db: &StateDb, event: &LearnEvent) {
             });
         if event.old_ifindex != 0 && row.port != port {
             row.moves += 1;
+            let mut status = tx.observed().datapath.clone();
+            status.station_moves += 1;
+            tx.datapath(status);
         }
         row.port = port;
         tx.learned(vlan, mac, Some(row));
@@ -393,16 +396,21 @@ impl Work {
 /// Record in StateDb what the maps now hold and which generation they reflect.
 fn report(db: &StateDb, dp: &Mutex<Datapath>, l3: &L3, generation: u64) -> anyhow::Result<()> {
     let ports = lock(dp).ports()?.len();
-    let (routes, nexthop_groups, neighbors) = l3.sizes();
+    let sizes = l3.sizes();
     db.write_observed(|tx| {
         let fdb_entries = tx.observed().fdb_learned.len();
+        let station_moves = tx.observed().datapath.station_moves;
         tx.datapath(DatapathStatus {
             generation,
             ports,
             fdb_entries,
-            routes,
-            nexthop_groups,
-            neighbors,
+            routes: sizes.routes_v4 + sizes.routes_v6,
+            routes_v4: sizes.routes_v4,
+            routes_v6: sizes.routes_v6,
+            nexthop_groups: sizes.nexthop_groups,
+            neighbors: sizes.neighbors,
+            l3_interfaces: sizes.interfaces,
+            station_moves,
         });
     });
     Ok(())

@@ -152,6 +152,14 @@ fn desired_neighbor(
     })
 }
 
+pub struct L3Sizes {
+    pub routes_v4: usize,
+    pub routes_v6: usize,
+    pub nexthop_groups: usize,
+    pub neighbors: usize,
+    pub interfaces: usize,
+}
+
 /// What the L3 maps hold.
 #[derive(Default)]
 pub struct L3 {
@@ -441,8 +449,19 @@ impl L3 {
         self.sync_routes(dp, state, &ifaces, prefixes)
     }
 
-    /// (routes, nexthop groups, neighbours) in the maps.
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.routes.len(), self.nhgs.len(), self.neighs.len())
+    /// What the L3 maps hold.
+    pub fn sizes(&self) -> L3Sizes {
+        let routes_v4 = self
+            .routes
+            .keys()
+            .filter(|p| matches!(p, IpNet::V4(_)))
+            .count();
+        L3Sizes {
+            routes_v4,
+            routes_v6: self.routes.len() - routes_v4,
+            nexthop_groups: self.nhgs.len(),
+            neighbors: self.neighs.len(),
+            interfaces: self.ifaces.len(),
+        }
     }
 }
