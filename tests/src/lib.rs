@@ -291,9 +291,15 @@ impl Daemon {
     /// Start xnosd in `switch` with `config` and wait until its API answers and every
     /// configured port has XDP attached.
     pub fn start(switch: &Netns, config: &str) -> anyhow::Result<Self> {
+        Self::start_with(switch, config, &[])
+    }
+
+    /// `start` with extra xnosd arguments (kept across `restart`).
+    pub fn start_with(switch: &Netns, config: &str, args: &[&str]) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("xnos-{}", switch.name()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("xnos.toml"), config)?;
+        std::fs::write(dir.join("args"), args.join("\n"))?;
         Self::spawn(switch, dir)
     }
 
@@ -326,6 +332,12 @@ impl Daemon {
             .arg(&socket)
             .arg("--pin-dir")
             .arg(dir.join("bpf"))
+            .args(
+                std::fs::read_to_string(dir.join("args"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.is_empty()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
@@ -588,6 +600,23 @@ impl PacketSocket {
             return Some(buf);
         }
     }
+}
+
+/// `GET path` over HTTP/1.0 from inside `ns` (for servers listening on its loopback).
+pub fn http_get(ns: &Netns, addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = ns.enter(|| std::net::TcpStream::connect(addr))??;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_string())
 }
 
 /// EtherType used by test frames (IEEE "local experimental"), so captures ignore noise.

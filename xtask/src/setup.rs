@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use crate::{output, status, step};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and the demo run
-/// (FRR for the BGP test).
+/// (FRR for the BGP test, Prometheus and promtool for the observability tests).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -16,6 +16,7 @@ const PACKAGES: &[&str] = &[
     "procps",
     "traceroute",
     "frr",
+    "prometheus",
 ];
 /// The nightly whose LLVM (22) matches bpf-linker's, used when `nightly` is another one.
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
