@@ -41,6 +41,7 @@ use crate::{
     mac::MacAddr,
     statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
     supervisor::{Faults, ModuleCtx},
+    trace::{TraceRequest, Tracer, unhex},
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +230,7 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct Api {
     db: Arc<StateDb>,
     stats: Option<StatsReader>,
+    tracer: Option<Tracer>,
     config_path: PathBuf,
     faults: Faults,
 }
@@ -237,12 +239,14 @@ impl Api {
     pub fn new(
         db: Arc<StateDb>,
         stats: Option<StatsReader>,
+        tracer: Option<Tracer>,
         config_path: PathBuf,
         faults: Faults,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
             stats,
+            tracer,
             config_path,
             faults,
         })
@@ -431,6 +435,23 @@ impl Api {
         })
     }
 
+    fn trace(&self, request: &TraceRequest) -> Response<Body> {
+        let Some(tracer) = &self.tracer else {
+            return not_found("tracing is not available in this daemon".into());
+        };
+        let frame = match unhex(&request.frame) {
+            Ok(frame) => frame,
+            Err(e) => return bad_request(e),
+        };
+        match self
+            .db
+            .read(|state| tracer.trace(state, &request.port, &frame))
+        {
+            Ok(view) => json(StatusCode::OK, &view),
+            Err(e) => bad_request(e),
+        }
+    }
+
     fn table_view(&self, table: Table) -> Vec<RowView> {
         self.db
             .rows(table)
@@ -487,6 +508,11 @@ impl Api {
             (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
             (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
             (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
+            (&Method::POST, ["v1", "trace"]) => match serde_json::from_slice::<TraceRequest>(&body)
+            {
+                Ok(request) => self.trace(&request),
+                Err(e) => bad_request(format!("bad trace request: {e}")),
+            },
             (&Method::GET, ["v1", "interfaces"]) => json(StatusCode::OK, &self.interfaces()),
             (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &self.routes()),
             (&Method::GET, ["v1", "neighbors"]) => json(StatusCode::OK, &self.neighbors()),

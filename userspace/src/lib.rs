@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod statedb;
 pub mod supervisor;
 pub mod testrun;
+pub mod trace;
 
 /// Where `xnosd` listens and `xnos` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/xnos/xnosd.sock";

@@ -282,6 +282,44 @@ pub struct L3Stats {
     pub punts_limited: u64,
 }
 
+/// What the trace program saw a frame do (`xnos trace`); written only by `xnos_trace`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// XDP action returned.
+    pub action: u32,
+    /// `TRACE_*`.
+    pub stage: u32,
+    /// `DropReason` + 1 (0: none).
+    pub drop_reason: u32,
+    /// `PuntReason` + 1 (0: none).
+    pub punt_reason: u32,
+    /// VLAN the frame was classified into (0: none).
+    pub vlan: u16,
+    /// VLAN the frame leaves in (0: none).
+    pub out_vlan: u16,
+    pub egress_ifindex: u32,
+    /// 1 if the frame leaves untagged.
+    pub untagged: u32,
+    /// `ROUTE_*` of the matching route (0: no route looked up or none found).
+    pub route_kind: u32,
+    pub nhg: u32,
+    /// Which nexthop of the group ECMP picked.
+    pub nexthop_index: u32,
+    /// The L3 interface of that nexthop.
+    pub nexthop_ifindex: u32,
+    pub neigh_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+pub const TRACE_L2_UNICAST: u32 = 1;
+pub const TRACE_FLOOD: u32 = 2;
+pub const TRACE_DROP: u32 = 3;
+/// Passed to the kernel unrouted (link-local control frames, routed-port traffic).
+pub const TRACE_TO_KERNEL: u32 = 4;
+pub const TRACE_ROUTED: u32 = 5;
+pub const TRACE_PUNT: u32 = 6;
+
 /// Per-port counters, one copy per CPU, summed by userspace at read time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -316,4 +354,5 @@ mod user {
     unsafe impl aya::Pod for NeighKey {}
     unsafe impl aya::Pod for NeighEntry {}
     unsafe impl aya::Pod for L3Stats {}
+    unsafe impl aya::Pod for TraceRecord {}
 }

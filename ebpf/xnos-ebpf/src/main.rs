@@ -15,6 +15,7 @@ mod fdb;
 mod packet;
 mod port;
 mod route;
+mod trace;
 mod vlan;
 
 use aya_ebpf::{
@@ -23,7 +24,10 @@ use aya_ebpf::{
     maps::DevMapHash,
     programs::XdpContext,
 };
-use xnos_common::{DropReason, MAX_PORTS, PORT_MODE_ROUTED, PortConf};
+use xnos_common::{
+    DropReason, MAX_PORTS, PORT_MODE_ROUTED, PortConf, TRACE_DROP, TRACE_FLOOD, TRACE_L2_UNICAST,
+    TRACE_TO_KERNEL, TraceRecord,
+};
 
 use crate::{
     packet::{EthHdr, ptr_at},
@@ -41,24 +45,45 @@ static FLOOD_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
 
 #[xdp]
 pub fn xnos_ingress(ctx: XdpContext) -> u32 {
+    ingress::<false>(&ctx)
+}
+
+/// The same pipeline for `xnos trace` (run only through BPF_PROG_TEST_RUN): it records its
+/// decisions and changes nothing (no learning, no counters).
+#[xdp]
+pub fn xnos_trace(ctx: XdpContext) -> u32 {
+    trace::record::<true>(|t| *t = TraceRecord::default());
+    let action = ingress::<true>(&ctx);
+    trace::record::<true>(|t| t.action = action);
+    action
+}
+
+#[inline(always)]
+fn ingress<const TRACE: bool>(ctx: &XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let Some(port) = port::get(ifindex) else {
         // Not a switch port of this instance: leave it to the kernel.
+        trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
         return xdp_action::XDP_PASS;
     };
-    let stats = Stats::of(port);
+    let stats = Stats::of::<TRACE>(port);
     stats.rx(ctx.data_end() - ctx.data());
-    match try_ingress(&ctx, ifindex, port, &stats) {
+    match try_ingress::<TRACE>(ctx, ifindex, port, &stats) {
         Ok(action) => action,
         Err(reason) => {
             stats.drop(reason);
+            trace::record::<TRACE>(|t| {
+                t.stage = TRACE_DROP;
+                t.drop_reason = reason as u32 + 1;
+            });
             xdp_action::XDP_DROP
         }
     }
 }
 
-fn try_ingress(
+#[inline(always)]
+fn try_ingress<const TRACE: bool>(
     ctx: &XdpContext,
     ifindex: u32,
     port: &PortConf,
@@ -72,14 +97,18 @@ fn try_ingress(
         // A routed port switches nothing: frames for the router MAC are routed, the rest
         // (ARP, ND, frames for other hosts) belong to the kernel's netdev of the port.
         return match route::iface(ifindex) {
-            Some(iface) if tag.is_none() && iface.mac == dst => route::forward(ctx, tag, iface),
+            Some(iface) if tag.is_none() && iface.mac == dst => {
+                route::forward::<TRACE>(ctx, tag, iface)
+            }
             _ => {
                 stats.punt();
+                trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
                 Ok(xdp_action::XDP_PASS)
             }
         };
     }
     let vid = vlan::classify(port, tag)?;
+    trace::record::<TRACE>(|t| t.vlan = vid);
 
     if src[0] & 1 != 0 || src == [0; 6] {
         return Err(DropReason::InvalidSrcMac);
@@ -87,15 +116,18 @@ fn try_ingress(
     if packet::is_link_local(&dst) {
         // STP, LACP, LLDP...: a bridge must not forward them; the kernel may want them.
         stats.punt();
+        trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
         return Ok(xdp_action::XDP_PASS);
     }
-    fdb::learn(ifindex, vid, src, stats);
+    if !TRACE {
+        fdb::learn(ifindex, vid, src, stats);
+    }
 
     if dst[0] & 1 == 0
         && let Some(iface) = route::svi(vid)
         && iface.mac == dst
     {
-        return route::forward(ctx, tag, iface);
+        return route::forward::<TRACE>(ctx, tag, iface);
     }
     if dst[0] & 1 == 0
         && let Some(entry) = fdb::lookup(vid, dst)
@@ -111,13 +143,23 @@ fn try_ingress(
         let action = TX_PORTS
             .redirect(entry.ifindex, 0)
             .map_err(|_| DropReason::NoEgress)?;
-        Stats::of(out).tx(ctx.data_end() - ctx.data());
+        Stats::of::<TRACE>(out).tx(ctx.data_end() - ctx.data());
+        trace::record::<TRACE>(|t| {
+            t.stage = TRACE_L2_UNICAST;
+            t.egress_ifindex = entry.ifindex;
+            t.out_vlan = vid;
+            t.untagged = u32::from(out.pvid == vid);
+        });
         return Ok(action);
     }
 
     vlan::rewrite(ctx, tag, vid, false)?;
     stats.flood();
-    port::vlan_flooded(vid);
+    port::vlan_flooded::<TRACE>(vid);
+    trace::record::<TRACE>(|t| {
+        t.stage = TRACE_FLOOD;
+        t.out_vlan = vid;
+    });
     Ok(FLOOD_PORTS
         .redirect(0, u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))
         .unwrap_or(xdp_action::XDP_DROP))
@@ -143,7 +185,7 @@ pub fn xnos_egress(ctx: XdpContext) -> u32 {
     if vlan::rewrite(&ctx, Some(tag), vid, port.pvid == vid).is_err() {
         return xdp_action::XDP_DROP;
     }
-    Stats::of(port).tx(ctx.data_end() - ctx.data());
+    Stats::of::<false>(port).tx(ctx.data_end() - ctx.data());
     xdp_action::XDP_PASS
 }
 

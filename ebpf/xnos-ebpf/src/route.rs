@@ -14,7 +14,7 @@ use xnos_common::{
     RouteEntry,
 };
 
-use crate::{TX_PORTS, fdb, packet::ptr_at, port, port::Stats, vlan, vlan::Tag};
+use crate::{TX_PORTS, fdb, packet::ptr_at, port, port::Stats, trace, vlan, vlan::Tag};
 
 /// L3 interfaces by the ifindex of their kernel netdev.
 #[map]
@@ -95,7 +95,10 @@ pub fn iface(ifindex: u32) -> Option<&'static L3Iface> {
 }
 
 #[inline(always)]
-fn l3_stats(f: impl FnOnce(&mut L3Stats)) {
+fn l3_stats<const TRACE: bool>(f: impl FnOnce(&mut L3Stats)) {
+    if TRACE {
+        return;
+    }
     if let Some(stats) = L3_STATS.get_ptr_mut(0) {
         // SAFETY: per-CPU value.
         f(unsafe { &mut *stats });
@@ -126,7 +129,7 @@ fn punt_allowed() -> bool {
 /// Hand the packet to the kernel's netdev of `iface`: an SVI's packets go (untagged)
 /// through its internal port, a routed port's straight up its own stack.
 #[inline(always)]
-pub fn punt(
+pub fn punt<const TRACE: bool>(
     ctx: &XdpContext,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -134,11 +137,18 @@ pub fn punt(
 ) -> Result<u32, DropReason> {
     // SAFETY: reading a local; keeps the index check the verifier needs (see Stats::drop).
     let index = unsafe { core::ptr::read_volatile(&(reason as u32)) } as usize;
-    if !punt_allowed() {
-        l3_stats(|s| s.punts_limited += 1);
+    trace::record::<TRACE>(|t| {
+        t.stage = xnos_common::TRACE_PUNT;
+        t.punt_reason = reason as u32 + 1;
+        t.egress_ifindex = iface.port_ifindex;
+        t.out_vlan = iface.vlan;
+        t.untagged = 1;
+    });
+    if !TRACE && !punt_allowed() {
+        l3_stats::<TRACE>(|s| s.punts_limited += 1);
         return Ok(xdp_action::XDP_DROP);
     }
-    l3_stats(|s| {
+    l3_stats::<TRACE>(|s| {
         if let Some(count) = s.punts.get_mut(index) {
             *count += 1;
         }
@@ -148,7 +158,7 @@ pub fn punt(
     }
     vlan::rewrite(ctx, tag, iface.vlan, true)?;
     if let Some(port) = port::get(iface.port_ifindex) {
-        Stats::of(port).tx(ctx.data_end() - ctx.data());
+        Stats::of::<TRACE>(port).tx(ctx.data_end() - ctx.data());
     }
     TX_PORTS
         .redirect(iface.port_ifindex, 0)
@@ -157,17 +167,21 @@ pub fn punt(
 
 /// Route a frame that arrived for the router MAC of `iface`.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, tag: Option<Tag>, iface: &L3Iface) -> Result<u32, DropReason> {
+pub fn forward<const TRACE: bool>(
+    ctx: &XdpContext,
+    tag: Option<Tag>,
+    iface: &L3Iface,
+) -> Result<u32, DropReason> {
     // Two copies with constant offsets keep every packet access simple for the verifier.
     if tag.is_some() {
-        forward_at::<18>(ctx, tag, iface)
+        forward_at::<18, TRACE>(ctx, tag, iface)
     } else {
-        forward_at::<14>(ctx, tag, iface)
+        forward_at::<14, TRACE>(ctx, tag, iface)
     }
 }
 
 #[inline(always)]
-fn forward_at<const L3: usize>(
+fn forward_at<const L3: usize, const TRACE: bool>(
     ctx: &XdpContext,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -175,9 +189,9 @@ fn forward_at<const L3: usize>(
     let proto: *const [u8; 2] = ptr_at(ctx, L3 - 2).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at.
     match u16::from_be_bytes(unsafe { *proto }) {
-        ETH_P_IP => ipv4::<L3>(ctx, tag, iface),
-        ETH_P_IPV6 => ipv6::<L3>(ctx, tag, iface),
-        _ => punt(ctx, tag, iface, PuntReason::Unsupported),
+        ETH_P_IP => ipv4::<L3, TRACE>(ctx, tag, iface),
+        ETH_P_IPV6 => ipv6::<L3, TRACE>(ctx, tag, iface),
+        _ => punt::<TRACE>(ctx, tag, iface, PuntReason::Unsupported),
     }
 }
 
@@ -226,11 +240,15 @@ fn egress(out: &L3Iface, mac: [u8; 6]) -> Result<(u32, u16, bool), PuntReason> {
 
 /// Pick the nexthop for `hash`, find its MAC, and where the packet leaves.
 #[inline(always)]
-fn resolve(
+fn resolve<const TRACE: bool>(
     route: &RouteEntry,
     hash: u32,
     dst: &[u8; 16],
 ) -> Result<([u8; 6], &'static L3Iface, (u32, u16, bool)), PuntReason> {
+    trace::record::<TRACE>(|t| {
+        t.route_kind = route.kind;
+        t.nhg = route.nhg;
+    });
     if route.kind == ROUTE_LOCAL {
         return Err(PuntReason::ToSelf);
     }
@@ -247,6 +265,10 @@ fn resolve(
         .nexthops
         .get(index & (MAX_ECMP - 1))
         .ok_or(PuntReason::NoRoute)?;
+    trace::record::<TRACE>(|t| {
+        t.nexthop_index = index as u32;
+        t.nexthop_ifindex = nh.ifindex;
+    });
     let key = NeighKey {
         ifindex: nh.ifindex,
         addr: if nh.flags & NEXTHOP_CONNECTED != 0 {
@@ -257,6 +279,7 @@ fn resolve(
     };
     // SAFETY: see port::get.
     let neigh = unsafe { NEIGHS.get(&key) }.ok_or(PuntReason::NoNeighbor)?;
+    trace::record::<TRACE>(|t| t.neigh_mac = neigh.mac);
     let out = iface(nh.ifindex).ok_or(PuntReason::Unsupported)?;
     let egress = egress(out, neigh.mac)?;
     Ok((neigh.mac, out, egress))
@@ -265,7 +288,7 @@ fn resolve(
 /// Rewrite the Ethernet header for the next hop, set the tag the egress port wants, and
 /// redirect.
 #[inline(always)]
-fn transmit(
+fn transmit<const TRACE: bool>(
     ctx: &XdpContext,
     tag: Option<Tag>,
     mac: [u8; 6],
@@ -279,15 +302,21 @@ fn transmit(
     macs[6..].copy_from_slice(&out.mac);
     vlan::rewrite(ctx, tag, vid, untagged)?;
     if let Some(port) = port::get(egress_ifindex) {
-        Stats::of(port).tx(ctx.data_end() - ctx.data());
+        Stats::of::<TRACE>(port).tx(ctx.data_end() - ctx.data());
     }
+    trace::record::<TRACE>(|t| {
+        t.stage = xnos_common::TRACE_ROUTED;
+        t.egress_ifindex = egress_ifindex;
+        t.out_vlan = vid;
+        t.untagged = u32::from(untagged);
+    });
     TX_PORTS
         .redirect(egress_ifindex, 0)
         .map_err(|_| DropReason::NoEgress)
 }
 
 #[inline(always)]
-fn ipv4<const L3: usize>(
+fn ipv4<const L3: usize, const TRACE: bool>(
     ctx: &XdpContext,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -299,13 +328,13 @@ fn ipv4<const L3: usize>(
         return Err(DropReason::Malformed);
     }
     if ip.vihl != 0x45 {
-        return punt(ctx, tag, iface, PuntReason::IpOptions);
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::IpOptions);
     }
     if ip.ttl <= 1 {
-        return punt(ctx, tag, iface, PuntReason::TtlExpired);
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::TtlExpired);
     }
     let Some(route) = ROUTES4.get(Key::new(32, ip.dst)) else {
-        return punt(ctx, tag, iface, PuntReason::NoRoute);
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::NoRoute);
     };
     // Only first fragments carry ports; hash the others on addresses alone.
     let first_fragment = u16::from_be_bytes(ip.frag) & 0x1fff == 0;
@@ -325,9 +354,9 @@ fn ipv4<const L3: usize>(
     dst[10] = 0xff;
     dst[11] = 0xff;
     dst[12..].copy_from_slice(&ip.dst);
-    let (mac, out, egress) = match resolve(route, hash, &dst) {
+    let (mac, out, egress) = match resolve::<TRACE>(route, hash, &dst) {
         Ok(resolved) => resolved,
-        Err(reason) => return punt(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE>(ctx, tag, iface, reason),
     };
     // TTL - 1 and the incremental checksum update of RFC 1624.
     let old = u16::from_be_bytes([ip.ttl, ip.proto]);
@@ -337,13 +366,13 @@ fn ipv4<const L3: usize>(
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     ip.check = (!(sum as u16)).to_be_bytes();
-    let action = transmit(ctx, tag, mac, out, egress)?;
-    l3_stats(|s| s.routed_v4 += 1);
+    let action = transmit::<TRACE>(ctx, tag, mac, out, egress)?;
+    l3_stats::<TRACE>(|s| s.routed_v4 += 1);
     Ok(action)
 }
 
 #[inline(always)]
-fn ipv6<const L3: usize>(
+fn ipv6<const L3: usize, const TRACE: bool>(
     ctx: &XdpContext,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -356,13 +385,13 @@ fn ipv6<const L3: usize>(
     }
     // Link-local and multicast destinations are never routed.
     if ip.dst[0] == 0xff || (ip.dst[0] == 0xfe && ip.dst[1] & 0xc0 == 0x80) {
-        return punt(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::Unsupported);
     }
     if ip.hop_limit <= 1 {
-        return punt(ctx, tag, iface, PuntReason::TtlExpired);
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::TtlExpired);
     }
     let Some(route) = ROUTES6.get(Key::new(128, ip.dst)) else {
-        return punt(ctx, tag, iface, PuntReason::NoRoute);
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::NoRoute);
     };
     let word = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let fold = |a: &[u8; 16]| word(a, 0) ^ word(a, 4) ^ word(a, 8) ^ word(a, 12);
@@ -373,12 +402,12 @@ fn ipv6<const L3: usize>(
         ports(ctx, L3 + 40, ip.next_header),
     );
     let dst = ip.dst;
-    let (mac, out, egress) = match resolve(route, hash, &dst) {
+    let (mac, out, egress) = match resolve::<TRACE>(route, hash, &dst) {
         Ok(resolved) => resolved,
-        Err(reason) => return punt(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE>(ctx, tag, iface, reason),
     };
     ip.hop_limit -= 1;
-    let action = transmit(ctx, tag, mac, out, egress)?;
-    l3_stats(|s| s.routed_v6 += 1);
+    let action = transmit::<TRACE>(ctx, tag, mac, out, egress)?;
+    l3_stats::<TRACE>(|s| s.routed_v6 += 1);
     Ok(action)
 }

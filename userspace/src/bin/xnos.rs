@@ -13,6 +13,7 @@ use xnos::{
     },
     mac::MacAddr,
     statedb::{Change, ChangeOp, Commit, Op, Table, fdb_key},
+    trace::{TraceRequest, TraceView},
 };
 
 /// Show and change an xnos switch.
@@ -63,6 +64,16 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Run a described packet through the real datapath program against the live tables
+    /// and show what the switch would do with it. Changes nothing (no learning, no counters).
+    ///
+    /// Examples:
+    ///   xnos trace --port swp1 --dst-mac 02:00:00:00:00:02
+    ///   xnos trace --port swp1 --dst-ip 10.0.20.2 --proto tcp --dport 443
+    ///   xnos trace --port swp3 --vlan 20 --dst-mac ff:ff:ff:ff:ff:ff
+    ///   xnos trace --port swp1 --hex 0200000000020200000000010800...
+    #[command(verbatim_doc_comment)]
+    Trace(TraceArgs),
     /// Read and watch the raw StateDb tables.
     Db {
         #[command(subcommand)]
@@ -97,6 +108,40 @@ struct Format {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// Ingress port.
+    #[arg(long)]
+    port: String,
+    /// The whole frame in hex (instead of describing it with the options below).
+    #[arg(long, conflicts_with_all = ["src_mac", "dst_mac", "vlan", "src_ip", "dst_ip", "proto", "sport", "dport", "ttl"])]
+    hex: Option<String>,
+    #[arg(long, default_value = "02:00:00:00:00:01")]
+    src_mac: MacAddr,
+    /// Default: the router MAC when --dst-ip is given.
+    #[arg(long)]
+    dst_mac: Option<MacAddr>,
+    /// 802.1Q tag to put on the frame.
+    #[arg(long)]
+    vlan: Option<u16>,
+    #[arg(long)]
+    src_ip: Option<std::net::IpAddr>,
+    #[arg(long)]
+    dst_ip: Option<std::net::IpAddr>,
+    /// udp, tcp or icmp.
+    #[arg(long, default_value = "udp")]
+    proto: String,
+    #[arg(long, default_value_t = 12345)]
+    sport: u16,
+    #[arg(long, default_value_t = 80)]
+    dport: u16,
+    /// TTL / hop limit.
+    #[arg(long, default_value_t = 64)]
+    ttl: u8,
+    #[command(flatten)]
+    format: Format,
 }
 
 #[derive(Subcommand)]
@@ -410,6 +455,30 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 Ok(())
             }
         },
+        Command::Trace(args) => {
+            let frame = match &args.hex {
+                Some(hex) => hex.clone(),
+                None => xnos::trace::hex(&build_frame(&client, &args).await?),
+            };
+            let view: TraceView = client
+                .post(
+                    "/v1/trace",
+                    &TraceRequest {
+                        port: args.port.clone(),
+                        frame,
+                    },
+                )
+                .await?;
+            if args.format.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view).expect("serialises")
+                );
+            } else {
+                print!("{}", render_trace(&view));
+            }
+            Ok(())
+        }
         #[cfg(feature = "fault-injection")]
         Command::InjectFault { module } => {
             let message: String = client
@@ -468,6 +537,149 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         },
     }
+}
+
+/// The frame `xnos trace` describes with its options.
+async fn build_frame(client: &Client, args: &TraceArgs) -> Result<Vec<u8>, ClientError> {
+    use etherparse::PacketBuilder;
+    let dst_mac = match (args.dst_mac, args.dst_ip) {
+        (Some(mac), _) => mac,
+        (None, Some(_)) => {
+            let ifaces: Vec<InterfaceView> = client.get("/v1/interfaces").await?;
+            ifaces.first().map(|i| i.mac).ok_or_else(|| {
+                ClientError::Refused("the switch has no L3 interface: give --dst-mac".into())
+            })?
+        }
+        (None, None) => {
+            return Err(ClientError::Refused(
+                "give --dst-mac, --dst-ip or --hex".into(),
+            ));
+        }
+    };
+    let mut frame = Vec::new();
+    let payload = [0u8; 18];
+    let eth = PacketBuilder::ethernet2(args.src_mac.0, dst_mac.0);
+    let bad = |e: etherparse::err::packet::BuildWriteError| {
+        ClientError::Refused(format!("cannot build the frame: {e}"))
+    };
+    match args.dst_ip {
+        None => {
+            frame.extend_from_slice(&dst_mac.0);
+            frame.extend_from_slice(&args.src_mac.0);
+            frame.extend_from_slice(&[0x88, 0xb5]);
+            frame.extend_from_slice(&[0; 46]);
+        }
+        Some(dst) => {
+            let ip = match (args.src_ip, dst) {
+                (Some(std::net::IpAddr::V4(s)), std::net::IpAddr::V4(d)) => {
+                    eth.ipv4(s.octets(), d.octets(), args.ttl)
+                }
+                (None, std::net::IpAddr::V4(d)) => eth.ipv4([192, 0, 2, 1], d.octets(), args.ttl),
+                (Some(std::net::IpAddr::V6(s)), std::net::IpAddr::V6(d)) => {
+                    eth.ipv6(s.octets(), d.octets(), args.ttl)
+                }
+                (None, std::net::IpAddr::V6(d)) => eth.ipv6(
+                    "2001:db8::1"
+                        .parse::<std::net::Ipv6Addr>()
+                        .expect("valid")
+                        .octets(),
+                    d.octets(),
+                    args.ttl,
+                ),
+                _ => {
+                    return Err(ClientError::Refused(
+                        "--src-ip and --dst-ip must be of one family".into(),
+                    ));
+                }
+            };
+            match (args.proto.as_str(), dst) {
+                ("udp", _) => ip
+                    .udp(args.sport, args.dport)
+                    .write(&mut frame, &payload)
+                    .map_err(bad)?,
+                ("tcp", _) => ip
+                    .tcp(args.sport, args.dport, 1, 65535)
+                    .write(&mut frame, &payload)
+                    .map_err(bad)?,
+                ("icmp", std::net::IpAddr::V4(_)) => ip
+                    .icmpv4_echo_request(1, 1)
+                    .write(&mut frame, &payload)
+                    .map_err(bad)?,
+                ("icmp", std::net::IpAddr::V6(_)) => ip
+                    .icmpv6_echo_request(1, 1)
+                    .write(&mut frame, &payload)
+                    .map_err(bad)?,
+                (other, _) => {
+                    return Err(ClientError::Refused(format!(
+                        "--proto {other:?}: use udp, tcp or icmp"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(vlan) = args.vlan {
+        let tci = (vlan & 0xfff).to_be_bytes();
+        frame.splice(12..12, [0x81, 0x00, tci[0], tci[1]]);
+    }
+    Ok(frame)
+}
+
+fn render_trace(t: &TraceView) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<10}{v}\n"));
+    line(
+        "ingress",
+        match t.vlan {
+            Some(v) => format!("{} (VLAN {v})", t.ingress),
+            None => t.ingress.clone(),
+        },
+    );
+    let verdict = match t.verdict.as_str() {
+        "forward" | "route" => format!(
+            "{}: out of {} {}",
+            t.verdict,
+            t.egress.clone().unwrap_or_default(),
+            t.egress_tagging.clone().unwrap_or_default()
+        ),
+        "flood" => format!(
+            "flood in VLAN {} to {}",
+            t.vlan.unwrap_or(0),
+            if t.flood.is_empty() {
+                "no other port".into()
+            } else {
+                t.flood
+                    .iter()
+                    .map(|p| format!("{} ({})", p.port, p.tagging))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+        "drop" => format!("drop: {}", t.drop_reason.clone().unwrap_or_default()),
+        "punt" => format!(
+            "punt to the kernel ({}) through {}",
+            t.punt_reason.clone().unwrap_or_default(),
+            t.egress.clone().unwrap_or_default()
+        ),
+        "to-kernel" => "to the kernel (not switched or routed)".into(),
+        other => other.into(),
+    };
+    line("verdict", format!("{verdict}  [XDP {}]", t.action));
+    if let Some(e) = &t.fdb_entry {
+        line("fdb", e.clone());
+    }
+    if let Some(r) = &t.route {
+        line("route", r.clone());
+    }
+    if let Some(n) = &t.nexthop {
+        line("nexthop", n.clone());
+    }
+    if let Some(n) = t.neighbor {
+        line("neighbor", n.to_string());
+    }
+    if !t.rewrites.is_empty() {
+        line("rewrites", t.rewrites.join("; "));
+    }
+    out
 }
 
 fn read_config(file: &PathBuf) -> Result<ConfigText, ClientError> {

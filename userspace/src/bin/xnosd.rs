@@ -19,6 +19,7 @@ use xnos::{
     metrics::{self, Metrics},
     statedb::StateDb,
     supervisor::{self, Faults, Module},
+    trace::Tracer,
 };
 
 /// The xnos switch daemon: loads the XDP datapath onto the ports named in the config,
@@ -119,7 +120,14 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let dp = datapath.clone();
     let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
     let faults = Faults::new(&["kernel", "datapath", "api", "metrics"]);
-    let api = Api::new(db.clone(), Some(stats), config_path, faults.clone());
+    let tracer = Tracer::open(&pin_path).context("opening the pinned trace program")?;
+    let api = Api::new(
+        db.clone(),
+        Some(stats),
+        Some(tracer),
+        config_path,
+        faults.clone(),
+    );
     let mut modules = vec![
         Module::new("kernel", kernel::run),
         Module::new("datapath", move |ctx| module::run(ctx, dp.clone())),

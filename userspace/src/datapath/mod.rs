@@ -31,6 +31,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 pub const INGRESS_PROGRAM: &str = "xnos_ingress";
 pub const EGRESS_PROGRAM: &str = "xnos_egress";
+pub const TRACE_PROGRAM: &str = "xnos_trace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -153,7 +154,7 @@ impl Datapath {
     /// Load the programs and create the maps (through the verifier); optionally pin them.
     pub fn load(pin_dir: Option<PinDir>) -> Result<Self, DatapathError> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| DatapathError::Load(Box::new(e)))?;
-        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(ProgramError::NotLoaded)
@@ -244,6 +245,14 @@ impl Datapath {
             Some(aya::programs::Program::Xdp(p)) => p,
             _ => unreachable!("{name} is loaded as XDP in Datapath::load"),
         }
+    }
+
+    /// The loaded trace program, for BPF_PROG_TEST_RUN.
+    pub fn trace_fd(&self) -> Result<BorrowedFd<'_>, DatapathError> {
+        let fd = Self::program(&self.ebpf, TRACE_PROGRAM)
+            .fd()
+            .map_err(prog_err(TRACE_PROGRAM))?;
+        Ok(fd.as_fd())
     }
 
     /// The loaded ingress program, for BPF_PROG_TEST_RUN.
