@@ -310,3 +310,59 @@ fn prometheus_scrapes_the_switch_and_dashboard_queries_return_data() {
     let _ = ping.kill();
     let _ = ping.wait();
 }
+
+// What this shows: `xnos show counters` reports per-port rates of live traffic, and
+// `--watch` refreshes in place.
+#[test]
+fn show_counters_reports_rates_and_watch_refreshes() {
+    require_root!();
+    let (topo, daemon) = setup();
+    let mut ping = topo.hosts[0]
+        .ns
+        .command("ping")
+        .args(["-i", "0.05", "-c", "100", "10.0.10.3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let rows: serde_json::Value = serde_json::from_str(
+        &daemon
+            .xnos(&["show", "counters", "--json", "--interval", "1"])
+            .unwrap(),
+    )
+    .unwrap();
+    let swp1 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["port"] == "swp1")
+        .unwrap();
+    // 20 echo requests a second arrive on swp1 (give or take scheduling).
+    let pps = swp1["rx_pps"].as_f64().unwrap();
+    assert!((5.0..100.0).contains(&pps), "rx rate {pps} pps: {rows}");
+    let swp3 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["port"] == "swp3")
+        .unwrap();
+    assert_eq!(swp3["rx_pps"], 0.0);
+    let watch = daemon
+        .xnos(&[
+            "show",
+            "counters",
+            "--watch",
+            "--count",
+            "2",
+            "--interval",
+            "0.2",
+        ])
+        .unwrap();
+    assert_eq!(watch.matches("\x1b[H\x1b[2J").count(), 2, "{watch:?}");
+    assert!(
+        watch.contains("RX-RATE") && watch.contains("swp1"),
+        "{watch}"
+    );
+    let _ = ping.kill();
+    let _ = ping.wait();
+}
