@@ -9,7 +9,7 @@ use std::{
     ffi::CString,
     fs::File,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -263,21 +263,23 @@ impl Topology {
     }
 }
 
-/// Locate a binary of the `xnos` package next to the test executable's target dir.
+/// Locate a binary of the `xnos` package in the target dir of the running executable
+/// (test executables live in `<profile>/deps`, tools in `<profile>`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it first (`cargo build -p xnos --bins`; `cargo xtask test` does)",
-            path.display()
-        );
+    let dir = exe.parent().context("executable has no directory")?;
+    for candidate in [
+        dir.join(name),
+        dir.parent().map(|d| d.join(name)).unwrap_or_default(),
+    ] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
     }
-    Ok(path)
+    bail!(
+        "{name} not found next to {}: build it first (`cargo build -p xnos --bins`; `cargo xtask test` does)",
+        exe.display()
+    );
 }
 
 /// A running xnosd in a switch namespace; stopped (SIGTERM, then SIGKILL) on drop.
@@ -389,6 +391,16 @@ impl Daemon {
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The process id of xnosd.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Any `xnos ... --json` command's output as JSON.
+    pub fn json_raw(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.xnos(args)?)?)
     }
 
     pub fn json(&self, table: &str) -> anyhow::Result<serde_json::Value> {

@@ -36,6 +36,13 @@ enum Task {
     },
     /// Build, start xnosd on a namespace topology, show traffic being switched, clean up.
     Demo,
+    /// Benchmarks: datapath cost per packet (next to a bare-redirect program) and control
+    /// plane (route programming, MAC learning, memory). Results in target/bench/.
+    Bench {
+        /// A shorter run (10k routes instead of 1M, fewer samples).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +78,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ]);
             cargo.args(args);
             test(&mut cargo)
+        }
+        Task::Bench { quick } => {
+            let env = setup::run()?;
+            build(&env, true, &[])?;
+            let mut cargo = cargo(&env);
+            cargo.args([
+                "build",
+                "--release",
+                "--package",
+                "xnos-tests",
+                "--bin",
+                "xnos-bench",
+            ]);
+            status(&mut cargo)?;
+            step("running the benchmarks");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let mut bench = Command::new(root.join("target/release/xnos-bench"));
+            bench.arg("--out").arg(root.join("target/bench"));
+            if quick {
+                bench.arg("--quick");
+            }
+            status(&mut bench)
         }
         Task::Demo => {
             let env = setup::run()?;

@@ -8,7 +8,7 @@
 /// Most switch ports one instance handles (size of the port and counter maps).
 pub const MAX_PORTS: u32 = 512;
 /// Capacity of the FDB map (static and learned entries together).
-pub const FDB_SIZE: u32 = 65_536;
+pub const FDB_SIZE: u32 = 131_072;
 /// Size of the learn-event ring buffer in bytes (a power of two, page aligned).
 pub const LEARN_RING_BYTES: u32 = 256 * 1024;
 

@@ -1,0 +1,661 @@
+//! `cargo xtask bench`: what xnos costs per packet (the real datapath through
+//! BPF_PROG_TEST_RUN, next to a program that only redirects) and what its control plane
+//! takes to program routes and learn MACs. Writes target/bench/results.json and
+//! target/bench/datapath.svg and prints a table.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::lpm_trie::Key;
+use etherparse::PacketBuilder;
+use serde_json::json;
+use xnos::{
+    config::PortMode,
+    datapath::{Datapath, module::port_conf, route::addr16},
+    testrun,
+};
+use xnos_common::{
+    L3Iface, MAX_ECMP, NEXTHOP_CONNECTED, NeighEntry, NeighKey, Nexthop, NexthopGroup,
+    ROUTE_FORWARD, RouteEntry,
+};
+use xnos_tests::{Netns, PacketSocket, Topology, binary};
+
+const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0];
+const FLOWS: usize = 64;
+
+struct Options {
+    quick: bool,
+    out: PathBuf,
+}
+
+/// Per-packet cost of one mode: mean over flows, and the spread of the flow means.
+#[derive(Clone, Debug)]
+struct Cost {
+    mode: String,
+    mean_ns: f64,
+    min_ns: f64,
+    max_ns: f64,
+}
+
+fn mac(kind: u8, i: usize) -> [u8; 6] {
+    [2, kind, 0, 0, (i >> 8) as u8, i as u8]
+}
+
+/// Run each frame `calls` times with BPF_PROG_TEST_RUN (one repetition per call, so that
+/// every run sees the frame as sent: repetitions would see the previous run's rewrites).
+fn measure(
+    ns: &Netns,
+    prog: std::os::fd::BorrowedFd<'_>,
+    ifindex: u32,
+    frames: &[Vec<u8>],
+    calls: usize,
+    mode: &str,
+) -> anyhow::Result<Cost> {
+    let mut means = Vec::new();
+    ns.enter(|| -> anyhow::Result<()> {
+        for frame in frames {
+            let mut total = 0u64;
+            for _ in 0..calls {
+                total += u64::from(testrun::run_xdp(prog, ifindex, frame, 1)?.duration_ns);
+            }
+            means.push(total as f64 / calls as f64);
+        }
+        Ok(())
+    })??;
+    let mean = means.iter().sum::<f64>() / means.len() as f64;
+    Ok(Cost {
+        mode: mode.into(),
+        mean_ns: mean,
+        min_ns: means.iter().copied().fold(f64::MAX, f64::min),
+        max_ns: means.iter().copied().fold(0.0, f64::max),
+    })
+}
+
+/// A minimal XDP program that redirects every frame to slot 0 of a devmap: the cost
+/// floor of any XDP pipeline that forwards.
+fn bare_redirect(target_ifindex: u32) -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+    }
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_CREATE: i64 = 0;
+    const BPF_MAP_UPDATE_ELEM: i64 = 2;
+    const BPF_PROG_LOAD: i64 = 5;
+    const BPF_MAP_TYPE_DEVMAP: u32 = 14;
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    let bpf = |cmd: i64, attr: *mut u8, size: usize| -> std::io::Result<i32> {
+        // SAFETY: attr points at a live, correctly sized attribute struct.
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ret as i32)
+    };
+    let mut map = MapAttr {
+        map_type: BPF_MAP_TYPE_DEVMAP,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    let map_fd = bpf(
+        BPF_MAP_CREATE,
+        (&mut map as *mut MapAttr).cast(),
+        size_of::<MapAttr>(),
+    )
+    .context("creating the devmap")?;
+    // SAFETY: a fresh fd we own.
+    let map_fd = unsafe { OwnedFd::from_raw_fd(map_fd) };
+    let (key, value) = (0u32, target_ifindex);
+    let mut elem = ElemAttr {
+        map_fd: map_fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    bpf(
+        BPF_MAP_UPDATE_ELEM,
+        (&mut elem as *mut ElemAttr).cast(),
+        size_of::<ElemAttr>(),
+    )
+    .context("filling the devmap")?;
+    // r1 = map (ld_imm64 pseudo map fd), r2 = 0, r3 = 0, call bpf_redirect_map, exit.
+    let fd = map_fd.as_raw_fd() as u64;
+    let insns: [u64; 6] = [
+        0x18 | (1 << 8) | (1 << 12) | (fd << 32),
+        0,
+        0xb7 | (2 << 8),
+        0xb7 | (3 << 8),
+        0x85 | (51 << 32),
+        0x95,
+    ];
+    let license = b"GPL\0";
+    let mut prog = ProgAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..Default::default()
+    };
+    let prog_fd = bpf(
+        BPF_PROG_LOAD,
+        (&mut prog as *mut ProgAttr).cast(),
+        size_of::<ProgAttr>(),
+    )
+    .context("loading the bare redirect program")?;
+    // SAFETY: a fresh fd we own.
+    Ok((unsafe { OwnedFd::from_raw_fd(prog_fd) }, map_fd))
+}
+
+fn nexthop(ifindex: u32, gateway: Option<std::net::IpAddr>) -> Nexthop {
+    Nexthop {
+        ifindex,
+        flags: if gateway.is_none() {
+            NEXTHOP_CONNECTED
+        } else {
+            0
+        },
+        gateway: gateway.map(addr16).unwrap_or_default(),
+    }
+}
+
+fn udp4(src: [u8; 6], dst: [u8; 4], sport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(src, ROUTER)
+        .ipv4([10, 0, 10, 2], dst, 64)
+        .udp(sport, 53)
+        .write(&mut frame, &[0; 18])
+        .expect("valid frame");
+    frame
+}
+
+fn udp6(src: [u8; 6], dst: [u8; 16], sport: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(src, ROUTER)
+        .ipv6(addr16("fd00:10::2".parse().expect("valid")), dst, 64)
+        .udp(sport, 53)
+        .write(&mut frame, &[0; 18])
+        .expect("valid frame");
+    frame
+}
+
+fn l2_frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    xnos_tests::test_frame(dst, src, None, 0)
+}
+
+/// Pseudo-random /8../32 prefixes (a fixed LCG: the same tables every run).
+fn fill_routes(dp: &mut Datapath, count: usize, v6: bool) -> anyhow::Result<()> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let entry = RouteEntry {
+        kind: ROUTE_FORWARD,
+        nhg: 1,
+    };
+    for _ in 0..count {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let bits = (state >> 32) as u32;
+        if v6 {
+            let len = 32 + (bits % 97);
+            let mut addr = [0u8; 16];
+            addr[0] = 0x20;
+            addr[1] = 0x01;
+            addr[2..10].copy_from_slice(&state.to_be_bytes());
+            dp.l3.routes6.insert(&Key::new(len, addr), entry, 0)?;
+        } else {
+            // Stay clear of 10.0.0.0/8, which the measured flows use.
+            let len = 8 + (bits % 25);
+            let mut addr = ((state >> 8) as u32).to_be_bytes();
+            if addr[0] == 10 {
+                addr[0] = 11;
+            }
+            dp.l3.routes4.insert(&Key::new(len, addr), entry, 0)?;
+        }
+    }
+    Ok(())
+}
+
+fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
+    let calls = if opts.quick { 200 } else { 1000 };
+    let ns = Netns::new("xb")?;
+    let ports = [
+        ("swp1", PortMode::Access { vlan: 10 }),
+        ("swp2", PortMode::Access { vlan: 10 }),
+        (
+            "swp3",
+            PortMode::Trunk {
+                vlans: [10, 20].into(),
+                native_vlan: None,
+            },
+        ),
+        ("swp4", PortMode::Access { vlan: 20 }),
+        ("vlan10i", PortMode::Access { vlan: 10 }),
+        ("vlan20i", PortMode::Access { vlan: 20 }),
+    ];
+    let mut dp = Datapath::load(None)?;
+    let mut ifindex = BTreeMap::new();
+    for (slot, (name, mode)) in ports.iter().enumerate() {
+        ns.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ])?;
+        let index = ns.ifindex(name)?;
+        ns.enter(|| dp.set_port(index, port_conf(slot as u32, mode)))??;
+        ifindex.insert(*name, index);
+    }
+    let (svi10, svi20) = (ns.ifindex("vlan10ip")?, ns.ifindex("vlan20ip")?);
+    for (svi, port, vlan) in [(svi10, "vlan10i", 10), (svi20, "vlan20i", 20)] {
+        dp.l3.ifaces.insert(
+            svi,
+            L3Iface {
+                port_ifindex: ifindex[port],
+                vlan,
+                mac: ROUTER,
+            },
+            0,
+        )?;
+        dp.l3.vlan_l3.set(u32::from(vlan), svi, 0)?;
+    }
+    let mut group = NexthopGroup {
+        count: 1,
+        _pad: 0,
+        nexthops: [nexthop(0, None); MAX_ECMP],
+    };
+    group.nexthops[0] = nexthop(svi20, None);
+    dp.l3.nhgs.insert(1, group, 0)?;
+    dp.l3.routes4.insert(
+        &Key::new(24, [10, 0, 20, 0]),
+        RouteEntry {
+            kind: ROUTE_FORWARD,
+            nhg: 1,
+        },
+        0,
+    )?;
+    dp.l3.routes6.insert(
+        &Key::new(64, addr16("fd00:20::".parse()?)),
+        RouteEntry {
+            kind: ROUTE_FORWARD,
+            nhg: 1,
+        },
+        0,
+    )?;
+
+    // Teach the FDB: B_i behind swp2 (access), C_i behind the trunk, hosts of VLAN 20 on swp4.
+    let ingress = dp.ingress_fd()?;
+    ns.enter(|| -> anyhow::Result<()> {
+        for i in 0..FLOWS {
+            testrun::run_xdp(
+                ingress,
+                ifindex["swp2"],
+                &l2_frame([0xff; 6], mac(0xb, i)),
+                1,
+            )?;
+            let mut tagged = l2_frame([0xff; 6], mac(0xc, i));
+            tagged.splice(12..12, [0x81, 0, 0, 10]);
+            testrun::run_xdp(ingress, ifindex["swp3"], &tagged, 1)?;
+            testrun::run_xdp(
+                ingress,
+                ifindex["swp4"],
+                &l2_frame([0xff; 6], mac(0xd, i)),
+                1,
+            )?;
+        }
+        Ok(())
+    })??;
+    for i in 0..FLOWS {
+        let v4 = std::net::IpAddr::from([10, 0, 20, i as u8 + 2]);
+        let v6 = std::net::IpAddr::from(addr16(format!("fd00:20::{:x}", i + 2).parse()?));
+        for ip in [v4, v6] {
+            dp.l3.neighs.insert(
+                NeighKey {
+                    ifindex: svi20,
+                    addr: addr16(ip),
+                },
+                NeighEntry {
+                    mac: mac(0xd, i),
+                    _pad: [0; 2],
+                },
+                0,
+            )?;
+        }
+    }
+
+    let unicast: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| l2_frame(mac(0xb, i), mac(0xa, i)))
+        .collect();
+    let push: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| l2_frame(mac(0xc, i), mac(0xa, i)))
+        .collect();
+    let flood: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| l2_frame([0xff; 6], mac(0xa, i)))
+        .collect();
+    let routed4: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| udp4(mac(0xa, i), [10, 0, 20, i as u8 + 2], 1000 + i as u16))
+        .collect();
+    let routed6: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| {
+            udp6(
+                mac(0xa, i),
+                addr16(format!("fd00:20::{:x}", i + 2).parse().expect("valid")),
+                1000 + i as u16,
+            )
+        })
+        .collect();
+    let swp1 = ifindex["swp1"];
+    let (bare, _bare_map) = ns.enter(|| bare_redirect(ifindex["swp2"]))??;
+    let ingress = dp.ingress_fd()?;
+    let mut costs = vec![
+        measure(&ns, bare.as_fd(), swp1, &unicast, calls, "bare redirect")?,
+        measure(&ns, ingress, swp1, &unicast, calls, "L2 known unicast")?,
+        measure(&ns, ingress, swp1, &push, calls, "L2 unicast + VLAN push")?,
+        measure(&ns, ingress, swp1, &flood, calls, "L2 flood decision")?,
+    ];
+    let sizes: &[usize] = if opts.quick {
+        &[1, 10_000]
+    } else {
+        &[1, 10_000, 1_000_000]
+    };
+    let mut installed = 1;
+    for &size in sizes {
+        if size > installed {
+            fill_routes(&mut dp, size - installed, false)?;
+            fill_routes(&mut dp, size - installed, true)?;
+            installed = size;
+        }
+        let label = match size {
+            1 => "1 route".to_string(),
+            n if n >= 1_000_000 => format!("{}M routes", n / 1_000_000),
+            n => format!("{}k routes", n / 1000),
+        };
+        let ingress = dp.ingress_fd()?;
+        costs.push(measure(
+            &ns,
+            ingress,
+            swp1,
+            &routed4,
+            calls,
+            &format!("IPv4 routed, {label}"),
+        )?);
+        costs.push(measure(
+            &ns,
+            ingress,
+            swp1,
+            &routed6,
+            calls,
+            &format!("IPv6 routed, {label}"),
+        )?);
+    }
+    Ok(costs)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn datapath_status(daemon: &xnos_tests::Daemon) -> serde_json::Value {
+    let rows = daemon
+        .json_raw(&["db", "get", "datapath", "--json"])
+        .unwrap_or_default();
+    rows[0]["row"].clone()
+}
+
+fn wait_for(
+    daemon: &xnos_tests::Daemon,
+    field: &str,
+    target: u64,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if datapath_status(daemon)[field].as_u64().unwrap_or(0) >= target {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "{field} never reached {target}: {}",
+                datapath_status(daemon)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
+    let topo = Topology::new(&["swp1"])?;
+    let config = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 20\n[[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n";
+    let daemon = xnos_tests::Daemon::start(&topo.switch, config)?;
+    let host = &topo.hosts[0];
+    host.add_address("10.0.20.2/24")?;
+    let pid = daemon.pid().context("xnosd pid")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_kib = rss_kib(pid);
+    let mut result = json!({ "xnosd_rss_idle_kib": idle_kib });
+
+    // Single route changes: from `ip route add` to the datapath having it.
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let before = datapath_status(&daemon)["routes"].as_u64().unwrap_or(0);
+        let start = Instant::now();
+        topo.switch.ip(&[
+            "route",
+            "add",
+            &format!("10.201.{i}.0/24"),
+            "via",
+            "10.0.20.2",
+        ])?;
+        wait_for(&daemon, "routes", before + 1, Duration::from_secs(10))?;
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    result["route_change_to_fast_path_ms_median"] = json!(latencies[latencies.len() / 2]);
+    result["route_change_to_fast_path_ms_max"] = json!(latencies[latencies.len() - 1]);
+
+    let counts: &[usize] = if opts.quick {
+        &[100_000]
+    } else {
+        &[100_000, 1_000_000]
+    };
+    let mut done = 0usize;
+    for &count in counts {
+        let dir = std::env::temp_dir().join(xnos_tests::unique_name("xnos-bench-"));
+        std::fs::create_dir_all(&dir)?;
+        let batch = dir.join("routes");
+        let mut text = String::new();
+        for i in done..count {
+            text.push_str(&format!(
+                "route add 10.{}.{}.{}/32 via 10.0.20.2\n",
+                100 + i / 65536,
+                (i / 256) % 256,
+                i % 256
+            ));
+        }
+        std::fs::write(&batch, text)?;
+        let before = datapath_status(&daemon)["routes"].as_u64().unwrap_or(0);
+        let start = Instant::now();
+        topo.switch
+            .ip(&["-batch", batch.to_str().context("path")?])?;
+        let kernel = start.elapsed();
+        wait_for(
+            &daemon,
+            "routes",
+            before + (count - done) as u64,
+            Duration::from_secs(300),
+        )?;
+        let total = start.elapsed();
+        std::fs::remove_dir_all(&dir)?;
+        result[format!("routes_{count}")] = json!({
+            "kernel_s": kernel.as_secs_f64(),
+            "in_fast_path_s": total.as_secs_f64(),
+            "xnosd_rss_kib": rss_kib(pid),
+        });
+        done = count;
+    }
+
+    // Learning: 100k source MACs sent from the host as fast as AF_PACKET goes.
+    let learn = if opts.quick { 20_000 } else { 100_000 };
+    let sock: PacketSocket = host.socket()?;
+    let start = Instant::now();
+    for i in 0..learn {
+        sock.send(&xnos_tests::test_frame(
+            [0xff; 6],
+            [2, 0x4c, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+            None,
+            0,
+        ))?;
+    }
+    let sent = start.elapsed();
+    wait_for(
+        &daemon,
+        "fdb_entries",
+        learn as u64,
+        Duration::from_secs(120),
+    )?;
+    result["learn"] = json!({
+        "macs": learn,
+        "send_s": sent.as_secs_f64(),
+        "in_statedb_s": start.elapsed().as_secs_f64(),
+        "xnosd_rss_kib": rss_kib(pid),
+    });
+    Ok(result)
+}
+
+fn svg(costs: &[Cost]) -> String {
+    let width = 760.0;
+    let bar_h = 22.0;
+    let left = 230.0;
+    let max = costs.iter().map(|c| c.max_ns).fold(1.0, f64::max) * 1.1;
+    let scale = (width - left - 60.0) / max;
+    let height = 40.0 + costs.len() as f64 * (bar_h + 8.0);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">xnos datapath cost per packet (ns, BPF_PROG_TEST_RUN; whiskers: spread over {FLOWS} flows)</text>\n"
+    );
+    for (i, c) in costs.iter().enumerate() {
+        let y = 34.0 + i as f64 * (bar_h + 8.0);
+        let w = c.mean_ns * scale;
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar_h}\" fill=\"{}\"/>\n<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{:.0}</text>\n",
+            left - 6.0,
+            y + 15.0,
+            c.mode,
+            if c.mode == "bare redirect" { "#999" } else { "#3b7dd8" },
+            left + c.min_ns * scale,
+            left + c.max_ns * scale,
+            y + bar_h / 2.0,
+            y + bar_h / 2.0,
+            left + c.max_ns * scale + 6.0,
+            y + 15.0,
+            c.mean_ns
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut opts = Options {
+        quick: false,
+        out: PathBuf::from("target/bench"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--out" => opts.out = PathBuf::from(args.next().context("--out needs a directory")?),
+            other => bail!("unknown argument {other:?} (use --quick, --out DIR)"),
+        }
+    }
+    let _ = binary("xnosd")?;
+    std::fs::create_dir_all(&opts.out)?;
+    let machine = format!(
+        "{} CPUs, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        String::from_utf8_lossy(
+            &Command::new("uname")
+                .arg("-r")
+                .stderr(Stdio::null())
+                .output()?
+                .stdout
+        )
+        .trim()
+    );
+    println!("==> datapath cost per packet ({machine})");
+    let costs = datapath_costs(&opts)?;
+    let bare = costs[0].mean_ns;
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>12}",
+        "MODE", "MEAN-NS", "MIN-NS", "MAX-NS", "VS-BARE"
+    );
+    for c in &costs {
+        println!(
+            "{:<28} {:>9.1} {:>9.1} {:>9.1} {:>11.2}x",
+            c.mode,
+            c.mean_ns,
+            c.min_ns,
+            c.max_ns,
+            c.mean_ns / bare
+        );
+    }
+    println!("==> control plane");
+    let control = control_plane(&opts)?;
+    println!("{}", serde_json::to_string_pretty(&control)?);
+    let results = json!({
+        "machine": machine,
+        "quick": opts.quick,
+        "datapath_ns_per_packet": costs.iter().map(|c| json!({"mode": c.mode, "mean": c.mean_ns, "min": c.min_ns, "max": c.max_ns})).collect::<Vec<_>>(),
+        "control_plane": control,
+    });
+    std::fs::write(
+        opts.out.join("results.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    std::fs::write(opts.out.join("datapath.svg"), svg(&costs))?;
+    println!(
+        "==> wrote {0}/results.json and {0}/datapath.svg",
+        opts.out.display()
+    );
+    Ok(())
+}
