@@ -203,7 +203,6 @@ pub struct DatapathStatus {
     /// The last StateDb generation the maps reflect.
     pub generation: u64,
     pub ports: usize,
-    pub fdb_entries: usize,
     pub routes: usize,
     pub routes_v4: usize,
     pub routes_v6: usize,

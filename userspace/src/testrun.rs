@@ -112,6 +112,50 @@ pub fn run_xdp(
     })
 }
 
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// Run `prog` `count` times in live-frames mode (kernel >= 5.18): each run gets a fresh
+/// page with `frame` in it, and XDP_TX/XDP_REDIRECT really send it. A traffic generator.
+pub fn run_xdp_live(
+    prog: BorrowedFd<'_>,
+    ingress_ifindex: u32,
+    frame: &[u8],
+    count: u32,
+) -> io::Result<()> {
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex,
+        ..Default::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: count,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        ctx_in: &ctx as *const XdpMd as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..Default::default()
+    };
+    // SAFETY: attr points at valid buffers of the sizes it states, alive for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("bpf(BPF_PROG_TEST_RUN, live frames): {err}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Human name of an XDP action.
 pub fn action_name(action: u32) -> &'static str {
     match action {

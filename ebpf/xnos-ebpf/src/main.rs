@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod fdb;
 mod packet;
 mod port;

@@ -427,6 +427,319 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     Ok(costs)
 }
 
+/// A traffic generator (live-frames BPF_PROG_TEST_RUN of `xnos_bench_gen`) and a sink
+/// (`xnos_bench_sink` counting what arrives), from the xnos eBPF object.
+struct Traffic {
+    ebpf: aya::Ebpf,
+}
+
+impl Traffic {
+    fn load() -> anyhow::Result<Self> {
+        let mut ebpf = aya::Ebpf::load(xnos::datapath::EBPF_OBJECT)?;
+        for name in ["xnos_bench_gen", "xnos_bench_sink"] {
+            let program: &mut aya::programs::Xdp =
+                ebpf.program_mut(name).context(name)?.try_into()?;
+            program.load()?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    fn attach_sink(&mut self, ns: &Netns, ifname: &str) -> anyhow::Result<()> {
+        let index = ns.ifindex(ifname)?;
+        let program: &mut aya::programs::Xdp = self
+            .ebpf
+            .program_mut("xnos_bench_sink")
+            .context("sink")?
+            .try_into()?;
+        // The link belongs to the program (alive as long as `self`) until the veth goes.
+        ns.enter(|| program.attach_to_if_index(index, aya::programs::XdpMode::Driver))??;
+        Ok(())
+    }
+
+    fn received(&self) -> anyhow::Result<u64> {
+        let map: aya::maps::PerCpuArray<_, u64> =
+            aya::maps::PerCpuArray::try_from(self.ebpf.map("BENCH_SINK").context("sink map")?)?;
+        Ok(map.get(&0, 0)?.iter().sum())
+    }
+
+    /// Send `count` copies of `template` (one of 64 flows each) out of `ifname` in `ns`;
+    /// returns what arrived per second at the sinks.
+    fn run(
+        &mut self,
+        ns: &Netns,
+        ifname: &str,
+        template: &[u8; 60],
+        count: u32,
+    ) -> anyhow::Result<f64> {
+        let mut map: aya::maps::Array<_, [u8; 60]> = aya::maps::Array::try_from(
+            self.ebpf
+                .map_mut("BENCH_TEMPLATE")
+                .context("template map")?,
+        )?;
+        map.set(0, *template, 0)?;
+        let index = ns.ifindex(ifname)?;
+        let before = self.received()?;
+        let program: &aya::programs::Xdp = self
+            .ebpf
+            .program("xnos_bench_gen")
+            .context("gen")?
+            .try_into()?;
+        let fd = program.fd()?.as_fd();
+        let start = Instant::now();
+        ns.enter(|| testrun::run_xdp_live(fd, index, template, count))??;
+        let elapsed = start.elapsed();
+        std::thread::sleep(Duration::from_millis(50));
+        Ok((self.received()? - before) as f64 / elapsed.as_secs_f64())
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame of 60 bytes (64 on the wire).
+fn template(dst: [u8; 6], src: [u8; 6]) -> [u8; 60] {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(src, dst)
+        .ipv4([10, 1, 1, 2], [10, 1, 2, 2], 64)
+        .udp(1024, 9)
+        .write(&mut frame, &[0; 18])
+        .expect("valid frame");
+    let mut out = [0u8; 60];
+    out.copy_from_slice(&frame[..60]);
+    // UDP checksum 0: "none" in IPv4, so varying the source port needs no fix-up.
+    out[40] = 0;
+    out[41] = 0;
+    out
+}
+
+/// generator ns (gen0) -- device under test (swp1, swp2) -- sink ns (sink0).
+struct Lab {
+    mode: &'static str,
+    gen_ns: Netns,
+    _dut: Netns,
+    _sink: Netns,
+    dst: [u8; 6],
+    _daemon: Option<xnos_tests::Daemon>,
+    _bare: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+}
+
+const GEN_MAC: [u8; 6] = [2, 0x9e, 0, 0, 0, 1];
+const SINK_MAC: [u8; 6] = [2, 0x5e, 0, 0, 0, 1];
+
+fn veth(
+    a_ns: &Netns,
+    a: &str,
+    b_ns: &Netns,
+    b: &str,
+    a_mac: Option<[u8; 6]>,
+    b_mac: Option<[u8; 6]>,
+) -> anyhow::Result<()> {
+    a_ns.ip(&[
+        "link",
+        "add",
+        a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        b_ns.name(),
+    ])?;
+    for (ns, name, mac) in [(a_ns, a, a_mac), (b_ns, b, b_mac)] {
+        if let Some(mac) = mac {
+            ns.ip(&["link", "set", name, "address", &xnos_tests::format_mac(mac)])?;
+        }
+        // NAPI on every end: XDP_TX and redirects into veths need it when no XDP is attached.
+        ns.exec("ethtool", &["-K", name, "gro", "on"])?;
+        ns.ip(&["link", "set", name, "up"])?;
+    }
+    Ok(())
+}
+
+fn lab(mode: &'static str, traffic: &mut Traffic) -> anyhow::Result<Lab> {
+    let gen_ns = Netns::new("xg")?;
+    let sink = Netns::new("xk")?;
+    let dut = Netns::new("xd")?;
+    let mut daemon = None;
+    let mut bare = None;
+    let mut dst = SINK_MAC;
+    if mode == "direct" {
+        veth(
+            &gen_ns,
+            "gen0",
+            &sink,
+            "sink0",
+            Some(GEN_MAC),
+            Some(SINK_MAC),
+        )?;
+    } else {
+        veth(&gen_ns, "gen0", &dut, "swp1", Some(GEN_MAC), None)?;
+        veth(&dut, "swp2", &sink, "sink0", None, Some(SINK_MAC))?;
+    }
+    traffic.attach_sink(&sink, "sink0")?;
+    match mode {
+        "Linux bridge" => {
+            dut.ip(&["link", "add", "br0", "type", "bridge"])?;
+            for port in ["swp1", "swp2"] {
+                dut.ip(&["link", "set", port, "master", "br0"])?;
+            }
+            dut.ip(&["link", "set", "br0", "up"])?;
+            xnos_tests::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    dut.name(),
+                    "bridge",
+                    "fdb",
+                    "replace",
+                    &xnos_tests::format_mac(SINK_MAC),
+                    "dev",
+                    "swp2",
+                    "master",
+                    "static",
+                ],
+            )?;
+        }
+        "kernel IPv4 forwarding" | "xnos L3 IPv4" => {
+            if mode == "kernel IPv4 forwarding" {
+                dut.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+                dut.ip(&["addr", "add", "10.1.1.1/24", "dev", "swp1"])?;
+                dut.ip(&["addr", "add", "10.1.2.1/24", "dev", "swp2"])?;
+                dst = dut.mac("swp1")?;
+            } else {
+                let config = "[switch]\nrouter-mac = \"02:00:00:00:01:00\"\n[[interface]]\nport = \"swp1\"\naddresses = [\"10.1.1.1/24\"]\n[[interface]]\nport = \"swp2\"\naddresses = [\"10.1.2.1/24\"]\n";
+                daemon = Some(xnos_tests::Daemon::start(&dut, config)?);
+                dst = ROUTER;
+                // Let the kernel module give the ports their addresses.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !dut
+                    .ip(&["-o", "addr", "show", "dev", "swp2"])?
+                    .contains("10.1.2.1")
+                {
+                    if Instant::now() > deadline {
+                        bail!("xnosd did not configure swp2");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            dut.ip(&[
+                "neigh",
+                "replace",
+                "10.1.2.2",
+                "lladdr",
+                &xnos_tests::format_mac(SINK_MAC),
+                "dev",
+                "swp2",
+                "nud",
+                "permanent",
+            ])?;
+        }
+        "xnos L2" => {
+            let config = format!(
+                "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n[[fdb]]\nmac = \"{}\"\nvlan = 10\nport = \"swp2\"\n",
+                xnos_tests::format_mac(SINK_MAC)
+            );
+            daemon = Some(xnos_tests::Daemon::start(&dut, &config)?);
+        }
+        "bare redirect" => {
+            let swp2 = dut.ifindex("swp2")?;
+            let swp1 = dut.ifindex("swp1")?;
+            let (prog, map) = dut.enter(|| bare_redirect(swp2))??;
+            let link = dut.enter(|| attach_fd(prog.as_fd(), swp1))??;
+            bare = Some((prog, map, link));
+        }
+        _ => {}
+    }
+    Ok(Lab {
+        mode,
+        gen_ns,
+        _dut: dut,
+        _sink: sink,
+        dst,
+        _daemon: daemon,
+        _bare: bare,
+    })
+}
+
+/// Attach an XDP program in native mode with BPF_LINK_CREATE; detached when the
+/// returned link fd is closed.
+fn attach_fd(prog: std::os::fd::BorrowedFd<'_>, ifindex: u32) -> anyhow::Result<OwnedFd> {
+    #[repr(C)]
+    struct LinkAttr {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+    }
+    const BPF_LINK_CREATE: i64 = 28;
+    const BPF_XDP: u32 = 37;
+    const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+    let mut attr = LinkAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: XDP_FLAGS_DRV_MODE,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_CREATE.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &mut attr as *mut LinkAttr,
+            size_of::<LinkAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("attaching the bare redirect program");
+    }
+    // SAFETY: a fresh link fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn e2e(opts: &Options) -> anyhow::Result<Vec<Cost>> {
+    // Everything on one core: generator, device under test and sink share CPU 0.
+    let mut cpus = nix::sched::CpuSet::new();
+    cpus.set(0)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
+    let mut traffic = Traffic::load()?;
+    let modes = [
+        "direct",
+        "bare redirect",
+        "Linux bridge",
+        "kernel IPv4 forwarding",
+        "xnos L2",
+        "xnos L3 IPv4",
+    ];
+    let labs: Vec<Lab> = modes
+        .iter()
+        .map(|m| lab(m, &mut traffic))
+        .collect::<anyhow::Result<_>>()?;
+    let (runs, frames) = if opts.quick {
+        (2, 300_000)
+    } else {
+        (5, 2_000_000)
+    };
+    let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..runs {
+        for lab in &labs {
+            let rate = traffic.run(&lab.gen_ns, "gen0", &template(lab.dst, GEN_MAC), frames)?;
+            rates.entry(lab.mode).or_default().push(rate);
+        }
+    }
+    Ok(modes
+        .iter()
+        .map(|mode| {
+            let mut r = rates[mode].clone();
+            r.sort_by(f64::total_cmp);
+            Cost {
+                mode: (*mode).into(),
+                mean_ns: r[r.len() / 2],
+                min_ns: r[0],
+                max_ns: r[r.len() - 1],
+            }
+        })
+        .collect())
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -548,12 +861,18 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
         ))?;
     }
     let sent = start.elapsed();
-    wait_for(
-        &daemon,
-        "fdb_entries",
-        learn as u64,
-        Duration::from_secs(120),
-    )?;
+    let learned = || {
+        daemon
+            .xnos(&["db", "get", "fdb-learned"])
+            .map(|t| t.lines().count())
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while learned()? < learn {
+        if Instant::now() > deadline {
+            bail!("only {} of {learn} MACs learned", learned()?);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     result["learn"] = json!({
         "macs": learn,
         "send_s": sent.as_secs_f64(),
@@ -639,6 +958,24 @@ fn main() -> anyhow::Result<()> {
             c.mean_ns / bare
         );
     }
+    println!("==> end to end, 64-byte frames, generator + device under test + sink on one core");
+    let rates = e2e(&opts)?;
+    println!(
+        "{:<26} {:>12} {:>12} {:>12}",
+        "MODE", "MEDIAN-PPS", "MIN-PPS", "MAX-PPS"
+    );
+    for r in &rates {
+        // Far below every other mode means the frames were lost, not forwarded slowly.
+        let note = if r.mean_ns < rates[0].mean_ns / 1000.0 {
+            "  (frames lost: not a valid measurement)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<26} {:>12.0} {:>12.0} {:>12.0}{note}",
+            r.mode, r.mean_ns, r.min_ns, r.max_ns
+        );
+    }
     println!("==> control plane");
     let control = control_plane(&opts)?;
     println!("{}", serde_json::to_string_pretty(&control)?);
@@ -646,6 +983,7 @@ fn main() -> anyhow::Result<()> {
         "machine": machine,
         "quick": opts.quick,
         "datapath_ns_per_packet": costs.iter().map(|c| json!({"mode": c.mode, "mean": c.mean_ns, "min": c.min_ns, "max": c.max_ns})).collect::<Vec<_>>(),
+        "end_to_end_pps_one_core": rates.iter().map(|r| json!({"mode": r.mode, "median": r.mean_ns, "min": r.min_ns, "max": r.max_ns})).collect::<Vec<_>>(),
         "control_plane": control,
     });
     std::fs::write(

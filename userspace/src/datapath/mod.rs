@@ -27,7 +27,7 @@ use xnos_common::{
 use crate::bpffs::PinDir;
 
 /// The compiled eBPF object (ebpf/xnos-ebpf), built by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos"));
 
 pub const INGRESS_PROGRAM: &str = "xnos_ingress";
 pub const EGRESS_PROGRAM: &str = "xnos_egress";
@@ -225,7 +225,12 @@ impl Datapath {
                 .map_err(|e| pin_err(&path)(std::io::Error::other(e)))?;
             pins.files.push(path);
         }
-        for (name, program) in ebpf.programs_mut() {
+        // Only the programs xnosd loads (the object also carries benchmark programs).
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM] {
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(ProgramError::NotLoaded)
+                .map_err(prog_err(name))?;
             let path = root.join("progs").join(name);
             let _ = std::fs::remove_file(&path);
             program

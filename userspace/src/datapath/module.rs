@@ -398,12 +398,10 @@ fn report(db: &StateDb, dp: &Mutex<Datapath>, l3: &L3, generation: u64) -> anyho
     let ports = lock(dp).ports()?.len();
     let sizes = l3.sizes();
     db.write_observed(|tx| {
-        let fdb_entries = tx.observed().fdb_learned.len();
         let station_moves = tx.observed().datapath.station_moves;
         tx.datapath(DatapathStatus {
             generation,
             ports,
-            fdb_entries,
             routes: sizes.routes_v4 + sizes.routes_v6,
             routes_v4: sizes.routes_v4,
             routes_v6: sizes.routes_v6,

@@ -1,0 +1,55 @@
+//! Programs for `cargo xtask bench` only (never attached by xnosd): a traffic generator
+//! for BPF_PROG_TEST_RUN with live frames, and a counting sink.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+
+use crate::packet::ptr_at;
+
+/// Length of the generated frames (64 bytes on the wire with the FCS).
+const FRAME_LEN: usize = 60;
+/// Flows the generator cycles through (by UDP source port).
+const FLOWS: u32 = 64;
+const UDP_SPORT_OFFSET: usize = 34;
+
+#[map]
+static BENCH_TEMPLATE: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
+
+#[map]
+static BENCH_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Live-frames pages are recycled with whatever the device under test wrote into them:
+/// write the whole frame again every time, with the next flow's source port.
+#[xdp]
+pub fn xnos_bench_gen(ctx: XdpContext) -> u32 {
+    let (Some(template), Some(frame)) = (BENCH_TEMPLATE.get(0), ptr_at::<[u8; FRAME_LEN]>(&ctx, 0))
+    else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(seq) = BENCH_SEQ.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: bounds checked by ptr_at; per-CPU counter.
+    let (frame, seq) = unsafe { (&mut *frame, &mut *seq) };
+    *frame = *template;
+    *seq = seq.wrapping_add(1);
+    let port = (1024 + *seq % FLOWS) as u16;
+    frame[UDP_SPORT_OFFSET..UDP_SPORT_OFFSET + 2].copy_from_slice(&port.to_be_bytes());
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn xnos_bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(count) = BENCH_SINK.get_ptr_mut(0) {
+        // SAFETY: per-CPU counter.
+        unsafe { *count += 1 };
+    }
+    xdp_action::XDP_DROP
+}
