@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{HashMap, RingBuf},
 };
@@ -30,8 +30,10 @@ pub fn lookup(vlan: u16, mac: [u8; ETH_ALEN]) -> Option<&'static FdbEntry> {
 #[inline(always)]
 pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
     let key = FdbKey { mac, vlan };
+    // The coarse clock (CLOCK_MONOTONIC_COARSE, kernel >= 5.11) is a plain read, much
+    // cheaper than a clocksource read, and aging needs seconds.
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let old_ifindex = match FDB.get_ptr_mut(&key) {
         Some(entry) => {
             // SAFETY: pointer to a live map value.
