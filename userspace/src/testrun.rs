@@ -88,22 +88,7 @@ pub fn run_xdp(
         ctx_in: &ctx as *const XdpMd as u64,
         ..Default::default()
     };
-    // SAFETY: attr points at valid buffers of the sizes it states, alive for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>(),
-        )
-    };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return Err(io::Error::new(
-            err.kind(),
-            format!("bpf(BPF_PROG_TEST_RUN): {err}"),
-        ));
-    }
+    test_run(&mut attr, "bpf(BPF_PROG_TEST_RUN)")?;
     out.truncate(attr.data_size_out as usize);
     Ok(XdpRun {
         action: attr.retval,
@@ -137,21 +122,24 @@ pub fn run_xdp_live(
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         ..Default::default()
     };
-    // SAFETY: attr points at valid buffers of the sizes it states, alive for the call.
+    test_run(&mut attr, "bpf(BPF_PROG_TEST_RUN, live frames)")
+}
+
+/// The BPF_PROG_TEST_RUN syscall; `what` names the call in errors.
+fn test_run(attr: &mut TestRunAttr, what: &str) -> io::Result<()> {
+    // SAFETY: the callers fill attr with pointers to buffers of the sizes it states,
+    // which outlive this call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             size_of::<TestRunAttr>(),
         )
     };
     if ret < 0 {
         let err = io::Error::last_os_error();
-        return Err(io::Error::new(
-            err.kind(),
-            format!("bpf(BPF_PROG_TEST_RUN, live frames): {err}"),
-        ));
+        return Err(io::Error::new(err.kind(), format!("{what}: {err}")));
     }
     Ok(())
 }
