@@ -456,9 +456,10 @@ mod l3 {
         rig: Rig,
     }
 
-    fn nexthop(ifindex: u32, gateway: Option<&str>) -> Nexthop {
+    fn nexthop(ifindex: u32, out: L3Iface, gateway: Option<&str>) -> Nexthop {
         Nexthop {
             ifindex,
+            out,
             flags: if gateway.is_none() {
                 NEXTHOP_CONNECTED
             } else {
@@ -474,7 +475,7 @@ mod l3 {
         let mut group = NexthopGroup {
             count: nexthops.len() as u32,
             _pad: 0,
-            nexthops: [nexthop(0, None); MAX_ECMP],
+            nexthops: [nexthop(0, L3Iface::default(), None); MAX_ECMP],
         };
         group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
         group
@@ -524,20 +525,25 @@ mod l3 {
                 mac: ROUTER,
             };
             rig.dp.l3.ifaces.insert(svi, iface, 0).unwrap();
-            rig.dp.l3.vlan_l3.set(u32::from(vlan), svi, 0).unwrap();
+            rig.dp.l3.vlan_l3.set(u32::from(vlan), iface, 0).unwrap();
         }
+        let out20 = L3Iface {
+            port_ifindex: rig.ports["vlan20i"],
+            vlan: 20,
+            mac: ROUTER,
+        };
         let groups = [
-            (1, group(&[nexthop(svi20, None)])),
-            (2, group(&[nexthop(svi20, Some("10.0.20.3"))])),
-            (3, group(&[nexthop(svi20, Some("10.0.20.2"))])),
+            (1, group(&[nexthop(svi20, out20, None)])),
+            (2, group(&[nexthop(svi20, out20, Some("10.0.20.3"))])),
+            (3, group(&[nexthop(svi20, out20, Some("10.0.20.2"))])),
             (
                 4,
                 group(&[
-                    nexthop(svi20, Some("10.0.20.2")),
-                    nexthop(svi20, Some("10.0.20.3")),
+                    nexthop(svi20, out20, Some("10.0.20.2")),
+                    nexthop(svi20, out20, Some("10.0.20.3")),
                 ]),
             ),
-            (5, group(&[nexthop(svi20, Some("10.0.20.9"))])),
+            (5, group(&[nexthop(svi20, out20, Some("10.0.20.9"))])),
         ];
         for (id, g) in groups {
             rig.dp.l3.nhgs.insert(id, g, 0).unwrap();

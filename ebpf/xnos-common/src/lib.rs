@@ -159,9 +159,10 @@ impl DropReason {
 }
 
 /// An L3 interface, keyed by the ifindex of its kernel netdev (the SVI's kernel-side veth,
-/// or the routed port itself) in the `L3_IFACES` map.
+/// or the routed port itself) in the `L3_IFACES` map, and by VLAN in `VLAN_L3` for SVIs
+/// (an all-zero entry there: the VLAN is not routed).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct L3Iface {
     /// Where frames for the kernel go: the SVI's internal switch port, or the routed port.
     pub port_ifindex: u32,
@@ -196,6 +197,8 @@ pub struct Nexthop {
     pub flags: u32,
     /// IPv6, or IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d).
     pub gateway: [u8; 16],
+    /// The L3 interface of `ifindex`, copied here so that routing needs no lookup of it.
+    pub out: L3Iface,
 }
 
 pub const NEXTHOP_CONNECTED: u32 = 1;

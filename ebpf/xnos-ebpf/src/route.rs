@@ -20,9 +20,10 @@ use crate::{TX_PORTS, fdb, packet::ptr_at, port, port::Stats, trace, vlan, vlan:
 #[map]
 static L3_IFACES: HashMap<u32, L3Iface> = HashMap::with_max_entries(MAX_L3_IFACES, 0);
 
-/// VLAN ID -> ifindex of the VLAN's SVI (0: the VLAN is not routed).
+/// VLAN ID -> the VLAN's SVI (all zero: the VLAN is not routed). An array, not a lookup
+/// through L3_IFACES: every unicast frame asks.
 #[map]
-static VLAN_L3: Array<u32> = Array::with_max_entries(4096, 0);
+static VLAN_L3: Array<L3Iface> = Array::with_max_entries(4096, 0);
 
 #[map]
 static ROUTES4: LpmTrie<[u8; 4], RouteEntry> =
@@ -81,11 +82,11 @@ struct Ipv6Hdr {
 /// The SVI of VLAN `vid`, if the VLAN is routed.
 #[inline(always)]
 pub fn svi(vid: u16) -> Option<&'static L3Iface> {
-    let ifindex = *VLAN_L3.get(u32::from(vid & 0xfff))?;
-    if ifindex == 0 {
+    let iface = VLAN_L3.get(u32::from(vid & 0xfff))?;
+    if iface.port_ifindex == 0 {
         return None;
     }
-    iface(ifindex)
+    Some(iface)
 }
 
 #[inline(always)]
@@ -280,9 +281,8 @@ fn resolve<const TRACE: bool>(
     // SAFETY: see port::get.
     let neigh = unsafe { NEIGHS.get(&key) }.ok_or(PuntReason::NoNeighbor)?;
     trace::record::<TRACE>(|t| t.neigh_mac = neigh.mac);
-    let out = iface(nh.ifindex).ok_or(PuntReason::Unsupported)?;
-    let egress = egress(out, neigh.mac)?;
-    Ok((neigh.mac, out, egress))
+    let egress = egress(&nh.out, neigh.mac)?;
+    Ok((neigh.mac, &nh.out, egress))
 }
 
 /// Rewrite the Ethernet header for the next hop, set the tag the egress port wants, and

@@ -218,9 +218,10 @@ fn xdp_pass() -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn nexthop(ifindex: u32, gateway: Option<std::net::IpAddr>) -> Nexthop {
+fn nexthop(ifindex: u32, out: L3Iface, gateway: Option<std::net::IpAddr>) -> Nexthop {
     Nexthop {
         ifindex,
+        out,
         flags: if gateway.is_none() {
             NEXTHOP_CONNECTED
         } else {
@@ -331,14 +332,30 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             },
             0,
         )?;
-        dp.l3.vlan_l3.set(u32::from(vlan), svi, 0)?;
+        dp.l3.vlan_l3.set(
+            u32::from(vlan),
+            L3Iface {
+                port_ifindex: ifindex[port],
+                vlan,
+                mac: ROUTER,
+            },
+            0,
+        )?;
     }
     let mut group = NexthopGroup {
         count: 1,
         _pad: 0,
-        nexthops: [nexthop(0, None); MAX_ECMP],
+        nexthops: [nexthop(0, L3Iface::default(), None); MAX_ECMP],
     };
-    group.nexthops[0] = nexthop(svi20, None);
+    group.nexthops[0] = nexthop(
+        svi20,
+        L3Iface {
+            port_ifindex: ifindex["vlan20i"],
+            vlan: 20,
+            mac: ROUTER,
+        },
+        None,
+    );
     dp.l3.nhgs.insert(1, group, 0)?;
     dp.l3.routes4.insert(
         &Key::new(24, [10, 0, 20, 0]),

@@ -128,7 +128,7 @@ impl Drop for Pins {
 /// The L3 maps; written by `route::L3` only.
 pub struct L3Maps {
     pub ifaces: HashMap<MapData, u32, L3Iface>,
-    pub vlan_l3: Array<MapData, u32>,
+    pub vlan_l3: Array<MapData, L3Iface>,
     pub routes4: LpmTrie<MapData, [u8; 4], RouteEntry>,
     pub routes6: LpmTrie<MapData, [u8; 16], RouteEntry>,
     pub nhgs: HashMap<MapData, u32, NexthopGroup>,

@@ -114,6 +114,7 @@ fn main_route(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> Desired {
                 0
             },
             gateway: nh.gateway.map(addr16).unwrap_or_default(),
+            out: ifaces[&nh.ifindex],
         });
     }
     Desired::Forward(nexthops)
@@ -164,7 +165,7 @@ pub struct L3Sizes {
 #[derive(Default)]
 pub struct L3 {
     ifaces: BTreeMap<u32, L3Iface>,
-    vlan_l3: BTreeMap<u16, u32>,
+    vlan_l3: BTreeMap<u16, L3Iface>,
     routes: BTreeMap<IpNet, (RouteEntry, Desired)>,
     nhgs: BTreeMap<Vec<Nexthop>, (u32, usize)>,
     neighs: BTreeMap<NeighKey, NeighEntry>,
@@ -239,9 +240,9 @@ impl L3 {
             l3.ifaces.insert(ifindex, iface);
         }
         for (vid, item) in dp.l3.vlan_l3.iter().enumerate() {
-            let ifindex = item.map_err(map_err("VLAN_L3"))?;
-            if ifindex != 0 {
-                l3.vlan_l3.insert(vid as u16, ifindex);
+            let iface = item.map_err(map_err("VLAN_L3"))?;
+            if iface != L3Iface::default() {
+                l3.vlan_l3.insert(vid as u16, iface);
             }
         }
         for item in dp.l3.neighs.iter() {
@@ -263,20 +264,20 @@ impl L3 {
                 self.ifaces.insert(*ifindex, *iface);
             }
         }
-        let vlan_l3: BTreeMap<u16, u32> = ifaces
-            .iter()
-            .filter(|(_, i)| i.vlan != 0)
-            .map(|(ifindex, i)| (i.vlan, *ifindex))
+        let vlan_l3: BTreeMap<u16, L3Iface> = ifaces
+            .values()
+            .filter(|i| i.vlan != 0)
+            .map(|i| (i.vlan, *i))
             .collect();
         let vids: BTreeSet<u16> = vlan_l3.keys().chain(self.vlan_l3.keys()).copied().collect();
         for vid in vids {
-            let want = vlan_l3.get(&vid).copied().unwrap_or(0);
-            if self.vlan_l3.get(&vid).copied().unwrap_or(0) != want {
+            let want = vlan_l3.get(&vid).copied().unwrap_or_default();
+            if self.vlan_l3.get(&vid).copied().unwrap_or_default() != want {
                 dp.l3
                     .vlan_l3
                     .set(u32::from(vid), want, 0)
                     .map_err(map_err("VLAN_L3"))?;
-                if want == 0 {
+                if want == L3Iface::default() {
                     self.vlan_l3.remove(&vid);
                 } else {
                     self.vlan_l3.insert(vid, want);
@@ -362,6 +363,7 @@ impl L3 {
                 ifindex: 0,
                 flags: 0,
                 gateway: [0; 16],
+                out: L3Iface::default(),
             }; MAX_ECMP],
         };
         group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
