@@ -470,3 +470,58 @@ fn cli_without_a_daemon_fails_clearly() {
         "{stderr}"
     );
 }
+
+// What this shows: `datapath` picks the XDP mode per port, `xnos show ports` says which
+// mode is in use and why, and ports in different modes switch to each other.
+#[test]
+fn per_port_datapath_mode_is_applied_and_explained() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2"]).unwrap();
+    for (i, host) in topo.hosts.iter().enumerate() {
+        host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
+    }
+    let daemon = Daemon::start(
+        &topo.switch,
+        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
+         [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"xdp-generic\"\n",
+    )
+    .unwrap();
+    let ports = daemon.json("ports").unwrap();
+    let port = |name: &str| {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(port("swp1")["xdp"], "native");
+    assert!(
+        port("swp1")["xdp_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("auto"),
+        "{ports}"
+    );
+    assert_eq!(port("swp2")["xdp"], "generic");
+    assert_eq!(
+        port("swp2")["xdp_reason"],
+        "configured: datapath = \"xdp-generic\""
+    );
+    let link = topo
+        .switch
+        .ip(&["-d", "link", "show", "dev", "swp2"])
+        .unwrap();
+    assert!(link.contains("xdpgeneric"), "{link}");
+    let table = daemon.xnos(&["show", "ports"]).unwrap();
+    assert!(table.contains("swp2: generic XDP, configured"), "{table}");
+    assert!(
+        topo.hosts[0].ping("10.0.0.2", 3),
+        "native <-> generic ports do not switch"
+    );
+    assert!(
+        counter(&daemon, "swp2", "rx_packets") >= 3,
+        "generic XDP did not see the replies"
+    );
+}

@@ -92,6 +92,8 @@ pub struct PortView {
     pub tagged_vlans: Vec<u16>,
     /// `native`, `generic` or `none`.
     pub xdp: String,
+    /// Why the port uses that XDP mode.
+    pub xdp_reason: Option<String>,
     pub link: String,
     pub error: Option<String>,
     pub counters: CountersView,
@@ -277,6 +279,7 @@ impl Api {
                         untagged_vlan: port.mode.untagged_vlan(),
                         tagged_vlans,
                         xdp: status.map_or("none".into(), |s| s.xdp_mode.clone()),
+                        xdp_reason: status.and_then(|s| s.xdp_reason.clone()),
                         link: state
                             .observed
                             .links

@@ -122,7 +122,41 @@ struct RawPort {
     vlan: Option<Spanned<i64>>,
     vlans: Option<Spanned<Vec<Spanned<i64>>>>,
     native_vlan: Option<Spanned<i64>>,
+    datapath: Option<Spanned<DatapathChoice>>,
 }
+
+/// Which kernel fast path a port uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatapathChoice {
+    /// Native XDP if the driver supports it, generic XDP otherwise.
+    #[default]
+    Auto,
+    /// Native (driver) XDP only: the port fails if the driver lacks it.
+    XdpNative,
+    /// Generic (skb) XDP: works on any interface, slower.
+    XdpGeneric,
+    /// A TC program; not available yet.
+    Tc,
+}
+
+impl DatapathChoice {
+    pub fn is_auto(&self) -> bool {
+        *self == DatapathChoice::Auto
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DatapathChoice::Auto => "auto",
+            DatapathChoice::XdpNative => "xdp-native",
+            DatapathChoice::XdpGeneric => "xdp-generic",
+            DatapathChoice::Tc => "tc",
+        }
+    }
+}
+
+const TC_UNAVAILABLE: &str =
+    "the TC datapath is not available yet: use auto, xdp-native or xdp-generic";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -172,6 +206,9 @@ pub struct PortConfig {
     pub name: String,
     #[serde(flatten)]
     pub mode: PortMode,
+    /// `auto` (default), `xdp-native` or `xdp-generic`.
+    #[serde(default, skip_serializing_if = "DatapathChoice::is_auto")]
+    pub datapath: DatapathChoice,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -481,11 +518,19 @@ impl Config {
                     .entry(id)
                     .or_insert(VlanConfig { id, name: None });
             }
+            let datapath = match &port.datapath {
+                Some(d) if *d.get_ref() == DatapathChoice::Tc => {
+                    return Err(src.error(d.span(), format!("{key}.datapath"), TC_UNAVAILABLE));
+                }
+                Some(d) => *d.get_ref(),
+                None => DatapathChoice::Auto,
+            };
             config.ports.insert(
                 name.clone(),
                 PortConfig {
                     name: name.clone(),
                     mode,
+                    datapath,
                 },
             );
         }
@@ -710,6 +755,9 @@ impl Config {
             None => Ok(()),
         };
         for (name, port) in &self.ports {
+            if port.datapath == DatapathChoice::Tc {
+                return Err(field_error("port", name, "datapath", TC_UNAVAILABLE));
+            }
             if !link_exists(name) {
                 return Err(field_error(
                     "port",
@@ -906,6 +954,9 @@ impl Config {
                         out.push_str(&format!("native-vlan = {native}\n"));
                     }
                 }
+            }
+            if !port.datapath.is_auto() {
+                out.push_str(&format!("datapath = \"{}\"\n", port.datapath.name()));
             }
         }
         for fdb in self.fdb.values() {
@@ -1198,6 +1249,26 @@ nexthops = ["10.0.10.2", "10.0.10.3"]
             let e = err(&L3.replace(from, to));
             assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
         }
+    }
+
+    #[test]
+    fn datapath_choice_per_port() {
+        let base = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n";
+        let config = parse(&format!("{base}datapath = \"xdp-generic\"\n")).unwrap();
+        assert_eq!(config.ports["swp1"].datapath, DatapathChoice::XdpGeneric);
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
+        assert_eq!(
+            parse(base).unwrap().ports["swp1"].datapath,
+            DatapathChoice::Auto
+        );
+        let e = err(&format!("{base}datapath = \"tc\"\n"));
+        assert_eq!((e.key.as_str(), e.line), ("port[0].datapath", 5));
+        assert!(
+            e.message.contains("TC datapath is not available yet"),
+            "{e}"
+        );
+        let e = err(&format!("{base}datapath = \"dpdk\"\n"));
+        assert!(e.message.contains("unknown variant `dpdk`"), "{e}");
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub struct PortStatus {
     pub stats_slot: u32,
     /// `native` or `generic` XDP, or `none` if not attached.
     pub xdp_mode: String,
+    /// Why the port uses that mode.
+    #[serde(default)]
+    pub xdp_reason: Option<String>,
     /// Why the port is not forwarding, if it is not.
     pub error: Option<String>,
 }

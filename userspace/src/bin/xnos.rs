@@ -903,6 +903,11 @@ fn render_ports(ports: &Vec<PortView>) -> String {
         if let Some(error) = &p.error {
             out.push_str(&format!("{}: {error}\n", p.name));
         }
+        if p.xdp != "native"
+            && let Some(reason) = &p.xdp_reason
+        {
+            out.push_str(&format!("{}: {} XDP, {reason}\n", p.name, p.xdp));
+        }
         let drops: Vec<String> = p
             .counters
             .drops

@@ -24,7 +24,7 @@ use xnos_common::{
     RouteEntry,
 };
 
-use crate::bpffs::PinDir;
+use crate::{bpffs::PinDir, config::DatapathChoice};
 
 /// The compiled eBPF object (ebpf/xnos-ebpf), built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos"));
@@ -146,6 +146,8 @@ pub struct Datapath {
     flood_ports: DevMapHash<MapData>,
     learn_events: Option<RingBuf<MapData>>,
     links: BTreeMap<u32, (XdpLinkId, AttachMode)>,
+    /// Why each attached port uses its mode.
+    reasons: BTreeMap<u32, String>,
     // Declared last: pins are removed after the links are gone.
     pins: Option<Pins>,
 }
@@ -194,6 +196,7 @@ impl Datapath {
             flood_ports: DevMapHash::try_from(flood_ports).map_err(map_err("FLOOD_PORTS"))?,
             learn_events: Some(RingBuf::try_from(learn_events).map_err(map_err("LEARN_EVENTS"))?),
             links: BTreeMap::new(),
+            reasons: BTreeMap::new(),
             ebpf,
             pins,
         })
@@ -323,34 +326,75 @@ impl Datapath {
         self.links.get(&ifindex).map(|(_, mode)| *mode)
     }
 
-    /// Attach the ingress program to a port: native mode if the driver supports it,
-    /// otherwise generic. A no-op if already attached.
-    pub fn attach(&mut self, ifindex: u32) -> Result<AttachMode, DatapathError> {
+    /// Attach the ingress program to a port as `choice` asks (auto: native mode if the
+    /// driver supports it, otherwise generic), re-attaching if the mode must change.
+    /// Returns the mode and why it is the one in use.
+    pub fn attach(
+        &mut self,
+        ifindex: u32,
+        choice: DatapathChoice,
+    ) -> Result<(AttachMode, String), DatapathError> {
+        let wanted = match choice {
+            DatapathChoice::XdpNative => Some(AttachMode::Native),
+            DatapathChoice::XdpGeneric => Some(AttachMode::Generic),
+            DatapathChoice::Auto | DatapathChoice::Tc => None,
+        };
         if let Some(mode) = self.attached(ifindex) {
-            return Ok(mode);
+            if wanted.is_none_or(|w| w == mode) {
+                let reason = self.reasons.get(&ifindex).cloned().unwrap_or_default();
+                return Ok((mode, reason));
+            }
+            self.detach(ifindex)?;
         }
         let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
             Some(aya::programs::Program::Xdp(p)) => p,
             _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
         };
-        let (link, mode) = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
-            Ok(link) => (link, AttachMode::Native),
-            Err(native_err) => {
-                tracing::info!(ifindex, error = %native_err, "native XDP unavailable, using generic XDP");
-                let link = program
+        let attach_err = |source| DatapathError::Attach {
+            ifindex,
+            source: Box::new(source),
+        };
+        let (link, mode, reason) = match wanted {
+            Some(AttachMode::Native) => (
+                program
+                    .attach_to_if_index(ifindex, XdpMode::Driver)
+                    .map_err(attach_err)?,
+                AttachMode::Native,
+                "configured: datapath = \"xdp-native\"".to_string(),
+            ),
+            Some(AttachMode::Generic) => (
+                program
                     .attach_to_if_index(ifindex, XdpMode::Skb)
-                    .map_err(|source| DatapathError::Attach {
-                        ifindex,
-                        source: Box::new(source),
-                    })?;
-                (link, AttachMode::Generic)
-            }
+                    .map_err(attach_err)?,
+                AttachMode::Generic,
+                "configured: datapath = \"xdp-generic\"".to_string(),
+            ),
+            None => match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(link) => (
+                    link,
+                    AttachMode::Native,
+                    "auto: the driver supports native XDP".to_string(),
+                ),
+                Err(native_err) => {
+                    tracing::info!(ifindex, error = %native_err, "native XDP unavailable, using generic XDP");
+                    let link = program
+                        .attach_to_if_index(ifindex, XdpMode::Skb)
+                        .map_err(attach_err)?;
+                    (
+                        link,
+                        AttachMode::Generic,
+                        format!("auto: native XDP unavailable ({native_err})"),
+                    )
+                }
+            },
         };
         self.links.insert(ifindex, (link, mode));
-        Ok(mode)
+        self.reasons.insert(ifindex, reason.clone());
+        Ok((mode, reason))
     }
 
     pub fn detach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.reasons.remove(&ifindex);
         if let Some((link, _)) = self.links.remove(&ifindex) {
             let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
                 Some(aya::programs::Program::Xdp(p)) => p,

@@ -18,7 +18,7 @@ use xnos_common::{
 
 use super::{Datapath, route::L3};
 use crate::{
-    config::{Config, InterfaceConfig, PortMode},
+    config::{Config, DatapathChoice, InterfaceConfig, PortMode},
     mac::MacAddr,
     statedb::{Commit, DatapathStatus, LearnedMac, Observed, PortStatus, StateDb, Table},
     supervisor::ModuleCtx,
@@ -27,7 +27,7 @@ use crate::{
 /// How the datapath treats a port.
 enum PortKind {
     /// A switch port (configured, or the internal port of an SVI).
-    Switched(PortMode),
+    Switched(PortMode, DatapathChoice),
     /// A routed port: L3 only.
     Routed,
 }
@@ -38,13 +38,18 @@ fn datapath_ports(config: &Config) -> Vec<(String, PortKind)> {
     let mut ports: Vec<(String, PortKind)> = config
         .ports
         .values()
-        .map(|p| (p.name.clone(), PortKind::Switched(p.mode.clone())))
+        .map(|p| {
+            (
+                p.name.clone(),
+                PortKind::Switched(p.mode.clone(), p.datapath),
+            )
+        })
         .collect();
     for iface in config.interfaces.values() {
         match (iface.vlan, &iface.port) {
             (Some(vlan), _) => ports.push((
                 InterfaceConfig::svi_port_name(vlan),
-                PortKind::Switched(PortMode::Access { vlan }),
+                PortKind::Switched(PortMode::Access { vlan }, DatapathChoice::Auto),
             )),
             (None, Some(port)) => ports.push((port.clone(), PortKind::Routed)),
             (None, None) => {}
@@ -93,6 +98,7 @@ pub fn reconcile(
             ifindex: 0,
             stats_slot: 0,
             xdp_mode: "none".into(),
+            xdp_reason: None,
             error: None,
         };
         let Some(ifindex) = ifindex(&name) else {
@@ -109,7 +115,7 @@ pub fn reconcile(
             }
         };
         let conf = match &kind {
-            PortKind::Switched(mode) => port_conf(slot, mode),
+            PortKind::Switched(mode, _) => port_conf(slot, mode),
             PortKind::Routed => PortConf::new(slot, PORT_MODE_ROUTED, 0),
         };
         if current.get(&ifindex) != Some(&conf) {
@@ -117,8 +123,15 @@ pub fn reconcile(
         }
         status.ifindex = ifindex;
         status.stats_slot = slot;
-        match dp.attach(ifindex) {
-            Ok(mode) => status.xdp_mode = mode.name().into(),
+        let choice = match &kind {
+            PortKind::Switched(_, choice) => *choice,
+            PortKind::Routed => DatapathChoice::Auto,
+        };
+        match dp.attach(ifindex, choice) {
+            Ok((mode, reason)) => {
+                status.xdp_mode = mode.name().into();
+                status.xdp_reason = Some(reason);
+            }
             Err(e) => status.error = Some(format!("{e:#}")),
         }
         desired.insert(ifindex, conf);
