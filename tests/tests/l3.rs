@@ -357,3 +357,85 @@ fn ecmp_spreads_flows_over_both_nexthops() {
         "{again_h2} {again_h3}"
     );
 }
+
+// What this shows: SVIs and config routes added and removed at runtime (config apply)
+// reach the kernel and the fast path, and removing them undoes both.
+#[test]
+fn l3_config_changes_take_effect_at_runtime() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2"]).unwrap();
+    let base = "[switch]\nrouter-mac = \"02:00:00:00:01:00\"\n\
+                [[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
+                [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 20\n\
+                [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n";
+    let daemon = Daemon::start(&topo.switch, base).unwrap();
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    h1.add_address("10.0.10.2/24").unwrap();
+    h1.ns
+        .ip(&["route", "add", "default", "via", "10.0.10.1"])
+        .unwrap();
+    h2.add_address("10.0.20.2/24").unwrap();
+    h2.ns
+        .ip(&["route", "add", "default", "via", "10.0.20.1"])
+        .unwrap();
+    h2.ns
+        .ip(&["addr", "add", "10.99.1.1/32", "dev", "lo"])
+        .unwrap();
+    assert!(
+        !h1.ping("10.0.20.2", 1),
+        "VLAN 20 routed before it has an SVI"
+    );
+
+    let more = daemon.dir.join("more.toml");
+    std::fs::write(
+        &more,
+        format!("{base}[[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n[[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"10.0.20.2\"]\n"),
+    )
+    .unwrap();
+    let applied = daemon
+        .xnos(&["config", "apply", more.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        applied.contains("+ interface vlan20") && applied.contains("+ route 10.99.0.0/16"),
+        "{applied}"
+    );
+    assert!(
+        reachable(h1, "10.0.20.2"),
+        "SVI added at runtime does not route"
+    );
+    assert!(
+        reachable(h1, "10.99.1.1"),
+        "route added at runtime not followed"
+    );
+    let kernel = topo.switch.ip(&["route", "show", "10.99.0.0/16"]).unwrap();
+    assert!(
+        kernel.contains("via 10.0.20.2") && kernel.contains("proto 201"),
+        "{kernel}"
+    );
+
+    let again = daemon.dir.join("base.toml");
+    std::fs::write(&again, base).unwrap();
+    let applied = daemon
+        .xnos(&["config", "apply", again.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        applied.contains("- interface vlan20") && applied.contains("- route 10.99.0.0/16"),
+        "{applied}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !topo
+        .switch
+        .ip(&["route", "show", "10.99.0.0/16"])
+        .unwrap()
+        .trim()
+        .is_empty()
+        || topo.switch.ip(&["link", "show", "vlan20"]).is_ok()
+    {
+        assert!(Instant::now() < deadline, "config route or SVI left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !h1.ping("10.0.20.2", 1),
+        "still routed after the SVI was removed"
+    );
+}

@@ -817,6 +817,16 @@ impl Config {
     }
 
     fn validate_l3(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+        if let Some(mac) = self.switch.router_mac
+            && (mac.is_multicast() || mac.is_zero())
+        {
+            return Err(field_error(
+                "switch",
+                "switch",
+                "router_mac",
+                format!("{mac} is not a unicast address"),
+            ));
+        }
         let mut addresses = BTreeMap::new();
         for (name, iface) in &self.interfaces {
             match (iface.vlan, &iface.port) {

@@ -89,7 +89,12 @@ impl Table {
     pub const fn is_config(self) -> bool {
         matches!(
             self,
-            Table::Switch | Table::Vlan | Table::Port | Table::FdbStatic
+            Table::Switch
+                | Table::Vlan
+                | Table::Port
+                | Table::FdbStatic
+                | Table::Interface
+                | Table::Route
         )
     }
 }
@@ -388,6 +393,20 @@ pub fn diff_config(old: &Config, new: &Config) -> Vec<Change> {
         &old.fdb,
         &new.fdb,
         |(v, m)| fdb_key(*v, m),
+        &mut changes,
+    );
+    diff_table(
+        Table::Interface,
+        &old.interfaces,
+        &new.interfaces,
+        String::clone,
+        &mut changes,
+    );
+    diff_table(
+        Table::Route,
+        &old.routes,
+        &new.routes,
+        IpNet::to_string,
         &mut changes,
     );
     changes
@@ -1034,6 +1053,25 @@ mod tests {
         let fresh = db.subscribe();
         assert_eq!(all_rows(&fresh.snapshot), db.read(all_rows));
         assert_eq!(fresh.snapshot.generation, db.generation());
+    }
+
+    #[test]
+    fn every_config_table_is_diffed() {
+        let old = Config::default();
+        let new = Config::parse(
+            "t.toml",
+            "[switch]\nfdb-aging = 9\n[[vlan]]\nid = 10\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
+             [[fdb]]\nmac = \"02:00:00:00:00:01\"\nvlan = 10\nport = \"swp1\"\n\
+             [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n\
+             [[route]]\nprefix = \"10.9.0.0/16\"\nnexthops = [\"10.0.10.2\"]\n",
+            |_| true,
+        )
+        .unwrap();
+        let tables: std::collections::BTreeSet<Table> =
+            diff_config(&old, &new).iter().map(|c| c.table).collect();
+        let config_tables: std::collections::BTreeSet<Table> =
+            Table::ALL.into_iter().filter(|t| t.is_config()).collect();
+        assert_eq!(tables, config_tables);
     }
 
     #[test]

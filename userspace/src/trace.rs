@@ -88,6 +88,9 @@ pub fn unhex(text: &str) -> Result<Vec<u8>, String> {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect();
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a hex frame has only the digits 0-9 and a-f".into());
+    }
     if !text.len().is_multiple_of(2) {
         return Err("a hex frame needs an even number of digits".into());
     }

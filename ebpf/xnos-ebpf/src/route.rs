@@ -330,6 +330,10 @@ fn ipv4<const L3: usize, const TRACE: bool>(
     if ip.vihl != 0x45 {
         return punt::<TRACE>(ctx, tag, iface, PuntReason::IpOptions);
     }
+    // Multicast, broadcast, loopback and "this network" destinations are never routed.
+    if ip.dst[0] >= 224 || ip.dst[0] == 127 || ip.dst[0] == 0 {
+        return punt::<TRACE>(ctx, tag, iface, PuntReason::Unsupported);
+    }
     if ip.ttl <= 1 {
         return punt::<TRACE>(ctx, tag, iface, PuntReason::TtlExpired);
     }

@@ -653,6 +653,11 @@ async fn build_frame(client: &Client, args: &TraceArgs) -> Result<Vec<u8>, Clien
         }
     }
     if let Some(vlan) = args.vlan {
+        if vlan > 4094 {
+            return Err(ClientError::Refused(format!(
+                "--vlan {vlan} is out of range 0..4094"
+            )));
+        }
         let tci = (vlan & 0xfff).to_be_bytes();
         frame.splice(12..12, [0x81, 0x00, tci[0], tci[1]]);
     }

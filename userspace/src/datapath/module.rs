@@ -334,9 +334,15 @@ impl LearnRing {
             .context("learn-event ring buffer already taken")?;
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd, so the fd
         // stays open exactly as long as it is registered.
-        let fd = unsafe { AsyncFd::register(ring) }
-            .map_err(std::io::Error::from)
-            .context("polling the learn-event ring buffer")?;
+        let fd = match unsafe { AsyncFd::register(ring) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Hand the ring back so that the next run can try again.
+                let (ring, error) = e.into_parts();
+                lock(dp).put_learn_events(ring);
+                return Err(error).context("polling the learn-event ring buffer");
+            }
+        };
         Ok(Self {
             fd: Some(fd),
             dp: dp.clone(),

@@ -331,11 +331,13 @@ impl L3 {
             };
             match desired_neighbor(state, ifaces, ifindex, ip) {
                 Some(entry) if self.neighs.get(&key) != Some(&entry) => {
-                    dp.l3
-                        .neighs
-                        .insert(key, entry, 0)
-                        .map_err(map_err("NEIGHS"))?;
-                    self.neighs.insert(key, entry);
+                    // A full table leaves the neighbour to the kernel (packets punted).
+                    match dp.l3.neighs.insert(key, entry, 0) {
+                        Ok(()) => {
+                            self.neighs.insert(key, entry);
+                        }
+                        Err(e) => tracing::warn!(%ip, error = %e, "neighbour not programmed"),
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -398,11 +400,19 @@ impl L3 {
             if want == have {
                 continue;
             }
+            // A full table (or any map failure) leaves the prefix to the kernel: it is
+            // logged, and the next sync tries again.
             let entry = match &want {
-                Some(Desired::Forward(nexthops)) => Some(RouteEntry {
-                    kind: ROUTE_FORWARD,
-                    nhg: self.acquire(dp, nexthops)?,
-                }),
+                Some(Desired::Forward(nexthops)) => match self.acquire(dp, nexthops) {
+                    Ok(nhg) => Some(RouteEntry {
+                        kind: ROUTE_FORWARD,
+                        nhg,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(%prefix, error = %e, "nexthop group not programmed; the kernel forwards");
+                        continue;
+                    }
+                },
                 Some(Desired::Local) => Some(RouteEntry {
                     kind: ROUTE_LOCAL,
                     nhg: 0,
@@ -413,20 +423,27 @@ impl L3 {
                 }),
                 None => None,
             };
-            match (entry, key4(&prefix), key6(&prefix)) {
+            let written = match (entry, key4(&prefix), key6(&prefix)) {
                 (Some(entry), Some(key), _) => dp
                     .l3
                     .routes4
                     .insert(&key, entry, 0)
-                    .map_err(map_err("ROUTES4"))?,
+                    .map_err(map_err("ROUTES4")),
                 (Some(entry), _, Some(key)) => dp
                     .l3
                     .routes6
                     .insert(&key, entry, 0)
-                    .map_err(map_err("ROUTES6"))?,
-                (None, Some(key), _) => ignore_missing(dp.l3.routes4.remove(&key), "ROUTES4")?,
-                (None, _, Some(key)) => ignore_missing(dp.l3.routes6.remove(&key), "ROUTES6")?,
+                    .map_err(map_err("ROUTES6")),
+                (None, Some(key), _) => ignore_missing(dp.l3.routes4.remove(&key), "ROUTES4"),
+                (None, _, Some(key)) => ignore_missing(dp.l3.routes6.remove(&key), "ROUTES6"),
                 _ => unreachable!("a prefix is IPv4 or IPv6"),
+            };
+            if let Err(e) = written {
+                tracing::warn!(%prefix, error = %e, "route not programmed; the kernel forwards");
+                if let Some(Desired::Forward(nexthops)) = &want {
+                    self.release(dp, nexthops)?;
+                }
+                continue;
             }
             if let Some((_, Desired::Forward(old))) = self.routes.remove(&prefix) {
                 self.release(dp, &old)?;

@@ -108,6 +108,14 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
         .execute()
         .await
         .with_context(|| format!("creating SVI {name} (veth pair with {port})"))?;
+    // The kernel ignores an alias given at creation: set it on the made link.
+    let index = ifindex(&name)?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).alias(SVI_ALIAS).build())
+        .execute()
+        .await
+        .with_context(|| format!("marking {name} as made by xnos"))?;
     Ok(())
 }
 
@@ -278,11 +286,12 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         // Deleting one end of a veth pair deletes both.
         let _ = handle.link().del(index).execute().await;
     }
-    if config.interfaces.is_empty() && config.routes.is_empty() {
-        return Ok(());
+    // Forwarding is only turned on for a switch that routes; stale config routes are
+    // removed below either way.
+    if !config.interfaces.is_empty() || !config.routes.is_empty() {
+        sysctl("net/ipv4/ip_forward", "1")?;
+        sysctl("net/ipv6/conf/all/forwarding", "1")?;
     }
-    sysctl("net/ipv4/ip_forward", "1")?;
-    sysctl("net/ipv6/conf/all/forwarding", "1")?;
     let mac = config.switch.router_mac();
     for iface in config.interfaces.values() {
         if let Some(vlan) = iface.vlan {

@@ -59,11 +59,12 @@ pub fn link_state(msg: &LinkMessage) -> Option<LinkState> {
 
 pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[LinkMessage]) {
     let links: Vec<LinkState> = messages.iter().filter_map(link_state).collect();
+    let present: std::collections::BTreeSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
     let gone: Vec<String> = tx
         .observed()
         .links
         .keys()
-        .filter(|name| !links.iter().any(|l| &l.name == *name))
+        .filter(|name| !present.contains(name.as_str()))
         .cloned()
         .collect();
     for name in gone {

@@ -48,11 +48,13 @@ fn neighbor(msg: &NeighbourMessage) -> Option<Neighbor> {
 
 pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[NeighbourMessage]) {
     let neighbors: Vec<Neighbor> = messages.iter().filter_map(neighbor).collect();
+    let present: std::collections::BTreeSet<(u32, IpAddr)> =
+        neighbors.iter().map(|n| (n.ifindex, n.ip)).collect();
     let gone: Vec<(u32, IpAddr)> = tx
         .observed()
         .neighbors
         .keys()
-        .filter(|(i, a)| !neighbors.iter().any(|n| n.ifindex == *i && n.ip == *a))
+        .filter(|key| !present.contains(key))
         .copied()
         .collect();
     for (ifindex, ip) in gone {

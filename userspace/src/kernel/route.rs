@@ -134,15 +134,13 @@ pub fn fib_route(msg: &RouteMessage) -> Option<(&'static str, FibRoute)> {
 
 pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[RouteMessage]) {
     let routes: Vec<(&str, FibRoute)> = messages.iter().filter_map(fib_route).collect();
+    let present: std::collections::BTreeSet<(&str, IpNet)> =
+        routes.iter().map(|(t, r)| (*t, r.prefix)).collect();
     let gone: Vec<(String, IpNet)> = tx
         .observed()
         .fib
         .keys()
-        .filter(|(table, prefix)| {
-            !routes
-                .iter()
-                .any(|(t, r)| t == table && r.prefix == *prefix)
-        })
+        .filter(|(table, prefix)| !present.contains(&(table.as_str(), *prefix)))
         .cloned()
         .collect();
     for (table, prefix) in gone {
