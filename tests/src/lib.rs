@@ -224,6 +224,18 @@ impl Host {
             .is_ok_and(|s| s.success())
     }
 
+    /// Ping `ip` until it answers (a change may take a moment to reach the datapath);
+    /// false if it never does within 10 seconds.
+    pub fn reachable(&self, ip: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping(ip, 1) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// A raw socket on this host's eth0.
     pub fn socket(&self) -> anyhow::Result<PacketSocket> {
         self.ns.enter(|| PacketSocket::bind("eth0"))?

@@ -84,17 +84,6 @@ fn punts(daemon: &Daemon, reason: &str) -> u64 {
         .unwrap()
 }
 
-/// Ping until it answers (a route may take a moment to reach the datapath).
-fn reachable(host: &Host, ip: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if host.ping(ip, 1) {
-            return true;
-        }
-    }
-    false
-}
-
 /// The IPv4 or IPv6 ICMP echo requests `sock` receives within `wait`: (src MAC, TTL).
 fn echo_requests(sock: &PacketSocket, wait: Duration) -> Vec<([u8; 6], u8)> {
     sock.collect(wait, |_| true)
@@ -141,11 +130,8 @@ fn hosts_in_two_vlans_are_routed_by_the_fast_path() {
     let ifaces = daemon.json("interfaces").unwrap();
     assert_eq!(ifaces.as_array().unwrap().len(), 2, "{ifaces}");
 
-    assert!(reachable(h1, "10.0.20.2"), "no IPv4 path between the VLANs");
-    assert!(
-        reachable(h1, "fd00:20::2"),
-        "no IPv6 path between the VLANs"
-    );
+    assert!(h1.reachable("10.0.20.2"), "no IPv4 path between the VLANs");
+    assert!(h1.reachable("fd00:20::2"), "no IPv6 path between the VLANs");
     let (v4, v6) = (routed(&daemon, "routed_v4"), routed(&daemon, "routed_v6"));
     let capture = h2.socket().unwrap();
     assert!(h1.ping("10.0.20.2", 5) && h1.ping("fd00:20::2", 5));
@@ -215,7 +201,7 @@ fn kernel_routes_are_followed_and_routed_ports_route() {
     h5.ns
         .ip(&["route", "add", "default", "via", "10.0.99.1"])
         .unwrap();
-    assert!(reachable(h1, "10.0.99.2"), "routed port unreachable");
+    assert!(h1.reachable("10.0.99.2"), "routed port unreachable");
     let ports = daemon.json("ports").unwrap();
     assert_eq!(
         ports.as_array().unwrap().len(),
@@ -231,7 +217,7 @@ fn kernel_routes_are_followed_and_routed_ports_route() {
         .ip(&["route", "add", "10.99.0.0/16", "via", "10.0.20.2"])
         .unwrap();
     assert!(
-        reachable(h1, "10.99.1.1"),
+        h1.reachable("10.99.1.1"),
         "route added with ip route not followed"
     );
     let before = routed(&daemon, "routed_v4");
@@ -400,11 +386,11 @@ fn l3_config_changes_take_effect_at_runtime() {
         "{applied}"
     );
     assert!(
-        reachable(h1, "10.0.20.2"),
+        h1.reachable("10.0.20.2"),
         "SVI added at runtime does not route"
     );
     assert!(
-        reachable(h1, "10.99.1.1"),
+        h1.reachable("10.99.1.1"),
         "route added at runtime not followed"
     );
     let kernel = topo.switch.ip(&["route", "show", "10.99.0.0/16"]).unwrap();

@@ -42,17 +42,6 @@ fn addressed(topo: &Topology) {
     }
 }
 
-/// Ping until it answers (the change may take a moment to reach the datapath).
-fn reachable(host: &Host, ip: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if host.ping(ip, 1) {
-            return true;
-        }
-    }
-    false
-}
-
 /// A ping running in the background: `count` echo requests, 50 ms apart.
 fn background_ping(host: &Host, ip: &str, count: u32) -> Child {
     host.ns
@@ -97,7 +86,7 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
     addressed(&topo);
     let daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
     let [h1, h2, _] = [0, 1, 2].map(|i| &topo.hosts[i]);
-    assert!(reachable(h1, "10.0.0.3"));
+    assert!(h1.reachable("10.0.0.3"));
     assert!(!h1.ping("10.0.0.2", 1), "h2 reachable while in VLAN 20");
 
     let steady = background_ping(h1, "10.0.0.3", 60);
@@ -106,7 +95,7 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
         .unwrap();
     assert!(out.contains("~ port swp2"), "{out}");
     assert!(
-        reachable(h1, "10.0.0.2"),
+        h1.reachable("10.0.0.2"),
         "h2 unreachable after joining VLAN 10"
     );
 
@@ -150,7 +139,7 @@ fn bad_changes_are_refused_and_change_nothing() {
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
     let daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
-    assert!(reachable(&topo.hosts[0], "10.0.0.3"));
+    assert!(topo.hosts[0].reachable("10.0.0.3"));
     let before = daemon.xnos(&["config", "show"]).unwrap();
 
     let bad = daemon.dir.join("bad.toml");
@@ -258,7 +247,7 @@ fn applied_and_saved_config_survives_a_restart() {
         .xnos(&["config", "apply", new.to_str().unwrap()])
         .unwrap();
     assert!(applied.starts_with("committed generation"), "{applied}");
-    assert!(reachable(&topo.hosts[0], "10.0.0.2"));
+    assert!(topo.hosts[0].reachable("10.0.0.2"));
 
     daemon
         .xnos(&[
@@ -286,7 +275,7 @@ fn applied_and_saved_config_survives_a_restart() {
         "{fdb}"
     );
     assert!(
-        reachable(&topo.hosts[0], "10.0.0.2"),
+        topo.hosts[0].reachable("10.0.0.2"),
         "saved VLAN change lost on restart"
     );
 }
@@ -299,7 +288,7 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
     let daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
-    assert!(reachable(&topo.hosts[0], "10.0.0.3"));
+    assert!(topo.hosts[0].reachable("10.0.0.3"));
 
     let ping = background_ping(&topo.hosts[0], "10.0.0.3", 60);
     std::thread::sleep(Duration::from_millis(500));
@@ -340,7 +329,7 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
     daemon
         .xnos(&["port", "set", "swp2", "--access", "10"])
         .unwrap();
-    assert!(reachable(&topo.hosts[0], "10.0.0.2"));
+    assert!(topo.hosts[0].reachable("10.0.0.2"));
 
     let (sent, received, text) = ping_result(ping);
     assert_eq!(
