@@ -35,7 +35,7 @@ use xnos_common::PuntReason;
 use crate::{
     config::{Config, InterfaceConfig, PortMode},
     datapath::StatsReader,
-    datapath::route::fast_path_carries,
+    datapath::route::{fast_path_carries, l3_ifaces},
     kernel::link,
     kernel::neigh,
     mac::MacAddr,
@@ -377,6 +377,7 @@ impl Api {
             .unwrap_or_default();
         self.db.read(|state| {
             let names = ifnames(state);
+            let ifaces = l3_ifaces(state);
             let routes = state
                 .observed
                 .fib
@@ -403,7 +404,7 @@ impl Api {
                                 .unwrap_or_else(|| n.ifindex.to_string()),
                         })
                         .collect(),
-                    fast_path: fast_path_carries(state, table, prefix),
+                    fast_path: fast_path_carries(r, &ifaces),
                 })
                 .collect();
             RoutesView { routes, counters }

@@ -211,7 +211,6 @@ pub struct DatapathStatus {
     /// The last StateDb generation the maps reflect.
     pub generation: u64,
     pub ports: usize,
-    pub routes: usize,
     pub routes_v4: usize,
     pub routes_v6: usize,
     pub nexthop_groups: usize,

@@ -820,25 +820,26 @@ fn datapath_status(daemon: &xnos_tests::Daemon) -> serde_json::Value {
     rows[0]["row"].clone()
 }
 
-fn wait_for(
+/// Routes the datapath has programmed (IPv4 and IPv6).
+fn programmed_routes(daemon: &xnos_tests::Daemon) -> u64 {
+    let status = datapath_status(daemon);
+    status["routes_v4"].as_u64().unwrap_or(0) + status["routes_v6"].as_u64().unwrap_or(0)
+}
+
+/// Wait until the datapath has programmed `target` routes.
+fn wait_for_routes(
     daemon: &xnos_tests::Daemon,
-    field: &str,
     target: u64,
     limit: Duration,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<()> {
     let start = Instant::now();
-    loop {
-        if datapath_status(daemon)[field].as_u64().unwrap_or(0) >= target {
-            return Ok(start.elapsed());
-        }
+    while programmed_routes(daemon) < target {
         if start.elapsed() > limit {
-            bail!(
-                "{field} never reached {target}: {}",
-                datapath_status(daemon)
-            );
+            bail!("routes never reached {target}: {}", datapath_status(daemon));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
 }
 
 fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
@@ -855,7 +856,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
     // Single route changes: from `ip route add` to the datapath having it.
     let mut latencies = Vec::new();
     for i in 0..20 {
-        let before = datapath_status(&daemon)["routes"].as_u64().unwrap_or(0);
+        let before = programmed_routes(&daemon);
         let start = Instant::now();
         topo.switch.ip(&[
             "route",
@@ -864,7 +865,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
             "via",
             "10.0.20.2",
         ])?;
-        wait_for(&daemon, "routes", before + 1, Duration::from_secs(10))?;
+        wait_for_routes(&daemon, before + 1, Duration::from_secs(10))?;
         latencies.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
@@ -891,14 +892,13 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
             ));
         }
         std::fs::write(&batch, text)?;
-        let before = datapath_status(&daemon)["routes"].as_u64().unwrap_or(0);
+        let before = programmed_routes(&daemon);
         let start = Instant::now();
         topo.switch
             .ip(&["-batch", batch.to_str().context("path")?])?;
         let kernel = start.elapsed();
-        wait_for(
+        wait_for_routes(
             &daemon,
-            "routes",
             before + (count - done) as u64,
             Duration::from_secs(300),
         )?;

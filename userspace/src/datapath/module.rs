@@ -421,7 +421,6 @@ fn report(db: &StateDb, dp: &Mutex<Datapath>, l3: &L3, generation: u64) -> anyho
         tx.datapath(DatapathStatus {
             generation,
             ports,
-            routes: sizes.routes_v4 + sizes.routes_v6,
             routes_v4: sizes.routes_v4,
             routes_v6: sizes.routes_v6,
             nexthop_groups: sizes.nexthop_groups,

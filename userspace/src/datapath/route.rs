@@ -51,21 +51,18 @@ impl Desired {
     }
 }
 
-/// What the fast path does with a route, for `xnos show routes`.
-pub fn fast_path_carries(state: &State, table: &str, prefix: &IpNet) -> bool {
-    let ifaces = desired_ifaces(state);
-    match table {
-        "local" => state
-            .observed
-            .fib
-            .get(&("local".into(), *prefix))
-            .is_some_and(|r| r.kind == "local"),
-        _ => state
-            .observed
-            .fib
-            .get(&("main".into(), *prefix))
-            .is_some_and(|r| main_route(r, &ifaces).carried()),
+/// Whether the fast path carries a FIB route (for `xnos show routes`); `ifaces` is
+/// `l3_ifaces(state)`, computed once for a whole listing.
+pub fn fast_path_carries(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> bool {
+    match route.table.as_str() {
+        "local" => route.kind == "local",
+        _ => main_route(route, ifaces).carried(),
     }
+}
+
+/// The L3 interfaces the datapath is programmed with, keyed by kernel ifindex.
+pub fn l3_ifaces(state: &State) -> BTreeMap<u32, L3Iface> {
+    desired_ifaces(state)
 }
 
 /// The L3 interfaces config asks for, keyed by kernel ifindex, and the routed VLANs.
