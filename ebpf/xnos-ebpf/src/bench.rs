@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::packet::ptr_at;
+use crate::frame::Frame;
 
 /// Length of the generated frames (64 bytes on the wire with the FCS).
 const FRAME_LEN: usize = 60;
@@ -29,7 +29,7 @@ static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// write the whole frame again every time, with the next flow's source port.
 #[xdp]
 pub fn xnos_bench_gen(ctx: XdpContext) -> u32 {
-    let (Some(template), Some(frame)) = (BENCH_TEMPLATE.get(0), ptr_at::<[u8; FRAME_LEN]>(&ctx, 0))
+    let (Some(template), Some(frame)) = (BENCH_TEMPLATE.get(0), ctx.ptr_at::<[u8; FRAME_LEN]>(0))
     else {
         return xdp_action::XDP_ABORTED;
     };

@@ -1,5 +1,6 @@
-//! The xnos L2 datapath: XDP ingress on every switch port, and a devmap egress program
-//! that finishes flooded frames for each port.
+//! The xnos datapath: one pipeline, run as XDP ingress on every switch port (or as TC
+//! ingress where XDP cannot run), and a devmap egress program that finishes frames flooded
+//! by XDP for each port.
 //!
 //! Ingress classifies the frame into a VLAN, learns its source MAC, routes frames sent to
 //! the router MAC of a routed VLAN or port (route.rs), and either redirects a known
@@ -8,11 +9,13 @@
 //! attached to every `FLOOD_PORTS` entry then drops them on ports outside the VLAN and pops
 //! the tag on ports where the VLAN is untagged. Flooding uses devmap broadcast with
 //! BPF_F_EXCLUDE_INGRESS (kernel >= 5.15), so a frame never goes back out of its ingress port.
+//! TC floods clone the frame to each member port instead (frame.rs).
 #![no_std]
 #![no_main]
 
 mod bench;
 mod fdb;
+mod frame;
 mod packet;
 mod port;
 mod route;
@@ -20,33 +23,34 @@ mod trace;
 mod vlan;
 
 use aya_ebpf::{
-    bindings::{BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, xdp_action},
-    macros::{map, xdp},
-    maps::DevMapHash,
-    programs::XdpContext,
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use xnos_common::{
-    DropReason, MAX_PORTS, PORT_MODE_ROUTED, PortConf, TRACE_DROP, TRACE_FLOOD, TRACE_L2_UNICAST,
+    DropReason, PORT_MODE_ROUTED, PortConf, TRACE_DROP, TRACE_FLOOD, TRACE_L2_UNICAST,
     TRACE_TO_KERNEL, TraceRecord,
 };
 
-use crate::{
-    packet::{EthHdr, ptr_at},
-    port::Stats,
-    vlan::Tag,
-};
-
-/// Known-unicast egress: frames leave exactly as the ingress program wrote them.
-#[map]
-pub(crate) static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
-
-/// Flood targets: every port, each entry running `xnos_egress`.
-#[map]
-static FLOOD_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+use crate::{frame::Frame, packet::EthHdr, port::Stats, vlan::Tag};
 
 #[xdp]
 pub fn xnos_ingress(ctx: XdpContext) -> u32 {
-    ingress::<false>(&ctx)
+    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    pipeline::<false, _>(&ctx, ifindex)
+}
+
+/// The same pipeline at TC ingress (tcx or clsact), for ports whose driver cannot run it
+/// as XDP.
+#[classifier]
+pub fn xnos_tc_ingress(ctx: TcContext) -> i32 {
+    if frame::tc_pull_headers(&ctx).is_err() {
+        return <TcContext as Frame>::PASS as i32;
+    }
+    // SAFETY: reading a field of the __sk_buff the kernel handed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    pipeline::<false, _>(&ctx, ifindex) as i32
 }
 
 /// The same pipeline for `xnos trace` (run only through BPF_PROG_TEST_RUN): it records its
@@ -54,23 +58,23 @@ pub fn xnos_ingress(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xnos_trace(ctx: XdpContext) -> u32 {
     trace::record::<true>(|t| *t = TraceRecord::default());
-    let action = ingress::<true>(&ctx);
+    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let action = pipeline::<true, _>(&ctx, ifindex);
     trace::record::<true>(|t| t.action = action);
     action
 }
 
 #[inline(always)]
-fn ingress<const TRACE: bool>(ctx: &XdpContext) -> u32 {
-    // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+fn pipeline<const TRACE: bool, F: Frame>(ctx: &F, ifindex: u32) -> u32 {
     let Some(port) = port::get(ifindex) else {
         // Not a switch port of this instance: leave it to the kernel.
         trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
-        return xdp_action::XDP_PASS;
+        return F::PASS;
     };
     let stats = Stats::of::<TRACE>(port);
-    stats.rx(ctx.data_end() - ctx.data());
-    match try_ingress::<TRACE>(ctx, ifindex, port, &stats) {
+    stats.rx(ctx.len());
+    match try_pipeline::<TRACE, F>(ctx, ifindex, port, &stats) {
         Ok(action) => action,
         Err(reason) => {
             stats.drop(reason);
@@ -78,33 +82,33 @@ fn ingress<const TRACE: bool>(ctx: &XdpContext) -> u32 {
                 t.stage = TRACE_DROP;
                 t.drop_reason = reason as u32 + 1;
             });
-            xdp_action::XDP_DROP
+            F::DROP
         }
     }
 }
 
 #[inline(always)]
-fn try_ingress<const TRACE: bool>(
-    ctx: &XdpContext,
+fn try_pipeline<const TRACE: bool, F: Frame>(
+    ctx: &F,
     ifindex: u32,
     port: &PortConf,
     stats: &Stats,
 ) -> Result<u32, DropReason> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Malformed)?;
+    let eth: *const EthHdr = ctx.ptr_at(0).ok_or(DropReason::Malformed)?;
     // SAFETY: ptr_at checked that the whole header is inside the frame.
     let (dst, src) = unsafe { ((*eth).dst, (*eth).src) };
-    let tag = Tag::parse(ctx)?;
+    let tag = ctx.tag()?;
     if port.mode == PORT_MODE_ROUTED {
         // A routed port switches nothing: frames for the router MAC are routed, the rest
         // (ARP, ND, frames for other hosts) belong to the kernel's netdev of the port.
         return match route::iface(ifindex) {
             Some(iface) if tag.is_none() && iface.mac == dst => {
-                route::forward::<TRACE>(ctx, tag, iface)
+                route::forward::<TRACE, F>(ctx, tag, iface)
             }
             _ => {
                 stats.punt();
                 trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
-                Ok(xdp_action::XDP_PASS)
+                Ok(F::PASS)
             }
         };
     }
@@ -118,7 +122,7 @@ fn try_ingress<const TRACE: bool>(
         // STP, LACP, LLDP...: a bridge must not forward them; the kernel may want them.
         stats.punt();
         trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(F::PASS);
     }
     if !TRACE {
         fdb::learn(ifindex, vid, src, stats);
@@ -128,7 +132,7 @@ fn try_ingress<const TRACE: bool>(
         && let Some(iface) = route::svi(vid)
         && iface.mac == dst
     {
-        return route::forward::<TRACE>(ctx, tag, iface);
+        return route::forward::<TRACE, F>(ctx, tag, iface);
     }
     if dst[0] & 1 == 0
         && let Some(entry) = fdb::lookup(vid, dst)
@@ -141,10 +145,8 @@ fn try_ingress<const TRACE: bool>(
             return Err(DropReason::NoEgress);
         }
         vlan::rewrite(ctx, tag, vid, out.pvid == vid)?;
-        let action = TX_PORTS
-            .redirect(entry.ifindex, 0)
-            .map_err(|_| DropReason::NoEgress)?;
-        Stats::of::<TRACE>(out).tx(ctx.data_end() - ctx.data());
+        let action = ctx.redirect(entry.ifindex)?;
+        Stats::of::<TRACE>(out).tx(ctx.len());
         trace::record::<TRACE>(|t| {
             t.stage = TRACE_L2_UNICAST;
             t.egress_ifindex = entry.ifindex;
@@ -154,19 +156,16 @@ fn try_ingress<const TRACE: bool>(
         return Ok(action);
     }
 
-    vlan::rewrite(ctx, tag, vid, false)?;
     stats.flood();
     port::vlan_flooded::<TRACE>(vid);
     trace::record::<TRACE>(|t| {
         t.stage = TRACE_FLOOD;
         t.out_vlan = vid;
     });
-    Ok(FLOOD_PORTS
-        .redirect(0, u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS))
-        .unwrap_or(xdp_action::XDP_DROP))
+    ctx.flood(ifindex, tag, vid)
 }
 
-/// Runs once per destination port of a flooded frame (devmap program, kernel >= 5.8).
+/// Runs once per destination port of a frame flooded by XDP (devmap program, kernel >= 5.8).
 #[xdp(map = "devmap")]
 pub fn xnos_egress(ctx: XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
@@ -186,7 +185,7 @@ pub fn xnos_egress(ctx: XdpContext) -> u32 {
     if vlan::rewrite(&ctx, Some(tag), vid, port.pvid == vid).is_err() {
         return xdp_action::XDP_DROP;
     }
-    Stats::of::<false>(port).tx(ctx.data_end() - ctx.data());
+    Stats::of::<false>(port).tx(ctx.len());
     xdp_action::XDP_PASS
 }
 

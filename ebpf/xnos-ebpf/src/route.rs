@@ -2,11 +2,10 @@
 //! groups and the neighbour table; punt to the kernel what the fast path does not handle.
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::XdpContext,
 };
 use xnos_common::{
     DropReason, L3Iface, L3Stats, MAX_ECMP, MAX_L3_IFACES, NEIGH_SIZE, NEXTHOP_CONNECTED, NHG_SIZE,
@@ -14,7 +13,7 @@ use xnos_common::{
     RouteEntry,
 };
 
-use crate::{TX_PORTS, fdb, packet::ptr_at, port, port::Stats, trace, vlan, vlan::Tag};
+use crate::{fdb, frame::Frame, port, port::Stats, trace, vlan, vlan::Tag};
 
 /// L3 interfaces by the ifindex of their kernel netdev.
 #[map]
@@ -130,8 +129,8 @@ fn punt_allowed() -> bool {
 /// Hand the packet to the kernel's netdev of `iface`: an SVI's packets go (untagged)
 /// through its internal port, a routed port's straight up its own stack.
 #[inline(always)]
-pub fn punt<const TRACE: bool>(
-    ctx: &XdpContext,
+pub fn punt<const TRACE: bool, F: Frame>(
+    ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
     reason: PuntReason,
@@ -147,7 +146,7 @@ pub fn punt<const TRACE: bool>(
     });
     if !TRACE && !punt_allowed() {
         l3_stats::<TRACE>(|s| s.punts_limited += 1);
-        return Ok(xdp_action::XDP_DROP);
+        return Ok(F::DROP);
     }
     l3_stats::<TRACE>(|s| {
         if let Some(count) = s.punts.get_mut(index) {
@@ -155,44 +154,42 @@ pub fn punt<const TRACE: bool>(
         }
     });
     if iface.vlan == 0 {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(F::PASS);
     }
     vlan::rewrite(ctx, tag, iface.vlan, true)?;
     if let Some(port) = port::get(iface.port_ifindex) {
-        Stats::of::<TRACE>(port).tx(ctx.data_end() - ctx.data());
+        Stats::of::<TRACE>(port).tx(ctx.len());
     }
-    TX_PORTS
-        .redirect(iface.port_ifindex, 0)
-        .map_err(|_| DropReason::NoEgress)
+    ctx.redirect(iface.port_ifindex)
 }
 
 /// Route a frame that arrived for the router MAC of `iface`.
 #[inline(always)]
-pub fn forward<const TRACE: bool>(
-    ctx: &XdpContext,
+pub fn forward<const TRACE: bool, F: Frame>(
+    ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
 ) -> Result<u32, DropReason> {
     // Two copies with constant offsets keep every packet access simple for the verifier.
-    if tag.is_some() {
-        forward_at::<18, TRACE>(ctx, tag, iface)
+    if tag.is_some_and(|t| t.in_frame()) {
+        forward_at::<18, TRACE, F>(ctx, tag, iface)
     } else {
-        forward_at::<14, TRACE>(ctx, tag, iface)
+        forward_at::<14, TRACE, F>(ctx, tag, iface)
     }
 }
 
 #[inline(always)]
-fn forward_at<const L3: usize, const TRACE: bool>(
-    ctx: &XdpContext,
+fn forward_at<const L3: usize, const TRACE: bool, F: Frame>(
+    ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
 ) -> Result<u32, DropReason> {
-    let proto: *const [u8; 2] = ptr_at(ctx, L3 - 2).ok_or(DropReason::Malformed)?;
+    let proto: *const [u8; 2] = ctx.ptr_at(L3 - 2).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at.
     match u16::from_be_bytes(unsafe { *proto }) {
-        ETH_P_IP => ipv4::<L3, TRACE>(ctx, tag, iface),
-        ETH_P_IPV6 => ipv6::<L3, TRACE>(ctx, tag, iface),
-        _ => punt::<TRACE>(ctx, tag, iface, PuntReason::Unsupported),
+        ETH_P_IP => ipv4::<L3, TRACE, F>(ctx, tag, iface),
+        ETH_P_IPV6 => ipv6::<L3, TRACE, F>(ctx, tag, iface),
+        _ => punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported),
     }
 }
 
@@ -214,11 +211,11 @@ fn flow_hash(src: u32, dst: u32, proto: u8, ports: u32) -> u32 {
 
 /// The TCP/UDP ports at `offset` as one word, or 0.
 #[inline(always)]
-fn ports(ctx: &XdpContext, offset: usize, proto: u8) -> u32 {
+fn ports<F: Frame>(ctx: &F, offset: usize, proto: u8) -> u32 {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return 0;
     }
-    match ptr_at::<[u8; 4]>(ctx, offset) {
+    match ctx.ptr_at::<[u8; 4]>(offset) {
         // SAFETY: bounds checked by ptr_at.
         Some(p) => u32::from_be_bytes(unsafe { *p }),
         None => 0,
@@ -288,21 +285,21 @@ fn resolve<const TRACE: bool>(
 /// Rewrite the Ethernet header for the next hop, set the tag the egress port wants, and
 /// redirect.
 #[inline(always)]
-fn transmit<const TRACE: bool>(
-    ctx: &XdpContext,
+fn transmit<const TRACE: bool, F: Frame>(
+    ctx: &F,
     tag: Option<Tag>,
     mac: [u8; 6],
     out: &L3Iface,
     (egress_ifindex, vid, untagged): (u32, u16, bool),
 ) -> Result<u32, DropReason> {
-    let macs: *mut [u8; 12] = ptr_at(ctx, 0).ok_or(DropReason::Malformed)?;
+    let macs: *mut [u8; 12] = ctx.ptr_at(0).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at.
     let macs = unsafe { &mut *macs };
     macs[..6].copy_from_slice(&mac);
     macs[6..].copy_from_slice(&out.mac);
     vlan::rewrite(ctx, tag, vid, untagged)?;
     if let Some(port) = port::get(egress_ifindex) {
-        Stats::of::<TRACE>(port).tx(ctx.data_end() - ctx.data());
+        Stats::of::<TRACE>(port).tx(ctx.len());
     }
     trace::record::<TRACE>(|t| {
         t.stage = xnos_common::TRACE_ROUTED;
@@ -310,35 +307,33 @@ fn transmit<const TRACE: bool>(
         t.out_vlan = vid;
         t.untagged = u32::from(untagged);
     });
-    TX_PORTS
-        .redirect(egress_ifindex, 0)
-        .map_err(|_| DropReason::NoEgress)
+    ctx.redirect(egress_ifindex)
 }
 
 #[inline(always)]
-fn ipv4<const L3: usize, const TRACE: bool>(
-    ctx: &XdpContext,
+fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
+    ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
 ) -> Result<u32, DropReason> {
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, L3).ok_or(DropReason::Malformed)?;
+    let ip: *mut Ipv4Hdr = ctx.ptr_at(L3).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at; the header stays valid until we adjust the frame.
     let ip = unsafe { &mut *ip };
     if ip.vihl >> 4 != 4 {
         return Err(DropReason::Malformed);
     }
     if ip.vihl != 0x45 {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::IpOptions);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::IpOptions);
     }
     // Multicast, broadcast, loopback and "this network" destinations are never routed.
     if ip.dst[0] >= 224 || ip.dst[0] == 127 || ip.dst[0] == 0 {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
     }
     if ip.ttl <= 1 {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::TtlExpired);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TtlExpired);
     }
     let Some(route) = ROUTES4.get(Key::new(32, ip.dst)) else {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::NoRoute);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::NoRoute);
     };
     // Only first fragments carry ports; hash the others on addresses alone.
     let first_fragment = u16::from_be_bytes(ip.frag) & 0x1fff == 0;
@@ -360,7 +355,7 @@ fn ipv4<const L3: usize, const TRACE: bool>(
     dst[12..].copy_from_slice(&ip.dst);
     let (mac, out, egress) = match resolve::<TRACE>(route, hash, &dst) {
         Ok(resolved) => resolved,
-        Err(reason) => return punt::<TRACE>(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
     // TTL - 1 and the incremental checksum update of RFC 1624.
     let old = u16::from_be_bytes([ip.ttl, ip.proto]);
@@ -370,18 +365,18 @@ fn ipv4<const L3: usize, const TRACE: bool>(
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     ip.check = (!(sum as u16)).to_be_bytes();
-    let action = transmit::<TRACE>(ctx, tag, mac, out, egress)?;
+    let action = transmit::<TRACE, F>(ctx, tag, mac, out, egress)?;
     l3_stats::<TRACE>(|s| s.routed_v4 += 1);
     Ok(action)
 }
 
 #[inline(always)]
-fn ipv6<const L3: usize, const TRACE: bool>(
-    ctx: &XdpContext,
+fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
+    ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
 ) -> Result<u32, DropReason> {
-    let ip: *mut Ipv6Hdr = ptr_at(ctx, L3).ok_or(DropReason::Malformed)?;
+    let ip: *mut Ipv6Hdr = ctx.ptr_at(L3).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at; the header stays valid until we adjust the frame.
     let ip = unsafe { &mut *ip };
     if ip.vtc_flow[0] >> 4 != 6 {
@@ -389,13 +384,13 @@ fn ipv6<const L3: usize, const TRACE: bool>(
     }
     // Link-local and multicast destinations are never routed.
     if ip.dst[0] == 0xff || (ip.dst[0] == 0xfe && ip.dst[1] & 0xc0 == 0x80) {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
     }
     if ip.hop_limit <= 1 {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::TtlExpired);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TtlExpired);
     }
     let Some(route) = ROUTES6.get(Key::new(128, ip.dst)) else {
-        return punt::<TRACE>(ctx, tag, iface, PuntReason::NoRoute);
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::NoRoute);
     };
     let word = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let fold = |a: &[u8; 16]| word(a, 0) ^ word(a, 4) ^ word(a, 8) ^ word(a, 12);
@@ -408,10 +403,10 @@ fn ipv6<const L3: usize, const TRACE: bool>(
     let dst = ip.dst;
     let (mac, out, egress) = match resolve::<TRACE>(route, hash, &dst) {
         Ok(resolved) => resolved,
-        Err(reason) => return punt::<TRACE>(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
     ip.hop_limit -= 1;
-    let action = transmit::<TRACE>(ctx, tag, mac, out, egress)?;
+    let action = transmit::<TRACE, F>(ctx, tag, mac, out, egress)?;
     l3_stats::<TRACE>(|s| s.routed_v6 += 1);
     Ok(action)
 }
