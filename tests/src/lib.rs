@@ -273,6 +273,17 @@ impl Topology {
         let out = self.switch.ip(&["-d", "link", "show", "dev", port])?;
         Ok(out.contains("prog/xdp"))
     }
+
+    /// The names of the TC programs attached (tcx) at the ingress of `port`.
+    pub fn tc_programs(&self, port: &str) -> anyhow::Result<Vec<String>> {
+        let (_, programs) = self.switch.enter(|| {
+            aya::programs::SchedClassifier::query_tcx(port, aya::programs::TcAttachType::Ingress)
+        })??;
+        Ok(programs
+            .iter()
+            .filter_map(|p| p.name_as_str().map(String::from))
+            .collect())
+    }
 }
 
 /// Locate a binary of the `xnos` package in the target dir of the running executable
@@ -372,7 +383,7 @@ impl Daemon {
             if let Ok(ports) = daemon.json("ports")
                 && ports
                     .as_array()
-                    .is_some_and(|ports| ports.iter().all(|p| p["xdp"] != "none"))
+                    .is_some_and(|ports| ports.iter().all(|p| p["datapath"] != "none"))
             {
                 return Ok(daemon);
             }

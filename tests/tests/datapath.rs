@@ -1,5 +1,9 @@
-//! Datapath tests: the real XDP program, loaded through the verifier, run on crafted frames
-//! with BPF_PROG_TEST_RUN; we check verdicts, the bytes it leaves, and the maps.
+//! Datapath tests: the real programs, loaded through the verifier, run on crafted frames
+//! with BPF_PROG_TEST_RUN; we check verdicts, the bytes they leave, and the maps.
+//!
+//! Every case runs twice, against the XDP program and against the TC program built from
+//! the same pipeline code: both must give the same verdicts (compared in XDP's terms), the
+//! same bytes and the same map changes.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +20,32 @@ const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
 const BROADCAST: [u8; 6] = [0xff; 6];
 
+/// Which program type runs the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Xdp,
+    Tc,
+}
+
+/// `both!(case)`: the test `case::xdp` and `case::tc`, each calling `case(kind)`.
+macro_rules! both {
+    ($case:ident) => {
+        mod $case {
+            #[test]
+            fn xdp() {
+                super::$case(super::Kind::Xdp);
+            }
+            #[test]
+            fn tc() {
+                super::$case(super::Kind::Tc);
+            }
+        }
+    };
+}
+
 /// A datapath with ports on veths in a private namespace (TEST_RUN needs real ifindexes).
 struct Rig {
+    kind: Kind,
     dp: Datapath,
     ports: BTreeMap<&'static str, u32>,
     ns: Netns,
@@ -35,7 +63,7 @@ fn trunk(vlans: &[u16], native_vlan: Option<u16>) -> PortMode {
 }
 
 impl Rig {
-    fn new(ports: &[(&'static str, PortMode)]) -> Self {
+    fn new(kind: Kind, ports: &[(&'static str, PortMode)]) -> Self {
         let ns = Netns::new("xd").unwrap();
         let mut dp = Datapath::load(None).expect("datapath loads through the verifier");
         let mut map = BTreeMap::new();
@@ -58,16 +86,46 @@ impl Rig {
                 .unwrap();
             map.insert(*name, ifindex);
         }
-        Self { dp, ports: map, ns }
+        Self {
+            kind,
+            dp,
+            ports: map,
+            ns,
+        }
     }
 
+    /// Run the pipeline on `frame` arriving on `port`; the verdict in XDP's terms (a TC
+    /// redirect, or a flood's clones, count as XDP_REDIRECT).
     fn run(&self, port: &str, frame: &[u8]) -> XdpRun {
         let ifindex = self.ports[port];
-        let fd = self.dp.ingress_fd().unwrap();
-        self.ns
-            .enter(|| testrun::run_xdp(fd, ifindex, frame, 1))
-            .unwrap()
-            .expect("BPF_PROG_TEST_RUN")
+        match self.kind {
+            Kind::Xdp => {
+                let fd = self.dp.ingress_fd().unwrap();
+                self.ns
+                    .enter(|| testrun::run_xdp(fd, ifindex, frame, 1))
+                    .unwrap()
+                    .expect("BPF_PROG_TEST_RUN")
+            }
+            Kind::Tc => {
+                let fd = self.dp.tc_fd().unwrap();
+                let flooded = self.stats(port).flooded;
+                let mut run = self
+                    .ns
+                    .enter(|| testrun::run_tc(fd, ifindex, frame, 1))
+                    .unwrap()
+                    .expect("BPF_PROG_TEST_RUN");
+                // A TC flood sends clones and then drops the original.
+                let cloned = self.stats(port).flooded > flooded;
+                run.action = match run.action {
+                    testrun::TC_ACT_OK => XDP_PASS,
+                    testrun::TC_ACT_SHOT if cloned => XDP_REDIRECT,
+                    testrun::TC_ACT_SHOT => XDP_DROP,
+                    testrun::TC_ACT_REDIRECT => XDP_REDIRECT,
+                    other => panic!("unexpected TC verdict {other}"),
+                };
+                run
+            }
+        }
     }
 
     fn stats(&self, port: &str) -> PortStats {
@@ -100,10 +158,10 @@ fn drops(stats: &PortStats, reason: DropReason) -> u64 {
 
 // What this shows: an untagged frame on an access port is learned on that port and
 // flooded, normalised to carry its VLAN tag for the per-port egress program.
-#[test]
-fn access_frame_is_learned_and_flooded_with_its_vlan_tag() {
+both!(access_frame_is_learned_and_flooded_with_its_vlan_tag);
+fn access_frame_is_learned_and_flooded_with_its_vlan_tag(kind: Kind) {
     require_root!();
-    let rig = Rig::new(&[("swp1", access(10)), ("swp2", access(10))]);
+    let rig = Rig::new(kind, &[("swp1", access(10)), ("swp2", access(10))]);
     let frame = test_frame(BROADCAST, A, None, 1);
     let out = rig.run("swp1", &frame);
     assert_eq!(out.action, XDP_REDIRECT);
@@ -120,15 +178,18 @@ fn access_frame_is_learned_and_flooded_with_its_vlan_tag() {
 // What this shows: known unicast goes straight to the egress port, with the tag exactly as
 // that port wants it: untouched between access ports, pushed towards a trunk, popped from a
 // trunk to an access port, popped for the native VLAN.
-#[test]
-fn known_unicast_gets_the_egress_ports_tagging() {
+both!(known_unicast_gets_the_egress_ports_tagging);
+fn known_unicast_gets_the_egress_ports_tagging(kind: Kind) {
     require_root!();
-    let rig = Rig::new(&[
-        ("swp1", access(10)),
-        ("swp2", access(10)),
-        ("swp3", trunk(&[10, 20], Some(30))),
-        ("swp4", access(30)),
-    ]);
+    let rig = Rig::new(
+        kind,
+        &[
+            ("swp1", access(10)),
+            ("swp2", access(10)),
+            ("swp3", trunk(&[10, 20], Some(30))),
+            ("swp4", access(30)),
+        ],
+    );
     // Learn B on swp2, C (VLAN 10) on the trunk, and A in VLAN 30 on swp4.
     rig.run("swp2", &test_frame(BROADCAST, B, None, 0));
     rig.run("swp3", &test_frame(BROADCAST, C, Some(10), 0));
@@ -168,14 +229,17 @@ fn known_unicast_gets_the_egress_ports_tagging() {
 }
 
 // What this shows: every frame a port may not carry is dropped and counted by reason.
-#[test]
-fn frames_a_port_may_not_carry_are_dropped_by_reason() {
+both!(frames_a_port_may_not_carry_are_dropped_by_reason);
+fn frames_a_port_may_not_carry_are_dropped_by_reason(kind: Kind) {
     require_root!();
-    let rig = Rig::new(&[
-        ("swp1", access(10)),
-        ("swp2", trunk(&[10, 20], None)),
-        ("swp3", trunk(&[10], Some(1))),
-    ]);
+    let rig = Rig::new(
+        kind,
+        &[
+            ("swp1", access(10)),
+            ("swp2", trunk(&[10, 20], None)),
+            ("swp3", trunk(&[10], Some(1))),
+        ],
+    );
     let cases = [
         (
             "swp1",
@@ -229,10 +293,10 @@ fn frames_a_port_may_not_carry_are_dropped_by_reason() {
 }
 
 // What this shows: truncated headers are dropped as malformed, never read past the end.
-#[test]
-fn truncated_frames_are_dropped_as_malformed() {
+both!(truncated_frames_are_dropped_as_malformed);
+fn truncated_frames_are_dropped_as_malformed(kind: Kind) {
     require_root!();
-    let rig = Rig::new(&[("swp1", trunk(&[10], Some(10)))]);
+    let rig = Rig::new(kind, &[("swp1", trunk(&[10], Some(10)))]);
     let tagged = test_frame(BROADCAST, A, Some(10), 1);
     // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (14 bytes), as
     // does the wire; a 802.1Q header needs 18.
@@ -247,10 +311,10 @@ fn truncated_frames_are_dropped_as_malformed() {
 }
 
 // What this shows: a destination learned on the ingress port is filtered, like a bridge.
-#[test]
-fn unicast_back_to_its_ingress_port_is_filtered() {
+both!(unicast_back_to_its_ingress_port_is_filtered);
+fn unicast_back_to_its_ingress_port_is_filtered(kind: Kind) {
     require_root!();
-    let rig = Rig::new(&[("swp1", access(10)), ("swp2", access(10))]);
+    let rig = Rig::new(kind, &[("swp1", access(10)), ("swp2", access(10))]);
     rig.run("swp1", &test_frame(BROADCAST, B, None, 0));
     let out = rig.run("swp1", &test_frame(B, A, None, 1));
     assert_eq!(out.action, XDP_DROP);
@@ -259,10 +323,10 @@ fn unicast_back_to_its_ingress_port_is_filtered() {
 
 // What this shows: IEEE link-local control frames (STP, LLDP, LACP) go to the kernel
 // unchanged and are never flooded or learned from.
-#[test]
-fn link_local_frames_are_punted_to_the_kernel() {
+both!(link_local_frames_are_punted_to_the_kernel);
+fn link_local_frames_are_punted_to_the_kernel(kind: Kind) {
     require_root!();
-    let rig = Rig::new(&[("swp1", access(10)), ("swp2", access(10))]);
+    let rig = Rig::new(kind, &[("swp1", access(10)), ("swp2", access(10))]);
     let lldp = test_frame([0x01, 0x80, 0xc2, 0, 0, 0x0e], A, None, 1);
     let out = rig.run("swp1", &lldp);
     assert_eq!((out.action, &out.frame), (XDP_PASS, &lldp));
@@ -273,10 +337,10 @@ fn link_local_frames_are_punted_to_the_kernel() {
 
 // What this shows: learning follows a station that moves, reports new and moved MACs on
 // the ring buffer, and never overwrites a static entry.
-#[test]
-fn station_moves_are_followed_but_static_entries_stay() {
+both!(station_moves_are_followed_but_static_entries_stay);
+fn station_moves_are_followed_but_static_entries_stay(kind: Kind) {
     require_root!();
-    let mut rig = Rig::new(&[("swp1", access(10)), ("swp2", access(10))]);
+    let mut rig = Rig::new(kind, &[("swp1", access(10)), ("swp2", access(10))]);
     let mut ring = rig.dp.take_learn_events().unwrap();
     let (swp1, swp2) = (rig.ports["swp1"], rig.ports["swp2"]);
 
@@ -324,8 +388,8 @@ fn station_moves_are_followed_but_static_entries_stay() {
 
 // What this shows: the reconciler programs ports, attachments and static FDB entries from
 // config, leaves correct state alone when run again, and removes what config dropped.
-#[test]
-fn reconcile_converges_and_is_idempotent() {
+both!(reconcile_converges_and_is_idempotent);
+fn reconcile_converges_and_is_idempotent(kind: Kind) {
     require_root!();
     let ns = Netns::new("xr").unwrap();
     for name in ["swp1", "swp2"] {
@@ -341,17 +405,23 @@ fn reconcile_converges_and_is_idempotent() {
         ])
         .unwrap();
     }
-    let text = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
-                [[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10, 20]\n\
-                [[fdb]]\nmac = \"02:00:00:00:00:0b\"\nvlan = 10\nport = \"swp1\"\n";
-    let config = Config::parse("t.toml", text, |_| true).unwrap();
+    let (choice, mode) = match kind {
+        Kind::Xdp => ("auto", "xdp-native"),
+        Kind::Tc => ("tc", "tc"),
+    };
+    let text = format!(
+        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\ndatapath = \"{choice}\"\n\
+         [[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10, 20]\ndatapath = \"{choice}\"\n\
+         [[fdb]]\nmac = \"02:00:00:00:00:0b\"\nvlan = 10\nport = \"swp1\"\n"
+    );
+    let config = Config::parse("t.toml", &text, |_| true).unwrap();
     let mut dp = Datapath::load(None).unwrap();
     ns.enter(|| {
         let statuses = module::reconcile(&mut dp, &config, xnos::kernel::link::ifindex).unwrap();
         assert!(
             statuses
                 .values()
-                .all(|s| s.error.is_none() && s.xdp_mode == "native"),
+                .all(|s| s.error.is_none() && s.datapath == mode),
             "{statuses:?}"
         );
         let ports = dp.ports().unwrap();
@@ -381,8 +451,10 @@ fn reconcile_converges_and_is_idempotent() {
         assert!(dp.fdb_get(&learned).is_some());
 
         // swp2 leaves VLAN 20 and swp1 leaves the switch: its entries and XDP go too.
-        let text = "[[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10]\n";
-        let smaller = Config::parse("t.toml", text, |_| true).unwrap();
+        let text = format!(
+            "[[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10]\ndatapath = \"{choice}\"\n"
+        );
+        let smaller = Config::parse("t.toml", &text, |_| true).unwrap();
         let statuses = module::reconcile(&mut dp, &smaller, xnos::kernel::link::ifindex).unwrap();
         assert_eq!(statuses.len(), 1);
         assert_eq!(
@@ -403,10 +475,10 @@ fn reconcile_converges_and_is_idempotent() {
 }
 
 // What this shows: aging removes learned entries older than the aging time, never static ones.
-#[test]
-fn aging_removes_only_stale_learned_entries() {
+both!(aging_removes_only_stale_learned_entries);
+fn aging_removes_only_stale_learned_entries(kind: Kind) {
     require_root!();
-    let mut rig = Rig::new(&[("swp1", access(10))]);
+    let mut rig = Rig::new(kind, &[("swp1", access(10))]);
     let swp1 = rig.ports["swp1"];
     rig.run("swp1", &test_frame(BROADCAST, A, None, 1));
     rig.dp
@@ -507,14 +579,17 @@ mod l3 {
     }
 
     /// VLANs 10 and 20 with SVIs; B (10.0.20.2) behind swp2, C (10.0.20.3) behind the trunk.
-    fn l3_rig() -> L3Rig {
-        let mut rig = Rig::new(&[
-            ("swp1", access(10)),
-            ("swp2", access(20)),
-            ("swp3", trunk(&[10, 20], None)),
-            ("vlan10i", access(10)),
-            ("vlan20i", access(20)),
-        ]);
+    fn l3_rig(kind: Kind) -> L3Rig {
+        let mut rig = Rig::new(
+            kind,
+            &[
+                ("swp1", access(10)),
+                ("swp2", access(20)),
+                ("swp3", trunk(&[10, 20], None)),
+                ("vlan10i", access(10)),
+                ("vlan20i", access(20)),
+            ],
+        );
         // The kernel-side SVI netdevs are the veth peers the rig made.
         let svi10 = rig.ns.ifindex("vlan10ip").unwrap();
         let svi20 = rig.ns.ifindex("vlan20ip").unwrap();
@@ -597,10 +672,10 @@ mod l3 {
 
     // What this shows: a routed IPv4 packet leaves with the neighbour's MAC, the router
     // MAC as source, TTL - 1 and a header checksum equal to one computed from scratch.
-    #[test]
-    fn ipv4_is_routed_with_ttl_checksum_and_mac_rewrite() {
+    both!(ipv4_is_routed_with_ttl_checksum_and_mac_rewrite);
+    fn ipv4_is_routed_with_ttl_checksum_and_mac_rewrite(kind: Kind) {
         require_root!();
-        let l3 = l3_rig();
+        let l3 = l3_rig(kind);
         let frame = udp4([10, 0, 20, 2], 64, 1000);
         let out = l3.rig.run("swp1", &frame);
         assert_eq!(out.action, XDP_REDIRECT);
@@ -632,10 +707,10 @@ mod l3 {
 
     // What this shows: the longest prefix wins, and a nexthop behind a trunk gets the
     // egress VLAN's tag.
-    #[test]
-    fn longest_prefix_match_and_egress_tagging() {
+    both!(longest_prefix_match_and_egress_tagging);
+    fn longest_prefix_match_and_egress_tagging(kind: Kind) {
         require_root!();
-        let l3 = l3_rig();
+        let l3 = l3_rig(kind);
         let out = l3.rig.run("swp1", &udp4([10, 99, 1, 5], 64, 1));
         assert_eq!(out.frame[..6], B, "10.99.1.0/24 beats 10.99.0.0/16");
         let out = l3.rig.run("swp1", &udp4([10, 99, 2, 5], 64, 1));
@@ -653,10 +728,10 @@ mod l3 {
 
     // What this shows: ECMP picks the same nexthop for every packet of a flow and spreads
     // flows over all nexthops of the group.
-    #[test]
-    fn ecmp_is_stable_per_flow_and_uses_every_nexthop() {
+    both!(ecmp_is_stable_per_flow_and_uses_every_nexthop);
+    fn ecmp_is_stable_per_flow_and_uses_every_nexthop(kind: Kind) {
         require_root!();
-        let l3 = l3_rig();
+        let l3 = l3_rig(kind);
         let mut seen = std::collections::BTreeMap::new();
         for sport in 0..64u16 {
             let first = l3.rig.run("swp1", &udp4([10, 98, 0, 1], 64, sport)).frame[..6].to_vec();
@@ -672,10 +747,10 @@ mod l3 {
     }
 
     // What this shows: IPv6 is routed with hop limit - 1 and the MACs rewritten.
-    #[test]
-    fn ipv6_is_routed_with_hop_limit_and_mac_rewrite() {
+    both!(ipv6_is_routed_with_hop_limit_and_mac_rewrite);
+    fn ipv6_is_routed_with_hop_limit_and_mac_rewrite(kind: Kind) {
         require_root!();
-        let l3 = l3_rig();
+        let l3 = l3_rig(kind);
         let mut frame = Vec::new();
         PacketBuilder::ethernet2(A, ROUTER)
             .ipv6(
@@ -696,10 +771,10 @@ mod l3 {
 
     // What this shows: what the fast path must not or cannot route goes, untagged, to
     // the SVI's internal port (the kernel), counted by reason.
-    #[test]
-    fn punts_go_to_the_kernel_counted_by_reason() {
+    both!(punts_go_to_the_kernel_counted_by_reason);
+    fn punts_go_to_the_kernel_counted_by_reason(kind: Kind) {
         require_root!();
-        let l3 = l3_rig();
+        let l3 = l3_rig(kind);
         let mut options = udp4([10, 0, 20, 2], 64, 1);
         options[14] = 0x46;
         let mut arp = test_frame(ROUTER, A, None, 1);

@@ -71,7 +71,7 @@ fn assert_fast_path(topo: &Topology, daemon: &Daemon) {
     }
     let ports = daemon.json("ports").unwrap();
     for port in ports.as_array().unwrap() {
-        assert_eq!(port["xdp"], "native", "{port}");
+        assert_eq!(port["datapath"], "xdp-native", "{port}");
     }
 }
 
@@ -153,35 +153,68 @@ vlan = 20
 // gets the same treatment, and a tagged frame on an access port is dropped and counted.
 #[test]
 fn trunk_tags_and_untags_between_access_ports() {
+    trunk_case("auto", "auto");
+}
+
+// What this shows: the same, with the trunk and one access port on the TC datapath and the
+// others on XDP: TC sees the kernel-stripped tag in the skb, floods by cloning, and the two
+// program types forward to each other.
+#[test]
+fn trunk_tags_and_untags_with_tc_and_xdp_ports_mixed() {
+    trunk_case("tc", "auto");
+}
+
+/// The trunk scenario with swp1 and swp3 (the trunk) on datapath `odd`, swp2 and swp4 on
+/// `even`.
+fn trunk_case(odd: &str, even: &str) {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3", "swp4"]).unwrap();
     let daemon = Daemon::start(
         &topo.switch,
-        r#"
+        &format!(
+            r#"
 [[port]]
 name = "swp1"
 mode = "access"
 vlan = 10
+datapath = "{odd}"
 
 [[port]]
 name = "swp2"
 mode = "access"
 vlan = 20
+datapath = "{even}"
 
 [[port]]
 name = "swp3"
 mode = "trunk"
 vlans = [10, 20]
 native-vlan = 30
+datapath = "{odd}"
 
 [[port]]
 name = "swp4"
 mode = "access"
 vlan = 30
-"#,
+datapath = "{even}"
+"#
+        ),
     )
     .unwrap();
-    assert_fast_path(&topo, &daemon);
+    if odd == "tc" {
+        let ports = daemon.json("ports").unwrap();
+        for port in ports.as_array().unwrap() {
+            let tc = port["name"] == "swp1" || port["name"] == "swp3";
+            let want = if tc { "tc" } else { "xdp-native" };
+            assert_eq!(port["datapath"], want, "{port}");
+            let name = port["name"].as_str().unwrap();
+            let programs = topo.tc_programs(name).unwrap();
+            assert_eq!(programs.len(), usize::from(tc), "{name}: {programs:?}");
+            assert_eq!(topo.xdp_attached(name).unwrap(), !tc, "{name}");
+        }
+    } else {
+        assert_fast_path(&topo, &daemon);
+    }
     let [h1, h2, h3, h4] = [0, 1, 2, 3].map(|i| &topo.hosts[i]);
     let [s1, s2, s3, s4] = [h1, h2, h3, h4].map(|h| h.socket().unwrap());
 
@@ -496,17 +529,17 @@ fn per_port_datapath_mode_is_applied_and_explained() {
             .unwrap()
             .clone()
     };
-    assert_eq!(port("swp1")["xdp"], "native");
+    assert_eq!(port("swp1")["datapath"], "xdp-native");
     assert!(
-        port("swp1")["xdp_reason"]
+        port("swp1")["datapath_reason"]
             .as_str()
             .unwrap()
             .starts_with("auto"),
         "{ports}"
     );
-    assert_eq!(port("swp2")["xdp"], "generic");
+    assert_eq!(port("swp2")["datapath"], "xdp-generic");
     assert_eq!(
-        port("swp2")["xdp_reason"],
+        port("swp2")["datapath_reason"],
         "configured: datapath = \"xdp-generic\""
     );
     let link = topo
@@ -515,7 +548,7 @@ fn per_port_datapath_mode_is_applied_and_explained() {
         .unwrap();
     assert!(link.contains("xdpgeneric"), "{link}");
     let table = daemon.xnos(&["show", "ports"]).unwrap();
-    assert!(table.contains("swp2: generic XDP, configured"), "{table}");
+    assert!(table.contains("swp2: xdp-generic, configured"), "{table}");
     assert!(
         topo.hosts[0].ping("10.0.0.2", 3),
         "native <-> generic ports do not switch"
@@ -524,4 +557,73 @@ fn per_port_datapath_mode_is_applied_and_explained() {
         counter(&daemon, "swp2", "rx_packets") >= 3,
         "generic XDP did not see the replies"
     );
+}
+
+// What this shows: `auto` falls back port by port, and says why: a port whose XDP hook
+// another program already holds gets the TC datapath (behind that program), a port whose
+// peer MTU is too large for native XDP on veth gets generic XDP, and all of them switch.
+#[test]
+fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    for (i, host) in topo.hosts.iter().enumerate() {
+        host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
+    }
+    // Another program (here: a second, empty xnos datapath, which passes every frame) holds
+    // swp1's XDP hook in native mode.
+    let mut other = xnos::datapath::Datapath::load(None).unwrap();
+    let swp1 = topo.switch.ifindex("swp1").unwrap();
+    topo.switch
+        .enter(|| other.attach(swp1, xnos::config::DatapathChoice::XdpNative))
+        .unwrap()
+        .unwrap();
+    // Jumbo frames on swp3's peer: veth refuses native XDP programs that lack multi-buffer
+    // support.
+    topo.hosts[2]
+        .ns
+        .ip(&["link", "set", "eth0", "mtu", "9000"])
+        .unwrap();
+
+    let daemon = Daemon::start(
+        &topo.switch,
+        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
+         [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\
+         [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n",
+    )
+    .unwrap();
+    let ports = daemon.json("ports").unwrap();
+    let port = |name: &str| {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let reason = |name: &str| port(name)["datapath_reason"].as_str().unwrap().to_string();
+    assert_eq!(port("swp1")["datapath"], "tc", "{ports}");
+    assert!(
+        reason("swp1").contains("xdp-native unavailable")
+            && reason("swp1").contains("xdp-generic unavailable"),
+        "{ports}"
+    );
+    assert_eq!(topo.tc_programs("swp1").unwrap(), ["xnos_tc_ingress"]);
+    assert_eq!(port("swp2")["datapath"], "xdp-native", "{ports}");
+    assert_eq!(port("swp3")["datapath"], "xdp-generic", "{ports}");
+    assert!(reason("swp3").contains("xdp-native unavailable"), "{ports}");
+    let table = daemon.xnos(&["show", "ports"]).unwrap();
+    assert!(
+        table.contains("swp1: tc, auto: xdp-native unavailable"),
+        "{table}"
+    );
+
+    assert!(topo.hosts[0].ping("10.0.0.2", 3), "tc <-> native XDP");
+    assert!(topo.hosts[0].ping("10.0.0.3", 3), "tc <-> generic XDP");
+    assert!(topo.hosts[2].ping("10.0.0.2", 3), "generic <-> native XDP");
+    assert!(
+        counter(&daemon, "swp1", "rx_packets") >= 6,
+        "the TC pipeline did not count swp1's frames"
+    );
+    drop(other);
 }

@@ -117,14 +117,40 @@ fn echo_requests(sock: &PacketSocket, wait: Duration) -> Vec<([u8; 6], u8)> {
 // and the router MAC as source; traceroute shows the switch as a hop.
 #[test]
 fn hosts_in_two_vlans_are_routed_by_the_fast_path() {
+    routed_case(false);
+}
+
+// What this shows: the same with the host ports on the TC datapath: the shared pipeline
+// routes at TC ingress, into the XDP SVI ports and back.
+#[test]
+fn hosts_in_two_vlans_are_routed_by_the_tc_datapath() {
+    routed_case(true);
+}
+
+fn routed_case(tc: bool) {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let config = if tc {
+        TWO_VLANS.replace(
+            "mode = \"access\"\n",
+            "mode = \"access\"\ndatapath = \"tc\"\n",
+        )
+    } else {
+        TWO_VLANS.to_string()
+    };
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     address(h1, 10, 2);
     address(h2, 20, 2);
     assert!(topo.no_bridge().unwrap());
-    for port in ["swp1", "swp2", "vlan10i", "vlan20i"] {
+    for port in ["swp1", "swp2"] {
+        if tc {
+            assert_eq!(topo.tc_programs(port).unwrap(), ["xnos_tc_ingress"]);
+        } else {
+            assert!(topo.xdp_attached(port).unwrap(), "no XDP on {port}");
+        }
+    }
+    for port in ["vlan10i", "vlan20i"] {
         assert!(topo.xdp_attached(port).unwrap(), "no XDP on {port}");
     }
     let ifaces = daemon.json("interfaces").unwrap();
@@ -137,11 +163,11 @@ fn hosts_in_two_vlans_are_routed_by_the_fast_path() {
     assert!(h1.ping("10.0.20.2", 5) && h1.ping("fd00:20::2", 5));
     assert!(
         routed(&daemon, "routed_v4") >= v4 + 10,
-        "IPv4 echo and reply not routed by XDP"
+        "IPv4 echo and reply not routed by the fast path"
     );
     assert!(
         routed(&daemon, "routed_v6") >= v6 + 10,
-        "IPv6 echo and reply not routed by XDP"
+        "IPv6 echo and reply not routed by the fast path"
     );
     let requests = echo_requests(&capture, Duration::from_millis(300));
     assert_eq!(requests.len(), 10, "{requests:?}");

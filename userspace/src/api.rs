@@ -90,10 +90,10 @@ pub struct PortView {
     pub untagged_vlan: Option<u16>,
     /// VLANs carried tagged (trunk ports).
     pub tagged_vlans: Vec<u16>,
-    /// `native`, `generic` or `none`.
-    pub xdp: String,
-    /// Why the port uses that XDP mode.
-    pub xdp_reason: Option<String>,
+    /// The fast path in use: `xdp-native`, `xdp-generic`, `tc` or `none`.
+    pub datapath: String,
+    /// Why the port uses that fast path.
+    pub datapath_reason: Option<String>,
     pub link: String,
     pub error: Option<String>,
     pub counters: CountersView,
@@ -278,8 +278,8 @@ impl Api {
                         mode: mode.into(),
                         untagged_vlan: port.mode.untagged_vlan(),
                         tagged_vlans,
-                        xdp: status.map_or("none".into(), |s| s.xdp_mode.clone()),
-                        xdp_reason: status.and_then(|s| s.xdp_reason.clone()),
+                        datapath: status.map_or("none".into(), |s| s.datapath.clone()),
+                        datapath_reason: status.and_then(|s| s.datapath_reason.clone()),
                         link: state
                             .observed
                             .links

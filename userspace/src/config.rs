@@ -129,14 +129,15 @@ struct RawPort {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatapathChoice {
-    /// Native XDP if the driver supports it, generic XDP otherwise.
+    /// The best the port supports: native XDP, else generic XDP, else TC.
     #[default]
     Auto,
     /// Native (driver) XDP only: the port fails if the driver lacks it.
     XdpNative,
     /// Generic (skb) XDP: works on any interface, slower.
     XdpGeneric,
-    /// A TC program; not available yet.
+    /// The same pipeline as a TC ingress program (tcx): any interface, skb based; for
+    /// drivers whose XDP is missing or in use by something else.
     Tc,
 }
 
@@ -154,9 +155,6 @@ impl DatapathChoice {
         }
     }
 }
-
-const TC_UNAVAILABLE: &str =
-    "the TC datapath is not available yet: use auto, xdp-native or xdp-generic";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -518,13 +516,10 @@ impl Config {
                     .entry(id)
                     .or_insert(VlanConfig { id, name: None });
             }
-            let datapath = match &port.datapath {
-                Some(d) if *d.get_ref() == DatapathChoice::Tc => {
-                    return Err(src.error(d.span(), format!("{key}.datapath"), TC_UNAVAILABLE));
-                }
-                Some(d) => *d.get_ref(),
-                None => DatapathChoice::Auto,
-            };
+            let datapath = port
+                .datapath
+                .as_ref()
+                .map_or(DatapathChoice::Auto, |d| *d.get_ref());
             config.ports.insert(
                 name.clone(),
                 PortConfig {
@@ -755,9 +750,6 @@ impl Config {
             None => Ok(()),
         };
         for (name, port) in &self.ports {
-            if port.datapath == DatapathChoice::Tc {
-                return Err(field_error("port", name, "datapath", TC_UNAVAILABLE));
-            }
             if !link_exists(name) {
                 return Err(field_error(
                     "port",
@@ -1271,13 +1263,11 @@ nexthops = ["10.0.10.2", "10.0.10.3"]
             parse(base).unwrap().ports["swp1"].datapath,
             DatapathChoice::Auto
         );
-        let e = err(&format!("{base}datapath = \"tc\"\n"));
-        assert_eq!((e.key.as_str(), e.line), ("port[0].datapath", 5));
-        assert!(
-            e.message.contains("TC datapath is not available yet"),
-            "{e}"
-        );
+        let config = parse(&format!("{base}datapath = \"tc\"\n")).unwrap();
+        assert_eq!(config.ports["swp1"].datapath, DatapathChoice::Tc);
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
         let e = err(&format!("{base}datapath = \"dpdk\"\n"));
+        assert_eq!((e.key.as_str(), e.line), ("port[0].datapath", 5));
         assert!(e.message.contains("unknown variant `dpdk`"), "{e}");
     }
 

@@ -126,9 +126,9 @@ impl Metrics {
         );
         let attached = gauge(
             registry,
-            "xnos_port_xdp_attached",
-            "1 if the XDP program is attached to the port.",
-            &["port"],
+            "xnos_port_datapath_attached",
+            "1 if the fast path is attached to the port, in the mode of label `mode` (xdp-native, xdp-generic or tc).",
+            &["port", "mode"],
         );
         for port in state.config.ports.values() {
             let name = port.name.as_str();
@@ -139,10 +139,9 @@ impl Metrics {
                 .is_some_and(|l| l.oper_state == "up");
             up.with_label_values(&[name]).set(i64::from(link_up));
             let status = state.observed.port_status.get(name);
-            let is_attached = status.is_some_and(|s| s.xdp_mode != "none");
-            attached
-                .with_label_values(&[name])
-                .set(i64::from(is_attached));
+            if let Some(s) = status.filter(|s| s.datapath != "none") {
+                attached.with_label_values(&[name, &s.datapath]).set(1);
+            }
             let Some(s) = status
                 .filter(|s| s.ifindex != 0)
                 .and_then(|s| self.stats.get(s.stats_slot).ok())

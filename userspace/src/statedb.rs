@@ -155,10 +155,10 @@ pub struct PortStatus {
     /// Slot of the port's counters in the PORT_STATS map.
     pub stats_slot: u32,
     /// `native` or `generic` XDP, or `none` if not attached.
-    pub xdp_mode: String,
+    pub datapath: String,
     /// Why the port uses that mode.
     #[serde(default)]
-    pub xdp_reason: Option<String>,
+    pub datapath_reason: Option<String>,
     /// Why the port is not forwarding, if it is not.
     pub error: Option<String>,
 }

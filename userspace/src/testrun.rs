@@ -1,4 +1,4 @@
-//! BPF_PROG_TEST_RUN for XDP programs: run a loaded program on a crafted frame, as if it
+//! BPF_PROG_TEST_RUN for the XDP (and TC) programs: run a loaded program on a crafted frame, as if it
 //! had arrived on a given interface, and get back the verdict and the rewritten frame.
 //! Runs through the real verifier-approved program against the live maps (kernel >= 5.15
 //! for `ingress_ifindex` in the context).
@@ -86,6 +86,57 @@ pub fn run_xdp(
         repeat,
         ctx_size_in: size_of::<XdpMd>() as u32,
         ctx_in: &ctx as *const XdpMd as u64,
+        ..Default::default()
+    };
+    test_run(&mut attr, "bpf(BPF_PROG_TEST_RUN)")?;
+    out.truncate(attr.data_size_out as usize);
+    Ok(XdpRun {
+        action: attr.retval,
+        frame: out,
+        duration_ns: attr.duration,
+    })
+}
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// The head of `struct __sk_buff` up to `ifindex`, as passed in `ctx_in` (the kernel
+/// zero-fills the rest).
+#[repr(C)]
+#[derive(Default)]
+struct SkBuffHead {
+    len: u32,
+    pkt_type: u32,
+    mark: u32,
+    queue_mapping: u32,
+    protocol: u32,
+    vlan_present: u32,
+    vlan_tci: u32,
+    vlan_proto: u32,
+    priority: u32,
+    ingress_ifindex: u32,
+    ifindex: u32,
+}
+
+/// Run the TC program `prog` on `frame` received on `ifindex` (an interface in the caller's
+/// network namespace), `repeat` times. `action` is the TC verdict (`TC_ACT_*`).
+pub fn run_tc(prog: BorrowedFd<'_>, ifindex: u32, frame: &[u8], repeat: u32) -> io::Result<XdpRun> {
+    let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
+    let ctx = SkBuffHead {
+        ingress_ifindex: ifindex,
+        ifindex,
+        ..Default::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat,
+        ctx_size_in: size_of::<SkBuffHead>() as u32,
+        ctx_in: &ctx as *const SkBuffHead as u64,
         ..Default::default()
     };
     test_run(&mut attr, "bpf(BPF_PROG_TEST_RUN)")?;

@@ -5,14 +5,15 @@
 //! has no usable XDP) differ only in the few operations here: where the 802.1Q tag lives,
 //! how a tag is pushed or popped, how a frame is redirected, and how a flood is fanned out.
 
+use aya_ebpf::cty::c_void;
 use aya_ebpf::{
     bindings::{
-        BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-        TC_ACT_STOLEN, xdp_action,
+        __sk_buff, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        xdp_action,
     },
     helpers::{
-        bpf_clone_redirect, bpf_redirect, bpf_skb_change_head, bpf_skb_pull_data, bpf_skb_vlan_pop,
-        bpf_skb_vlan_push, bpf_xdp_adjust_head,
+        bpf_clone_redirect, bpf_loop, bpf_redirect, bpf_skb_change_head, bpf_skb_pull_data,
+        bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
     },
     macros::map,
     maps::{Array, DevMapHash},
@@ -296,7 +297,7 @@ impl Frame for TcContext {
 
     /// A clone of the frame out of every member port: first to the ports that want it as it
     /// is now (tagged or not), then, with the tag changed, to the others. The original is
-    /// consumed (TC_ACT_STOLEN: not counted as a drop).
+    /// then dropped: tcx knows no "stolen" verdict (it would pass the frame to the stack).
     #[inline(always)]
     fn flood(&self, ingress: u32, tag: Option<Tag>, vid: u16) -> Result<u32, DropReason> {
         match tag {
@@ -316,35 +317,63 @@ impl Frame for TcContext {
                 self.push_tag(tci)?;
             }
         }
-        Ok(TC_ACT_STOLEN as u32)
+        Ok(TC_ACT_SHOT as u32)
     }
 }
 
+/// What `tc_clone_one` needs, on the stack of its caller (bpf_loop passes a pointer).
+#[repr(C)]
+struct CloneLoop {
+    skb: *mut __sk_buff,
+    ingress: u32,
+    len: u32,
+    vid: u16,
+    untagged: u16,
+}
+
 /// Clone the frame out of every port of VLAN `vid` but `ingress` where the VLAN is
-/// `untagged` (or tagged).
+/// `untagged` (or tagged). A bpf_loop (kernel >= 5.17): the verifier checks the body once,
+/// whatever the number of ports.
 #[inline(always)]
 fn tc_clone_to_members(ctx: &TcContext, ingress: u32, vid: u16, untagged: bool) {
     let end = PORT_SLOTS_END.get(0).copied().unwrap_or(0).min(MAX_PORTS);
-    let len = Frame::len(ctx);
-    for slot in 0..MAX_PORTS {
-        if slot >= end {
-            break;
-        }
-        let Some(&ifindex) = PORT_SLOTS.get(slot) else {
-            continue;
-        };
-        if ifindex == 0 || ifindex == ingress {
-            continue;
-        }
-        let Some(port) = port::get(ifindex) else {
-            continue;
-        };
-        if !port.is_member(vid) || (port.pvid == vid) != untagged {
-            continue;
-        }
-        // SAFETY: plain helper call on our own skb.
-        if unsafe { bpf_clone_redirect(ctx.skb.skb, ifindex, 0) } == 0 {
-            Stats::of::<false>(port).tx(len);
-        }
+    let mut state = CloneLoop {
+        skb: ctx.skb.skb,
+        ingress,
+        len: TcContext::len(ctx),
+        vid,
+        untagged: u16::from(untagged),
+    };
+    // SAFETY: the callback only reads `state`, which outlives the call.
+    unsafe {
+        bpf_loop(
+            end,
+            tc_clone_one as *mut c_void,
+            &mut state as *mut CloneLoop as *mut c_void,
+            0,
+        );
     }
+}
+
+/// One turn of `tc_clone_to_members`: the port in stats slot `slot`. Returns 0 to go on.
+extern "C" fn tc_clone_one(slot: u64, state: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the pointer tc_clone_to_members gave it.
+    let state = unsafe { &*(state as *const CloneLoop) };
+    let Some(&ifindex) = PORT_SLOTS.get(slot as u32) else {
+        return 0;
+    };
+    if ifindex == 0 || ifindex == state.ingress {
+        return 0;
+    }
+    let Some(port) = port::get(ifindex) else {
+        return 0;
+    };
+    if !port.is_member(state.vid) || u16::from(port.pvid == state.vid) != state.untagged {
+        return 0;
+    }
+    // SAFETY: plain helper call on the skb of the running program.
+    if unsafe { bpf_clone_redirect(state.skb, ifindex, 0) } == 0 {
+        Stats::of::<false>(port).tx(state.len as usize);
+    }
+    0
 }

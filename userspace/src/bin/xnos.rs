@@ -883,8 +883,8 @@ fn vlan_list(vlans: &[u16]) -> String {
 fn render_ports(ports: &Vec<PortView>) -> String {
     let mut rows = vec![
         [
-            "PORT", "MODE", "UNTAGGED", "TAGGED", "XDP", "LINK", "RX-PKTS", "TX-PKTS", "FLOODED",
-            "DROPS",
+            "PORT", "MODE", "UNTAGGED", "TAGGED", "DATAPATH", "LINK", "RX-PKTS", "TX-PKTS",
+            "FLOODED", "DROPS",
         ]
         .map(String::from)
         .to_vec(),
@@ -895,7 +895,7 @@ fn render_ports(ports: &Vec<PortView>) -> String {
             p.mode.clone(),
             p.untagged_vlan.map_or("-".into(), |v| v.to_string()),
             vlan_list(&p.tagged_vlans),
-            p.xdp.clone(),
+            p.datapath.clone(),
             p.link.clone(),
             p.counters.rx_packets.to_string(),
             p.counters.tx_packets.to_string(),
@@ -908,10 +908,10 @@ fn render_ports(ports: &Vec<PortView>) -> String {
         if let Some(error) = &p.error {
             out.push_str(&format!("{}: {error}\n", p.name));
         }
-        if p.xdp != "native"
-            && let Some(reason) = &p.xdp_reason
+        if p.datapath != "xdp-native"
+            && let Some(reason) = &p.datapath_reason
         {
-            out.push_str(&format!("{}: {} XDP, {reason}\n", p.name, p.xdp));
+            out.push_str(&format!("{}: {}, {reason}\n", p.name, p.datapath));
         }
         let drops: Vec<String> = p
             .counters

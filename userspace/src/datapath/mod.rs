@@ -16,7 +16,10 @@ use aya::{
         Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
         RingBuf, xdp::XdpMapError,
     },
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
     util::nr_cpus,
 };
 use xnos_common::{
@@ -32,6 +35,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const INGRESS_PROGRAM: &str = "xnos_ingress";
 pub const EGRESS_PROGRAM: &str = "xnos_egress";
 pub const TRACE_PROGRAM: &str = "xnos_trace";
+/// The same pipeline as `xnos_ingress`, as a TC classifier.
+pub const TC_PROGRAM: &str = "xnos_tc_ingress";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -61,12 +66,26 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
-    #[error("attaching XDP to ifindex {ifindex} (tried native and generic mode)")]
+    #[error("no datapath mode works on ifindex {ifindex}: {why}")]
+    NoMode { ifindex: u32, why: String },
+    #[error("attaching the datapath to ifindex {ifindex}")]
     Attach {
         ifindex: u32,
         #[source]
         source: Box<ProgramError>,
     },
+}
+
+/// An error and its sources on one line, as `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
@@ -90,22 +109,31 @@ fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
     }
 }
 
-/// How XDP is attached to a port.
+/// How the datapath is attached to a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
-    /// In the driver (fast; needed for XDP redirect on most NICs).
+    /// XDP in the driver (fast; needed for XDP redirect on most NICs).
     Native,
-    /// In the kernel's generic receive path (any interface, slower).
+    /// XDP in the kernel's generic receive path (any interface, slower).
     Generic,
+    /// The same pipeline as a TC ingress program (tcx; any interface, skb based).
+    Tc,
 }
 
 impl AttachMode {
     pub fn name(self) -> &'static str {
         match self {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
+            AttachMode::Native => "xdp-native",
+            AttachMode::Generic => "xdp-generic",
+            AttachMode::Tc => "tc",
         }
     }
+}
+
+/// An attachment of the ingress pipeline to one port.
+enum PortLink {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
 }
 
 /// Files this instance pinned; removed when dropped (clean shutdown or unwinding panic).
@@ -145,7 +173,11 @@ pub struct Datapath {
     tx_ports: DevMapHash<MapData>,
     flood_ports: DevMapHash<MapData>,
     learn_events: Option<RingBuf<MapData>>,
-    links: BTreeMap<u32, (XdpLinkId, AttachMode)>,
+    links: BTreeMap<u32, (PortLink, AttachMode)>,
+    /// For TC floods: ifindex per stats slot, and one past the highest slot in use.
+    port_slots: Array<MapData, u32>,
+    port_slots_end: Array<MapData, u32>,
+    slots_used: std::collections::BTreeSet<u32>,
     /// Why each attached port uses its mode.
     reasons: BTreeMap<u32, String>,
     // Declared last: pins are removed after the links are gone.
@@ -164,6 +196,12 @@ impl Datapath {
                 .map_err(prog_err(name))?;
             program.load().map_err(prog_err(name))?;
         }
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(|p| p.try_into())
+            .map_err(prog_err(TC_PROGRAM))?;
+        tc.load().map_err(prog_err(TC_PROGRAM))?;
         let pins = match pin_dir {
             Some(dir) => Some(Self::pin(&mut ebpf, dir)?),
             None => None,
@@ -178,6 +216,8 @@ impl Datapath {
         let tx_ports = take("TX_PORTS")?;
         let flood_ports = take("FLOOD_PORTS")?;
         let learn_events = take("LEARN_EVENTS")?;
+        let port_slots = take("PORT_SLOTS")?;
+        let port_slots_end = take("PORT_SLOTS_END")?;
         let l3 = L3Maps {
             ifaces: HashMap::try_from(take("L3_IFACES")?).map_err(map_err("L3_IFACES"))?,
             vlan_l3: Array::try_from(take("VLAN_L3")?).map_err(map_err("VLAN_L3"))?,
@@ -196,7 +236,10 @@ impl Datapath {
             flood_ports: DevMapHash::try_from(flood_ports).map_err(map_err("FLOOD_PORTS"))?,
             learn_events: Some(RingBuf::try_from(learn_events).map_err(map_err("LEARN_EVENTS"))?),
             links: BTreeMap::new(),
+            port_slots: Array::try_from(port_slots).map_err(map_err("PORT_SLOTS"))?,
+            port_slots_end: Array::try_from(port_slots_end).map_err(map_err("PORT_SLOTS_END"))?,
             reasons: BTreeMap::new(),
+            slots_used: Default::default(),
             ebpf,
             pins,
         })
@@ -229,7 +272,7 @@ impl Datapath {
             pins.files.push(path);
         }
         // Only the programs xnosd loads (the object also carries benchmark programs).
-        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM] {
+        for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM, TC_PROGRAM] {
             let program = ebpf
                 .program_mut(name)
                 .ok_or(ProgramError::NotLoaded)
@@ -271,6 +314,16 @@ impl Datapath {
         Ok(fd.as_fd())
     }
 
+    /// The loaded TC ingress program, for BPF_PROG_TEST_RUN.
+    pub fn tc_fd(&self) -> Result<BorrowedFd<'_>, DatapathError> {
+        let fd = match self.ebpf.program(TC_PROGRAM) {
+            Some(aya::programs::Program::SchedClassifier(p)) => p.fd(),
+            _ => unreachable!("{TC_PROGRAM} is loaded as a classifier in Datapath::load"),
+        }
+        .map_err(prog_err(TC_PROGRAM))?;
+        Ok(fd.as_fd())
+    }
+
     /// The ring buffer of learn events; the module that drains it takes it once.
     pub fn take_learn_events(&mut self) -> Option<RingBuf<MapData>> {
         self.learn_events.take()
@@ -305,7 +358,24 @@ impl Datapath {
         }
         self.ports
             .insert(ifindex, conf, 0)
-            .map_err(map_err("PORTS"))
+            .map_err(map_err("PORTS"))?;
+        self.set_slot(conf.stats_slot, ifindex)
+    }
+
+    /// Record which port uses a stats slot (TC floods walk the slots).
+    fn set_slot(&mut self, slot: u32, ifindex: u32) -> Result<(), DatapathError> {
+        self.port_slots
+            .set(slot, ifindex, 0)
+            .map_err(map_err("PORT_SLOTS"))?;
+        if ifindex == 0 {
+            self.slots_used.remove(&slot);
+        } else {
+            self.slots_used.insert(slot);
+        }
+        let end = self.slots_used.last().map_or(0, |slot| slot + 1);
+        self.port_slots_end
+            .set(0, end, 0)
+            .map_err(map_err("PORT_SLOTS_END"))
     }
 
     /// Remove a port from every map and detach XDP from it.
@@ -316,9 +386,14 @@ impl Datapath {
         }
         let _ = self.flood_ports.remove(ifindex);
         let _ = self.tx_ports.remove(ifindex);
+        let slot = self.ports.get(&ifindex, 0).ok().map(|conf| conf.stats_slot);
         match self.ports.remove(&ifindex) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("PORTS")(e)),
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("PORTS")(e)),
+        }
+        match slot {
+            Some(slot) => self.set_slot(slot, 0),
+            None => Ok(()),
         }
     }
 
@@ -326,9 +401,9 @@ impl Datapath {
         self.links.get(&ifindex).map(|(_, mode)| *mode)
     }
 
-    /// Attach the ingress program to a port as `choice` asks (auto: native mode if the
-    /// driver supports it, otherwise generic), re-attaching if the mode must change.
-    /// Returns the mode and why it is the one in use.
+    /// Attach the ingress pipeline to a port as `choice` asks, re-attaching if the mode
+    /// must change. `auto` takes the best the port supports: native XDP, else generic XDP,
+    /// else TC (each fallback logged with the reason). Returns the mode and why.
     pub fn attach(
         &mut self,
         ifindex: u32,
@@ -337,72 +412,109 @@ impl Datapath {
         let wanted = match choice {
             DatapathChoice::XdpNative => Some(AttachMode::Native),
             DatapathChoice::XdpGeneric => Some(AttachMode::Generic),
-            DatapathChoice::Auto | DatapathChoice::Tc => None,
+            DatapathChoice::Tc => Some(AttachMode::Tc),
+            DatapathChoice::Auto => None,
         };
         if let Some(mode) = self.attached(ifindex) {
+            // An auto port keeps what it got; a configured one must have exactly that.
             if wanted.is_none_or(|w| w == mode) {
                 let reason = self.reasons.get(&ifindex).cloned().unwrap_or_default();
                 return Ok((mode, reason));
             }
             self.detach(ifindex)?;
         }
-        let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
-            Some(aya::programs::Program::Xdp(p)) => p,
-            _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
-        };
         let attach_err = |source| DatapathError::Attach {
             ifindex,
             source: Box::new(source),
         };
         let (link, mode, reason) = match wanted {
-            Some(AttachMode::Native) => (
-                program
-                    .attach_to_if_index(ifindex, XdpMode::Driver)
-                    .map_err(attach_err)?,
-                AttachMode::Native,
-                "configured: datapath = \"xdp-native\"".to_string(),
+            Some(mode) => (
+                self.attach_mode(ifindex, mode).map_err(attach_err)?,
+                mode,
+                format!("configured: datapath = \"{}\"", choice.name()),
             ),
-            Some(AttachMode::Generic) => (
-                program
-                    .attach_to_if_index(ifindex, XdpMode::Skb)
-                    .map_err(attach_err)?,
-                AttachMode::Generic,
-                "configured: datapath = \"xdp-generic\"".to_string(),
-            ),
-            None => match program.attach_to_if_index(ifindex, XdpMode::Driver) {
-                Ok(link) => (
-                    link,
-                    AttachMode::Native,
-                    "auto: the driver supports native XDP".to_string(),
-                ),
-                Err(native_err) => {
-                    tracing::info!(ifindex, error = %native_err, "native XDP unavailable, using generic XDP");
-                    let link = program
-                        .attach_to_if_index(ifindex, XdpMode::Skb)
-                        .map_err(attach_err)?;
-                    (
-                        link,
-                        AttachMode::Generic,
-                        format!("auto: native XDP unavailable ({native_err})"),
-                    )
+            None => {
+                let mut why = Vec::new();
+                let mut attached = None;
+                for mode in [AttachMode::Native, AttachMode::Generic, AttachMode::Tc] {
+                    match self.attach_mode(ifindex, mode) {
+                        Ok(link) => {
+                            attached = Some((link, mode));
+                            break;
+                        }
+                        Err(e) => {
+                            let e = error_chain(&e);
+                            tracing::info!(ifindex, mode = mode.name(), error = %e, "datapath mode unavailable, trying the next");
+                            why.push(format!("{} unavailable: {e}", mode.name()));
+                        }
+                    }
                 }
-            },
+                let Some((link, mode)) = attached else {
+                    return Err(DatapathError::NoMode {
+                        ifindex,
+                        why: why.join("; "),
+                    });
+                };
+                let reason = match (mode, why.is_empty()) {
+                    (AttachMode::Native, _) => "auto: the driver supports native XDP".to_string(),
+                    (_, _) => format!("auto: {}", why.join("; ")),
+                };
+                (link, mode, reason)
+            }
         };
         self.links.insert(ifindex, (link, mode));
         self.reasons.insert(ifindex, reason.clone());
         Ok((mode, reason))
     }
 
+    fn attach_mode(&mut self, ifindex: u32, mode: AttachMode) -> Result<PortLink, ProgramError> {
+        match mode {
+            AttachMode::Native | AttachMode::Generic => {
+                let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
+                    Some(aya::programs::Program::Xdp(p)) => p,
+                    _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
+                };
+                let flags = match mode {
+                    AttachMode::Native => XdpMode::Driver,
+                    _ => XdpMode::Skb,
+                };
+                program
+                    .attach_to_if_index(ifindex, flags)
+                    .map(PortLink::Xdp)
+            }
+            AttachMode::Tc => {
+                let name = nix::net::if_::if_indextoname(ifindex)
+                    .map_err(|e| ProgramError::IOError(std::io::Error::from(e)))?;
+                let program: &mut SchedClassifier = match self.ebpf.program_mut(TC_PROGRAM) {
+                    Some(aya::programs::Program::SchedClassifier(p)) => p,
+                    _ => unreachable!("{TC_PROGRAM} is loaded as a classifier in Datapath::load"),
+                };
+                program
+                    .attach(&name.to_string_lossy(), TcAttachType::Ingress)
+                    .map(PortLink::Tc)
+            }
+        }
+    }
+
     pub fn detach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
         self.reasons.remove(&ifindex);
-        if let Some((link, _)) = self.links.remove(&ifindex) {
-            let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
-                Some(aya::programs::Program::Xdp(p)) => p,
-                _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
-            };
-            program.detach(link).map_err(prog_err(INGRESS_PROGRAM))?;
+        match self.links.remove(&ifindex) {
+            Some((PortLink::Xdp(link), _)) => {
+                let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
+                    Some(aya::programs::Program::Xdp(p)) => p,
+                    _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
+                };
+                program.detach(link).map_err(prog_err(INGRESS_PROGRAM))
+            }
+            Some((PortLink::Tc(link), _)) => {
+                let program: &mut SchedClassifier = match self.ebpf.program_mut(TC_PROGRAM) {
+                    Some(aya::programs::Program::SchedClassifier(p)) => p,
+                    _ => unreachable!("{TC_PROGRAM} is loaded as a classifier in Datapath::load"),
+                };
+                program.detach(link).map_err(prog_err(TC_PROGRAM))
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Detach from every port; pins go when `self` is dropped.

@@ -97,8 +97,8 @@ pub fn reconcile(
             name: name.clone(),
             ifindex: 0,
             stats_slot: 0,
-            xdp_mode: "none".into(),
-            xdp_reason: None,
+            datapath: "none".into(),
+            datapath_reason: None,
             error: None,
         };
         let Some(ifindex) = ifindex(&name) else {
@@ -129,8 +129,8 @@ pub fn reconcile(
         };
         match dp.attach(ifindex, choice) {
             Ok((mode, reason)) => {
-                status.xdp_mode = mode.name().into();
-                status.xdp_reason = Some(reason);
+                status.datapath = mode.name().into();
+                status.datapath_reason = Some(reason);
             }
             Err(e) => status.error = Some(format!("{e:#}")),
         }
