@@ -561,11 +561,13 @@ fn per_port_datapath_mode_is_applied_and_explained() {
 
 // What this shows: `auto` falls back port by port, and says why: a port whose XDP hook
 // another program already holds gets the TC datapath (behind that program), a port whose
-// peer MTU is too large for native XDP on veth gets generic XDP, and all of them switch.
+// peer MTU is too large for native XDP on veth gets generic XDP, a VXLAN port (whose driver
+// reports no native XDP) gets generic XDP without trying; the driver's XDP features are
+// shown, with a warning for a port native XDP cannot redirect to; and they all switch.
 #[test]
 fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     require_root!();
-    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let topo = Topology::new(&["swp1", "swp2", "swp3", "swp4"]).unwrap();
     for (i, host) in topo.hosts.iter().enumerate() {
         host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
     }
@@ -583,12 +585,25 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
         .ns
         .ip(&["link", "set", "eth0", "mtu", "9000"])
         .unwrap();
+    // Without GRO (or XDP) on its peer, a veth cannot take XDP-redirected frames.
+    topo.hosts[3]
+        .ns
+        .exec("ethtool", &["-K", "eth0", "gro", "off"])
+        .unwrap();
+    topo.switch
+        .ip(&[
+            "link", "add", "vx0", "type", "vxlan", "id", "5", "dstport", "4789",
+        ])
+        .unwrap();
+    topo.switch.ip(&["link", "set", "vx0", "up"]).unwrap();
 
     let daemon = Daemon::start(
         &topo.switch,
         "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
          [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\
-         [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n",
+         [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n\
+         [[port]]\nname = \"swp4\"\nmode = \"access\"\nvlan = 20\n\
+         [[port]]\nname = \"vx0\"\nmode = \"access\"\nvlan = 10\n",
     )
     .unwrap();
     let ports = daemon.json("ports").unwrap();
@@ -612,11 +627,31 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     assert_eq!(port("swp2")["datapath"], "xdp-native", "{ports}");
     assert_eq!(port("swp3")["datapath"], "xdp-generic", "{ports}");
     assert!(reason("swp3").contains("xdp-native unavailable"), "{ports}");
+    assert_eq!(port("vx0")["datapath"], "xdp-generic", "{ports}");
+    assert_eq!(port("vx0")["xdp_features"], "none", "{ports}");
+    assert!(
+        reason("vx0").contains("the driver has no native XDP (xdp-features: none)"),
+        "{ports}"
+    );
+    assert!(
+        port("swp2")["xdp_features"]
+            .as_str()
+            .unwrap()
+            .contains("redirect,ndo-xmit"),
+        "{ports}"
+    );
+    assert_eq!(port("swp2")["xdp_redirect_target"], true, "{ports}");
+    assert_eq!(port("swp4")["xdp_redirect_target"], false, "{ports}");
     let table = daemon.xnos(&["show", "ports"]).unwrap();
     assert!(
         table.contains("swp1: tc, auto: xdp-native unavailable"),
         "{table}"
     );
+    assert!(
+        table.contains("swp4: warning: native-XDP ports cannot send it frames"),
+        "{table}"
+    );
+    assert!(!table.contains("swp2: warning"), "{table}");
 
     assert!(topo.hosts[0].ping("10.0.0.2", 3), "tc <-> native XDP");
     assert!(topo.hosts[0].ping("10.0.0.3", 3), "tc <-> generic XDP");

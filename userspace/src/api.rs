@@ -94,6 +94,11 @@ pub struct PortView {
     pub datapath: String,
     /// Why the port uses that fast path.
     pub datapath_reason: Option<String>,
+    /// The XDP features the port's driver reports (`basic,redirect,ndo-xmit,...`).
+    pub xdp_features: Option<String>,
+    /// Whether native-XDP ports can redirect frames to this port (the driver has
+    /// `ndo-xmit`); frames they send it are dropped otherwise.
+    pub xdp_redirect_target: Option<bool>,
     pub link: String,
     pub error: Option<String>,
     pub counters: CountersView,
@@ -280,6 +285,8 @@ impl Api {
                         tagged_vlans,
                         datapath: status.map_or("none".into(), |s| s.datapath.clone()),
                         datapath_reason: status.and_then(|s| s.datapath_reason.clone()),
+                        xdp_features: status.and_then(|s| s.xdp_features.clone()),
+                        xdp_redirect_target: status.and_then(|s| s.xdp_redirect_target),
                         link: state
                             .observed
                             .links

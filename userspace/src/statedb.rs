@@ -154,11 +154,17 @@ pub struct PortStatus {
     pub ifindex: u32,
     /// Slot of the port's counters in the PORT_STATS map.
     pub stats_slot: u32,
-    /// `native` or `generic` XDP, or `none` if not attached.
+    /// `xdp-native`, `xdp-generic` or `tc`, or `none` if not attached.
     pub datapath: String,
     /// Why the port uses that mode.
     #[serde(default)]
     pub datapath_reason: Option<String>,
+    /// The XDP features the driver reports (`basic,redirect,ndo-xmit...`), if known.
+    #[serde(default)]
+    pub xdp_features: Option<String>,
+    /// Whether native-XDP ports can redirect frames to this port (`ndo-xmit`), if known.
+    #[serde(default)]
+    pub xdp_redirect_target: Option<bool>,
     /// Why the port is not forwarding, if it is not.
     pub error: Option<String>,
 }

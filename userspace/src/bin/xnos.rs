@@ -913,6 +913,16 @@ fn render_ports(ports: &Vec<PortView>) -> String {
         {
             out.push_str(&format!("{}: {}, {reason}\n", p.name, p.datapath));
         }
+        if p.xdp_redirect_target == Some(false)
+            && ports.iter().any(|other| other.datapath == "xdp-native")
+        {
+            out.push_str(&format!(
+                "{}: warning: native-XDP ports cannot send it frames (xdp-features: {}); \
+                 on a veth, turn GRO on at its peer\n",
+                p.name,
+                p.xdp_features.as_deref().unwrap_or("none"),
+            ));
+        }
         let drops: Vec<String> = p
             .counters
             .drops

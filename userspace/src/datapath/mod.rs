@@ -27,7 +27,7 @@ use xnos_common::{
     RouteEntry,
 };
 
-use crate::{bpffs::PinDir, config::DatapathChoice};
+use crate::{bpffs::PinDir, config::DatapathChoice, kernel::xdp_features::xdp_features};
 
 /// The compiled eBPF object (ebpf/xnos-ebpf), built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos"));
@@ -435,8 +435,26 @@ impl Datapath {
             ),
             None => {
                 let mut why = Vec::new();
+                let mut modes = vec![AttachMode::Native, AttachMode::Generic, AttachMode::Tc];
+                // What the driver says it supports saves a failed attach and explains more.
+                match xdp_features(ifindex) {
+                    Ok(f) if !f.native() => {
+                        why.push(format!(
+                            "xdp-native unavailable: the driver has no native XDP (xdp-features: {f})"
+                        ));
+                        modes.remove(0);
+                    }
+                    Ok(f) if !f.redirect() => {
+                        why.push(format!(
+                            "xdp-native unavailable: the driver's XDP cannot redirect (xdp-features: {f})"
+                        ));
+                        modes.remove(0);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::info!(ifindex, error = %e, "xdp-features unknown"),
+                }
                 let mut attached = None;
-                for mode in [AttachMode::Native, AttachMode::Generic, AttachMode::Tc] {
+                for mode in modes {
                     match self.attach_mode(ifindex, mode) {
                         Ok(link) => {
                             attached = Some((link, mode));

@@ -99,6 +99,8 @@ pub fn reconcile(
             stats_slot: 0,
             datapath: "none".into(),
             datapath_reason: None,
+            xdp_features: None,
+            xdp_redirect_target: None,
             error: None,
         };
         let Some(ifindex) = ifindex(&name) else {
@@ -127,6 +129,10 @@ pub fn reconcile(
             PortKind::Switched(_, choice) => *choice,
             PortKind::Routed => DatapathChoice::Auto,
         };
+        if let Ok(features) = crate::kernel::xdp_features::xdp_features(ifindex) {
+            status.xdp_features = Some(features.to_string());
+            status.xdp_redirect_target = Some(features.ndo_xmit());
+        }
         match dp.attach(ifindex, choice) {
             Ok((mode, reason)) => {
                 status.datapath = mode.name().into();

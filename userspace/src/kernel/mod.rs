@@ -6,6 +6,7 @@ pub mod l3;
 pub mod link;
 pub mod neigh;
 pub mod route;
+pub mod xdp_features;
 
 use std::os::fd::AsRawFd as _;
 
