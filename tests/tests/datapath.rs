@@ -417,7 +417,13 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
     let config = Config::parse("t.toml", &text, |_| true).unwrap();
     let mut dp = Datapath::load(None).unwrap();
     ns.enter(|| {
-        let statuses = module::reconcile(&mut dp, &config, xnos::kernel::link::ifindex).unwrap();
+        let statuses = module::reconcile(
+            &mut dp,
+            &config,
+            &Default::default(),
+            xnos::kernel::link::ifindex,
+        )
+        .unwrap();
         assert!(
             statuses
                 .values()
@@ -445,7 +451,13 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             },
         )
         .unwrap();
-        let again = module::reconcile(&mut dp, &config, xnos::kernel::link::ifindex).unwrap();
+        let again = module::reconcile(
+            &mut dp,
+            &config,
+            &Default::default(),
+            xnos::kernel::link::ifindex,
+        )
+        .unwrap();
         assert_eq!(again, statuses);
         assert_eq!(dp.ports().unwrap(), ports);
         assert!(dp.fdb_get(&learned).is_some());
@@ -455,7 +467,13 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             "[[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10]\ndatapath = \"{choice}\"\n"
         );
         let smaller = Config::parse("t.toml", &text, |_| true).unwrap();
-        let statuses = module::reconcile(&mut dp, &smaller, xnos::kernel::link::ifindex).unwrap();
+        let statuses = module::reconcile(
+            &mut dp,
+            &smaller,
+            &Default::default(),
+            xnos::kernel::link::ifindex,
+        )
+        .unwrap();
         assert_eq!(statuses.len(), 1);
         assert_eq!(
             dp.ports().unwrap().keys().copied().collect::<Vec<_>>(),

@@ -99,6 +99,10 @@ pub struct PortView {
     /// Whether native-XDP ports can redirect frames to this port (the driver has
     /// `ndo-xmit`); frames they send it are dropped otherwise.
     pub xdp_redirect_target: Option<bool>,
+    /// Switchdev ports: the bridge that carries the port, and whether the kernel reports
+    /// the port in it.
+    pub bridge: Option<String>,
+    pub bridge_member: Option<bool>,
     pub link: String,
     pub error: Option<String>,
     pub counters: CountersView,
@@ -122,6 +126,11 @@ pub struct FdbView {
     pub kind: String,
     /// Station moves seen since it was learned.
     pub moves: u64,
+    /// Who learned it: `xdp` (the fast path) or `bridge` (the kernel bridge of switchdev
+    /// ports); None for static entries.
+    pub learned_by: Option<String>,
+    /// The kernel reports the entry as offloaded to the switch ASIC.
+    pub hardware: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +162,9 @@ pub struct RouteView {
     /// Whether the XDP fast path forwards (or, for local routes, recognises) it; the
     /// kernel handles the rest.
     pub fast_path: bool,
+    /// What a switch ASIC does with it, as the kernel reports: `offloaded`, `trap`,
+    /// `offload-failed`; None when no switchdev driver took it.
+    pub hardware: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,8 +279,11 @@ impl Api {
                 .values()
                 .map(|port| {
                     let status = state.observed.port_status.get(&port.name);
+                    let bridge = state.observed.bridge_ports.get(&port.name);
                     let counters = match (status, &self.stats) {
-                        (Some(s), Some(stats)) if s.ifindex != 0 => {
+                        // A switchdev port has no fast-path counters (the bridge or
+                        // the ASIC forwards it).
+                        (Some(s), Some(stats)) if s.ifindex != 0 && s.datapath != "switchdev" => {
                             stats.get(s.stats_slot).map(Into::into).unwrap_or_default()
                         }
                         _ => CountersView::from(PortStats::default()),
@@ -292,7 +307,11 @@ impl Api {
                             .links
                             .get(&port.name)
                             .map_or("absent".into(), |l| l.oper_state.clone()),
-                        error: status.and_then(|s| s.error.clone()),
+                        bridge: bridge.and_then(|b| b.bridge.clone()),
+                        bridge_member: bridge.map(|b| b.member),
+                        error: status
+                            .and_then(|s| s.error.clone())
+                            .or_else(|| bridge.and_then(|b| b.error.clone())),
                         counters,
                     }
                 })
@@ -412,6 +431,7 @@ impl Api {
                         })
                         .collect(),
                     fast_path: fast_path_carries(r, &ifaces),
+                    hardware: r.hardware.clone(),
                 })
                 .collect();
             RoutesView { routes, counters }
@@ -655,6 +675,8 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
         port: f.port.clone(),
         kind: "static".into(),
         moves: 0,
+        learned_by: None,
+        hardware: false,
     });
     let learned = state.observed.fdb_learned.values().map(|f| FdbView {
         vlan: f.vlan,
@@ -662,6 +684,8 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
         port: f.port.clone(),
         kind: "learned".into(),
         moves: f.moves,
+        learned_by: Some(f.source.clone()),
+        hardware: f.offloaded,
     });
     statics.chain(learned)
 }

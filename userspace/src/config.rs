@@ -139,6 +139,10 @@ pub enum DatapathChoice {
     /// The same pipeline as a TC ingress program (tcx): any interface, skb based; for
     /// drivers whose XDP is missing or in use by something else.
     Tc,
+    /// The kernel bridge forwards the port, offloaded to the switch ASIC by its switchdev
+    /// driver where there is one (`auto` picks this for ports with a switch ID); frames to
+    /// and from XDP ports of the same VLAN cross through a CPU port.
+    Switchdev,
 }
 
 impl DatapathChoice {
@@ -152,6 +156,7 @@ impl DatapathChoice {
             DatapathChoice::XdpNative => "xdp-native",
             DatapathChoice::XdpGeneric => "xdp-generic",
             DatapathChoice::Tc => "tc",
+            DatapathChoice::Switchdev => "switchdev",
         }
     }
 }

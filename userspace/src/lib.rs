@@ -11,6 +11,7 @@ pub mod mac;
 pub mod metrics;
 pub mod statedb;
 pub mod supervisor;
+pub mod switchdev;
 pub mod testrun;
 pub mod trace;
 

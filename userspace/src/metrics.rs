@@ -143,7 +143,7 @@ impl Metrics {
                 attached.with_label_values(&[name, &s.datapath]).set(1);
             }
             let Some(s) = status
-                .filter(|s| s.ifindex != 0)
+                .filter(|s| s.ifindex != 0 && s.datapath != "switchdev")
                 .and_then(|s| self.stats.get(s.stats_slot).ok())
             else {
                 continue;

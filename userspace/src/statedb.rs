@@ -48,10 +48,11 @@ pub enum Table {
     Neighbor,
     Datapath,
     Module,
+    BridgePort,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -65,6 +66,7 @@ impl Table {
         Table::Neighbor,
         Table::Datapath,
         Table::Module,
+        Table::BridgePort,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -82,6 +84,7 @@ impl Table {
             Table::Neighbor => "neighbor",
             Table::Datapath => "datapath",
             Table::Module => "module",
+            Table::BridgePort => "bridge-port",
         }
     }
 
@@ -145,6 +148,15 @@ pub struct LinkState {
     /// `ip link set ... alias`; xnos marks the netdevs it creates with it.
     #[serde(default)]
     pub alias: Option<String>,
+    /// The switch ID of a port of a switch ASIC with a switchdev driver (hex).
+    #[serde(default)]
+    pub switch_id: Option<String>,
+    /// ifindex of the bridge (or other master) the link is enslaved to.
+    #[serde(default)]
+    pub master: Option<u32>,
+    /// Administratively up (IFF_UP).
+    #[serde(default)]
+    pub up: bool,
 }
 
 /// What the datapath reports about one configured port.
@@ -177,6 +189,34 @@ pub struct LearnedMac {
     pub port: String,
     /// How often the station moved between ports since it was learned.
     pub moves: u64,
+    /// Who learned it: `xdp` (the fast path) or `bridge` (the kernel bridge of switchdev
+    /// ports, or the switch ASIC through it).
+    #[serde(default = "source_xdp")]
+    pub source: String,
+    /// The kernel reports the entry as offloaded to hardware.
+    #[serde(default)]
+    pub offloaded: bool,
+}
+
+fn source_xdp() -> String {
+    "xdp".into()
+}
+
+/// A switchdev port: what the kernel module programmed into the kernel bridge for it, and
+/// what it read back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgePort {
+    pub port: String,
+    pub vlan: Option<u16>,
+    /// The bridge that carries the port's VLAN (and, through its CPU port, the way to the
+    /// XDP ports of that VLAN).
+    pub bridge: Option<String>,
+    /// Read back: the kernel has the port enslaved to `bridge`.
+    pub member: bool,
+    /// The port's switch ID, if its driver has one (the ASIC forwards; otherwise the
+    /// kernel bridge does, in software).
+    pub switch_id: Option<String>,
+    pub error: Option<String>,
 }
 
 /// One nexthop of a kernel route.
@@ -198,6 +238,10 @@ pub struct FibRoute {
     /// Who installed it: `kernel`, `static`, `bgp`, `ospf`, `xnos`...
     pub protocol: String,
     pub nexthops: Vec<FibNexthop>,
+    /// What hardware does with it, as the kernel reports: `offloaded`, `trap` (hardware
+    /// sends its packets to the CPU), `offload-failed`; None when no driver took it.
+    #[serde(default)]
+    pub hardware: Option<String>,
 }
 
 /// A kernel neighbour (ARP/ND) entry.
@@ -248,6 +292,7 @@ pub struct Observed {
     pub neighbors: BTreeMap<(u32, IpAddr), Neighbor>,
     pub modules: BTreeMap<String, ModuleStatus>,
     pub datapath: DatapathStatus,
+    pub bridge_ports: BTreeMap<String, BridgePort>,
 }
 
 #[derive(Clone, Debug)]
@@ -546,6 +591,18 @@ impl ObservedTx<'_> {
         o.datapath = single.remove(&()).unwrap_or_default();
     }
 
+    pub fn bridge_port(&mut self, name: &str, row: Option<BridgePort>) {
+        let o = &mut *self.observed;
+        put_row(
+            Table::BridgePort,
+            &mut o.bridge_ports,
+            name.to_string(),
+            name.to_string(),
+            row,
+            &mut self.changes,
+        );
+    }
+
     pub fn module(&mut self, name: &str, row: Option<ModuleStatus>) {
         let o = &mut *self.observed;
         put_row(
@@ -699,6 +756,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
         Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
         Table::Module => rows(&s.observed.modules, String::clone),
+        Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
     }
 }
 
@@ -951,6 +1009,9 @@ mod tests {
             mac: None,
             mtu: Some(1500),
             alias: None,
+            switch_id: None,
+            master: None,
+            up: true,
         };
         let (_, commit) = db.write_observed(|tx| tx.link("swp1", Some(link.clone())));
         assert_eq!((commit.generation, commit.changes.len()), (2, 1));
@@ -1003,6 +1064,8 @@ mod tests {
                                     mac,
                                     port: "swp1".into(),
                                     moves: 0,
+                                    source: "xdp".into(),
+                                    offloaded: false,
                                 }),
                             )
                         });
@@ -1046,6 +1109,8 @@ mod tests {
                         mac,
                         port: "swp1".into(),
                         moves: 0,
+                        source: "xdp".into(),
+                        offloaded: false,
                     }),
                 )
             });

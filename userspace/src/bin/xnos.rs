@@ -908,6 +908,10 @@ fn render_ports(ports: &Vec<PortView>) -> String {
         if let Some(error) = &p.error {
             out.push_str(&format!("{}: {error}\n", p.name));
         }
+        if let (Some(bridge), Some(member)) = (&p.bridge, p.bridge_member) {
+            let state = if member { "member of" } else { "NOT in" };
+            out.push_str(&format!("{}: {state} bridge {bridge}\n", p.name));
+        }
         if p.datapath != "xdp-native"
             && let Some(reason) = &p.datapath_reason
         {
@@ -964,17 +968,22 @@ fn render_vlans(vlans: &Vec<VlanView>) -> String {
 
 fn render_fdb(fdb: &Vec<FdbView>) -> String {
     let mut rows = vec![
-        ["VLAN", "MAC", "PORT", "TYPE", "MOVES"]
+        ["VLAN", "MAC", "PORT", "TYPE", "MOVES", "HW"]
             .map(String::from)
             .to_vec(),
     ];
     for f in fdb {
+        let kind = match f.learned_by.as_deref() {
+            Some("bridge") => format!("{} (bridge)", f.kind),
+            _ => f.kind.clone(),
+        };
         rows.push(vec![
             f.vlan.to_string(),
             f.mac.to_string(),
             f.port.clone(),
-            f.kind.clone(),
+            kind,
             f.moves.to_string(),
+            if f.hardware { "offloaded" } else { "-" }.into(),
         ]);
     }
     let mut out = table(&rows);
@@ -1027,9 +1036,17 @@ fn route_nexthops(r: &RouteView) -> String {
 
 fn render_routes(view: &RoutesView) -> String {
     let mut rows = vec![
-        ["PREFIX", "TABLE", "TYPE", "PROTO", "NEXTHOPS", "FAST-PATH"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "PREFIX",
+            "TABLE",
+            "TYPE",
+            "PROTO",
+            "NEXTHOPS",
+            "FAST-PATH",
+            "HW",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for r in &view.routes {
         rows.push(vec![
@@ -1039,6 +1056,7 @@ fn render_routes(view: &RoutesView) -> String {
             r.protocol.clone(),
             route_nexthops(r),
             if r.fast_path { "yes" } else { "no (kernel)" }.into(),
+            r.hardware.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     let mut out = table(&rows);

@@ -414,6 +414,12 @@ impl Datapath {
             DatapathChoice::XdpGeneric => Some(AttachMode::Generic),
             DatapathChoice::Tc => Some(AttachMode::Tc),
             DatapathChoice::Auto => None,
+            DatapathChoice::Switchdev => {
+                return Err(DatapathError::NoMode {
+                    ifindex,
+                    why: "a switchdev port is forwarded by the kernel bridge".into(),
+                });
+            }
         };
         if let Some(mode) = self.attached(ifindex) {
             // An auto port keeps what it got; a configured one must have exactly that.

@@ -26,7 +26,7 @@ use crate::{
 
 /// How the datapath treats a port.
 enum PortKind {
-    /// A switch port (configured, or the internal port of an SVI).
+    /// A switch port (configured, or the internal port of an SVI or of a CPU port).
     Switched(PortMode, DatapathChoice),
     /// A routed port: L3 only.
     Routed,
@@ -34,10 +34,14 @@ enum PortKind {
 
 /// Every port the datapath attaches to: configured switch ports, the internal ports of
 /// SVIs, and routed ports.
-fn datapath_ports(config: &Config) -> Vec<(String, PortKind)> {
+fn datapath_ports(
+    config: &Config,
+    switchdev: &BTreeMap<String, String>,
+) -> Vec<(String, PortKind)> {
     let mut ports: Vec<(String, PortKind)> = config
         .ports
         .values()
+        .filter(|p| !switchdev.contains_key(&p.name))
         .map(|p| {
             (
                 p.name.clone(),
@@ -45,6 +49,22 @@ fn datapath_ports(config: &Config) -> Vec<(String, PortKind)> {
             )
         })
         .collect();
+    // The XDP end of the CPU port of every VLAN with switchdev ports.
+    let cpu_vlans: BTreeSet<u16> = config
+        .ports
+        .values()
+        .filter(|p| switchdev.contains_key(&p.name))
+        .filter_map(|p| match p.mode {
+            PortMode::Access { vlan } => Some(vlan),
+            PortMode::Trunk { .. } => None,
+        })
+        .collect();
+    for vlan in cpu_vlans {
+        ports.push((
+            crate::switchdev::cpu_port_xdp_name(vlan),
+            PortKind::Switched(PortMode::Access { vlan }, DatapathChoice::Auto),
+        ));
+    }
     for iface in config.interfaces.values() {
         match (iface.vlan, &iface.port) {
             (Some(vlan), _) => ports.push((
@@ -82,6 +102,7 @@ fn monotonic_ns() -> u64 {
 pub fn reconcile(
     dp: &mut Datapath,
     config: &Config,
+    switchdev: &BTreeMap<String, String>,
     ifindex: impl Fn(&str) -> Option<u32>,
 ) -> anyhow::Result<BTreeMap<String, PortStatus>> {
     let current = dp.ports()?;
@@ -91,8 +112,24 @@ pub fn reconcile(
     }
 
     let mut statuses = BTreeMap::new();
+    // Switchdev ports: the kernel bridge forwards them; nothing of ours is attached.
+    for (name, reason) in switchdev {
+        statuses.insert(
+            name.clone(),
+            PortStatus {
+                name: name.clone(),
+                ifindex: ifindex(name).unwrap_or(0),
+                stats_slot: 0,
+                datapath: "switchdev".into(),
+                datapath_reason: Some(reason.clone()),
+                xdp_features: None,
+                xdp_redirect_target: None,
+                error: None,
+            },
+        );
+    }
     let mut desired: BTreeMap<u32, PortConf> = BTreeMap::new();
-    for (name, kind) in datapath_ports(config) {
+    for (name, kind) in datapath_ports(config, switchdev) {
         let mut status = PortStatus {
             name: name.clone(),
             ifindex: 0,
@@ -108,6 +145,7 @@ pub fn reconcile(
             statuses.insert(name, status);
             continue;
         };
+
         let slot = match current.get(&ifindex) {
             Some(conf) => conf.stats_slot,
             None => {
@@ -161,8 +199,25 @@ pub fn reconcile(
             ))
         })
         .collect();
+    // Stations learned behind a CPU port may have been on a port that just moved from the
+    // bridge to the fast path: forget them in the VLANs of newly attached ports.
+    let cpu_ports: BTreeSet<u32> = statuses
+        .iter()
+        .filter(|(name, s)| crate::switchdev::is_cpu_port(name) && s.ifindex != 0)
+        .map(|(_, s)| s.ifindex)
+        .collect();
+    let joined: Vec<&PortConf> = desired
+        .iter()
+        .filter(|(ifindex, _)| !current.contains_key(ifindex))
+        .map(|(_, conf)| conf)
+        .collect();
     for (key, entry) in dp.fdb_entries()? {
-        let keep = if entry.flags & FDB_FLAG_STATIC != 0 {
+        let behind_cpu = entry.flags & FDB_FLAG_STATIC == 0
+            && cpu_ports.contains(&entry.ifindex)
+            && joined.iter().any(|conf| conf.is_member(key.vlan));
+        let keep = if behind_cpu {
+            false
+        } else if entry.flags & FDB_FLAG_STATIC != 0 {
             desired_static.get(&key) == Some(&entry.ifindex)
         } else {
             // Learned entries go when their port left the VLAN (or the switch), and when
@@ -222,6 +277,10 @@ fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
                 .get(&entry.ifindex)
                 .cloned()
                 .unwrap_or_else(|| format!("ifindex {}", entry.ifindex));
+            if crate::switchdev::is_cpu_port(&port) {
+                // Behind the bridge of switchdev ports: the bridge says which port.
+                continue;
+            }
             let moves = tx
                 .observed()
                 .fdb_learned
@@ -235,15 +294,17 @@ fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
                     mac,
                     port,
                     moves,
+                    source: "xdp".into(),
+                    offloaded: false,
                 }),
             );
         }
         let gone: Vec<(u16, MacAddr)> = tx
             .observed()
             .fdb_learned
-            .keys()
-            .filter(|k| !in_map.contains(k))
-            .copied()
+            .iter()
+            .filter(|(k, row)| row.source == "xdp" && !in_map.contains(k))
+            .map(|(k, _)| *k)
             .collect();
         for (vlan, mac) in gone {
             tx.learned(vlan, mac, None);
@@ -265,6 +326,9 @@ fn record_learn(db: &StateDb, event: &LearnEvent) {
         let Some(port) = port_names(tx.observed()).remove(&event.ifindex) else {
             return;
         };
+        if crate::switchdev::is_cpu_port(&port) {
+            return;
+        }
         let mac = MacAddr(event.key.mac);
         let vlan = event.key.vlan;
         let mut row = tx
@@ -277,7 +341,11 @@ fn record_learn(db: &StateDb, event: &LearnEvent) {
                 mac,
                 port: port.clone(),
                 moves: 0,
+                source: "xdp".into(),
+                offloaded: false,
             });
+        row.source = "xdp".into();
+        row.offloaded = false;
         if event.old_ifindex != 0 && row.port != port {
             row.moves += 1;
             let mut status = tx.observed().datapath.clone();
@@ -300,7 +368,11 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
     // Under StateDb's read lock: a consistent view without copying big tables.
     let (statuses, generation) = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
-        let statuses = reconcile(&mut guard, &state.config, |name| {
+        let switchdev = crate::switchdev::ports(&state.config, links)
+            .into_iter()
+            .map(|(name, port)| (name, port.reason))
+            .collect();
+        let statuses = reconcile(&mut guard, &state.config, &switchdev, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
         l3.sync(&mut guard, state)?;

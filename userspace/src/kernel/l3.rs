@@ -40,10 +40,10 @@ fn sysctl(path: &str, value: &str) -> anyhow::Result<()> {
 }
 
 const ETHTOOL_STXCSUM: u32 = 0x17;
-const ETHTOOL_SGRO: u32 = 0x2c;
+pub(super) const ETHTOOL_SGRO: u32 = 0x2c;
 
 /// `ethtool -K <name> <feature> on|off` for one of the simple on/off features.
-fn ethtool_set(name: &str, cmd: u32, on: bool) -> anyhow::Result<()> {
+pub(super) fn ethtool_set(name: &str, cmd: u32, on: bool) -> anyhow::Result<()> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -76,7 +76,7 @@ fn ethtool_set(name: &str, cmd: u32, on: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ifindex(name: &str) -> anyhow::Result<u32> {
+pub(super) fn ifindex(name: &str) -> anyhow::Result<u32> {
     link::ifindex(name).with_context(|| format!("interface {name} does not exist"))
 }
 

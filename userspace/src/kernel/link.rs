@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, State};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 
 use crate::{
     mac::MacAddr,
@@ -41,6 +41,9 @@ pub fn link_state(msg: &LinkMessage) -> Option<LinkState> {
         mac: None,
         mtu: None,
         alias: None,
+        switch_id: None,
+        master: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
     };
     for attr in &msg.attributes {
         match attr {
@@ -51,6 +54,15 @@ pub fn link_state(msg: &LinkMessage) -> Option<LinkState> {
             }
             LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
             LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+            LinkAttribute::PhysSwitchId(id) if id.len > 0 => {
+                link.switch_id = Some(
+                    id.id[..id.len.min(id.id.len())]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                );
+            }
+            LinkAttribute::Controller(index) => link.master = Some(*index),
             _ => {}
         }
     }

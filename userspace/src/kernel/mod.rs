@@ -1,7 +1,9 @@
 //! The kernel module: the one module that talks to the kernel over rtnetlink. It mirrors
-//! links, routes (main and local tables) and neighbours into StateDb, and makes the
-//! kernel carry the L3 config: SVI netdevs, router MAC, addresses and config routes.
+//! links, routes (main and local tables), neighbours and the FDB of its bridges into
+//! StateDb, and makes the kernel carry the L3 config (SVI netdevs, router MAC, addresses
+//! and config routes) and the switchdev ports (bridges, membership, static FDB entries).
 
+pub mod bridge;
 pub mod l3;
 pub mod link;
 pub mod neigh;
@@ -58,20 +60,63 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         link::replace_all(tx, &links);
         route::replace_all(tx, &routes);
         neigh::replace_all(tx, &neighbours);
+        // The dump has every bridge FDB entry there is: rebuild the bridge's rows.
+        let bridge_rows: Vec<_> = tx
+            .observed()
+            .fdb_learned
+            .iter()
+            .filter(|(_, row)| row.source == "bridge")
+            .map(|(key, _)| *key)
+            .collect();
+        for (vlan, mac) in bridge_rows {
+            tx.learned(vlan, mac, None);
+        }
+        for message in &neighbours {
+            bridge::fdb_update(tx, message, true);
+        }
     });
     Ok(())
 }
 
-/// Apply one notification; returns whether it may have undone L3 config (so that the
-/// desired state is written again).
+/// Make the kernel carry the config: L3, then the switchdev ports.
+async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+    l3::apply(handle, db).await?;
+    bridge::apply(handle, db).await
+}
+
+/// Mirror a link change; returns whether it may need the switchdev ports programmed
+/// again: a switch port (appearing, going, getting a switch ID) or a bridge or CPU port
+/// of ours.
+fn link_notification(
+    tx: &mut ObservedTx<'_>,
+    message: &rtnetlink::packet_route::link::LinkMessage,
+    present: bool,
+) -> bool {
+    let relevant = link::link_state(message).is_some_and(|l| {
+        tx.observed().port_status.contains_key(&l.name)
+            || l.name.starts_with("xbr")
+            || l.name.starts_with("xcpu")
+    });
+    link::update(tx, message, present);
+    relevant
+}
+
+/// Apply one notification; returns whether it may have undone config the kernel should
+/// carry (so that the desired state is written again).
 fn notification(tx: &mut ObservedTx<'_>, message: RouteNetlinkMessage) -> bool {
     match message {
-        RouteNetlinkMessage::NewLink(m) => link::update(tx, &m, true),
-        RouteNetlinkMessage::DelLink(m) => link::update(tx, &m, false),
+        RouteNetlinkMessage::NewLink(m) => return link_notification(tx, &m, true),
+        RouteNetlinkMessage::DelLink(m) => return link_notification(tx, &m, false),
         RouteNetlinkMessage::NewRoute(m) => route::update(tx, &m, true),
         RouteNetlinkMessage::DelRoute(m) => route::update(tx, &m, false),
-        RouteNetlinkMessage::NewNeighbour(m) => neigh::update(tx, &m, true),
-        RouteNetlinkMessage::DelNeighbour(m) => neigh::update(tx, &m, false),
+        RouteNetlinkMessage::NewNeighbour(m) => {
+            neigh::update(tx, &m, true);
+            bridge::fdb_update(tx, &m, true);
+        }
+        RouteNetlinkMessage::DelNeighbour(m) => {
+            neigh::update(tx, &m, false);
+            bridge::fdb_update(tx, &m, false);
+        }
         RouteNetlinkMessage::DelAddress(_) => return true,
         _ => return false,
     }
@@ -83,7 +128,12 @@ fn relevant(commit: &Commit) -> bool {
     commit.changes.iter().any(|c| {
         matches!(
             c.table,
-            Table::Interface | Table::Route | Table::Switch | Table::Vlan
+            Table::Interface
+                | Table::Route
+                | Table::Switch
+                | Table::Vlan
+                | Table::Port
+                | Table::FdbStatic
         )
     })
 }
@@ -136,7 +186,7 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
 
     // Notifications that race with the dump queue up and are applied after it.
     dump(&handle, &ctx.db).await?;
-    l3::apply(&writer, &ctx.db).await?;
+    apply(&writer, &ctx.db).await?;
     loop {
         tokio::select! {
             first = messages.next() => {
@@ -163,13 +213,13 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
                     dump(&handle, &ctx.db).await?;
                 }
                 if reapply || overrun {
-                    l3::apply(&writer, &ctx.db).await?;
+                    apply(&writer, &ctx.db).await?;
                 }
             }
             commit = commits.recv() => match commit {
-                Ok(commit) if relevant(&commit) => l3::apply(&writer, &ctx.db).await?,
+                Ok(commit) if relevant(&commit) => apply(&writer, &ctx.db).await?,
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => l3::apply(&writer, &ctx.db).await?,
+                Err(broadcast::error::RecvError::Lagged(_)) => apply(&writer, &ctx.db).await?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             _ = ctx.fault() => {}

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::route::{
-        RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType, RouteVia,
+        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteType, RouteVia,
     },
 };
 
@@ -128,8 +128,23 @@ pub fn fib_route(msg: &RouteMessage) -> Option<(&'static str, FibRoute)> {
             kind: kind_name(msg.header.kind),
             protocol: protocol_name(msg.header.protocol),
             nexthops,
+            hardware: hardware(msg.header.flags),
         },
     ))
+}
+
+/// What the kernel reports hardware does with a route (RTM_F_OFFLOAD, RTM_F_TRAP,
+/// RTM_F_OFFLOAD_FAILED; set by switchdev drivers that offload the FIB).
+fn hardware(flags: RouteFlags) -> Option<String> {
+    if flags.contains(RouteFlags::OffloadFailed) {
+        Some("offload-failed".into())
+    } else if flags.contains(RouteFlags::RtOffload) {
+        Some("offloaded".into())
+    } else if flags.contains(RouteFlags::RtTrap) {
+        Some("trap".into())
+    } else {
+        None
+    }
 }
 
 pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[RouteMessage]) {

@@ -1,0 +1,198 @@
+//! The switchdev backend against the real kernel bridge: this kernel has no switchdev
+//! driver (and no bridge VLAN filtering), so ports are put on the backend with
+//! `datapath = "switchdev"` and the kernel bridge forwards them in software, exactly the
+//! netlink model a switchdev driver offloads. We check what xnos programmed by reading
+//! the kernel back (iproute2), traffic between bridge ports and across the CPU port to
+//! XDP ports, the bridge's learned FDB in StateDb, runtime moves between backends, and
+//! the clear error for what this kernel cannot do.
+
+use std::time::{Duration, Instant};
+
+use xnos_tests::{Daemon, Topology, format_mac, require_root};
+
+const CONFIG: &str = r#"
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+datapath = "switchdev"
+
+[[port]]
+name = "swp2"
+mode = "access"
+vlan = 10
+datapath = "switchdev"
+
+[[port]]
+name = "swp3"
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp4"
+mode = "trunk"
+vlans = [10, 20]
+datapath = "switchdev"
+
+[[fdb]]
+mac = "02:00:00:00:00:99"
+vlan = 10
+port = "swp2"
+"#;
+
+fn port(daemon: &Daemon, name: &str) -> serde_json::Value {
+    let ports = daemon.json("ports").unwrap();
+    ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
+        .clone()
+}
+
+/// Wait until `check` holds (the kernel module programs asynchronously).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// What this shows: switchdev ports are put into a kernel bridge of their VLAN with a CPU
+// port towards the XDP datapath; hosts on bridge ports reach each other and hosts on XDP
+// ports; the bridge's learned MACs and the static entry are where they belong; a trunk
+// port is refused with the kernel's limitation named.
+#[test]
+fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3", "swp4"]).unwrap();
+    for (i, host) in topo.hosts.iter().enumerate() {
+        host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
+    }
+    let daemon = Daemon::start(&topo.switch, CONFIG).unwrap();
+    eventually("swp1 and swp2 in xbr10", || {
+        port(&daemon, "swp1")["bridge_member"] == true
+            && port(&daemon, "swp2")["bridge_member"] == true
+    });
+    let swp1 = port(&daemon, "swp1");
+    assert_eq!(swp1["datapath"], "switchdev", "{swp1}");
+    assert_eq!(swp1["bridge"], "xbr10", "{swp1}");
+    assert!(
+        swp1["datapath_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no switch ID: the kernel bridge forwards in software"),
+        "{swp1}"
+    );
+    // The kernel's view, through iproute2.
+    for name in ["swp1", "swp2", "xcpu10"] {
+        let link = topo.switch.ip(&["-d", "link", "show", name]).unwrap();
+        assert!(link.contains("master xbr10"), "{link}");
+        assert!(
+            !link.contains("prog/xdp"),
+            "XDP on bridge port {name}: {link}"
+        );
+    }
+    assert!(
+        topo.xdp_attached("xcpu10i").unwrap(),
+        "no XDP on the CPU port"
+    );
+    assert!(topo.xdp_attached("swp3").unwrap());
+    let fdb = topo
+        .switch
+        .exec("bridge", &["fdb", "show", "dev", "swp2"])
+        .unwrap();
+    assert!(
+        fdb.contains("02:00:00:00:00:99 master xbr10 static"),
+        "{fdb}"
+    );
+    let trunk = port(&daemon, "swp4");
+    assert!(
+        trunk["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not supported by this kernel"),
+        "{trunk}"
+    );
+
+    let (h1, h3) = (&topo.hosts[0], &topo.hosts[2]);
+    assert!(h1.ping("10.0.0.2", 3), "bridge port -> bridge port");
+    assert!(
+        h1.ping("10.0.0.3", 3),
+        "bridge port -> CPU port -> XDP port"
+    );
+    assert!(
+        h3.ping("10.0.0.2", 3),
+        "XDP port -> CPU port -> bridge port"
+    );
+
+    // The bridge's learned stations flow into StateDb like the fast path's.
+    let h1_mac = format_mac(h1.mac);
+    let h3_mac = format_mac(h3.mac);
+    eventually("h1 learned on swp1 by the bridge", || {
+        let fdb = daemon.json("fdb").unwrap();
+        fdb.as_array().unwrap().iter().any(|e| {
+            e["mac"] == h1_mac.as_str() && e["port"] == "swp1" && e["learned_by"] == "bridge"
+        })
+    });
+    let fdb = daemon.json("fdb").unwrap();
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == h3_mac.as_str()
+                && e["port"] == "swp3"
+                && e["learned_by"] == "xdp"),
+        "{fdb}"
+    );
+    assert!(
+        !fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["port"].as_str().unwrap().starts_with("xcpu")),
+        "CPU port entries shown: {fdb}"
+    );
+    let table = daemon.xnos(&["show", "fdb"]).unwrap();
+    assert!(table.contains("learned (bridge)"), "{table}");
+    let ports = daemon.xnos(&["show", "ports"]).unwrap();
+    assert!(ports.contains("swp1: member of bridge xbr10"), "{ports}");
+
+    // swp2 moves to the fast path at runtime: released from the bridge, XDP attached,
+    // still reachable; with no switchdev access port left the bridge and CPU port go.
+    let moved = daemon.dir.join("moved.toml");
+    let text = CONFIG.replacen(
+        "name = \"swp2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"switchdev\"",
+        "name = \"swp2\"\nmode = \"access\"\nvlan = 10",
+        1,
+    );
+    std::fs::write(&moved, &text).unwrap();
+    daemon
+        .xnos(&["config", "apply", moved.to_str().unwrap()])
+        .unwrap();
+    eventually("swp2 on XDP, out of the bridge", || {
+        let link = topo.switch.ip(&["-d", "link", "show", "swp2"]).unwrap();
+        !link.contains("master") && topo.xdp_attached("swp2").unwrap()
+    });
+    assert!(
+        h1.ping("10.0.0.2", 3),
+        "bridge port -> XDP port after the move"
+    );
+
+    let alone = daemon.dir.join("alone.toml");
+    std::fs::write(
+        &alone,
+        "[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n",
+    )
+    .unwrap();
+    daemon
+        .xnos(&["config", "apply", alone.to_str().unwrap()])
+        .unwrap();
+    eventually("bridge and CPU port removed", || {
+        let links = topo.switch.ip(&["-o", "link", "show"]).unwrap();
+        !links.contains("xbr10") && !links.contains("xcpu10")
+    });
+    let link = topo.switch.ip(&["-d", "link", "show", "swp1"]).unwrap();
+    assert!(!link.contains("master"), "{link}");
+}

@@ -1,0 +1,103 @@
+//! switchdev ports: the ports the kernel bridge forwards (offloaded to the switch ASIC by
+//! its switchdev driver, where there is one), and the names of the netdevs xnos makes for
+//! them. The kernel module programs the bridge (kernel/bridge.rs); the datapath module
+//! leaves these ports alone and attaches XDP to the CPU ports instead.
+//!
+//! Model: one bridge per VLAN, `xbr<vid>`, with the VLAN's switchdev access ports and a CPU
+//! port: the veth pair `xcpu<vid>` (in the bridge) <-> `xcpu<vid>i` (an XDP access port of
+//! the VLAN). Frames between switchdev ports stay in the bridge (in the ASIC, offloaded);
+//! frames between a switchdev port and an XDP port cross the CPU port. A VLAN-aware bridge
+//! (one bridge, `vlan_filtering`, trunk ports) needs a kernel with bridge VLAN filtering.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    config::{Config, DatapathChoice, PortConfig, PortMode},
+    statedb::LinkState,
+};
+
+/// The alias that marks the bridges and CPU ports xnos made.
+pub const BRIDGE_ALIAS: &str = "xnos-bridge";
+
+pub fn bridge_name(vid: u16) -> String {
+    format!("xbr{vid}")
+}
+
+/// The bridge end of the CPU port of VLAN `vid`.
+pub fn cpu_port_name(vid: u16) -> String {
+    format!("xcpu{vid}")
+}
+
+/// The XDP end of the CPU port of VLAN `vid`.
+pub fn cpu_port_xdp_name(vid: u16) -> String {
+    format!("xcpu{vid}i")
+}
+
+pub fn is_cpu_port(name: &str) -> bool {
+    name.strip_prefix("xcpu")
+        .and_then(|rest| rest.strip_suffix('i'))
+        .is_some_and(|vid| vid.parse::<u16>().is_ok())
+}
+
+/// A port the kernel bridge forwards, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchdevPort<'a> {
+    pub config: &'a PortConfig,
+    pub switch_id: Option<String>,
+    pub reason: String,
+}
+
+impl SwitchdevPort<'_> {
+    /// The VLAN whose bridge takes the port (access ports only).
+    pub fn vlan(&self) -> Option<u16> {
+        match self.config.mode {
+            PortMode::Access { vlan } => Some(vlan),
+            PortMode::Trunk { .. } => None,
+        }
+    }
+}
+
+/// The switchdev ports of `config`: those configured so, and, with `auto`, those whose
+/// driver reports a switch ID.
+pub fn ports<'a>(
+    config: &'a Config,
+    links: &BTreeMap<String, LinkState>,
+) -> BTreeMap<String, SwitchdevPort<'a>> {
+    let mut ports = BTreeMap::new();
+    for port in config.ports.values() {
+        let switch_id = links.get(&port.name).and_then(|l| l.switch_id.clone());
+        let reason = match (port.datapath, &switch_id) {
+            (DatapathChoice::Switchdev, Some(id)) => {
+                format!("configured: datapath = \"switchdev\" (switch ID {id})")
+            }
+            (DatapathChoice::Switchdev, None) => "configured: datapath = \"switchdev\"; \
+                 no switch ID: the kernel bridge forwards in software"
+                .to_string(),
+            (DatapathChoice::Auto, Some(id)) => {
+                format!("auto: the driver reports switch ID {id}: the ASIC forwards")
+            }
+            _ => continue,
+        };
+        ports.insert(
+            port.name.clone(),
+            SwitchdevPort {
+                config: port,
+                switch_id,
+                reason,
+            },
+        );
+    }
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_port_names() {
+        assert!(is_cpu_port(&cpu_port_xdp_name(10)));
+        assert!(!is_cpu_port(&cpu_port_name(10)));
+        assert!(!is_cpu_port("xcpuXi"));
+    }
+}
