@@ -28,7 +28,7 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{FibRoute, StateDb},
+    statedb::{FibRoute, LinkState, StateDb},
 };
 
 /// Alias that marks the SVI netdevs xnos created (and may delete).
@@ -119,8 +119,21 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
     Ok(())
 }
 
-async fn set_up(handle: &Handle, name: &str, mac: Option<MacAddr>) -> anyhow::Result<u32> {
+/// Set `name` up, with `mac` if given; nothing is written if StateDb saw it so already
+/// (setting even the same MAC makes the kernel flush the interface's neighbours).
+async fn set_up(
+    handle: &Handle,
+    links: &BTreeMap<String, LinkState>,
+    name: &str,
+    mac: Option<MacAddr>,
+) -> anyhow::Result<u32> {
     let index = ifindex(name)?;
+    if links
+        .get(name)
+        .is_some_and(|l| l.ifindex == index && l.up && (mac.is_none() || l.mac == mac))
+    {
+        return Ok(index);
+    }
     let mut message = LinkUnspec::new_with_index(index).up();
     if let Some(mac) = mac {
         message = message.address(mac.0.to_vec());
@@ -299,14 +312,14 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         }
         // Router addresses are configured, not autoconfigured: no duplicate detection delay.
         sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
-        let index = set_up(handle, &iface.name, Some(mac)).await?;
+        let index = set_up(handle, &links, &iface.name, Some(mac)).await?;
         if let Some(vlan) = iface.vlan {
             // XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
             ethtool_set(&iface.name, ETHTOOL_SGRO, true)?;
             // What the kernel sends through the SVI goes through XDP, which does not
             // finish offloaded checksums: compute them in software.
             ethtool_set(&iface.name, ETHTOOL_STXCSUM, false)?;
-            set_up(handle, &InterfaceConfig::svi_port_name(vlan), None).await?;
+            set_up(handle, &links, &InterfaceConfig::svi_port_name(vlan), None).await?;
         }
         sync_addresses(handle, index, &iface.name, &iface.addresses).await?;
     }
