@@ -108,12 +108,13 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
         fdb.contains("02:00:00:00:00:99 master xbr10 static"),
         "{fdb}"
     );
+    // This kernel's bridge has no VLAN filtering; on one that has, xnos says it does not
+    // program VLAN-aware bridges yet. Either way the port is refused, saying why.
     let trunk = port(&daemon, "swp4");
+    let error = trunk["error"].as_str().unwrap_or_default();
     assert!(
-        trunk["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("not supported by this kernel"),
+        error.contains("need bridge VLAN filtering: not supported by this kernel")
+            || error.contains("need a VLAN-aware bridge"),
         "{trunk}"
     );
 
@@ -179,6 +180,40 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
         h1.ping("10.0.0.2", 3),
         "bridge port -> XDP port after the move"
     );
+
+    // ... and back into the bridge: XDP detached, enslaved again, the static entry comes
+    // back, and h2 is reachable from both sides again.
+    std::fs::write(&moved, CONFIG).unwrap();
+    daemon
+        .xnos(&["config", "apply", moved.to_str().unwrap()])
+        .unwrap();
+    eventually("swp2 back in the bridge, without XDP", || {
+        let link = topo.switch.ip(&["-d", "link", "show", "swp2"]).unwrap();
+        link.contains("master xbr10") && !topo.xdp_attached("swp2").unwrap()
+    });
+    assert!(
+        h1.ping("10.0.0.2", 3),
+        "bridge port -> bridge port after moving back"
+    );
+    assert!(
+        h3.ping("10.0.0.2", 3),
+        "XDP port -> bridge port after moving back"
+    );
+
+    // The static entry goes from the bridge when config drops it.
+    let fewer = daemon.dir.join("fewer.toml");
+    let without_static = &CONFIG[..CONFIG.find("[[fdb]]").unwrap()];
+    std::fs::write(&fewer, without_static).unwrap();
+    daemon
+        .xnos(&["config", "apply", fewer.to_str().unwrap()])
+        .unwrap();
+    eventually("static FDB entry removed from the bridge", || {
+        !topo
+            .switch
+            .exec("bridge", &["fdb", "show", "dev", "swp2"])
+            .unwrap()
+            .contains("02:00:00:00:00:99")
+    });
 
     let alone = daemon.dir.join("alone.toml");
     std::fs::write(

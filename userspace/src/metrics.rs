@@ -127,7 +127,7 @@ impl Metrics {
         let attached = gauge(
             registry,
             "xnos_port_datapath_attached",
-            "1 if the fast path is attached to the port, in the mode of label `mode` (xdp-native, xdp-generic or tc).",
+            "1 if the port is forwarded, by the fast path (label mode: xdp-native, xdp-generic, tc) or by the kernel bridge (switchdev); 0 with mode none.",
             &["port", "mode"],
         );
         for port in state.config.ports.values() {
@@ -139,9 +139,10 @@ impl Metrics {
                 .is_some_and(|l| l.oper_state == "up");
             up.with_label_values(&[name]).set(i64::from(link_up));
             let status = state.observed.port_status.get(name);
-            if let Some(s) = status.filter(|s| s.datapath != "none") {
-                attached.with_label_values(&[name, &s.datapath]).set(1);
-            }
+            let mode = status.map_or("none", |s| s.datapath.as_str());
+            attached
+                .with_label_values(&[name, mode])
+                .set(i64::from(mode != "none"));
             let Some(s) = status
                 .filter(|s| s.ifindex != 0 && s.datapath != "switchdev")
                 .and_then(|s| self.stats.get(s.stats_slot).ok())

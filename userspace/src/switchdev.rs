@@ -73,7 +73,9 @@ pub fn ports<'a>(
             (DatapathChoice::Switchdev, None) => "configured: datapath = \"switchdev\"; \
                  no switch ID: the kernel bridge forwards in software"
                 .to_string(),
-            (DatapathChoice::Auto, Some(id)) => {
+            // Trunk ports need a VLAN-aware bridge, which xnos does not program: with
+            // `auto` they stay on the fast path (XDP or TC) like any other port.
+            (DatapathChoice::Auto, Some(id)) if matches!(port.mode, PortMode::Access { .. }) => {
                 format!("auto: the driver reports switch ID {id}: the ASIC forwards")
             }
             _ => continue,
@@ -93,6 +95,54 @@ pub fn ports<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(name: &str, switch_id: Option<&str>) -> (String, LinkState) {
+        (
+            name.to_string(),
+            LinkState {
+                name: name.into(),
+                ifindex: 1,
+                oper_state: "up".into(),
+                mac: None,
+                mtu: None,
+                alias: None,
+                switch_id: switch_id.map(String::from),
+                master: None,
+                up: true,
+            },
+        )
+    }
+
+    // `auto` sends access ports with a switch ID to the bridge; trunks (which need a
+    // VLAN-aware bridge) and ports without one stay on the fast path; `switchdev` is
+    // honoured either way, and says when software forwards.
+    #[test]
+    fn which_ports_the_bridge_forwards() {
+        let config = Config::parse(
+            "t.toml",
+            "[[port]]\nname = \"sw1\"\nmode = \"access\"\nvlan = 10\n\
+             [[port]]\nname = \"sw2\"\nmode = \"trunk\"\nvlans = [10]\n\
+             [[port]]\nname = \"eth1\"\nmode = \"access\"\nvlan = 10\n\
+             [[port]]\nname = \"eth2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"switchdev\"\n",
+            |_| true,
+        )
+        .unwrap();
+        let links = BTreeMap::from([
+            link("sw1", Some("00aa")),
+            link("sw2", Some("00aa")),
+            link("eth1", None),
+            link("eth2", None),
+        ]);
+        let ports = ports(&config, &links);
+        assert_eq!(ports.keys().collect::<Vec<_>>(), ["eth2", "sw1"]);
+        assert!(ports["sw1"].reason.contains("switch ID 00aa"));
+        assert!(
+            ports["eth2"]
+                .reason
+                .contains("the kernel bridge forwards in software")
+        );
+        assert_eq!(ports["sw1"].vlan(), Some(10));
+    }
 
     #[test]
     fn cpu_port_names() {

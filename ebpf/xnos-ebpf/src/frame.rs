@@ -8,12 +8,12 @@
 use aya_ebpf::cty::c_void;
 use aya_ebpf::{
     bindings::{
-        __sk_buff, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-        xdp_action,
+        __sk_buff, BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, BPF_F_RECOMPUTE_CSUM, TC_ACT_OK,
+        TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action,
     },
     helpers::{
         bpf_clone_redirect, bpf_loop, bpf_redirect, bpf_skb_change_head, bpf_skb_pull_data,
-        bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
+        bpf_skb_store_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
     },
     macros::map,
     maps::{Array, DevMapHash},
@@ -62,6 +62,10 @@ pub trait Frame {
     fn set_tci(&self, tag: Tag, tci: u16) -> Result<(), DropReason>;
     /// Send the frame, as it is now, out of port `ifindex`.
     fn redirect(&self, ifindex: u32) -> Result<u32, DropReason>;
+    /// Write one byte of the L3 header that no header checksum covers (the IPv6 hop
+    /// limit): TC must keep the skb's packet checksum (CHECKSUM_COMPLETE) right.
+    /// Pointers into the frame are invalid afterwards.
+    fn set_uncovered_byte(&self, offset: usize, value: u8) -> Result<(), DropReason>;
     /// Send the frame (carrying `tag`) to every other port of VLAN `vid`, each getting the
     /// tagging it wants. Leaves the frame tagged with `vid`.
     fn flood(&self, ingress: u32, tag: Option<Tag>, vid: u16) -> Result<u32, DropReason>;
@@ -111,6 +115,14 @@ fn write_tci<F: Frame>(f: &F, tci: u16) -> Result<(), DropReason> {
 
 impl Frame for XdpContext {
     const PASS: u32 = xdp_action::XDP_PASS;
+
+    #[inline(always)]
+    fn set_uncovered_byte(&self, offset: usize, value: u8) -> Result<(), DropReason> {
+        let at: *mut u8 = self.ptr_at(offset).ok_or(DropReason::Malformed)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *at = value };
+        Ok(())
+    }
     const DROP: u32 = xdp_action::XDP_DROP;
 
     #[inline(always)]
@@ -201,6 +213,24 @@ pub fn tc_pull_headers(ctx: &TcContext) -> Result<(), DropReason> {
 
 impl Frame for TcContext {
     const PASS: u32 = TC_ACT_OK as u32;
+
+    #[inline(always)]
+    fn set_uncovered_byte(&self, offset: usize, value: u8) -> Result<(), DropReason> {
+        // SAFETY: the helper bounds-checks; we pass a pointer to a local byte.
+        let ret = unsafe {
+            bpf_skb_store_bytes(
+                self.skb.skb,
+                offset as u32,
+                &value as *const u8 as *const c_void,
+                1,
+                u64::from(BPF_F_RECOMPUTE_CSUM),
+            )
+        };
+        if ret != 0 {
+            return Err(DropReason::Malformed);
+        }
+        Ok(())
+    }
     const DROP: u32 = TC_ACT_SHOT as u32;
 
     #[inline(always)]
@@ -213,9 +243,12 @@ impl Frame for TcContext {
         TcContext::data_end(self)
     }
 
+    /// Counted as on the wire: with the tag the kernel took out of the bytes.
     #[inline(always)]
     fn len(&self) -> usize {
-        TcContext::len(self) as usize
+        // SAFETY: reading a field of the __sk_buff the kernel handed us.
+        let tagged = unsafe { (*self.skb.skb).vlan_present } != 0;
+        TcContext::len(self) as usize + if tagged { VLAN_HLEN } else { 0 }
     }
 
     /// The kernel moves a received frame's outer tag out of its bytes into the skb
@@ -239,11 +272,12 @@ impl Frame for TcContext {
     }
 
     /// In the frame's bytes like XDP, except for GSO packets, whose tag must stay in the skb
-    /// for segmentation to find the headers.
+    /// for segmentation to find the headers, and frames whose skb already holds an (802.1ad)
+    /// tag, which must go outside the new one: the helper moves it into the bytes.
     #[inline(always)]
     fn push_tag(&self, tci: u16) -> Result<(), DropReason> {
-        // SAFETY: reading a field of the __sk_buff the kernel handed us.
-        if unsafe { (*self.skb.skb).gso_size } != 0 {
+        // SAFETY: reading fields of the __sk_buff the kernel handed us.
+        if unsafe { (*self.skb.skb).gso_size != 0 || (*self.skb.skb).vlan_present != 0 } {
             // SAFETY: plain helper call on our own skb.
             return match unsafe { bpf_skb_vlan_push(self.skb.skb, ETH_P_8021Q.to_be(), tci) } {
                 0 => Ok(()),

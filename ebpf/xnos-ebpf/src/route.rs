@@ -405,7 +405,8 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
-    ip.hop_limit -= 1;
+    // IPv6 has no header checksum to keep the packet's sum unchanged, as IPv4's does.
+    ctx.set_uncovered_byte(L3 + 7, ip.hop_limit - 1)?;
     let action = transmit::<TRACE, F>(ctx, tag, mac, out, egress)?;
     l3_stats::<TRACE>(|s| s.routed_v6 += 1);
     Ok(action)

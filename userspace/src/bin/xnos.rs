@@ -19,7 +19,7 @@ use xnos::{
 /// Show and change an xnos switch.
 ///
 /// Examples:
-///   xnos show ports                     ports, VLANs, XDP mode, link and counters
+///   xnos show ports                     ports, VLANs, datapath (XDP/TC/switchdev), link, counters
 ///   xnos vlan add 30 --name storage     create VLAN 30
 ///   xnos port set swp2 --trunk 10,30 --native 1
 ///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
@@ -66,6 +66,8 @@ enum Command {
     },
     /// Run a described packet through the real datapath program against the live tables
     /// and show what the switch would do with it. Changes nothing (no learning, no counters).
+    /// It runs the XDP build of the pipeline; TC ports run the same code, so the decision
+    /// is theirs too (the verdict is named in XDP's terms). Switchdev ports are not traced.
     ///
     /// Examples:
     ///   xnos trace --port swp1 --dst-mac 02:00:00:00:00:02
@@ -87,7 +89,7 @@ enum Command {
 
 #[derive(Subcommand, Clone, Copy)]
 enum Show {
-    /// Ports: mode, VLANs, XDP attachment, link state and counters.
+    /// Ports: mode, VLANs, datapath in use and why, link state and counters.
     Ports(Format),
     /// VLANs with their untagged and tagged member ports.
     Vlans(Format),
@@ -211,7 +213,7 @@ enum PortAction {
         #[arg(long, requires = "trunk", conflicts_with = "native")]
         no_native: bool,
     },
-    /// Remove a port from the switch (XDP is detached from it).
+    /// Remove a port from the switch (its XDP or TC program is detached).
     Del { name: String },
 }
 

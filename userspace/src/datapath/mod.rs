@@ -421,12 +421,17 @@ impl Datapath {
                 });
             }
         };
+        let mut previous = None;
         if let Some(mode) = self.attached(ifindex) {
             // An auto port keeps what it got; a configured one must have exactly that.
             if wanted.is_none_or(|w| w == mode) {
                 let reason = self.reasons.get(&ifindex).cloned().unwrap_or_default();
                 return Ok((mode, reason));
             }
+            previous = Some((
+                mode,
+                self.reasons.get(&ifindex).cloned().unwrap_or_default(),
+            ));
             self.detach(ifindex)?;
         }
         let attach_err = |source| DatapathError::Attach {
@@ -434,11 +439,23 @@ impl Datapath {
             source: Box::new(source),
         };
         let (link, mode, reason) = match wanted {
-            Some(mode) => (
-                self.attach_mode(ifindex, mode).map_err(attach_err)?,
-                mode,
-                format!("configured: datapath = \"{}\"", choice.name()),
-            ),
+            Some(mode) => match self.attach_mode(ifindex, mode) {
+                Ok(link) => (
+                    link,
+                    mode,
+                    format!("configured: datapath = \"{}\"", choice.name()),
+                ),
+                Err(e) => {
+                    // The port keeps forwarding the way it did; the error says why not as asked.
+                    if let Some((old, reason)) = previous
+                        && let Ok(link) = self.attach_mode(ifindex, old)
+                    {
+                        self.links.insert(ifindex, (link, old));
+                        self.reasons.insert(ifindex, reason);
+                    }
+                    return Err(attach_err(e));
+                }
+            },
             None => {
                 let mut why = Vec::new();
                 let mut modes = vec![AttachMode::Native, AttachMode::Generic, AttachMode::Tc];
@@ -509,12 +526,19 @@ impl Datapath {
             AttachMode::Tc => {
                 let name = nix::net::if_::if_indextoname(ifindex)
                     .map_err(|e| ProgramError::IOError(std::io::Error::from(e)))?;
+                let name = name.to_string_lossy();
+                // Before tcx (6.6) aya attaches through a clsact qdisc, which must exist.
+                if aya::util::KernelVersion::current()
+                    .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+                {
+                    let _ = aya::programs::tc::qdisc_add_clsact(&name);
+                }
                 let program: &mut SchedClassifier = match self.ebpf.program_mut(TC_PROGRAM) {
                     Some(aya::programs::Program::SchedClassifier(p)) => p,
                     _ => unreachable!("{TC_PROGRAM} is loaded as a classifier in Datapath::load"),
                 };
                 program
-                    .attach(&name.to_string_lossy(), TcAttachType::Ingress)
+                    .attach(&name, TcAttachType::Ingress)
                     .map(PortLink::Tc)
             }
         }

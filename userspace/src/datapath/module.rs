@@ -272,15 +272,21 @@ fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
                 continue;
             }
             let mac = MacAddr(key.mac);
-            in_map.insert((key.vlan, mac));
             let port = names
                 .get(&entry.ifindex)
                 .cloned()
                 .unwrap_or_else(|| format!("ifindex {}", entry.ifindex));
             if crate::switchdev::is_cpu_port(&port) {
-                // Behind the bridge of switchdev ports: the bridge says which port.
+                // Behind the bridge of switchdev ports: the bridge says which port (and an
+                // older fast-path row for the station is stale: not kept in `in_map`).
                 continue;
             }
+            let old = tx.observed().fdb_learned.get(&(key.vlan, mac));
+            if old.is_some_and(|o| o.source == "bridge") {
+                // The bridge's notifications are fresher than this periodic sweep.
+                continue;
+            }
+            in_map.insert((key.vlan, mac));
             let moves = tx
                 .observed()
                 .fdb_learned
@@ -326,11 +332,20 @@ fn record_learn(db: &StateDb, event: &LearnEvent) {
         let Some(port) = port_names(tx.observed()).remove(&event.ifindex) else {
             return;
         };
-        if crate::switchdev::is_cpu_port(&port) {
-            return;
-        }
         let mac = MacAddr(event.key.mac);
         let vlan = event.key.vlan;
+        if crate::switchdev::is_cpu_port(&port) {
+            // Now behind the bridge: a fast-path row for it is stale.
+            if tx
+                .observed()
+                .fdb_learned
+                .get(&(vlan, mac))
+                .is_some_and(|o| o.source == "xdp")
+            {
+                tx.learned(vlan, mac, None);
+            }
+            return;
+        }
         let mut row = tx
             .observed()
             .fdb_learned

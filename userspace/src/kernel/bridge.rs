@@ -56,7 +56,8 @@ fn in_place(links: &BTreeMap<String, LinkState>, name: &str, master: Option<u32>
         .is_some_and(|l| l.up && (master.is_none() || l.master == master))
 }
 
-/// Set `name` up, and enslave it to `master` if given, unless it is so already.
+/// Set one of our own netdevs (bridge, CPU port) up, and enslave it to `master` if given,
+/// unless it is so already.
 async fn set_up(
     handle: &Handle,
     links: &BTreeMap<String, LinkState>,
@@ -122,10 +123,14 @@ async fn ensure_bridge(
     Ok(bridge_index)
 }
 
-/// Whether this kernel's bridge can filter VLANs (needed for trunk ports). Probed once
-/// with a throwaway bridge.
+/// Whether this kernel's bridge can filter VLANs (needed for trunk ports). Probed once per
+/// process with a throwaway bridge (named so that its own link events trigger nothing).
 async fn vlan_filtering_supported(handle: &Handle) -> bool {
-    const PROBE: &str = "xbrprobe";
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if let Some(known) = SUPPORTED.get() {
+        return *known;
+    }
+    const PROBE: &str = "xnosvlanprobe";
     let made = handle
         .link()
         .add(LinkBridge::new(PROBE).vlan_filtering(true).build())
@@ -135,7 +140,7 @@ async fn vlan_filtering_supported(handle: &Handle) -> bool {
     if let Some(index) = link::ifindex(PROBE) {
         handle.link().del(index).execute().await.ok();
     }
-    made
+    *SUPPORTED.get_or_init(|| made)
 }
 
 /// One port into its VLAN's bridge; the error that keeps it out otherwise.
@@ -144,15 +149,10 @@ async fn enslave(
     links: &BTreeMap<String, LinkState>,
     port: &SwitchdevPort<'_>,
     bridges: &BTreeMap<u16, u32>,
-    vlan_filtering: &mut Option<bool>,
 ) -> anyhow::Result<()> {
     let name = &port.config.name;
     let Some(vid) = port.vlan() else {
-        let supported = match vlan_filtering {
-            Some(known) => *known,
-            None => *vlan_filtering.insert(vlan_filtering_supported(handle).await),
-        };
-        anyhow::bail!(if supported {
+        anyhow::bail!(if vlan_filtering_supported(handle).await {
             "trunk ports on the switchdev backend need a VLAN-aware bridge, which xnos \
              does not program yet: use access ports"
         } else {
@@ -160,10 +160,21 @@ async fn enslave(
              supported by this kernel (CONFIG_BRIDGE_VLAN_FILTERING)"
         });
     };
-    if in_place(links, name, Some(bridges[&vid])) {
+    // The port's admin state is the operator's: only its master is ours.
+    if links
+        .get(name)
+        .is_some_and(|l| l.master == Some(bridges[&vid]))
+    {
         return Ok(());
     }
-    set_up(handle, links, name, Some(bridges[&vid]))
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(ifindex(name)?)
+                .controller(bridges[&vid])
+                .build(),
+        )
+        .execute()
         .await
         .with_context(|| format!("adding {name} to {}", switchdev::bridge_name(vid)))?;
     // Stations the bridge learned behind the CPU port may be on the port that just joined:
@@ -203,6 +214,18 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         db.read(|s| (s.config.clone(), s.observed.links.clone()));
     let ports = switchdev::ports(&config, &links);
     let vlans: BTreeSet<u16> = ports.values().filter_map(SwitchdevPort::vlan).collect();
+    if !ports.is_empty() {
+        // Without these the kernel does not tell when a driver offloads (or traps) a route
+        // after it was added, and `xnos show routes` would keep the add-time flags.
+        for path in [
+            "net/ipv4/fib_notify_on_flag_change",
+            "net/ipv6/fib_notify_on_flag_change",
+        ] {
+            if let Err(e) = std::fs::write(format!("/proc/sys/{path}"), "1") {
+                tracing::info!(path, error = %e, "cannot ask for route offload notifications");
+            }
+        }
+    }
 
     // Bridges and CPU ports of VLANs without switchdev ports go (members are released).
     for link in links.values().filter(|l| ours(l)) {
@@ -255,13 +278,12 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
             }
         }
     }
-    let mut vlan_filtering = None;
     let mut rows = BTreeMap::new();
     for (name, port) in &ports {
         let vlan = port.vlan();
         let error = match vlan.and_then(|v| bridge_errors.get(&v)) {
             Some(e) => Some(e.clone()),
-            None => enslave(handle, &links, port, &bridges, &mut vlan_filtering)
+            None => enslave(handle, &links, port, &bridges)
                 .await
                 .err()
                 .map(|e| format!("{e:#}")),
@@ -277,6 +299,34 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
                 error,
             },
         );
+    }
+    // Static entries xnos put on bridge ports that config no longer has go.
+    let wanted_static: BTreeSet<(u32, MacAddr)> = config
+        .fdb
+        .iter()
+        .filter(|((vlan, _), entry)| {
+            ports
+                .get(&entry.port)
+                .is_some_and(|p| p.vlan() == Some(*vlan))
+        })
+        .filter_map(|((_, mac), entry)| Some((link::ifindex(&entry.port)?, *mac)))
+        .collect();
+    let bridge_indexes: BTreeSet<u32> = bridges.values().copied().collect();
+    for message in dump_fdb(handle).await? {
+        let Some((mac, master)) = fdb_mac_master(&message) else {
+            continue;
+        };
+        if message.header.state == NeighbourState::Noarp
+            && bridge_indexes.contains(&master)
+            && !wanted_static.contains(&(message.header.ifindex, mac))
+        {
+            handle
+                .neighbours()
+                .del(message)
+                .execute()
+                .await
+                .with_context(|| format!("removing static FDB entry {mac}"))?;
+        }
     }
     for ((vlan, mac), entry) in &config.fdb {
         if let Some(port) = ports.get(&entry.port)
@@ -326,6 +376,34 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every bridge FDB entry of the kernel (an AF_UNSPEC neighbour dump has only ARP/ND).
+pub async fn dump_fdb(handle: &Handle) -> anyhow::Result<Vec<NeighbourMessage>> {
+    handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_collect()
+        .await
+        .context("dumping the bridge FDB")
+}
+
+/// The MAC of a bridge FDB entry and the bridge it belongs to (NDA_MASTER).
+fn fdb_mac_master(msg: &NeighbourMessage) -> Option<(MacAddr, u32)> {
+    let mut mac = None;
+    let mut master = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
+            }
+            NeighbourAttribute::Controller(index) => master = Some(*index),
+            _ => {}
+        }
+    }
+    Some((mac?, master?))
+}
+
 /// A bridge FDB notification (or dump entry): entries an xnos bridge learned on a
 /// switchdev port go into `fdb-learned` with source `bridge`.
 pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool) {
@@ -341,18 +419,7 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
     ) {
         return;
     }
-    let mut mac = None;
-    let mut master = None;
-    for attr in &msg.attributes {
-        match attr {
-            NeighbourAttribute::LinkLayerAddress(bytes) => {
-                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
-            }
-            NeighbourAttribute::Controller(index) => master = Some(*index),
-            _ => {}
-        }
-    }
-    let (Some(mac), Some(master)) = (mac, master) else {
+    let Some((mac, master)) = fdb_mac_master(msg) else {
         return;
     };
     let links = &tx.observed().links;

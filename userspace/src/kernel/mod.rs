@@ -56,6 +56,7 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         .try_collect()
         .await
         .context("dumping neighbours")?;
+    let bridge_fdb = bridge::dump_fdb(handle).await?;
     db.write_observed(|tx| {
         link::replace_all(tx, &links);
         route::replace_all(tx, &routes);
@@ -71,17 +72,19 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         for (vlan, mac) in bridge_rows {
             tx.learned(vlan, mac, None);
         }
-        for message in &neighbours {
+        for message in &bridge_fdb {
             bridge::fdb_update(tx, message, true);
         }
     });
     Ok(())
 }
 
-/// Make the kernel carry the config: L3, then the switchdev ports.
+/// Make the kernel carry the config: L3 and the switchdev ports, each whatever the other
+/// did (the first error is returned).
 async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
-    l3::apply(handle, db).await?;
-    bridge::apply(handle, db).await
+    let l3 = l3::apply(handle, db).await;
+    let bridge = bridge::apply(handle, db).await;
+    l3.and(bridge)
 }
 
 /// Mirror a link change; returns whether it may need the switchdev ports programmed
