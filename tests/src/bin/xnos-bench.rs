@@ -632,7 +632,10 @@ fn lab(mode: &'static str, traffic: &mut Traffic) -> anyhow::Result<Lab> {
         veth(&dut, "swp2", &sink, "sink0", None, Some(SINK_MAC))?;
     }
     traffic.attach_sink(&sink, "sink0")?;
-    if matches!(mode, "Linux bridge" | "kernel IPv4 forwarding") {
+    if matches!(
+        mode,
+        "Linux bridge" | "kernel IPv4 forwarding" | "xnos L2 (TC)"
+    ) {
         // The generator's frames only enter a veth that has an XDP program (GRO alone
         // does not take them here): give the non-XDP devices under test a pass-through.
         let pass = xdp_pass()?;
@@ -698,9 +701,10 @@ fn lab(mode: &'static str, traffic: &mut Traffic) -> anyhow::Result<Lab> {
                 "permanent",
             ])?;
         }
-        "xnos L2" => {
+        "xnos L2" | "xnos L2 (TC)" => {
+            let datapath = if mode == "xnos L2" { "auto" } else { "tc" };
             let config = format!(
-                "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n[[fdb]]\nmac = \"{}\"\nvlan = 10\nport = \"swp2\"\n",
+                "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\ndatapath = \"{datapath}\"\n[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"{datapath}\"\n[[fdb]]\nmac = \"{}\"\nvlan = 10\nport = \"swp2\"\n",
                 xnos_tests::format_mac(SINK_MAC)
             );
             daemon = Some(xnos_tests::Daemon::start(&dut, &config)?);
@@ -860,6 +864,7 @@ fn e2e(opts: &Options) -> anyhow::Result<(Vec<Cost>, Vec<Cost>, &'static str)> {
         "Linux bridge",
         "kernel IPv4 forwarding",
         "xnos L2",
+        "xnos L2 (TC)",
         "xnos L3 IPv4",
     ];
     let labs: Vec<Lab> = modes
