@@ -421,6 +421,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &mut dp,
             &config,
             &Default::default(),
+            &Default::default(),
             xnos::kernel::link::ifindex,
         )
         .unwrap();
@@ -455,6 +456,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &mut dp,
             &config,
             &Default::default(),
+            &Default::default(),
             xnos::kernel::link::ifindex,
         )
         .unwrap();
@@ -470,6 +472,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
         let statuses = module::reconcile(
             &mut dp,
             &smaller,
+            &Default::default(),
             &Default::default(),
             xnos::kernel::link::ifindex,
         )

@@ -207,9 +207,10 @@ fn source_xdp() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgePort {
     pub port: String,
-    pub vlan: Option<u16>,
-    /// The bridge that carries the port's VLAN (and, through its CPU port, the way to the
-    /// XDP ports of that VLAN).
+    /// The VLANs the port carries.
+    pub vlans: Vec<u16>,
+    /// The bridge that carries the port (and, through its CPU port, the way to the XDP
+    /// ports of its VLANs).
     pub bridge: Option<String>,
     /// Read back: the kernel has the port enslaved to `bridge`.
     pub member: bool,

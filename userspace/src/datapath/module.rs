@@ -37,6 +37,7 @@ enum PortKind {
 fn datapath_ports(
     config: &Config,
     switchdev: &BTreeMap<String, String>,
+    cpu_ports: &BTreeMap<String, PortMode>,
 ) -> Vec<(String, PortKind)> {
     let mut ports: Vec<(String, PortKind)> = config
         .ports
@@ -49,20 +50,11 @@ fn datapath_ports(
             )
         })
         .collect();
-    // The XDP end of the CPU port of every VLAN with switchdev ports.
-    let cpu_vlans: BTreeSet<u16> = config
-        .ports
-        .values()
-        .filter(|p| switchdev.contains_key(&p.name))
-        .filter_map(|p| match p.mode {
-            PortMode::Access { vlan } => Some(vlan),
-            PortMode::Trunk { .. } => None,
-        })
-        .collect();
-    for vlan in cpu_vlans {
+    // The XDP ends of the CPU ports towards the bridge of the switchdev ports.
+    for (name, mode) in cpu_ports {
         ports.push((
-            crate::switchdev::cpu_port_xdp_name(vlan),
-            PortKind::Switched(PortMode::Access { vlan }, DatapathChoice::Auto),
+            name.clone(),
+            PortKind::Switched(mode.clone(), DatapathChoice::Auto),
         ));
     }
     for iface in config.interfaces.values() {
@@ -103,6 +95,7 @@ pub fn reconcile(
     dp: &mut Datapath,
     config: &Config,
     switchdev: &BTreeMap<String, String>,
+    cpu_ports: &BTreeMap<String, PortMode>,
     ifindex: impl Fn(&str) -> Option<u32>,
 ) -> anyhow::Result<BTreeMap<String, PortStatus>> {
     let current = dp.ports()?;
@@ -129,7 +122,7 @@ pub fn reconcile(
         );
     }
     let mut desired: BTreeMap<u32, PortConf> = BTreeMap::new();
-    for (name, kind) in datapath_ports(config, switchdev) {
+    for (name, kind) in datapath_ports(config, switchdev, cpu_ports) {
         let mut status = PortStatus {
             name: name.clone(),
             ifindex: 0,
@@ -387,7 +380,8 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
             .into_iter()
             .map(|(name, port)| (name, port.reason))
             .collect();
-        let statuses = reconcile(&mut guard, &state.config, &switchdev, |name| {
+        let cpu_ports = crate::switchdev::cpu_ports(&state.observed.bridge_ports);
+        let statuses = reconcile(&mut guard, &state.config, &switchdev, &cpu_ports, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
         l3.sync(&mut guard, state)?;
@@ -468,7 +462,7 @@ impl Work {
     fn add(&mut self, commit: &Commit) {
         for change in &commit.changes {
             match change.table {
-                t if t.is_config() || t == Table::Link => self.all = true,
+                t if t.is_config() || t == Table::Link || t == Table::BridgePort => self.all = true,
                 Table::Fib => {
                     if let Some(prefix) =
                         change.key.split_once('/').and_then(|(_, p)| p.parse().ok())

@@ -8,30 +8,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth,
+    Handle, LinkBridge, LinkBridgeVlan, LinkUnspec, LinkVeth,
     packet_route::{
         AddressFamily,
+        link::{AfSpecBridge, BridgeVlanInfoFlags, LinkAttribute, LinkExtentMask},
         neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
     },
 };
 
 use super::l3::{ETHTOOL_SGRO, ethtool_set, ifindex};
 use crate::{
-    config::Config,
+    config::{Config, PortMode},
     kernel::link,
     mac::MacAddr,
     statedb::{BridgePort, LearnedMac, LinkState, ObservedTx, StateDb},
-    switchdev::{self, BRIDGE_ALIAS, SwitchdevPort},
+    switchdev::{self, BRIDGE_ALIAS},
 };
 
 /// Whether `name` is a bridge or CPU port xnos made (by its alias).
 fn ours(link: &LinkState) -> bool {
     link.alias.as_deref() == Some(BRIDGE_ALIAS)
-}
-
-/// The VLAN of an xnos bridge, by its name.
-fn bridge_vlan(name: &str) -> Option<u16> {
-    name.strip_prefix("xbr")?.parse().ok()
 }
 
 async fn set_alias(handle: &Handle, name: &str) -> anyhow::Result<()> {
@@ -79,53 +75,63 @@ async fn set_up(
         .with_context(|| format!("setting {name} up"))
 }
 
-/// The bridge of VLAN `vid` and its CPU port, made if missing, up.
+/// A bridge xnos keeps: its CPU port and the VLANs its members carry.
+struct BridgePlan {
+    cpu: String,
+    cpu_xdp: String,
+    vlans: BTreeSet<u16>,
+}
+
+/// The bridge and its CPU port, made if missing, up. A VLAN-aware bridge filters VLANs
+/// and gives new ports no default VLAN (xnos sets every port's VLANs).
 async fn ensure_bridge(
     handle: &Handle,
     links: &BTreeMap<String, LinkState>,
-    vid: u16,
+    bridge: &str,
+    plan: &BridgePlan,
+    vlan_aware: bool,
 ) -> anyhow::Result<u32> {
-    let bridge = switchdev::bridge_name(vid);
-    let (cpu, cpu_xdp) = (
-        switchdev::cpu_port_name(vid),
-        switchdev::cpu_port_xdp_name(vid),
-    );
-    if link::ifindex(&bridge).is_none() {
+    if link::ifindex(bridge).is_none() {
+        let mut message = LinkBridge::new(bridge);
+        if vlan_aware {
+            message = message.vlan_filtering(true).vlan_default_pvid(0);
+        }
         handle
             .link()
-            .add(LinkBridge::new(&bridge).build())
+            .add(message.build())
             .execute()
             .await
             .with_context(|| format!("creating bridge {bridge}"))?;
-        set_alias(handle, &bridge).await?;
+        set_alias(handle, bridge).await?;
     }
-    let bridge_index = ifindex(&bridge)?;
-    if link::ifindex(&cpu).is_none() || link::ifindex(&cpu_xdp).is_none() {
-        for end in [&cpu, &cpu_xdp] {
+    let bridge_index = ifindex(bridge)?;
+    let (cpu, cpu_xdp) = (&plan.cpu, &plan.cpu_xdp);
+    if link::ifindex(cpu).is_none() || link::ifindex(cpu_xdp).is_none() {
+        for end in [cpu, cpu_xdp] {
             if let Some(index) = link::ifindex(end) {
                 handle.link().del(index).execute().await.ok();
             }
         }
         handle
             .link()
-            .add(LinkVeth::new(&cpu, &cpu_xdp).build())
+            .add(LinkVeth::new(cpu, cpu_xdp).build())
             .execute()
             .await
             .with_context(|| format!("creating CPU port {cpu} (veth pair with {cpu_xdp})"))?;
-        set_alias(handle, &cpu).await?;
-        set_alias(handle, &cpu_xdp).await?;
+        set_alias(handle, cpu).await?;
+        set_alias(handle, cpu_xdp).await?;
     }
-    // XDP can redirect into xcpu<vid>i only if its peer has NAPI (GRO).
-    ethtool_set(&cpu, ETHTOOL_SGRO, true)?;
-    set_up(handle, links, &cpu, Some(bridge_index)).await?;
-    set_up(handle, links, &bridge, None).await?;
-    set_up(handle, links, &cpu_xdp, None).await?;
+    // XDP can redirect into the XDP end only if its peer has NAPI (GRO).
+    ethtool_set(cpu, ETHTOOL_SGRO, true)?;
+    set_up(handle, links, cpu, Some(bridge_index)).await?;
+    set_up(handle, links, bridge, None).await?;
+    set_up(handle, links, cpu_xdp, None).await?;
     Ok(bridge_index)
 }
 
 /// Whether this kernel's bridge can filter VLANs (needed for trunk ports). Probed once per
 /// process with a throwaway bridge (named so that its own link events trigger nothing).
-async fn vlan_filtering_supported(handle: &Handle) -> bool {
+pub async fn vlan_filtering_supported(handle: &Handle) -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if let Some(known) = SUPPORTED.get() {
         return *known;
@@ -143,65 +149,146 @@ async fn vlan_filtering_supported(handle: &Handle) -> bool {
     *SUPPORTED.get_or_init(|| made)
 }
 
-/// One port into its VLAN's bridge; the error that keeps it out otherwise.
+/// Put `name` into `bridge` (its admin state is the operator's: only the master is ours).
+/// Returns whether it was not there yet.
 async fn enslave(
     handle: &Handle,
     links: &BTreeMap<String, LinkState>,
-    port: &SwitchdevPort<'_>,
-    bridges: &BTreeMap<u16, u32>,
-) -> anyhow::Result<()> {
-    let name = &port.config.name;
-    let Some(vid) = port.vlan() else {
-        anyhow::bail!(if vlan_filtering_supported(handle).await {
-            "trunk ports on the switchdev backend need a VLAN-aware bridge, which xnos \
-             does not program yet: use access ports"
-        } else {
-            "trunk ports on the switchdev backend need bridge VLAN filtering: not \
-             supported by this kernel (CONFIG_BRIDGE_VLAN_FILTERING)"
-        });
-    };
-    // The port's admin state is the operator's: only its master is ours.
-    if links
-        .get(name)
-        .is_some_and(|l| l.master == Some(bridges[&vid]))
-    {
-        return Ok(());
+    name: &str,
+    bridge: u32,
+) -> anyhow::Result<bool> {
+    if links.get(name).is_some_and(|l| l.master == Some(bridge)) {
+        return Ok(false);
     }
     handle
         .link()
         .set(
             LinkUnspec::new_with_index(ifindex(name)?)
-                .controller(bridges[&vid])
+                .controller(bridge)
                 .build(),
         )
         .execute()
         .await
-        .with_context(|| format!("adding {name} to {}", switchdev::bridge_name(vid)))?;
-    // Stations the bridge learned behind the CPU port may be on the port that just joined:
-    // a down/up of the CPU port makes the bridge forget them.
-    let cpu = ifindex(&switchdev::cpu_port_name(vid))?;
+        .with_context(|| format!("adding {name} to its bridge"))?;
+    Ok(true)
+}
+
+/// Stations the bridge learned behind the CPU port may be on a port that just joined: a
+/// down/up of the CPU port makes the bridge forget them.
+async fn flush_cpu_port(handle: &Handle, cpu: &str) -> anyhow::Result<()> {
+    let index = ifindex(cpu)?;
     for message in [
-        LinkUnspec::new_with_index(cpu).down().build(),
-        LinkUnspec::new_with_index(cpu).up().build(),
+        LinkUnspec::new_with_index(index).down().build(),
+        LinkUnspec::new_with_index(index).up().build(),
     ] {
         handle
             .link()
             .set(message)
             .execute()
             .await
-            .with_context(|| format!("flushing the CPU port of {}", switchdev::bridge_name(vid)))?;
+            .with_context(|| format!("flushing the CPU port {cpu}"))?;
     }
     Ok(())
 }
 
-/// `bridge fdb replace <mac> dev <port> master static`.
-async fn add_static(handle: &Handle, port: u32, mac: MacAddr) -> anyhow::Result<()> {
-    handle
+type VlanFlags = BTreeMap<u16, BridgeVlanInfoFlags>;
+
+/// The VLANs of every port of a VLAN-aware bridge, as the kernel has them.
+async fn dump_port_vlans(handle: &Handle) -> anyhow::Result<BTreeMap<u32, VlanFlags>> {
+    let messages: Vec<_> = handle
+        .link()
+        .get()
+        .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
+        .execute()
+        .try_collect()
+        .await
+        .context("dumping bridge port VLANs")?;
+    let mut ports = BTreeMap::new();
+    for message in messages {
+        let mut vlans = VlanFlags::new();
+        for attr in &message.attributes {
+            if let LinkAttribute::AfSpecBridge(specs) = attr {
+                for spec in specs {
+                    if let AfSpecBridge::VlanInfo(info) = spec {
+                        vlans.insert(info.vid, info.flags);
+                    }
+                }
+            }
+        }
+        ports.insert(message.header.index, vlans);
+    }
+    Ok(ports)
+}
+
+/// Make a port of a VLAN-aware bridge carry exactly `wanted` (`bridge vlan add/del`).
+async fn sync_vlans(
+    handle: &Handle,
+    name: &str,
+    current: &VlanFlags,
+    wanted: &VlanFlags,
+) -> anyhow::Result<()> {
+    let index = ifindex(name)?;
+    for (&vid, &flags) in wanted {
+        if current.get(&vid) != Some(&flags) {
+            handle
+                .link()
+                .set(LinkBridgeVlan::new(index).vlan(vid, flags).build())
+                .execute()
+                .await
+                .with_context(|| format!("adding VLAN {vid} to {name}"))?;
+        }
+    }
+    for &vid in current.keys().filter(|v| !wanted.contains_key(v)) {
+        handle
+            .link()
+            .del_with_message(
+                LinkBridgeVlan::new(index)
+                    .vlan(vid, BridgeVlanInfoFlags::empty())
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("removing VLAN {vid} from {name}"))?;
+    }
+    Ok(())
+}
+
+/// The VLANs a switch port carries on a VLAN-aware bridge: its untagged VLAN as PVID.
+fn port_vlans(mode: &PortMode) -> VlanFlags {
+    let untagged = mode.untagged_vlan();
+    mode.vlans()
+        .into_iter()
+        .map(|vid| {
+            let flags = if Some(vid) == untagged {
+                BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
+            } else {
+                BridgeVlanInfoFlags::empty()
+            };
+            (vid, flags)
+        })
+        .collect()
+}
+
+/// `bridge fdb replace <mac> dev <port> [vlan <vid>] master static`.
+async fn add_static(
+    handle: &Handle,
+    port: u32,
+    mac: MacAddr,
+    vlan: Option<u16>,
+) -> anyhow::Result<()> {
+    let mut request = handle
         .neighbours()
         .add_bridge(port, &mac.0)
         .state(NeighbourState::Noarp)
         .flags(NeighbourFlags::Controller)
-        .replace()
+        .replace();
+    if let Some(vid) = vlan {
+        request
+            .message_mut()
+            .attributes
+            .push(NeighbourAttribute::Vlan(vid));
+    }
+    request
         .execute()
         .await
         .with_context(|| format!("adding static FDB entry {mac}"))
@@ -209,11 +296,16 @@ async fn add_static(handle: &Handle, port: u32, mac: MacAddr) -> anyhow::Result<
 
 /// Make the kernel bridge carry the switchdev ports of the config; record per port what
 /// was programmed and read back.
+///
+/// On a kernel whose bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with
+/// every switchdev port (access and trunk) and a CPU port `xcpu` <-> `xcpui` that carries
+/// all their VLANs tagged. Otherwise each VLAN has its own bridge `xbr<vid>` with a CPU
+/// port `xcpu<vid>` <-> `xcpu<vid>i`, and trunk ports cannot be bridged.
 pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     let (config, links): (Config, BTreeMap<String, LinkState>) =
         db.read(|s| (s.config.clone(), s.observed.links.clone()));
     let ports = switchdev::ports(&config, &links);
-    let vlans: BTreeSet<u16> = ports.values().filter_map(SwitchdevPort::vlan).collect();
+    let vlan_aware = !ports.is_empty() && vlan_filtering_supported(handle).await;
     if !ports.is_empty() {
         // Without these the kernel does not tell when a driver offloads (or traps) a route
         // after it was added, and `xnos show routes` would keep the add-time flags.
@@ -227,32 +319,57 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         }
     }
 
-    // Bridges and CPU ports of VLANs without switchdev ports go (members are released).
+    // Which bridge each port belongs to.
+    let mut plans: BTreeMap<String, BridgePlan> = BTreeMap::new();
+    let mut member_of: BTreeMap<String, Result<String, String>> = BTreeMap::new();
+    for (name, port) in &ports {
+        let bridge = if vlan_aware {
+            Ok(switchdev::VLAN_AWARE_BRIDGE.to_string())
+        } else {
+            match port.vlan() {
+                Some(vid) => Ok(switchdev::bridge_name(vid)),
+                None => Err("trunk ports on the switchdev backend need bridge VLAN \
+                             filtering: not supported by this kernel \
+                             (CONFIG_BRIDGE_VLAN_FILTERING)"
+                    .to_string()),
+            }
+        };
+        if let Ok(bridge) = &bridge {
+            let plan = plans.entry(bridge.clone()).or_insert_with(|| BridgePlan {
+                cpu: switchdev::cpu_port_name_of(bridge),
+                cpu_xdp: switchdev::cpu_port_xdp_name_of(bridge),
+                vlans: BTreeSet::new(),
+            });
+            plan.vlans.extend(port.config.mode.vlans());
+        }
+        member_of.insert(name.clone(), bridge);
+    }
+
+    // Bridges and CPU ports no longer wanted go (members are released with them).
+    let wanted_names: BTreeSet<&str> = plans
+        .iter()
+        .flat_map(|(bridge, plan)| [bridge.as_str(), plan.cpu.as_str(), plan.cpu_xdp.as_str()])
+        .collect();
     for link in links.values().filter(|l| ours(l)) {
-        let vid = bridge_vlan(&link.name).or_else(|| {
-            link.name
-                .strip_prefix("xcpu")
-                .map(|r| r.trim_end_matches('i'))
-                .and_then(|v| v.parse().ok())
-        });
-        if vid.is_none_or(|v| !vlans.contains(&v)) {
+        if !wanted_names.contains(link.name.as_str()) {
             handle.link().del(link.ifindex).execute().await.ok();
         }
     }
-    // Ports left in an xnos bridge they no longer belong to are released.
-    let our_bridges: BTreeMap<u32, u16> = links
+    // Ports left in a bridge of ours they no longer belong to are released.
+    let our_bridges: BTreeMap<u32, &str> = links
         .values()
-        .filter(|l| ours(l))
-        .filter_map(|l| Some((l.ifindex, bridge_vlan(&l.name)?)))
+        .filter(|l| ours(l) && plans.contains_key(&l.name))
+        .map(|l| (l.ifindex, l.name.as_str()))
         .collect();
     for link in links.values() {
-        let Some(vid) = link.master.and_then(|m| our_bridges.get(&m)) else {
+        let Some(&bridge) = link.master.and_then(|m| our_bridges.get(&m)) else {
             continue;
         };
-        if switchdev::is_cpu_port(&link.name) || link.name == switchdev::cpu_port_name(*vid) {
+        if plans[bridge].cpu == link.name {
             continue;
         }
-        if ports.get(&link.name).and_then(SwitchdevPort::vlan) != Some(*vid) {
+        let wanted = member_of.get(&link.name).and_then(|b| b.as_deref().ok());
+        if wanted != Some(bridge) {
             handle
                 .link()
                 .set(
@@ -266,52 +383,89 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         }
     }
 
-    let mut bridges = BTreeMap::new();
-    let mut bridge_errors = BTreeMap::new();
-    for &vid in &vlans {
-        match ensure_bridge(handle, &links, vid).await {
-            Ok(index) => {
-                bridges.insert(vid, index);
-            }
-            Err(e) => {
-                bridge_errors.insert(vid, format!("{e:#}"));
-            }
-        }
+    let mut bridges: BTreeMap<String, Result<u32, String>> = BTreeMap::new();
+    for (bridge, plan) in &plans {
+        let made = ensure_bridge(handle, &links, bridge, plan, vlan_aware)
+            .await
+            .map_err(|e| format!("{e:#}"));
+        bridges.insert(bridge.clone(), made);
     }
+    let current_vlans = if vlan_aware {
+        dump_port_vlans(handle).await?
+    } else {
+        BTreeMap::new()
+    };
+    let no_vlans = VlanFlags::new();
+    let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut rows = BTreeMap::new();
     for (name, port) in &ports {
-        let vlan = port.vlan();
-        let error = match vlan.and_then(|v| bridge_errors.get(&v)) {
-            Some(e) => Some(e.clone()),
-            None => enslave(handle, &links, port, &bridges)
-                .await
-                .err()
-                .map(|e| format!("{e:#}")),
+        let bridge = member_of[name].clone();
+        let target = bridge
+            .clone()
+            .and_then(|b| bridges[&b].clone().map(|index| (b, index)));
+        let error = match target {
+            Err(e) => Some(e),
+            Ok((bridge, index)) => {
+                let result = async {
+                    if enslave(handle, &links, name, index).await? {
+                        joined.insert(bridge);
+                    }
+                    if vlan_aware {
+                        let current = link::ifindex(name)
+                            .and_then(|i| current_vlans.get(&i))
+                            .unwrap_or(&no_vlans);
+                        sync_vlans(handle, name, current, &port_vlans(&port.config.mode)).await?;
+                    }
+                    anyhow::Ok(())
+                }
+                .await;
+                result.err().map(|e| format!("{e:#}"))
+            }
         };
         rows.insert(
             name.clone(),
             BridgePort {
                 port: name.clone(),
-                vlan,
-                bridge: vlan.map(switchdev::bridge_name),
+                vlans: port.config.mode.vlans().into_iter().collect(),
+                bridge: bridge.ok(),
                 member: false,
                 switch_id: port.switch_id.clone(),
                 error,
             },
         );
     }
-    // Static entries xnos put on bridge ports that config no longer has go.
+    for (bridge, plan) in &plans {
+        if bridges[bridge].is_err() {
+            continue;
+        }
+        if vlan_aware {
+            let wanted = plan
+                .vlans
+                .iter()
+                .map(|&vid| (vid, BridgeVlanInfoFlags::empty()))
+                .collect();
+            let current = link::ifindex(&plan.cpu)
+                .and_then(|i| current_vlans.get(&i))
+                .unwrap_or(&no_vlans);
+            sync_vlans(handle, &plan.cpu, current, &wanted).await?;
+        }
+        if joined.contains(bridge) {
+            flush_cpu_port(handle, &plan.cpu).await?;
+        }
+    }
+
+    // Static entries: those config no longer has go, the others are (re)written.
     let wanted_static: BTreeSet<(u32, MacAddr)> = config
         .fdb
         .iter()
         .filter(|((vlan, _), entry)| {
             ports
                 .get(&entry.port)
-                .is_some_and(|p| p.vlan() == Some(*vlan))
+                .is_some_and(|p| p.config.mode.vlans().contains(vlan))
         })
         .filter_map(|((_, mac), entry)| Some((link::ifindex(&entry.port)?, *mac)))
         .collect();
-    let bridge_indexes: BTreeSet<u32> = bridges.values().copied().collect();
+    let bridge_indexes: BTreeSet<u32> = bridges.values().filter_map(|b| b.clone().ok()).collect();
     for message in dump_fdb(handle).await? {
         let Some((mac, master)) = fdb_mac_master(&message) else {
             continue;
@@ -330,9 +484,10 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     }
     for ((vlan, mac), entry) in &config.fdb {
         if let Some(port) = ports.get(&entry.port)
-            && port.vlan() == Some(*vlan)
+            && member_of[&entry.port].is_ok()
+            && port.config.mode.vlans().contains(vlan)
             && let Some(index) = link::ifindex(&entry.port)
-            && let Err(e) = add_static(handle, index, *mac).await
+            && let Err(e) = add_static(handle, index, *mac, vlan_aware.then_some(*vlan)).await
             && let Some(row) = rows.get_mut(&entry.port)
         {
             row.error = Some(format!("{e:#}"));
@@ -423,13 +578,18 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
         return;
     };
     let links = &tx.observed().links;
-    let Some(vlan) = links
-        .values()
-        .find(|l| l.ifindex == master && ours(l))
-        .and_then(|l| bridge_vlan(&l.name))
-    else {
+    let Some(bridge) = links.values().find(|l| l.ifindex == master && ours(l)) else {
         return;
     };
+    // A VLAN-aware bridge says the VLAN in NDA_VLAN; a per-VLAN bridge by its name.
+    let entry_vlan = msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Vlan(vid) => Some(*vid),
+        _ => None,
+    });
+    let Some(vlan) = switchdev::bridge_vlan(&bridge.name).or(entry_vlan) else {
+        return;
+    };
+    let cpu = switchdev::cpu_port_name_of(&bridge.name);
     let Some(port) = links
         .values()
         .find(|l| l.ifindex == msg.header.ifindex)
@@ -437,7 +597,7 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
     else {
         return;
     };
-    if port == switchdev::cpu_port_name(vlan) {
+    if port == cpu {
         // Behind the CPU port: the fast path knows where, and reports it.
         return;
     }
