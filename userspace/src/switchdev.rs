@@ -3,13 +3,14 @@
 //! them. The kernel module programs the bridge (kernel/bridge.rs); the datapath module
 //! leaves these ports alone and attaches XDP to the CPU ports instead.
 //!
-//! Model: where the kernel's bridge filters VLANs, one VLAN-aware bridge `xbr` with every
-//! switchdev port (access and trunk, `bridge vlan` per port) and a CPU port: the veth pair
-//! `xcpu` (in the bridge, all those VLANs tagged) <-> `xcpui` (an XDP trunk port of the
-//! same VLANs). Elsewhere one bridge per VLAN, `xbr<vid>`, with the VLAN's switchdev access
-//! ports and the CPU port `xcpu<vid>` <-> `xcpu<vid>i` (an XDP access port); trunk ports
-//! cannot be bridged there. Frames between switchdev ports stay in the bridge (in the
-//! ASIC, offloaded); frames between a switchdev port and an XDP port cross the CPU port.
+//! Model: every VLAN with switchdev ports has a CPU port, the veth pair `xcpu<vid>` (in the
+//! bridge, untagged in that VLAN) <-> `xcpu<vid>i` (an XDP access port of the VLAN). Where
+//! the kernel's bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with every
+//! switchdev port (access and trunk, `bridge vlan` per port) and the CPU ports; elsewhere
+//! one bridge per VLAN, `xbr<vid>`, with the VLAN's switchdev access ports and its CPU port
+//! (trunk ports cannot be bridged there). Frames between switchdev ports stay in the bridge
+//! (in the ASIC, offloaded); frames between a switchdev port and an XDP port cross the CPU
+//! port of their VLAN.
 
 use std::collections::BTreeMap;
 
@@ -34,20 +35,28 @@ pub fn bridge_vlan(bridge: &str) -> Option<u16> {
     bridge.strip_prefix("xbr")?.parse().ok()
 }
 
-/// The bridge end of the CPU port of `bridge`.
-pub fn cpu_port_name_of(bridge: &str) -> String {
-    format!("xcpu{}", bridge.trim_start_matches("xbr"))
+/// The bridge end of the CPU port of VLAN `vid` (untagged: no tag ever crosses a CPU
+/// port, so none can get lost in skb metadata on its way into XDP).
+pub fn cpu_port_name(vid: u16) -> String {
+    format!("xcpu{vid}")
 }
 
-/// The XDP end of the CPU port of `bridge`.
-pub fn cpu_port_xdp_name_of(bridge: &str) -> String {
-    format!("xcpu{}i", bridge.trim_start_matches("xbr"))
+/// The XDP end of the CPU port of VLAN `vid`.
+pub fn cpu_port_xdp_name(vid: u16) -> String {
+    format!("xcpu{vid}i")
 }
 
+/// The XDP end of a CPU port.
 pub fn is_cpu_port(name: &str) -> bool {
     name.strip_prefix("xcpu")
         .and_then(|rest| rest.strip_suffix('i'))
-        .is_some_and(|vid| vid.is_empty() || vid.parse::<u16>().is_ok())
+        .is_some_and(|vid| vid.parse::<u16>().is_ok())
+}
+
+/// The bridge end of a CPU port.
+pub fn is_cpu_bridge_end(name: &str) -> bool {
+    name.strip_prefix("xcpu")
+        .is_some_and(|vid| vid.parse::<u16>().is_ok())
 }
 
 /// A port the kernel bridge forwards, and why.
@@ -101,28 +110,13 @@ pub fn ports<'a>(
     ports
 }
 
-/// The XDP ends of the CPU ports of the bridges the kernel module keeps (from its
-/// `bridge-port` rows), with the VLANs each must carry: an access port of its VLAN for a
-/// per-VLAN bridge, a trunk of all its members' VLANs for the VLAN-aware one.
+/// The XDP ends of the CPU ports the kernel module keeps (one per VLAN of the bridged
+/// ports in its `bridge-port` rows), each an access port of its VLAN.
 pub fn cpu_ports(rows: &BTreeMap<String, BridgePort>) -> BTreeMap<String, PortMode> {
-    let mut vlans: BTreeMap<&str, std::collections::BTreeSet<u16>> = BTreeMap::new();
-    for row in rows.values().filter(|r| r.error.is_none()) {
-        if let Some(bridge) = &row.bridge {
-            vlans.entry(bridge).or_default().extend(&row.vlans);
-        }
-    }
-    vlans
-        .into_iter()
-        .map(|(bridge, vlans)| {
-            let mode = match bridge_vlan(bridge) {
-                Some(vlan) => PortMode::Access { vlan },
-                None => PortMode::Trunk {
-                    vlans,
-                    native_vlan: None,
-                },
-            };
-            (cpu_port_xdp_name_of(bridge), mode)
-        })
+    rows.values()
+        .filter(|r| r.error.is_none() && r.bridge.is_some())
+        .flat_map(|r| r.vlans.iter().copied())
+        .map(|vlan| (cpu_port_xdp_name(vlan), PortMode::Access { vlan }))
         .collect()
 }
 
@@ -179,9 +173,10 @@ mod tests {
 
     #[test]
     fn cpu_port_names() {
-        assert!(is_cpu_port(&cpu_port_xdp_name_of(&bridge_name(10))));
-        assert!(is_cpu_port(&cpu_port_xdp_name_of(VLAN_AWARE_BRIDGE)));
-        assert!(!is_cpu_port(&cpu_port_name_of(&bridge_name(10))));
+        assert!(is_cpu_port(&cpu_port_xdp_name(10)));
+        assert!(!is_cpu_port(&cpu_port_name(10)));
+        assert!(is_cpu_bridge_end(&cpu_port_name(10)));
+        assert!(!is_cpu_bridge_end(&cpu_port_xdp_name(10)));
         assert!(!is_cpu_port("xcpuXi"));
         assert_eq!(bridge_vlan("xbr10"), Some(10));
         assert_eq!(bridge_vlan(VLAN_AWARE_BRIDGE), None);

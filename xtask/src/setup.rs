@@ -7,7 +7,8 @@ use anyhow::{Context as _, bail};
 use crate::{output, status, step};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and the demo run
-/// (FRR for the BGP test, Prometheus and promtool for the observability tests).
+/// (FRR for the BGP test, Prometheus and promtool for the observability tests, QEMU,
+/// busybox, cpio and xz for the test that boots a Debian kernel in a small VM).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -17,7 +18,15 @@ const PACKAGES: &[&str] = &[
     "traceroute",
     "frr",
     "prometheus",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
 ];
+/// Where the VM test's kernel is kept (relative to the workspace root).
+pub const VM_KERNEL_DIR: &str = "target/vm-kernel";
+/// Modules the VM test loads (bridge with its dependencies, veth, 802.1Q).
+const VM_MODULES: &[&str] = &["llc", "stp", "bridge", "veth", "garp", "mrp", "8021q"];
 /// The nightly whose LLVM (22) matches bpf-linker's, used when `nightly` is another one.
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
 const LLVM_MAJOR: &str = "22";
@@ -39,11 +48,87 @@ pub fn run() -> anyhow::Result<Env> {
     let ebpf_toolchain = nightly()?;
     rust_src(&ebpf_toolchain)?;
     bpf_linker()?;
+    vm_kernel()?;
     step(&format!(
         "set up: {}; eBPF toolchain {ebpf_toolchain} (LLVM {LLVM_MAJOR}, rust-src); bpf-linker {BPF_LINKER_VERSION}",
         PACKAGES.join(", ")
     ));
     Ok(Env { ebpf_toolchain })
+}
+
+/// A Debian 12 kernel for the VM test (its bridge filters VLANs, unlike this machine's):
+/// the newest `linux-image-6.12.*+deb12-amd64-unsigned`, of which only the kernel image
+/// and the modules the test needs are kept.
+fn vm_kernel() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
+    let dir = root.join(VM_KERNEL_DIR);
+    if dir.join("vmlinuz").is_file() && dir.join("modules/bridge.ko").is_file() {
+        return Ok(());
+    }
+    let list = output(Command::new("apt-cache").args([
+        "search",
+        "--names-only",
+        r"^linux-image-6\.12\.[0-9.]+\+deb12-amd64-unsigned$",
+    ]))?;
+    let version = |name: &str| -> Vec<u32> {
+        name.trim_start_matches("linux-image-")
+            .split(['.', '+', '-'])
+            .map_while(|p| p.parse().ok())
+            .collect()
+    };
+    let package = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .max_by_key(|name| version(name))
+        .context("no linux-image-6.12.*+deb12-amd64-unsigned package in the Debian archive")?
+        .to_string();
+    step(&format!("downloading {package} for the VM test"));
+    let work = root.join("target/vm-kernel.tmp");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    status(
+        Command::new("apt-get")
+            .current_dir(&work)
+            .args(["download", "-q", &package]),
+    )?;
+    let deb = std::fs::read_dir(&work)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    let tree = work.join("x");
+    status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("modules"))?;
+    let vmlinuz = std::fs::read_dir(tree.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
+        .context("no vmlinuz in the kernel package")?;
+    std::fs::copy(&vmlinuz, dir.join("vmlinuz"))?;
+    let modules = output(
+        Command::new("find")
+            .arg(tree.join("lib/modules"))
+            .args(["-name", "*.ko.xz"]),
+    )?;
+    for name in VM_MODULES {
+        let file = modules
+            .lines()
+            .find(|l| l.ends_with(&format!("/{name}.ko.xz")))
+            .with_context(|| format!("no module {name} in the kernel package"))?;
+        let ko = Command::new("xz").args(["-dc", file]).output()?;
+        if !ko.status.success() {
+            bail!("xz -dc {file} failed");
+        }
+        std::fs::write(dir.join(format!("modules/{name}.ko")), ko.stdout)?;
+    }
+    std::fs::write(dir.join("package"), format!("{package}\n"))?;
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
 }
 
 fn installed(package: &str) -> bool {

@@ -75,20 +75,31 @@ async fn set_up(
         .with_context(|| format!("setting {name} up"))
 }
 
-/// A bridge xnos keeps: its CPU port and the VLANs its members carry.
+/// A bridge xnos keeps: the VLANs its members carry (one CPU port each).
 struct BridgePlan {
-    cpu: String,
-    cpu_xdp: String,
     vlans: BTreeSet<u16>,
 }
 
-/// The bridge and its CPU port, made if missing, up. A VLAN-aware bridge filters VLANs
+/// The bridge and its CPU ports, made if missing, up. A VLAN-aware bridge filters VLANs
 /// and gives new ports no default VLAN (xnos sets every port's VLANs).
 async fn ensure_bridge(
     handle: &Handle,
     links: &BTreeMap<String, LinkState>,
     bridge: &str,
     plan: &BridgePlan,
+    vlan_aware: bool,
+) -> anyhow::Result<u32> {
+    let index = ensure_bridge_device(handle, links, bridge, vlan_aware).await?;
+    for &vid in &plan.vlans {
+        ensure_cpu_port(handle, links, vid, index).await?;
+    }
+    Ok(index)
+}
+
+async fn ensure_bridge_device(
+    handle: &Handle,
+    links: &BTreeMap<String, LinkState>,
+    bridge: &str,
     vlan_aware: bool,
 ) -> anyhow::Result<u32> {
     if link::ifindex(bridge).is_none() {
@@ -104,8 +115,21 @@ async fn ensure_bridge(
             .with_context(|| format!("creating bridge {bridge}"))?;
         set_alias(handle, bridge).await?;
     }
-    let bridge_index = ifindex(bridge)?;
-    let (cpu, cpu_xdp) = (&plan.cpu, &plan.cpu_xdp);
+    set_up(handle, links, bridge, None).await?;
+    ifindex(bridge)
+}
+
+/// The CPU port of VLAN `vid` in the bridge `bridge_index`, made if missing, up.
+async fn ensure_cpu_port(
+    handle: &Handle,
+    links: &BTreeMap<String, LinkState>,
+    vid: u16,
+    bridge_index: u32,
+) -> anyhow::Result<()> {
+    let (cpu, cpu_xdp) = (
+        &switchdev::cpu_port_name(vid),
+        &switchdev::cpu_port_xdp_name(vid),
+    );
     if link::ifindex(cpu).is_none() || link::ifindex(cpu_xdp).is_none() {
         for end in [cpu, cpu_xdp] {
             if let Some(index) = link::ifindex(end) {
@@ -124,9 +148,7 @@ async fn ensure_bridge(
     // XDP can redirect into the XDP end only if its peer has NAPI (GRO).
     ethtool_set(cpu, ETHTOOL_SGRO, true)?;
     set_up(handle, links, cpu, Some(bridge_index)).await?;
-    set_up(handle, links, bridge, None).await?;
-    set_up(handle, links, cpu_xdp, None).await?;
-    Ok(bridge_index)
+    set_up(handle, links, cpu_xdp, None).await
 }
 
 /// Whether this kernel's bridge can filter VLANs (needed for trunk ports). Probed once per
@@ -173,7 +195,7 @@ async fn enslave(
     Ok(true)
 }
 
-/// Stations the bridge learned behind the CPU port may be on a port that just joined: a
+/// Stations the bridge learned behind a CPU port may be on a port that just joined: a
 /// down/up of the CPU port makes the bridge forget them.
 async fn flush_cpu_port(handle: &Handle, cpu: &str) -> anyhow::Result<()> {
     let index = ifindex(cpu)?;
@@ -298,9 +320,8 @@ async fn add_static(
 /// was programmed and read back.
 ///
 /// On a kernel whose bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with
-/// every switchdev port (access and trunk) and a CPU port `xcpu` <-> `xcpui` that carries
-/// all their VLANs tagged. Otherwise each VLAN has its own bridge `xbr<vid>` with a CPU
-/// port `xcpu<vid>` <-> `xcpu<vid>i`, and trunk ports cannot be bridged.
+/// every switchdev port (access and trunk) and one CPU port per VLAN; otherwise each VLAN
+/// has its own bridge `xbr<vid>` with its CPU port, and trunk ports cannot be bridged.
 pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     let (config, links): (Config, BTreeMap<String, LinkState>) =
         db.read(|s| (s.config.clone(), s.observed.links.clone()));
@@ -336,8 +357,6 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         };
         if let Ok(bridge) = &bridge {
             let plan = plans.entry(bridge.clone()).or_insert_with(|| BridgePlan {
-                cpu: switchdev::cpu_port_name_of(bridge),
-                cpu_xdp: switchdev::cpu_port_xdp_name_of(bridge),
                 vlans: BTreeSet::new(),
             });
             plan.vlans.extend(port.config.mode.vlans());
@@ -346,12 +365,19 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     }
 
     // Bridges and CPU ports no longer wanted go (members are released with them).
-    let wanted_names: BTreeSet<&str> = plans
+    let wanted_names: BTreeSet<String> = plans
         .iter()
-        .flat_map(|(bridge, plan)| [bridge.as_str(), plan.cpu.as_str(), plan.cpu_xdp.as_str()])
+        .flat_map(|(bridge, plan)| {
+            std::iter::once(bridge.clone()).chain(plan.vlans.iter().flat_map(|&vid| {
+                [
+                    switchdev::cpu_port_name(vid),
+                    switchdev::cpu_port_xdp_name(vid),
+                ]
+            }))
+        })
         .collect();
     for link in links.values().filter(|l| ours(l)) {
-        if !wanted_names.contains(link.name.as_str()) {
+        if !wanted_names.contains(&link.name) {
             handle.link().del(link.ifindex).execute().await.ok();
         }
     }
@@ -365,7 +391,7 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         let Some(&bridge) = link.master.and_then(|m| our_bridges.get(&m)) else {
             continue;
         };
-        if plans[bridge].cpu == link.name {
+        if switchdev::is_cpu_bridge_end(&link.name) {
             continue;
         }
         let wanted = member_of.get(&link.name).and_then(|b| b.as_deref().ok());
@@ -438,19 +464,18 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         if bridges[bridge].is_err() {
             continue;
         }
-        if vlan_aware {
-            let wanted = plan
-                .vlans
-                .iter()
-                .map(|&vid| (vid, BridgeVlanInfoFlags::empty()))
-                .collect();
-            let current = link::ifindex(&plan.cpu)
-                .and_then(|i| current_vlans.get(&i))
-                .unwrap_or(&no_vlans);
-            sync_vlans(handle, &plan.cpu, current, &wanted).await?;
-        }
-        if joined.contains(bridge) {
-            flush_cpu_port(handle, &plan.cpu).await?;
+        for &vid in &plan.vlans {
+            let cpu = switchdev::cpu_port_name(vid);
+            if vlan_aware {
+                let wanted = port_vlans(&PortMode::Access { vlan: vid });
+                let current = link::ifindex(&cpu)
+                    .and_then(|i| current_vlans.get(&i))
+                    .unwrap_or(&no_vlans);
+                sync_vlans(handle, &cpu, current, &wanted).await?;
+            }
+            if joined.contains(bridge) {
+                flush_cpu_port(handle, &cpu).await?;
+            }
         }
     }
 
@@ -589,7 +614,7 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
     let Some(vlan) = switchdev::bridge_vlan(&bridge.name).or(entry_vlan) else {
         return;
     };
-    let cpu = switchdev::cpu_port_name_of(&bridge.name);
+
     let Some(port) = links
         .values()
         .find(|l| l.ifindex == msg.header.ifindex)
@@ -597,7 +622,7 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
     else {
         return;
     };
-    if port == cpu {
+    if switchdev::is_cpu_bridge_end(&port) {
         // Behind the CPU port: the fast path knows where, and reports it.
         return;
     }

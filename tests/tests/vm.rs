@@ -1,0 +1,360 @@
+//! The switchdev backend on a kernel whose bridge filters VLANs, which this machine's does
+//! not: a small VM boots Debian 12's 6.12 kernel (downloaded by `cargo xtask setup`) with an
+//! initramfs made here (busybox, iproute2, ethtool, the xnos binaries under test), and a
+//! script inside it builds hosts in namespaces, runs xnosd and reports what it saw on the
+//! serial console. QEMU runs with software emulation (TCG): nested KVM is not dependable on
+//! this kind of machine.
+
+use std::{
+    collections::BTreeMap,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use xnos_tests::{binary, require_root};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Copy `bin` to `root/dest` with every shared library it loads, at their own paths.
+fn install(bin: &Path, root: &Path, dest: &str) {
+    let target = root.join(dest.trim_start_matches('/'));
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(bin, &target).unwrap_or_else(|e| panic!("copying {}: {e}", bin.display()));
+    let ldd = Command::new("ldd").arg(bin).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|l| l.starts_with('/')),
+        };
+        let Some(lib) = lib.filter(|l| l.starts_with('/')) else {
+            continue;
+        };
+        let into = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(into.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &into).unwrap_or_else(|e| panic!("copying {lib}: {e}"));
+    }
+}
+
+/// The script the VM runs as init: every finding is a `VMTEST <key> <value>` line.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t bpf bpf /sys/fs/bpf; mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
+mkdir -p /run/netns /run/xnos
+for m in llc stp bridge veth garp mrp 8021q; do
+  insmod /mods/$m.ko || echo "VMTEST insmod-$m failed"
+done
+IP=/usr/bin/ip
+X="/usr/bin/xnos --socket /run/xnos/xnosd.sock"
+echo "VMTEST kernel $(uname -r)"
+host() {
+  $IP netns add $1
+  $IP link add $2 type veth peer name eth0 netns $1
+  $IP link set $2 up; $IP -n $1 link set lo up; $IP -n $1 link set eth0 up
+  # GRO so that XDP can redirect into the pair; software checksums (see README).
+  $IP netns exec $1 /usr/bin/ethtool -K eth0 gro on tx off >/dev/null 2>&1
+}
+host h1 swp1; $IP -n h1 addr add 10.0.10.1/24 dev eth0
+host h2 swp2
+for v in 10 20; do
+  $IP -n h2 link add link eth0 name eth0.$v type vlan id $v
+  $IP -n h2 link set eth0.$v up
+  $IP -n h2 addr add 10.0.$v.2/24 dev eth0.$v
+done
+host h3 swp3; $IP -n h3 addr add 10.0.10.3/24 dev eth0
+host h4 swp4; $IP -n h4 addr add 10.0.20.4/24 dev eth0
+echo "VMTEST h1-mac $(cat /sys/class/net/swp1/address) $($IP netns exec h1 cat /sys/class/net/eth0/address)"
+cat > /tmp/xnos.toml <<EOF
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+datapath = "switchdev"
+
+[[port]]
+name = "swp2"
+mode = "trunk"
+vlans = [10, 20]
+datapath = "switchdev"
+
+[[port]]
+name = "swp3"
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp4"
+mode = "access"
+vlan = 20
+datapath = "switchdev"
+
+[[fdb]]
+mac = "02:00:00:00:00:99"
+vlan = 10
+port = "swp1"
+EOF
+/usr/bin/xnosd --config /tmp/xnos.toml --socket /run/xnos/xnosd.sock --pin-dir /sys/fs/bpf/xnos >/tmp/xnosd.log 2>&1 &
+i=0
+while [ $i -lt 150 ]; do
+  n=$($X show ports --json 2>/dev/null | tr -d ' \n' | grep -o '"bridge_member":true' | wc -l)
+  x=$($IP -d link show 2>/dev/null | grep -c prog/xdp)
+  [ "$n" = 3 ] && [ "$x" = 3 ] && break
+  sleep 0.2; i=$((i + 1))
+done
+echo "VMTEST ports $($X show ports --json | tr -d '\n')"
+echo "VMTEST vlans $(/usr/bin/bridge -j vlan show | tr -d '\n')"
+echo "VMTEST cpu-xdp $($IP -d link show xcpu10i | grep -c prog/xdp)$($IP -d link show xcpu20i | grep -c prog/xdp)"
+check() {
+  if $IP netns exec $1 /bin/busybox ping -c 2 -W 3 $2 >/dev/null 2>&1; then r=ok; else r=fail; fi
+  echo "VMTEST ping-$1-$2 $r"
+}
+check h1 10.0.10.2
+check h4 10.0.20.2
+check h1 10.0.10.3
+check h3 10.0.10.2
+echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
+sleep 1
+echo "VMTEST xnos-fdb $($X show fdb --json | tr -d '\n')"
+echo "VMTEST log $(tail -5 /tmp/xnosd.log | tr '\n' '|')"
+echo "VMTEST done"
+poweroff -f
+"#;
+
+/// Boot the VM and collect its `VMTEST` lines.
+fn run_vm(kernel: &Path, initrd: &Path) -> (BTreeMap<String, String>, String) {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 quiet",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting qemu-system-x86_64 (cargo xtask setup installs it)");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.wait();
+    let console = reader.join().unwrap();
+    let found = console
+        .lines()
+        .filter_map(|l| {
+            l.trim_start_matches(|c: char| c != 'V')
+                .strip_prefix("VMTEST ")
+        })
+        .map(|l| {
+            let (key, value) = l.split_once(' ').unwrap_or((l, ""));
+            (key.to_string(), value.trim().to_string())
+        })
+        .collect();
+    (found, console)
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// What this shows: on a kernel with bridge VLAN filtering, switchdev ports (access and
+// trunk) go into one VLAN-aware bridge with per-port VLANs read back from the kernel, a
+// trunk CPU port joins them to an XDP port, hosts reach each other across both, and the
+// static and learned FDB entries are where they belong (the static one with its VLAN).
+#[test]
+fn vlan_aware_switchdev_bridge_in_a_vm() {
+    require_root!();
+    let kernel = workspace().join("target/vm-kernel");
+    assert!(
+        kernel.join("vmlinuz").is_file(),
+        "no VM kernel in {}: `cargo xtask setup` downloads it",
+        kernel.display()
+    );
+    let dir = TempDir(std::env::temp_dir().join(format!("xnos-vm-{}", std::process::id())));
+    let root = dir.0.join("root");
+    for sub in ["bin", "mods", "proc", "sys", "dev", "tmp", "run"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    for (bin, dest) in [
+        (PathBuf::from("/usr/sbin/ip"), "/usr/bin/ip"),
+        (PathBuf::from("/usr/sbin/bridge"), "/usr/bin/bridge"),
+        (PathBuf::from("/usr/sbin/ethtool"), "/usr/bin/ethtool"),
+        (binary("xnosd").unwrap(), "/usr/bin/xnosd"),
+        (binary("xnos").unwrap(), "/usr/bin/xnos"),
+    ] {
+        install(&bin, &root, dest);
+    }
+    for module in std::fs::read_dir(kernel.join("modules")).unwrap() {
+        let module = module.unwrap().path();
+        std::fs::copy(&module, root.join("mods").join(module.file_name().unwrap())).unwrap();
+    }
+    let init = root.join("init");
+    std::fs::write(&init, INIT).unwrap();
+    Command::new("chmod").arg("+x").arg(&init).status().unwrap();
+    let initrd = dir.0.join("initrd.gz");
+    let packed = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}",
+            root.display(),
+            initrd.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(packed.success(), "packing the initramfs failed");
+
+    let (found, console) = run_vm(&kernel.join("vmlinuz"), &initrd);
+    let get = |key: &str| {
+        found
+            .get(key)
+            .unwrap_or_else(|| panic!("the VM did not report {key}; console:\n{console}"))
+            .clone()
+    };
+    assert!(
+        found.contains_key("done"),
+        "the VM script did not finish:\n{console}"
+    );
+    assert!(
+        !found.keys().any(|k| k.starts_with("insmod-")),
+        "modules failed to load:\n{console}"
+    );
+    let json = |key: &str| -> serde_json::Value {
+        serde_json::from_str(&get(key)).unwrap_or_else(|e| panic!("{key}: {e}\n{console}"))
+    };
+
+    let ports = json("ports");
+    let port = |name: &str| {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {ports}"))
+            .clone()
+    };
+    for name in ["swp1", "swp2", "swp4"] {
+        let p = port(name);
+        assert_eq!(p["datapath"], "switchdev", "{p}\n{console}");
+        assert_eq!(p["bridge"], "xbr", "{p}");
+        assert_eq!(p["bridge_member"], true, "{p}");
+        assert!(p["error"].is_null(), "{p}");
+    }
+    assert_eq!(port("swp3")["datapath"], "xdp-native", "{ports}");
+    assert_eq!(
+        get("cpu-xdp"),
+        "11",
+        "no XDP on the CPU ports xcpu10i and xcpu20i\n{console}"
+    );
+
+    // Per-port VLANs as the kernel has them (`bridge -j vlan show`).
+    let vlans = json("vlans");
+    let port_vlans = |name: &str| -> BTreeMap<u64, Vec<String>> {
+        vlans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["ifname"] == name)
+            .unwrap_or_else(|| panic!("no VLANs for {name}: {vlans}"))["vlans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let flags = v["flags"]
+                    .as_array()
+                    .map(|f| f.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
+                (v["vlan"].as_u64().unwrap(), flags)
+            })
+            .collect()
+    };
+    let untagged = vec!["PVID".to_string(), "Egress Untagged".to_string()];
+    assert_eq!(port_vlans("swp1"), BTreeMap::from([(10, untagged.clone())]));
+    assert_eq!(port_vlans("swp4"), BTreeMap::from([(20, untagged.clone())]));
+    assert_eq!(
+        port_vlans("swp2"),
+        BTreeMap::from([(10, vec![]), (20, vec![])])
+    );
+    // One untagged CPU port per VLAN.
+    assert_eq!(
+        port_vlans("xcpu10"),
+        BTreeMap::from([(10, untagged.clone())])
+    );
+    assert_eq!(port_vlans("xcpu20"), BTreeMap::from([(20, untagged)]));
+
+    for (host, dst, what) in [
+        ("h1", "10.0.10.2", "access -> tagged trunk, in the bridge"),
+        ("h4", "10.0.20.2", "access VLAN 20 -> trunk, in the bridge"),
+        ("h1", "10.0.10.3", "bridge -> CPU port -> XDP port"),
+        ("h3", "10.0.10.2", "XDP port -> CPU port -> bridge trunk"),
+    ] {
+        assert_eq!(
+            get(&format!("ping-{host}-{dst}")),
+            "ok",
+            "{what}\n{console}"
+        );
+    }
+
+    let bridge_fdb = json("bridge-fdb");
+    assert!(
+        bridge_fdb
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == "02:00:00:00:00:99"
+                && e["ifname"] == "swp1"
+                && e["vlan"] == 10
+                && e["state"] == "static"),
+        "static entry with its VLAN: {bridge_fdb}"
+    );
+    let h1_mac = get("h1-mac");
+    let h1_mac = h1_mac.split_whitespace().nth(1).unwrap();
+    let fdb = json("xnos-fdb");
+    assert!(
+        fdb.as_array().unwrap().iter().any(|e| e["mac"] == h1_mac
+            && e["vlan"] == 10
+            && e["port"] == "swp1"
+            && e["learned_by"] == "bridge"),
+        "h1 ({h1_mac}) learned by the bridge in VLAN 10: {fdb}\n{console}"
+    );
+}
