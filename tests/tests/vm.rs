@@ -1,8 +1,9 @@
-//! The switchdev backend on a kernel whose bridge filters VLANs, which this machine's does
-//! not: a small VM boots Debian 12's 6.12 kernel (downloaded by `cargo xtask setup`) with an
-//! initramfs made here (busybox, iproute2, ethtool, the xnos binaries under test), and a
-//! script inside it builds hosts in namespaces, runs xnosd and reports what it saw on the
-//! serial console. QEMU runs with software emulation (TCG): nested KVM is not dependable on
+//! The switchdev backend on a kernel whose bridge filters VLANs and with a switchdev
+//! driver, neither of which this machine's kernel has: a small VM boots Debian 12's 6.12
+//! kernel (downloaded by `cargo xtask setup`, which also builds netdevsim for it from
+//! Debian's kernel source) with an initramfs made here (busybox, iproute2, ethtool, the xnos
+//! binaries under test), and a script inside it builds hosts in namespaces, runs xnosd and
+//! reports what it saw on the serial console. QEMU runs with software emulation (TCG): nested KVM is not dependable on
 //! this kind of machine.
 
 use std::{
@@ -52,10 +53,20 @@ export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t bpf bpf /sys/fs/bpf; mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
 mkdir -p /run/netns /run/xnos
-for m in llc stp bridge veth garp mrp 8021q; do
+for m in llc stp bridge veth garp mrp 8021q psample netdevsim; do
   insmod /mods/$m.ko || echo "VMTEST insmod-$m failed"
 done
+mount -t debugfs debugfs /sys/kernel/debug
 IP=/usr/bin/ip
+# netdevsim: a switchdev driver with two ports (a switch ID, FIB offload emulation).
+echo "1 2" > /sys/bus/netdevsim/new_device
+sleep 0.5
+n=1
+for old in $(ls /sys/bus/netdevsim/devices/netdevsim1/net/); do
+  $IP link set $old name nsw$n; $IP link set nsw$n up; n=$((n + 1))
+done
+echo "VMTEST switch-id $(cat /sys/class/net/nsw1/phys_switch_id)"
+$IP -d link show nsw1 | grep -o "switchid [0-9a-f]*" | sed 's/^/VMTEST ip-switchid /' 
 X="/usr/bin/xnos --socket /run/xnos/xnosd.sock"
 echo "VMTEST kernel $(uname -r)"
 host() {
@@ -99,6 +110,16 @@ mode = "access"
 vlan = 20
 datapath = "switchdev"
 
+[[port]]
+name = "nsw1"
+mode = "access"
+vlan = 30
+
+[[port]]
+name = "nsw2"
+mode = "access"
+vlan = 30
+
 [[fdb]]
 mac = "02:00:00:00:00:99"
 vlan = 10
@@ -109,10 +130,11 @@ i=0
 while [ $i -lt 150 ]; do
   n=$($X show ports --json 2>/dev/null | tr -d ' \n' | grep -o '"bridge_member":true' | wc -l)
   x=$($IP -d link show 2>/dev/null | grep -c prog/xdp)
-  [ "$n" = 3 ] && [ "$x" = 3 ] && break
+  [ "$n" = 5 ] && [ "$x" = 4 ] && break
   sleep 0.2; i=$((i + 1))
 done
 echo "VMTEST ports $($X show ports --json | tr -d '\n')"
+echo "VMTEST link-nsw1 $($X db get link --json | tr -d '\n' | grep -o '"name": *"nsw1"[^}]*')"
 echo "VMTEST vlans $(/usr/bin/bridge -j vlan show | tr -d '\n')"
 echo "VMTEST cpu-xdp $($IP -d link show xcpu10i | grep -c prog/xdp)$($IP -d link show xcpu20i | grep -c prog/xdp)"
 check() {
@@ -124,9 +146,22 @@ check h4 10.0.20.2
 check h1 10.0.10.3
 check h3 10.0.10.2
 echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
+# netdevsim traps every route of its namespace; with fail_route_offload set it fails them.
+$IP route add 198.51.100.0/24 dev nsw1
+echo Y > /sys/kernel/debug/netdevsim/netdevsim1/fib/fail_route_offload
+$IP route add 203.0.113.0/24 dev nsw1
+i=0
+while [ $i -lt 50 ]; do
+  $X show routes | grep -q offload-failed && break
+  sleep 0.2; i=$((i + 1))
+done
+echo "VMTEST routes $($X show routes --json | tr -d '\n')"
+echo "VMTEST kernel-routes $($IP route show 198.51.100.0/24; $IP route show 203.0.113.0/24)"
 sleep 1
 echo "VMTEST xnos-fdb $($X show fdb --json | tr -d '\n')"
-echo "VMTEST log $(tail -5 /tmp/xnosd.log | tr '\n' '|')"
+echo "VMTEST log $(grep -E 'WARN|ERROR' /tmp/xnosd.log | tail -5 | tr '\n' '|')"
+echo "VMTEST links $($IP -br link | tr '\n' '|')"
+echo "VMTEST bridge-ports $($X db get bridge-port --json | tr -d '\n ')"
 echo "VMTEST done"
 poweroff -f
 "#;
@@ -273,7 +308,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
             .unwrap_or_else(|| panic!("no {name} in {ports}"))
             .clone()
     };
-    for name in ["swp1", "swp2", "swp4"] {
+    for name in ["swp1", "swp2", "swp4", "nsw1", "nsw2"] {
         let p = port(name);
         assert_eq!(p["datapath"], "switchdev", "{p}\n{console}");
         assert_eq!(p["bridge"], "xbr", "{p}");
@@ -281,6 +316,19 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         assert!(p["error"].is_null(), "{p}");
     }
     assert_eq!(port("swp3")["datapath"], "xdp-native", "{ports}");
+    // netdevsim's ports report a switch ID: `auto` gives them to the bridge.
+    let switch_id = get("switch-id");
+    assert!(
+        !switch_id.is_empty(),
+        "netdevsim has no switch ID\n{console}"
+    );
+    for name in ["nsw1", "nsw2"] {
+        let reason = port(name)["datapath_reason"].as_str().unwrap().to_string();
+        assert!(
+            reason.contains(&format!("auto: the driver reports switch ID {switch_id}")),
+            "{reason}"
+        );
+    }
     assert_eq!(
         get("cpu-xdp"),
         "11",
@@ -347,6 +395,25 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
                 && e["state"] == "static"),
         "static entry with its VLAN: {bridge_fdb}"
     );
+    // Route offload flags, as the driver set them and the kernel reported them.
+    let routes = json("routes");
+    let hardware = |prefix: &str| {
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["prefix"] == prefix)
+            .unwrap_or_else(|| panic!("no route {prefix} in {routes}"))["hardware"]
+            .clone()
+    };
+    assert_eq!(
+        hardware("198.51.100.0/24"),
+        "trap",
+        "{}\n{console}",
+        get("kernel-routes")
+    );
+    assert_eq!(hardware("203.0.113.0/24"), "offload-failed", "{routes}");
+
     let h1_mac = get("h1-mac");
     let h1_mac = h1_mac.split_whitespace().nth(1).unwrap();
     let fdb = json("xnos-fdb");

@@ -8,7 +8,8 @@ use crate::{output, status, step};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and the demo run
 /// (FRR for the BGP test, Prometheus and promtool for the observability tests, QEMU,
-/// busybox, cpio and xz for the test that boots a Debian kernel in a small VM).
+/// busybox, cpio and xz for the test that boots a Debian kernel in a small VM, gcc and make
+/// to build netdevsim for it).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -22,11 +23,16 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "xz-utils",
+    "gcc",
+    "make",
 ];
 /// Where the VM test's kernel is kept (relative to the workspace root).
 pub const VM_KERNEL_DIR: &str = "target/vm-kernel";
-/// Modules the VM test loads (bridge with its dependencies, veth, 802.1Q).
-const VM_MODULES: &[&str] = &["llc", "stp", "bridge", "veth", "garp", "mrp", "8021q"];
+/// Modules the VM test loads (bridge with its dependencies, veth, 802.1Q, and psample
+/// for netdevsim).
+const VM_MODULES: &[&str] = &[
+    "llc", "stp", "bridge", "veth", "garp", "mrp", "8021q", "psample",
+];
 /// The nightly whose LLVM (22) matches bpf-linker's, used when `nightly` is another one.
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
 const LLVM_MAJOR: &str = "22";
@@ -58,14 +64,15 @@ pub fn run() -> anyhow::Result<Env> {
 
 /// A Debian 12 kernel for the VM test (its bridge filters VLANs, unlike this machine's):
 /// the newest `linux-image-6.12.*+deb12-amd64-unsigned`, of which only the kernel image
-/// and the modules the test needs are kept.
+/// and the modules the test needs are kept; and netdevsim, a switchdev driver Debian does
+/// not ship, built for that kernel from Debian's kernel source and headers.
 fn vm_kernel() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
         .to_path_buf();
     let dir = root.join(VM_KERNEL_DIR);
-    if dir.join("vmlinuz").is_file() && dir.join("modules/bridge.ko").is_file() {
+    if dir.join("vmlinuz").is_file() && dir.join("modules/netdevsim.ko").is_file() {
         return Ok(());
     }
     let list = output(Command::new("apt-cache").args([
@@ -126,8 +133,92 @@ fn vm_kernel() -> anyhow::Result<()> {
         }
         std::fs::write(dir.join(format!("modules/{name}.ko")), ko.stdout)?;
     }
+    build_netdevsim(&package, &work, &dir.join("modules/netdevsim.ko"))?;
     std::fs::write(dir.join("package"), format!("{package}\n"))?;
     std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// Build netdevsim.ko for the kernel of `image` (a linux-image-*-unsigned package) from
+/// the matching linux-source, headers and kbuild packages, unpacked under `work`.
+fn build_netdevsim(
+    image: &str,
+    work: &std::path::Path,
+    into: &std::path::Path,
+) -> anyhow::Result<()> {
+    // linux-image-6.12.117+deb12-amd64-unsigned: release 6.12.117+deb12-amd64.
+    let release = image
+        .trim_start_matches("linux-image-")
+        .trim_end_matches("-unsigned")
+        .to_string();
+    let base = release.trim_end_matches("-amd64").to_string();
+    let show = output(Command::new("apt-cache").args(["show", image]))?;
+    let version = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .context("no version for the kernel package")?
+        .trim()
+        .to_string();
+    let major_minor: String = base.split('.').take(2).collect::<Vec<_>>().join(".");
+    let packages = [
+        format!("linux-source-{major_minor}={version}"),
+        format!("linux-headers-{release}={version}"),
+        format!("linux-headers-{base}-common={version}"),
+        format!("linux-kbuild-{base}={version}"),
+    ];
+    step(&format!(
+        "building netdevsim for {release} (Debian does not ship it)"
+    ));
+    let src = work.join("src");
+    std::fs::create_dir_all(&src)?;
+    for package in &packages {
+        status(
+            Command::new("apt-get")
+                .current_dir(&src)
+                .args(["download", "-q", package]),
+        )?;
+    }
+    let root = src.join("root");
+    for deb in std::fs::read_dir(&src)?.filter_map(|e| e.ok().map(|e| e.path())) {
+        if deb.extension().is_some_and(|x| x == "deb") {
+            status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        }
+    }
+    let tarball = root.join(format!("usr/src/linux-source-{major_minor}.tar.xz"));
+    let top = format!("linux-source-{major_minor}");
+    status(
+        Command::new("tar")
+            .current_dir(&src)
+            .arg("-xJf")
+            .arg(&tarball)
+            .arg("--wildcards")
+            .arg(format!("{top}/drivers/net/netdevsim/*")),
+    )?;
+    // The headers' Makefile includes the common headers by their installed path.
+    let headers = root.join(format!("usr/src/linux-headers-{release}"));
+    std::fs::write(
+        headers.join("Makefile"),
+        format!(
+            "include {}\n",
+            root.join(format!("usr/src/linux-headers-{base}-common/Makefile"))
+                .display()
+        ),
+    )?;
+    let module_dir = src.join(format!("{top}/drivers/net/netdevsim"));
+    status(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&headers)
+            .arg(format!("M={}", module_dir.display()))
+            // No pahole here: the module goes without BTF.
+            .args([
+                "CONFIG_NETDEVSIM=m",
+                "CONFIG_DEBUG_INFO_BTF_MODULES=",
+                "modules",
+            ]),
+    )?;
+    std::fs::copy(module_dir.join("netdevsim.ko"), into)?;
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub enum DatapathError {
 }
 
 /// An error and its sources on one line, as `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

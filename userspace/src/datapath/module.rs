@@ -151,8 +151,19 @@ pub fn reconcile(
             PortKind::Switched(mode, _) => port_conf(slot, mode),
             PortKind::Routed => PortConf::new(slot, PORT_MODE_ROUTED, 0),
         };
-        if current.get(&ifindex) != Some(&conf) {
-            dp.set_port(ifindex, conf)?;
+        if current.get(&ifindex) != Some(&conf)
+            && let Err(e) = dp.set_port(ifindex, conf)
+        {
+            // This port cannot join (its driver refuses a devmap entry, say); the others
+            // go on.
+            let _ = dp.remove_port(ifindex);
+            status.ifindex = ifindex;
+            status.error = Some(format!(
+                "cannot be a fast-path port: {}",
+                super::error_chain(&e)
+            ));
+            statuses.insert(name, status);
+            continue;
         }
         status.ifindex = ifindex;
         status.stats_slot = slot;

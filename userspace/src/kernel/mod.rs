@@ -95,6 +95,11 @@ fn link_notification(
     message: &rtnetlink::packet_route::link::LinkMessage,
     present: bool,
 ) -> bool {
+    // A bridge reports its ports' bridge state as AF_BRIDGE link messages (a DELLINK when a
+    // port leaves the bridge): they are not the link's state and carry only part of it.
+    if message.header.interface_family == rtnetlink::packet_route::AddressFamily::Bridge {
+        return false;
+    }
     let relevant = link::link_state(message).is_some_and(|l| {
         tx.observed().port_status.contains_key(&l.name)
             || l.name.starts_with("xbr")
