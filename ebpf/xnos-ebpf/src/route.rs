@@ -236,13 +236,9 @@ fn egress(out: &L3Iface, mac: [u8; 6]) -> Result<(u32, u16, bool), PuntReason> {
     Ok((entry.ifindex, out.vlan, port.pvid == out.vlan))
 }
 
-/// Pick the nexthop for `hash`, find its MAC, and where the packet leaves.
+/// The nexthop group of a route the fast path forwards, or why it does not.
 #[inline(always)]
-fn resolve<const TRACE: bool>(
-    route: &RouteEntry,
-    hash: u32,
-    dst: &[u8; 16],
-) -> Result<([u8; 6], &'static L3Iface, (u32, u16, bool)), PuntReason> {
+fn group<const TRACE: bool>(route: &RouteEntry) -> Result<&'static NexthopGroup, PuntReason> {
     trace::record::<TRACE>(|t| {
         t.route_kind = route.kind;
         t.nhg = route.nhg;
@@ -258,7 +254,22 @@ fn resolve<const TRACE: bool>(
     if group.count == 0 {
         return Err(PuntReason::NoRoute);
     }
-    let index = (hash % group.count) as usize;
+    Ok(group)
+}
+
+/// Pick the nexthop of `group` for `hash` (computed only when the group has a choice),
+/// find its MAC, and where the packet leaves.
+#[inline(always)]
+fn resolve<const TRACE: bool>(
+    group: &'static NexthopGroup,
+    hash: u32,
+    dst: &[u8; 16],
+) -> Result<([u8; 6], &'static L3Iface, (u32, u16, bool)), PuntReason> {
+    let index = if group.count == 1 {
+        0
+    } else {
+        (hash % group.count) as usize
+    };
     let nh = group
         .nexthops
         .get(index & (MAX_ECMP - 1))
@@ -335,25 +346,34 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     let Some(route) = ROUTES4.get(Key::new(32, ip.dst)) else {
         return punt::<TRACE, F>(ctx, tag, iface, PuntReason::NoRoute);
     };
-    // Only first fragments carry ports; hash the others on addresses alone.
-    let first_fragment = u16::from_be_bytes(ip.frag) & 0x1fff == 0;
-    let ports = if first_fragment {
-        ports(ctx, L3 + 20, ip.proto)
+    let group = match group::<TRACE>(route) {
+        Ok(group) => group,
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
+    };
+    // The flow hash is only worth its cost when ECMP has a choice to make.
+    let hash = if group.count > 1 {
+        // Only first fragments carry ports; hash the others on addresses alone.
+        let first_fragment = u16::from_be_bytes(ip.frag) & 0x1fff == 0;
+        let ports = if first_fragment {
+            ports(ctx, L3 + 20, ip.proto)
+        } else {
+            0
+        };
+        flow_hash(
+            u32::from_ne_bytes(ip.src),
+            u32::from_ne_bytes(ip.dst),
+            ip.proto,
+            ports,
+        )
     } else {
         0
     };
-    let hash = flow_hash(
-        u32::from_ne_bytes(ip.src),
-        u32::from_ne_bytes(ip.dst),
-        ip.proto,
-        ports,
-    );
     // IPv4 as IPv4-mapped IPv6, as in the neighbour table.
     let mut dst = [0u8; 16];
     dst[10] = 0xff;
     dst[11] = 0xff;
     dst[12..].copy_from_slice(&ip.dst);
-    let (mac, out, egress) = match resolve::<TRACE>(route, hash, &dst) {
+    let (mac, out, egress) = match resolve::<TRACE>(group, hash, &dst) {
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
@@ -394,14 +414,22 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     };
     let word = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let fold = |a: &[u8; 16]| word(a, 0) ^ word(a, 4) ^ word(a, 8) ^ word(a, 12);
-    let hash = flow_hash(
-        fold(&ip.src),
-        fold(&ip.dst),
-        ip.next_header,
-        ports(ctx, L3 + 40, ip.next_header),
-    );
+    let group = match group::<TRACE>(route) {
+        Ok(group) => group,
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
+    };
+    let hash = if group.count > 1 {
+        flow_hash(
+            fold(&ip.src),
+            fold(&ip.dst),
+            ip.next_header,
+            ports(ctx, L3 + 40, ip.next_header),
+        )
+    } else {
+        0
+    };
     let dst = ip.dst;
-    let (mac, out, egress) = match resolve::<TRACE>(route, hash, &dst) {
+    let (mac, out, egress) = match resolve::<TRACE>(group, hash, &dst) {
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
