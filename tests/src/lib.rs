@@ -286,6 +286,17 @@ impl Topology {
     }
 }
 
+/// The element of a JSON array (`xnos show ... --json`) whose `key` is `value`; panics
+/// naming both when there is none.
+pub fn find_by(list: &serde_json::Value, key: &str, value: &str) -> serde_json::Value {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|item| item[key] == value)
+        .unwrap_or_else(|| panic!("no {key} {value} in {list}"))
+        .clone()
+}
+
 /// Locate a binary of the `xnos` package in the target dir of the running executable
 /// (test executables live in `<profile>/deps`, tools in `<profile>`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {

@@ -8,7 +8,8 @@ use std::{
 };
 
 use xnos_tests::{
-    Daemon, PacketSocket, Topology, binary, format_mac, parse_test_frame, require_root, test_frame,
+    Daemon, PacketSocket, Topology, binary, find_by, format_mac, parse_test_frame, require_root,
+    test_frame,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -520,15 +521,7 @@ fn per_port_datapath_mode_is_applied_and_explained() {
     )
     .unwrap();
     let ports = daemon.json("ports").unwrap();
-    let port = |name: &str| {
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let port = |name: &str| find_by(&ports, "name", name);
     assert_eq!(port("swp1")["datapath"], "xdp-native");
     assert!(
         port("swp1")["datapath_reason"]
@@ -607,15 +600,7 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     )
     .unwrap();
     let ports = daemon.json("ports").unwrap();
-    let port = |name: &str| {
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let port = |name: &str| find_by(&ports, "name", name);
     let reason = |name: &str| port(name)["datapath_reason"].as_str().unwrap().to_string();
     assert_eq!(port("swp1")["datapath"], "tc", "{ports}");
     assert!(

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use xnos_tests::{Daemon, Topology, format_mac, require_root};
+use xnos_tests::{Daemon, Topology, find_by, format_mac, require_root};
 
 const CONFIG: &str = r#"
 [[port]]
@@ -41,14 +41,7 @@ port = "swp2"
 "#;
 
 fn port(daemon: &Daemon, name: &str) -> serde_json::Value {
-    let ports = daemon.json("ports").unwrap();
-    ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
-        .clone()
+    find_by(&daemon.json("ports").unwrap(), "name", name)
 }
 
 /// Wait until `check` holds (the kernel module programs asynchronously).

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{binary, require_root};
+use xnos_tests::{binary, find_by, require_root};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -299,15 +299,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     };
 
     let ports = json("ports");
-    let port = |name: &str| {
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {ports}"))
-            .clone()
-    };
+    let port = |name: &str| find_by(&ports, "name", name);
     for name in ["swp1", "swp2", "swp4", "nsw1", "nsw2"] {
         let p = port(name);
         assert_eq!(p["datapath"], "switchdev", "{p}\n{console}");
@@ -338,12 +330,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     // Per-port VLANs as the kernel has them (`bridge -j vlan show`).
     let vlans = json("vlans");
     let port_vlans = |name: &str| -> BTreeMap<u64, Vec<String>> {
-        vlans
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["ifname"] == name)
-            .unwrap_or_else(|| panic!("no VLANs for {name}: {vlans}"))["vlans"]
+        find_by(&vlans, "ifname", name)["vlans"]
             .as_array()
             .unwrap()
             .iter()
@@ -397,15 +384,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     );
     // Route offload flags, as the driver set them and the kernel reported them.
     let routes = json("routes");
-    let hardware = |prefix: &str| {
-        routes["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["prefix"] == prefix)
-            .unwrap_or_else(|| panic!("no route {prefix} in {routes}"))["hardware"]
-            .clone()
-    };
+    let hardware = |prefix: &str| find_by(&routes["routes"], "prefix", prefix)["hardware"].clone();
     assert_eq!(
         hardware("198.51.100.0/24"),
         "trap",

@@ -71,12 +71,18 @@ pub fn run_xdp(
     frame: &[u8],
     repeat: u32,
 ) -> io::Result<XdpRun> {
-    let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
     let ctx = XdpMd {
         data_end: frame.len() as u32,
         ingress_ifindex,
         ..Default::default()
     };
+    run_with_ctx(prog, &ctx, frame, repeat)
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` on `frame` with the context `ctx`; the verdict and the
+/// frame as the program left it.
+fn run_with_ctx<C>(prog: BorrowedFd<'_>, ctx: &C, frame: &[u8], repeat: u32) -> io::Result<XdpRun> {
+    let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
@@ -84,8 +90,8 @@ pub fn run_xdp(
         data_in: frame.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat,
-        ctx_size_in: size_of::<XdpMd>() as u32,
-        ctx_in: &ctx as *const XdpMd as u64,
+        ctx_size_in: size_of::<C>() as u32,
+        ctx_in: ctx as *const C as u64,
         ..Default::default()
     };
     test_run(&mut attr, "bpf(BPF_PROG_TEST_RUN)")?;
@@ -122,30 +128,12 @@ struct SkBuffHead {
 /// Run the TC program `prog` on `frame` received on `ifindex` (an interface in the caller's
 /// network namespace), `repeat` times. `action` is the TC verdict (`TC_ACT_*`).
 pub fn run_tc(prog: BorrowedFd<'_>, ifindex: u32, frame: &[u8], repeat: u32) -> io::Result<XdpRun> {
-    let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
     let ctx = SkBuffHead {
         ingress_ifindex: ifindex,
         ifindex,
         ..Default::default()
     };
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_size_out: out.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat,
-        ctx_size_in: size_of::<SkBuffHead>() as u32,
-        ctx_in: &ctx as *const SkBuffHead as u64,
-        ..Default::default()
-    };
-    test_run(&mut attr, "bpf(BPF_PROG_TEST_RUN)")?;
-    out.truncate(attr.data_size_out as usize);
-    Ok(XdpRun {
-        action: attr.retval,
-        frame: out,
-        duration_ns: attr.duration,
-    })
+    run_with_ctx(prog, &ctx, frame, repeat)
 }
 
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
