@@ -54,7 +54,10 @@ pub fn run() -> anyhow::Result<Env> {
     let ebpf_toolchain = nightly()?;
     rust_src(&ebpf_toolchain)?;
     bpf_linker()?;
-    vm_kernel()?;
+    // Only the VM test needs it: without it the other tasks go on (the test says why).
+    if let Err(e) = vm_kernel() {
+        eprintln!("warning: no kernel for the VM test: {e:#}");
+    }
     step(&format!(
         "set up: {}; eBPF toolchain {ebpf_toolchain} (LLVM {LLVM_MAJOR}, rust-src); bpf-linker {BPF_LINKER_VERSION}",
         PACKAGES.join(", ")
