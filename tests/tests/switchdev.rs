@@ -34,8 +34,20 @@ mode = "trunk"
 vlans = [10, 20]
 datapath = "switchdev"
 
+[[port]]
+name = "brx"
+mode = "access"
+vlan = 10
+datapath = "switchdev"
+
+[[port]]
+name = "d20"
+mode = "access"
+vlan = 20
+datapath = "switchdev"
+
 [[fdb]]
-mac = "02:00:00:00:00:99"
+mac = "H2_MAC"
 vlan = 10
 port = "swp2"
 "#;
@@ -55,8 +67,11 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 // What this shows: switchdev ports are put into a kernel bridge of their VLAN with a CPU
 // port towards the XDP datapath; hosts on bridge ports reach each other and hosts on XDP
-// ports; the bridge's learned MACs and the static entry are where they belong; a trunk
-// port is refused with the kernel's limitation named.
+// ports; the bridge's learned MACs and the static entry are where they belong (the XDP
+// side reaches the static station through the CPU port); a trunk port is refused with the
+// kernel's limitation named; a port that cannot be bridged (a bridge itself), and a VLAN
+// whose CPU port cannot be made (its name taken by someone else's netdev), fail alone,
+// saying why, and the rest of the switch works.
 #[test]
 fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     require_root!();
@@ -64,7 +79,20 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     for (i, host) in topo.hosts.iter().enumerate() {
         host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
     }
-    let daemon = Daemon::start(&topo.switch, CONFIG).unwrap();
+    topo.switch
+        .ip(&["link", "add", "brx", "type", "bridge"])
+        .unwrap();
+    // (This kernel has no dummy netdevs: veth pairs stand in.)
+    for (name, peer) in [("d20", "d20p"), ("xcpu20i", "other20")] {
+        topo.switch
+            .ip(&["link", "add", name, "type", "veth", "peer", "name", peer])
+            .unwrap();
+    }
+    // The static entry is h2's own MAC: the fast path must send h3's frames to it through
+    // the CPU port, the bridge on to swp2.
+    let config = CONFIG.replace("H2_MAC", &format_mac(topo.hosts[1].mac));
+    let config = config.as_str();
+    let daemon = Daemon::start(&topo.switch, config).unwrap();
     eventually("swp1 and swp2 in xbr10", || {
         port(&daemon, "swp1")["bridge_member"] == true
             && port(&daemon, "swp2")["bridge_member"] == true
@@ -93,14 +121,38 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
         "no XDP on the CPU port"
     );
     assert!(topo.xdp_attached("swp3").unwrap());
+    let h2_mac = format_mac(topo.hosts[1].mac);
     let fdb = topo
         .switch
         .exec("bridge", &["fdb", "show", "dev", "swp2"])
         .unwrap();
     assert!(
-        fdb.contains("02:00:00:00:00:99 master xbr10 static"),
+        fdb.contains(&format!("{h2_mac} master xbr10 static")),
         "{fdb}"
     );
+    // A bridge cannot be a bridge port: that port alone fails, with the kernel's reason.
+    let brx = port(&daemon, "brx");
+    assert!(
+        brx["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("adding brx to its bridge")),
+        "{brx}"
+    );
+    // VLAN 20's CPU port cannot be made: d20 is bridged, and told it has no way to the
+    // fast path; the other netdev named xcpu20i is left alone.
+    eventually("d20 in xbr20", || {
+        port(&daemon, "d20")["bridge_member"] == true
+    });
+    let d20 = port(&daemon, "d20");
+    assert!(
+        d20["error"].as_str().is_some_and(|e| e.contains(
+            "cannot make the CPU port of VLAN 20: a netdev named xcpu20i exists that xnos did not make"
+        )),
+        "{d20}"
+    );
+    let foreign = topo.switch.ip(&["-d", "link", "show", "xcpu20i"]).unwrap();
+    assert!(foreign.contains("xcpu20i@other20"), "{foreign}");
+    assert!(!topo.xdp_attached("xcpu20i").unwrap());
     // This kernel's bridge has no VLAN filtering; on one that has, xnos says it does not
     // program VLAN-aware bridges yet. Either way the port is refused, saying why.
     let trunk = port(&daemon, "swp4");
@@ -119,8 +171,11 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     );
     assert!(
         h3.ping("10.0.0.2", 3),
-        "XDP port -> CPU port -> bridge port"
+        "XDP port -> CPU port -> bridge port (static entry for h2)"
     );
+    let fast_fdb = daemon.json("fdb").unwrap();
+    let h2_entry = find_by(&fast_fdb, "mac", &h2_mac);
+    assert_eq!(h2_entry["port"], "swp2", "{fast_fdb}");
 
     // The bridge's learned stations flow into StateDb like the fast path's.
     let h1_mac = format_mac(h1.mac);
@@ -156,7 +211,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     // swp2 moves to the fast path at runtime: released from the bridge, XDP attached,
     // still reachable; with no switchdev access port left the bridge and CPU port go.
     let moved = daemon.dir.join("moved.toml");
-    let text = CONFIG.replacen(
+    let text = config.replacen(
         "name = \"swp2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"switchdev\"",
         "name = \"swp2\"\nmode = \"access\"\nvlan = 10",
         1,
@@ -176,7 +231,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
 
     // ... and back into the bridge: XDP detached, enslaved again, the static entry comes
     // back, and h2 is reachable from both sides again.
-    std::fs::write(&moved, CONFIG).unwrap();
+    std::fs::write(&moved, config).unwrap();
     daemon
         .xnos(&["config", "apply", moved.to_str().unwrap()])
         .unwrap();
@@ -195,7 +250,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
 
     // The static entry goes from the bridge when config drops it.
     let fewer = daemon.dir.join("fewer.toml");
-    let without_static = &CONFIG[..CONFIG.find("[[fdb]]").unwrap()];
+    let without_static = &config[..config.find("[[fdb]]").unwrap()];
     std::fs::write(&fewer, without_static).unwrap();
     daemon
         .xnos(&["config", "apply", fewer.to_str().unwrap()])
@@ -205,7 +260,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
             .switch
             .exec("bridge", &["fdb", "show", "dev", "swp2"])
             .unwrap()
-            .contains("02:00:00:00:00:99")
+            .contains(&h2_mac)
     });
 
     let alone = daemon.dir.join("alone.toml");

@@ -49,10 +49,11 @@ pub enum Table {
     Datapath,
     Module,
     BridgePort,
+    KernelFeatures,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -67,6 +68,7 @@ impl Table {
         Table::Datapath,
         Table::Module,
         Table::BridgePort,
+        Table::KernelFeatures,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -85,6 +87,7 @@ impl Table {
             Table::Datapath => "datapath",
             Table::Module => "module",
             Table::BridgePort => "bridge-port",
+            Table::KernelFeatures => "kernel-features",
         }
     }
 
@@ -220,6 +223,15 @@ pub struct BridgePort {
     pub error: Option<String>,
 }
 
+/// What the running kernel can do, as probed by the kernel module (the single row of the
+/// `kernel-features` table): modules decide by it, not by probing on their own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelFeatures {
+    /// Whether the bridge can filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING); None until
+    /// probed.
+    pub bridge_vlan_filtering: Option<bool>,
+}
+
 /// One nexthop of a kernel route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FibNexthop {
@@ -294,6 +306,7 @@ pub struct Observed {
     pub modules: BTreeMap<String, ModuleStatus>,
     pub datapath: DatapathStatus,
     pub bridge_ports: BTreeMap<String, BridgePort>,
+    pub kernel: KernelFeatures,
 }
 
 #[derive(Clone, Debug)]
@@ -592,6 +605,20 @@ impl ObservedTx<'_> {
         o.datapath = single.remove(&()).unwrap_or_default();
     }
 
+    pub fn kernel_features(&mut self, row: KernelFeatures) {
+        let o = &mut *self.observed;
+        let mut single = BTreeMap::from([((), o.kernel.clone())]);
+        put_row(
+            Table::KernelFeatures,
+            &mut single,
+            (),
+            "kernel".into(),
+            Some(row),
+            &mut self.changes,
+        );
+        o.kernel = single.remove(&()).unwrap_or_default();
+    }
+
     pub fn bridge_port(&mut self, name: &str, row: Option<BridgePort>) {
         let o = &mut *self.observed;
         put_row(
@@ -758,6 +785,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
         Table::Module => rows(&s.observed.modules, String::clone),
         Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
+        Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
     }
 }
 

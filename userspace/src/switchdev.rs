@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     config::{Config, DatapathChoice, PortConfig, PortMode},
-    statedb::{BridgePort, LinkState},
+    statedb::{BridgePort, KernelFeatures, LinkState},
 };
 
 /// The alias that marks the bridges and CPU ports xnos made.
@@ -77,15 +77,53 @@ impl SwitchdevPort<'_> {
     }
 }
 
+/// Whether `auto` keeps a switch port (one whose driver reports a switch ID) on the fast
+/// path, and why: a trunk needs a VLAN-aware bridge, which this kernel cannot make.
+fn kept_on_fast_path(port: &PortConfig, kernel: &KernelFeatures) -> Option<String> {
+    let trunk = matches!(port.mode, PortMode::Trunk { .. });
+    (trunk && kernel.bridge_vlan_filtering == Some(false)).then(|| {
+        "the driver reports a switch ID, but a trunk port needs bridge VLAN filtering, \
+         which this kernel does not have (CONFIG_BRIDGE_VLAN_FILTERING): the fast path \
+         forwards"
+            .to_string()
+    })
+}
+
+/// The ports `auto` keeps on the fast path although their driver has a switch ID, with
+/// the reason.
+pub fn kept_ports(
+    config: &Config,
+    links: &BTreeMap<String, LinkState>,
+    kernel: &KernelFeatures,
+) -> BTreeMap<String, String> {
+    config
+        .ports
+        .values()
+        .filter(|p| p.datapath == DatapathChoice::Auto)
+        .filter(|p| links.get(&p.name).is_some_and(|l| l.switch_id.is_some()))
+        .filter_map(|p| Some((p.name.clone(), kept_on_fast_path(p, kernel)?)))
+        .collect()
+}
+
+/// Whether any port of `config` may go on the switchdev backend, whatever the kernel can
+/// do.
+pub fn may_bridge(config: &Config, links: &BTreeMap<String, LinkState>) -> bool {
+    !ports(config, links, &KernelFeatures::default()).is_empty()
+}
+
 /// The switchdev ports of `config`: those configured so, and, with `auto`, those whose
-/// driver reports a switch ID.
+/// driver reports a switch ID (unless this kernel cannot bridge them).
 pub fn ports<'a>(
     config: &'a Config,
     links: &BTreeMap<String, LinkState>,
+    kernel: &KernelFeatures,
 ) -> BTreeMap<String, SwitchdevPort<'a>> {
     let mut ports = BTreeMap::new();
     for port in config.ports.values() {
         let switch_id = links.get(&port.name).and_then(|l| l.switch_id.clone());
+        if port.datapath == DatapathChoice::Auto && kept_on_fast_path(port, kernel).is_some() {
+            continue;
+        }
         let reason = match (port.datapath, &switch_id) {
             (DatapathChoice::Switchdev, Some(id)) => {
                 format!("configured: datapath = \"switchdev\" (switch ID {id})")
@@ -110,11 +148,11 @@ pub fn ports<'a>(
     ports
 }
 
-/// The XDP ends of the CPU ports the kernel module keeps (one per VLAN of the bridged
-/// ports in its `bridge-port` rows), each an access port of its VLAN.
+/// The XDP ends of the CPU ports the kernel module made (a `bridge-port` row per CPU
+/// port, without an error), each an access port of its VLAN.
 pub fn cpu_ports(rows: &BTreeMap<String, BridgePort>) -> BTreeMap<String, PortMode> {
     rows.values()
-        .filter(|r| r.error.is_none() && r.bridge.is_some())
+        .filter(|r| is_cpu_bridge_end(&r.port) && r.error.is_none() && r.bridge.is_some())
         .flat_map(|r| r.vlans.iter().copied())
         .map(|vlan| (cpu_port_xdp_name(vlan), PortMode::Access { vlan }))
         .collect()
@@ -160,7 +198,7 @@ mod tests {
             link("eth1", None),
             link("eth2", None),
         ]);
-        let ports = ports(&config, &links);
+        let ports = ports(&config, &links, &KernelFeatures::default());
         assert_eq!(ports.keys().collect::<Vec<_>>(), ["eth2", "sw1", "sw2"]);
         assert!(ports["sw1"].reason.contains("switch ID 00aa"));
         assert!(
@@ -169,6 +207,47 @@ mod tests {
                 .contains("the kernel bridge forwards in software")
         );
         assert_eq!(ports["sw1"].vlan(), Some(10));
+    }
+
+    // On a kernel whose bridge cannot filter VLANs, `auto` keeps a trunk port with a
+    // switch ID on the fast path (saying why) instead of giving it to a bridge that cannot
+    // carry it; its access ports still go to the bridge, and `switchdev` is still obeyed.
+    #[test]
+    fn auto_trunks_stay_on_the_fast_path_without_bridge_vlan_filtering() {
+        let config = Config::parse(
+            "t.toml",
+            "[[port]]\nname = \"sw1\"\nmode = \"access\"\nvlan = 10\n\
+             [[port]]\nname = \"sw2\"\nmode = \"trunk\"\nvlans = [10]\n\
+             [[port]]\nname = \"sw3\"\nmode = \"trunk\"\nvlans = [10]\ndatapath = \"switchdev\"\n",
+            |_| true,
+        )
+        .unwrap();
+        let links = BTreeMap::from([
+            link("sw1", Some("00aa")),
+            link("sw2", Some("00aa")),
+            link("sw3", Some("00aa")),
+        ]);
+        let without = KernelFeatures {
+            bridge_vlan_filtering: Some(false),
+        };
+        let with = KernelFeatures {
+            bridge_vlan_filtering: Some(true),
+        };
+        assert_eq!(
+            ports(&config, &links, &without).keys().collect::<Vec<_>>(),
+            ["sw1", "sw3"]
+        );
+        let kept = kept_ports(&config, &links, &without);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["sw2"]);
+        assert!(
+            kept["sw2"].contains("needs bridge VLAN filtering"),
+            "{kept:?}"
+        );
+        assert_eq!(ports(&config, &links, &with).len(), 3);
+        assert!(kept_ports(&config, &links, &with).is_empty());
+        // Not probed yet: any of them may go to the bridge.
+        assert!(may_bridge(&config, &links));
+        assert_eq!(ports(&config, &links, &KernelFeatures::default()).len(), 3);
     }
 
     #[test]

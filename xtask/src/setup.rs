@@ -78,6 +78,8 @@ fn vm_kernel() -> anyhow::Result<()> {
     if dir.join("vmlinuz").is_file() && dir.join("modules/netdevsim.ko").is_file() {
         return Ok(());
     }
+    // The package lists may be older than the archive (whose old kernels are gone).
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
     let list = output(Command::new("apt-cache").args([
         "search",
         "--names-only",
@@ -95,15 +97,16 @@ fn vm_kernel() -> anyhow::Result<()> {
         .max_by_key(|name| version(name))
         .context("no linux-image-6.12.*+deb12-amd64-unsigned package in the Debian archive")?
         .to_string();
-    step(&format!("downloading {package} for the VM test"));
+    let version = candidate(&package)?;
+    step(&format!("downloading {package} {version} for the VM test"));
     let work = root.join("target/vm-kernel.tmp");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    status(
-        Command::new("apt-get")
-            .current_dir(&work)
-            .args(["download", "-q", &package]),
-    )?;
+    status(Command::new("apt-get").current_dir(&work).args([
+        "download",
+        "-q",
+        &format!("{package}={version}"),
+    ]))?;
     let deb = std::fs::read_dir(&work)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -136,16 +139,29 @@ fn vm_kernel() -> anyhow::Result<()> {
         }
         std::fs::write(dir.join(format!("modules/{name}.ko")), ko.stdout)?;
     }
-    build_netdevsim(&package, &work, &dir.join("modules/netdevsim.ko"))?;
+    build_netdevsim(&package, &version, &work, &dir.join("modules/netdevsim.ko"))?;
     std::fs::write(dir.join("package"), format!("{package}\n"))?;
     std::fs::remove_dir_all(&work)?;
     Ok(())
+}
+
+/// The version `apt-get` would fetch of `package` (its candidate; `apt-cache show` lists
+/// every version the lists know, in no promised order).
+fn candidate(package: &str) -> anyhow::Result<String> {
+    let policy = output(Command::new("apt-cache").args(["policy", package]))?;
+    policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .map(str::to_string)
+        .with_context(|| format!("apt has no candidate version of {package}"))
 }
 
 /// Build netdevsim.ko for the kernel of `image` (a linux-image-*-unsigned package) from
 /// the matching linux-source, headers and kbuild packages, unpacked under `work`.
 fn build_netdevsim(
     image: &str,
+    version: &str,
     work: &std::path::Path,
     into: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -155,13 +171,6 @@ fn build_netdevsim(
         .trim_end_matches("-unsigned")
         .to_string();
     let base = release.trim_end_matches("-amd64").to_string();
-    let show = output(Command::new("apt-cache").args(["show", image]))?;
-    let version = show
-        .lines()
-        .find_map(|l| l.strip_prefix("Version: "))
-        .context("no version for the kernel package")?
-        .trim()
-        .to_string();
     let major_minor: String = base.split('.').take(2).collect::<Vec<_>>().join(".");
     let packages = [
         format!("linux-source-{major_minor}={version}"),

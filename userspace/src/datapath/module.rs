@@ -193,7 +193,13 @@ pub fn reconcile(
         .fdb
         .values()
         .filter_map(|f| {
-            let ifindex = statuses.get(&f.port)?.ifindex;
+            // A station behind a switchdev port is reached through its VLAN's CPU port.
+            let port = if switchdev.contains_key(&f.port) {
+                crate::switchdev::cpu_port_xdp_name(f.vlan)
+            } else {
+                f.port.clone()
+            };
+            let ifindex = statuses.get(&port)?.ifindex;
             (ifindex != 0).then_some((
                 FdbKey {
                     mac: f.mac.0,
@@ -387,14 +393,23 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
     // Under StateDb's read lock: a consistent view without copying big tables.
     let (statuses, generation) = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
-        let switchdev = crate::switchdev::ports(&state.config, links)
+        let kernel = &state.observed.kernel;
+        let switchdev = crate::switchdev::ports(&state.config, links, kernel)
             .into_iter()
             .map(|(name, port)| (name, port.reason))
             .collect();
         let cpu_ports = crate::switchdev::cpu_ports(&state.observed.bridge_ports);
-        let statuses = reconcile(&mut guard, &state.config, &switchdev, &cpu_ports, |name| {
+        let mut statuses = reconcile(&mut guard, &state.config, &switchdev, &cpu_ports, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
+        for (name, kept) in crate::switchdev::kept_ports(&state.config, links, kernel) {
+            if let Some(status) = statuses.get_mut(&name) {
+                status.datapath_reason = Some(match status.datapath_reason.take() {
+                    Some(mode) => format!("{kept}; {mode}"),
+                    None => kept,
+                });
+            }
+        }
         l3.sync(&mut guard, state)?;
         Ok((statuses, state.generation))
     })?;
@@ -473,7 +488,11 @@ impl Work {
     fn add(&mut self, commit: &Commit) {
         for change in &commit.changes {
             match change.table {
-                t if t.is_config() || t == Table::Link || t == Table::BridgePort => self.all = true,
+                t if t.is_config()
+                    || matches!(t, Table::Link | Table::BridgePort | Table::KernelFeatures) =>
+                {
+                    self.all = true
+                }
                 Table::Fib => {
                     if let Some(prefix) =
                         change.key.split_once('/').and_then(|(_, p)| p.parse().ok())

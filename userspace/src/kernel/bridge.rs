@@ -11,7 +11,10 @@ use rtnetlink::{
     Handle, LinkBridge, LinkBridgeVlan, LinkUnspec, LinkVeth,
     packet_route::{
         AddressFamily,
-        link::{AfSpecBridge, BridgeVlanInfoFlags, LinkAttribute, LinkExtentMask},
+        link::{
+            AfSpecBridge, BridgeVlanInfoFlags, InfoBridge, InfoData, LinkAttribute, LinkExtentMask,
+            LinkInfo,
+        },
         neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
     },
 };
@@ -75,28 +78,9 @@ async fn set_up(
         .with_context(|| format!("setting {name} up"))
 }
 
-/// A bridge xnos keeps: the VLANs its members carry (one CPU port each).
-struct BridgePlan {
-    vlans: BTreeSet<u16>,
-}
-
-/// The bridge and its CPU ports, made if missing, up. A VLAN-aware bridge filters VLANs
-/// and gives new ports no default VLAN (xnos sets every port's VLANs).
+/// The bridge, made if missing, up; a VLAN-aware one filters VLANs (turned back on if
+/// someone turned it off) and gives new ports no default VLAN (xnos sets every port's).
 async fn ensure_bridge(
-    handle: &Handle,
-    links: &BTreeMap<String, LinkState>,
-    bridge: &str,
-    plan: &BridgePlan,
-    vlan_aware: bool,
-) -> anyhow::Result<u32> {
-    let index = ensure_bridge_device(handle, links, bridge, vlan_aware).await?;
-    for &vid in &plan.vlans {
-        ensure_cpu_port(handle, links, vid, index).await?;
-    }
-    Ok(index)
-}
-
-async fn ensure_bridge_device(
     handle: &Handle,
     links: &BTreeMap<String, LinkState>,
     bridge: &str,
@@ -115,8 +99,52 @@ async fn ensure_bridge_device(
             .with_context(|| format!("creating bridge {bridge}"))?;
         set_alias(handle, bridge).await?;
     }
+    let index = ifindex(bridge)?;
+    if vlan_aware && !vlan_filtering(handle, index).await? {
+        tracing::warn!(
+            bridge,
+            "VLAN filtering was off on our bridge; turning it on"
+        );
+        handle
+            .link()
+            .set(
+                LinkBridge::new(bridge)
+                    .index(index)
+                    .vlan_filtering(true)
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("turning VLAN filtering on for {bridge}"))?;
+    }
     set_up(handle, links, bridge, None).await?;
-    ifindex(bridge)
+    Ok(index)
+}
+
+/// Whether the bridge `index` filters VLANs, as the kernel says (IFLA_BR_VLAN_FILTERING).
+async fn vlan_filtering(handle: &Handle, index: u32) -> anyhow::Result<bool> {
+    let messages: Vec<_> = handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_collect()
+        .await
+        .context("reading the bridge back")?;
+    Ok(messages
+        .iter()
+        .flat_map(|m| &m.attributes)
+        .filter_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|i| match i {
+            LinkInfo::Data(InfoData::Bridge(options)) => Some(options),
+            _ => None,
+        })
+        .flatten()
+        .any(|o| matches!(o, InfoBridge::VlanFiltering(true))))
 }
 
 /// The CPU port of VLAN `vid` in the bridge `bridge_index`, made if missing, up.
@@ -131,8 +159,15 @@ async fn ensure_cpu_port(
         &switchdev::cpu_port_xdp_name(vid),
     );
     if link::ifindex(cpu).is_none() || link::ifindex(cpu_xdp).is_none() {
+        // Half a pair of ours goes; a netdev of someone else's by that name stays.
         for end in [cpu, cpu_xdp] {
             if let Some(index) = link::ifindex(end) {
+                if !links.get(end.as_str()).is_some_and(ours) {
+                    anyhow::bail!(
+                        "cannot make the CPU port of VLAN {vid}: a netdev named {end} \
+                         exists that xnos did not make"
+                    );
+                }
                 handle.link().del(index).execute().await.ok();
             }
         }
@@ -151,24 +186,32 @@ async fn ensure_cpu_port(
     set_up(handle, links, cpu_xdp, None).await
 }
 
-/// Whether this kernel's bridge can filter VLANs (needed for trunk ports). Probed once per
-/// process with a throwaway bridge (named so that its own link events trigger nothing).
-pub async fn vlan_filtering_supported(handle: &Handle) -> bool {
-    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if let Some(known) = SUPPORTED.get() {
-        return *known;
-    }
+/// Whether this kernel's bridge can filter VLANs (needed for trunk ports): a throwaway
+/// bridge (named so that its own link events trigger nothing) is made with VLAN filtering
+/// on. A kernel without CONFIG_BRIDGE_VLAN_FILTERING refuses that with EOPNOTSUPP; any
+/// other failure leaves the answer unknown (Err), to be asked again.
+pub async fn probe_vlan_filtering(handle: &Handle) -> Result<bool, String> {
     const PROBE: &str = "xnosvlanprobe";
+    let remove = || async {
+        if let Some(index) = link::ifindex(PROBE) {
+            handle.link().del(index).execute().await.ok();
+        }
+    };
+    // A probe left behind by a process that died mid-probe would make the add fail.
+    remove().await;
     let made = handle
         .link()
         .add(LinkBridge::new(PROBE).vlan_filtering(true).build())
         .execute()
-        .await
-        .is_ok();
-    if let Some(index) = link::ifindex(PROBE) {
-        handle.link().del(index).execute().await.ok();
+        .await;
+    remove().await;
+    match made {
+        Ok(()) => Ok(true),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EOPNOTSUPP => Ok(false),
+        Err(e) => Err(format!(
+            "cannot tell whether this kernel's bridge filters VLANs: creating a test bridge: {e}"
+        )),
     }
-    *SUPPORTED.get_or_init(|| made)
 }
 
 /// Put `name` into `bridge` (its admin state is the operator's: only the master is ours).
@@ -316,17 +359,44 @@ async fn add_static(
         .with_context(|| format!("adding static FDB entry {mac}"))
 }
 
-/// Make the kernel bridge carry the switchdev ports of the config; record per port what
-/// was programmed and read back.
+/// Add `error` to what went wrong with a row.
+fn note(row: &mut Option<String>, error: impl std::fmt::Display) {
+    *row = Some(match row.take() {
+        Some(before) => format!("{before}; {error}"),
+        None => error.to_string(),
+    });
+}
+
+/// `.map_err` for a step whose failure is recorded in a row, not propagated.
+fn text(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+/// The VLAN of a bridge FDB entry (NDA_VLAN; only on a VLAN-aware bridge).
+fn fdb_vlan(msg: &NeighbourMessage) -> Option<u16> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Vlan(vid) => Some(*vid),
+        _ => None,
+    })
+}
+
+/// Make the kernel bridge carry the switchdev ports of the config; record per port (and
+/// per CPU port) what was programmed and read back, with what failed. A failure stays
+/// with the port or VLAN it concerns: the others are programmed all the same.
 ///
 /// On a kernel whose bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with
 /// every switchdev port (access and trunk) and one CPU port per VLAN; otherwise each VLAN
 /// has its own bridge `xbr<vid>` with its CPU port, and trunk ports cannot be bridged.
-pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
-    let (config, links): (Config, BTreeMap<String, LinkState>) =
-        db.read(|s| (s.config.clone(), s.observed.links.clone()));
-    let ports = switchdev::ports(&config, &links);
-    let vlan_aware = !ports.is_empty() && vlan_filtering_supported(handle).await;
+pub async fn apply(handle: &Handle, db: &StateDb) {
+    let (config, links, features) = db.read(|s| {
+        (
+            s.config.clone(),
+            s.observed.links.clone(),
+            s.observed.kernel.clone(),
+        )
+    });
+    let ports = switchdev::ports(&config, &links, &features);
+    let vlan_aware = features.bridge_vlan_filtering == Some(true);
     if !ports.is_empty() {
         // Without these the kernel does not tell when a driver offloads (or traps) a route
         // after it was added, and `xnos show routes` would keep the add-time flags.
@@ -340,35 +410,69 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         }
     }
 
-    // Which bridge each port belongs to.
-    let mut plans: BTreeMap<String, BridgePlan> = BTreeMap::new();
+    // Which bridge each port belongs to, and the VLANs (CPU ports) of each bridge.
+    let mut plans: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     let mut member_of: BTreeMap<String, Result<String, String>> = BTreeMap::new();
     for (name, port) in &ports {
-        let bridge = if vlan_aware {
-            Ok(switchdev::VLAN_AWARE_BRIDGE.to_string())
-        } else {
-            match port.vlan() {
-                Some(vid) => Ok(switchdev::bridge_name(vid)),
-                None => Err("trunk ports on the switchdev backend need bridge VLAN \
-                             filtering: not supported by this kernel \
-                             (CONFIG_BRIDGE_VLAN_FILTERING)"
-                    .to_string()),
-            }
+        let bridge = match (vlan_aware, port.vlan(), &features.bridge_vlan_filtering) {
+            (true, _, _) => Ok(switchdev::VLAN_AWARE_BRIDGE.to_string()),
+            (false, Some(vid), _) => Ok(switchdev::bridge_name(vid)),
+            (false, None, Some(_)) => Err("trunk ports on the switchdev backend need bridge \
+                                           VLAN filtering: not supported by this kernel \
+                                           (CONFIG_BRIDGE_VLAN_FILTERING)"
+                .to_string()),
+            (false, None, None) => Err("trunk ports on the switchdev backend need bridge \
+                                        VLAN filtering, and whether this kernel has it is \
+                                        not known yet"
+                .to_string()),
         };
         if let Ok(bridge) = &bridge {
-            let plan = plans.entry(bridge.clone()).or_insert_with(|| BridgePlan {
-                vlans: BTreeSet::new(),
-            });
-            plan.vlans.extend(port.config.mode.vlans());
+            plans
+                .entry(bridge.clone())
+                .or_default()
+                .extend(port.config.mode.vlans());
         }
         member_of.insert(name.clone(), bridge);
+    }
+    let mut rows: BTreeMap<String, BridgePort> = ports
+        .iter()
+        .map(|(name, port)| {
+            let bridge = member_of[name].clone();
+            let row = BridgePort {
+                port: name.clone(),
+                vlans: port.config.mode.vlans().into_iter().collect(),
+                bridge: bridge.clone().ok(),
+                member: false,
+                switch_id: port.switch_id.clone(),
+                error: bridge.err(),
+            };
+            (name.clone(), row)
+        })
+        .collect();
+    // The bridge end of every CPU port has a row too: the datapath attaches to the XDP
+    // end of those that were made.
+    for (bridge, vlans) in &plans {
+        for &vid in vlans {
+            let cpu = switchdev::cpu_port_name(vid);
+            rows.insert(
+                cpu.clone(),
+                BridgePort {
+                    port: cpu,
+                    vlans: vec![vid],
+                    bridge: Some(bridge.clone()),
+                    member: false,
+                    switch_id: None,
+                    error: None,
+                },
+            );
+        }
     }
 
     // Bridges and CPU ports no longer wanted go (members are released with them).
     let wanted_names: BTreeSet<String> = plans
         .iter()
-        .flat_map(|(bridge, plan)| {
-            std::iter::once(bridge.clone()).chain(plan.vlans.iter().flat_map(|&vid| {
+        .flat_map(|(bridge, vlans)| {
+            std::iter::once(bridge.clone()).chain(vlans.iter().flat_map(|&vid| {
                 [
                     switchdev::cpu_port_name(vid),
                     switchdev::cpu_port_xdp_name(vid),
@@ -377,8 +481,10 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         })
         .collect();
     for link in links.values().filter(|l| ours(l)) {
-        if !wanted_names.contains(&link.name) {
-            handle.link().del(link.ifindex).execute().await.ok();
+        if !wanted_names.contains(&link.name)
+            && let Err(e) = handle.link().del(link.ifindex).execute().await
+        {
+            tracing::warn!(link = link.name, error = %e, "cannot remove a netdev xnos no longer needs");
         }
     }
     // Ports left in a bridge of ours they no longer belong to are released.
@@ -395,148 +501,121 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
             continue;
         }
         let wanted = member_of.get(&link.name).and_then(|b| b.as_deref().ok());
-        if wanted != Some(bridge) {
-            handle
-                .link()
-                .set(
-                    LinkUnspec::new_with_index(link.ifindex)
-                        .nocontroller()
-                        .build(),
-                )
-                .execute()
-                .await
-                .with_context(|| format!("releasing {} from its bridge", link.name))?;
+        if wanted == Some(bridge) {
+            continue;
+        }
+        let released = handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(link.ifindex)
+                    .nocontroller()
+                    .build(),
+            )
+            .execute()
+            .await;
+        if let Err(e) = released {
+            let error = format!("cannot release {} from bridge {bridge}: {e}", link.name);
+            match rows.get_mut(&link.name) {
+                Some(row) => note(&mut row.error, error),
+                None => tracing::warn!("{error}"),
+            }
         }
     }
 
+    // Bridges, then their CPU ports, then the ports.
     let mut bridges: BTreeMap<String, Result<u32, String>> = BTreeMap::new();
-    for (bridge, plan) in &plans {
-        let made = ensure_bridge(handle, &links, bridge, plan, vlan_aware)
+    for (bridge, vlans) in &plans {
+        let made = ensure_bridge(handle, &links, bridge, vlan_aware)
             .await
-            .map_err(|e| format!("{e:#}"));
+            .map_err(text);
+        if let Ok(index) = made {
+            for &vid in vlans {
+                let Err(e) = ensure_cpu_port(handle, &links, vid, index).await else {
+                    continue;
+                };
+                let error = text(e);
+                // The ports of that VLAN are bridged, but cut off from the fast path.
+                for row in rows.values_mut() {
+                    if row.vlans.contains(&vid) && row.bridge.as_ref() == Some(bridge) {
+                        note(&mut row.error, &error);
+                    }
+                }
+            }
+        }
         bridges.insert(bridge.clone(), made);
     }
-    let current_vlans = if vlan_aware {
-        dump_port_vlans(handle).await?
-    } else {
-        BTreeMap::new()
-    };
-    let no_vlans = VlanFlags::new();
     let mut joined: BTreeSet<String> = BTreeSet::new();
-    let mut rows = BTreeMap::new();
-    for (name, port) in &ports {
-        let bridge = member_of[name].clone();
-        let target = bridge
-            .clone()
-            .and_then(|b| bridges[&b].clone().map(|index| (b, index)));
-        let error = match target {
-            Err(e) => Some(e),
-            Ok((bridge, index)) => {
-                let result = async {
-                    if enslave(handle, &links, name, index).await? {
-                        joined.insert(bridge);
-                    }
-                    if vlan_aware {
-                        let current = link::ifindex(name)
-                            .and_then(|i| current_vlans.get(&i))
-                            .unwrap_or(&no_vlans);
-                        sync_vlans(handle, name, current, &port_vlans(&port.config.mode)).await?;
-                    }
-                    anyhow::Ok(())
-                }
-                .await;
-                result.err().map(|e| format!("{e:#}"))
-            }
+    for (name, row) in &mut rows {
+        let Some(bridge) = row.bridge.clone() else {
+            continue;
         };
-        rows.insert(
-            name.clone(),
-            BridgePort {
-                port: name.clone(),
-                vlans: port.config.mode.vlans().into_iter().collect(),
-                bridge: bridge.ok(),
-                member: false,
-                switch_id: port.switch_id.clone(),
-                error,
+        match &bridges[&bridge] {
+            Err(e) => note(&mut row.error, e),
+            Ok(_) if switchdev::is_cpu_bridge_end(name) => {}
+            Ok(index) => match enslave(handle, &links, name, *index).await {
+                Ok(true) => {
+                    joined.insert(bridge);
+                }
+                Ok(false) => {}
+                Err(e) => note(&mut row.error, text(e)),
             },
-        );
+        }
     }
-    for (bridge, plan) in &plans {
-        if bridges[bridge].is_err() {
+    // Ports' VLANs, read after enslaving (a port gets the bridge's default VLAN, if it
+    // has one, as it joins).
+    if vlan_aware {
+        match dump_port_vlans(handle).await {
+            Ok(current) => {
+                let no_vlans = VlanFlags::new();
+                for (name, row) in &mut rows {
+                    let wanted = match ports.get(name) {
+                        Some(port) => port_vlans(&port.config.mode),
+                        None => port_vlans(&PortMode::Access { vlan: row.vlans[0] }),
+                    };
+                    let Some(index) = link::ifindex(name) else {
+                        continue;
+                    };
+                    if row.bridge.as_ref().is_some_and(|b| bridges[b].is_ok()) {
+                        let have = current.get(&index).unwrap_or(&no_vlans);
+                        if let Err(e) = sync_vlans(handle, name, have, &wanted).await {
+                            note(&mut row.error, text(e));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for row in rows.values_mut() {
+                    note(&mut row.error, format!("{e:#}"));
+                }
+            }
+        }
+    }
+    for (bridge, vlans) in &plans {
+        if !joined.contains(bridge) {
             continue;
         }
-        for &vid in &plan.vlans {
+        for &vid in vlans {
             let cpu = switchdev::cpu_port_name(vid);
-            if vlan_aware {
-                let wanted = port_vlans(&PortMode::Access { vlan: vid });
-                let current = link::ifindex(&cpu)
-                    .and_then(|i| current_vlans.get(&i))
-                    .unwrap_or(&no_vlans);
-                sync_vlans(handle, &cpu, current, &wanted).await?;
-            }
-            if joined.contains(bridge) {
-                flush_cpu_port(handle, &cpu).await?;
+            if let Err(e) = flush_cpu_port(handle, &cpu).await {
+                tracing::warn!(error = %format!("{e:#}"), "stations behind the CPU port may be stale");
             }
         }
     }
 
-    // Static entries: those config no longer has go, the others are (re)written.
-    let wanted_static: BTreeSet<(u32, MacAddr)> = config
-        .fdb
-        .iter()
-        .filter(|((vlan, _), entry)| {
-            ports
-                .get(&entry.port)
-                .is_some_and(|p| p.config.mode.vlans().contains(vlan))
-        })
-        .filter_map(|((_, mac), entry)| Some((link::ifindex(&entry.port)?, *mac)))
-        .collect();
-    let bridge_indexes: BTreeSet<u32> = bridges.values().filter_map(|b| b.clone().ok()).collect();
-    for message in dump_fdb(handle).await? {
-        let Some((mac, master)) = fdb_mac_master(&message) else {
-            continue;
-        };
-        if message.header.state == NeighbourState::Noarp
-            && bridge_indexes.contains(&master)
-            && !wanted_static.contains(&(message.header.ifindex, mac))
-        {
-            handle
-                .neighbours()
-                .del(message)
-                .execute()
-                .await
-                .with_context(|| format!("removing static FDB entry {mac}"))?;
-        }
-    }
-    for ((vlan, mac), entry) in &config.fdb {
-        if let Some(port) = ports.get(&entry.port)
-            && member_of[&entry.port].is_ok()
-            && port.config.mode.vlans().contains(vlan)
-            && let Some(index) = link::ifindex(&entry.port)
-            && let Err(e) = add_static(handle, index, *mac, vlan_aware.then_some(*vlan)).await
-            && let Some(row) = rows.get_mut(&entry.port)
-        {
-            row.error = Some(format!("{e:#}"));
-        }
-    }
+    sync_static(
+        handle, &config, &ports, &member_of, &bridges, vlan_aware, &mut rows,
+    )
+    .await;
 
     // Read back from the kernel, not from our intentions.
     for row in rows.values_mut() {
         let (Some(bridge), Some(index)) = (&row.bridge, link::ifindex(&row.port)) else {
             continue;
         };
-        let messages: Vec<_> = handle
-            .link()
-            .get()
-            .match_index(index)
-            .execute()
-            .try_collect()
-            .await
-            .with_context(|| format!("reading {} back", row.port))?;
-        let master = messages
-            .iter()
-            .filter_map(link::link_state)
-            .find_map(|l| l.master);
-        row.member = master.is_some() && master == link::ifindex(bridge);
+        match read_master(handle, index).await {
+            Ok(master) => row.member = master.is_some() && master == link::ifindex(bridge),
+            Err(e) => note(&mut row.error, format!("reading {} back: {e}", row.port)),
+        }
     }
     db.write_observed(|tx| {
         let stale: Vec<String> = tx
@@ -553,7 +632,89 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
             tx.bridge_port(&name, Some(row));
         }
     });
-    Ok(())
+}
+
+/// The master of link `index`, as the kernel has it now.
+async fn read_master(handle: &Handle, index: u32) -> Result<Option<u32>, rtnetlink::Error> {
+    let messages: Vec<_> = handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_collect()
+        .await?;
+    Ok(messages
+        .iter()
+        .filter_map(link::link_state)
+        .find_map(|l| l.master))
+}
+
+/// Static entries: those config no longer has go from our bridges, the others are
+/// (re)written. An entry is keyed by port, MAC and (on a VLAN-aware bridge) VLAN.
+#[allow(clippy::too_many_arguments)]
+async fn sync_static(
+    handle: &Handle,
+    config: &Config,
+    ports: &BTreeMap<String, switchdev::SwitchdevPort<'_>>,
+    member_of: &BTreeMap<String, Result<String, String>>,
+    bridges: &BTreeMap<String, Result<u32, String>>,
+    vlan_aware: bool,
+    rows: &mut BTreeMap<String, BridgePort>,
+) {
+    // Those whose port is in a bridge that is there.
+    let wanted: Vec<(&str, u32, MacAddr, Option<u16>)> = config
+        .fdb
+        .iter()
+        .filter(|((vlan, _), entry)| {
+            ports
+                .get(&entry.port)
+                .is_some_and(|p| p.config.mode.vlans().contains(vlan))
+                && member_of[&entry.port]
+                    .as_ref()
+                    .is_ok_and(|b| bridges[b].is_ok())
+        })
+        .filter_map(|((vlan, mac), entry)| {
+            let index = link::ifindex(&entry.port)?;
+            Some((
+                entry.port.as_str(),
+                index,
+                *mac,
+                vlan_aware.then_some(*vlan),
+            ))
+        })
+        .collect();
+    let wanted_keys: BTreeSet<(u32, MacAddr, Option<u16>)> = wanted
+        .iter()
+        .map(|&(_, index, mac, vlan)| (index, mac, vlan))
+        .collect();
+    let bridge_indexes: BTreeSet<u32> = bridges.values().filter_map(|b| b.clone().ok()).collect();
+    match dump_fdb(handle).await {
+        Ok(entries) => {
+            for message in entries {
+                let Some((mac, master)) = fdb_mac_master(&message) else {
+                    continue;
+                };
+                let key = (message.header.ifindex, mac, fdb_vlan(&message));
+                if message.header.state == NeighbourState::Noarp
+                    && bridge_indexes.contains(&master)
+                    && !wanted_keys.contains(&key)
+                    && let Err(e) = handle.neighbours().del(message).execute().await
+                {
+                    tracing::warn!(%mac, error = %e, "cannot remove a static FDB entry config no longer has");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot remove stale static FDB entries")
+        }
+    }
+    for (port, index, mac, vlan) in wanted {
+        if let Err(e) = add_static(handle, index, mac, vlan).await
+            && let Some(row) = rows.get_mut(port)
+        {
+            note(&mut row.error, text(e));
+        }
+    }
 }
 
 /// Every bridge FDB entry of the kernel (an AF_UNSPEC neighbour dump has only ARP/ND).
@@ -607,11 +768,7 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
         return;
     };
     // A VLAN-aware bridge says the VLAN in NDA_VLAN; a per-VLAN bridge by its name.
-    let entry_vlan = msg.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Vlan(vid) => Some(*vid),
-        _ => None,
-    });
-    let Some(vlan) = switchdev::bridge_vlan(&bridge.name).or(entry_vlan) else {
+    let Some(vlan) = switchdev::bridge_vlan(&bridge.name).or(fdb_vlan(msg)) else {
         return;
     };
 

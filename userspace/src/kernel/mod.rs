@@ -10,7 +10,7 @@ pub mod neigh;
 pub mod route;
 pub mod xdp_features;
 
-use std::os::fd::AsRawFd as _;
+use std::{collections::BTreeMap, os::fd::AsRawFd as _};
 
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -27,7 +27,7 @@ use rtnetlink::{
 use tokio::sync::broadcast;
 
 use crate::{
-    statedb::{Commit, ObservedTx, StateDb, Table},
+    statedb::{Commit, KernelFeatures, LinkState, ObservedTx, StateDb, Table},
     supervisor::ModuleCtx,
 };
 
@@ -57,7 +57,16 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         .await
         .context("dumping neighbours")?;
     let bridge_fdb = bridge::dump_fdb(handle).await?;
+    // In the same commit as the links: a switch port is put on a backend by what the
+    // kernel can do.
+    let states = links
+        .iter()
+        .filter_map(link::link_state)
+        .map(|l| (l.name.clone(), l))
+        .collect();
+    let features = probe(handle, db, &states).await;
     db.write_observed(|tx| {
+        tx.kernel_features(features);
         link::replace_all(tx, &links);
         route::replace_all(tx, &routes);
         neigh::replace_all(tx, &neighbours);
@@ -79,12 +88,38 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the kernel can do, probed where not known yet (a probe that failed for another
+/// reason than the kernel lacking the feature is tried again next time).
+/// Only asked when some port may go on the switchdev backend (the probe loads the bridge).
+async fn probe(
+    handle: &Handle,
+    db: &StateDb,
+    links: &BTreeMap<String, LinkState>,
+) -> KernelFeatures {
+    let (mut features, needed) = db.read(|s| {
+        (
+            s.observed.kernel.clone(),
+            crate::switchdev::may_bridge(&s.config, links),
+        )
+    });
+    if needed && features.bridge_vlan_filtering.is_none() {
+        match bridge::probe_vlan_filtering(handle).await {
+            Ok(supported) => features.bridge_vlan_filtering = Some(supported),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    features
+}
+
 /// Make the kernel carry the config: L3 and the switchdev ports, each whatever the other
-/// did (the first error is returned).
+/// did (the bridge records its failures per port; L3's error is returned).
 async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+    let links = db.read(|s| s.observed.links.clone());
+    let features = probe(handle, db, &links).await;
+    db.write_observed(|tx| tx.kernel_features(features));
     let l3 = l3::apply(handle, db).await;
-    let bridge = bridge::apply(handle, db).await;
-    l3.and(bridge)
+    bridge::apply(handle, db).await;
+    l3
 }
 
 /// Mirror a link change; returns whether it may need the switchdev ports programmed
@@ -95,10 +130,17 @@ fn link_notification(
     message: &rtnetlink::packet_route::link::LinkMessage,
     present: bool,
 ) -> bool {
-    // A bridge reports its ports' bridge state as AF_BRIDGE link messages (a DELLINK when a
-    // port leaves the bridge): they are not the link's state and carry only part of it.
+    // A bridge reports its ports' bridge state (VLANs, port state) as AF_BRIDGE link
+    // messages (a DELLINK when a port leaves the bridge): they are not the link's state and
+    // carry only part of it, but on a port of ours they may undo what xnos programmed
+    // (`bridge vlan del` by hand, say).
     if message.header.interface_family == rtnetlink::packet_route::AddressFamily::Bridge {
-        return false;
+        let observed = tx.observed();
+        return observed
+            .links
+            .values()
+            .find(|l| l.ifindex == message.header.index)
+            .is_some_and(|l| observed.bridge_ports.contains_key(&l.name));
     }
     let relevant = link::link_state(message).is_some_and(|l| {
         tx.observed().port_status.contains_key(&l.name)
