@@ -86,7 +86,7 @@ done
 host h3 swp3; $IP -n h3 addr add 10.0.10.3/24 dev eth0
 host h4 swp4; $IP -n h4 addr add 10.0.20.4/24 dev eth0
 echo "VMTEST h1-mac $(cat /sys/class/net/swp1/address) $($IP netns exec h1 cat /sys/class/net/eth0/address)"
-cat > /tmp/xnos.toml <<EOF
+cat > /tmp/base.toml <<EOF
 [[port]]
 name = "swp1"
 mode = "access"
@@ -125,14 +125,29 @@ mac = "02:00:00:00:00:99"
 vlan = 10
 port = "swp1"
 EOF
+with_static() {
+  cat /tmp/base.toml
+  printf '[[fdb]]\nmac = "02:00:00:00:00:98"\nvlan = %s\nport = "swp2"\n' $1
+}
+with_static 10 > /tmp/xnos.toml
+# until_ok <what> <shell test>: wait up to 30 s for the test to pass, else say so.
+until_ok() {
+  i=0
+  while [ $i -lt 150 ]; do
+    eval "$2" && return 0
+    sleep 0.2; i=$((i + 1))
+  done
+  echo "VMTEST timeout $1"
+  return 1
+}
 /usr/bin/xnosd --config /tmp/xnos.toml --socket /run/xnos/xnosd.sock --pin-dir /sys/fs/bpf/xnos >/tmp/xnosd.log 2>&1 &
-i=0
-while [ $i -lt 150 ]; do
+ready() {
   n=$($X show ports --json 2>/dev/null | tr -d ' \n' | grep -o '"bridge_member":true' | wc -l)
   x=$($IP -d link show 2>/dev/null | grep -c prog/xdp)
-  [ "$n" = 5 ] && [ "$x" = 4 ] && break
-  sleep 0.2; i=$((i + 1))
-done
+  [ "$n" = 5 ] && [ "$x" = 4 ]
+}
+until_ok ready ready
+echo "VMTEST kernel-features $($X db get kernel-features --json | tr -d '\n')"
 echo "VMTEST ports $($X show ports --json | tr -d '\n')"
 echo "VMTEST link-nsw1 $($X db get link --json | tr -d '\n' | grep -o '"name": *"nsw1"[^}]*')"
 echo "VMTEST vlans $(/usr/bin/bridge -j vlan show | tr -d '\n')"
@@ -146,6 +161,18 @@ check h4 10.0.20.2
 check h1 10.0.10.3
 check h3 10.0.10.2
 echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
+# Hand-made changes to what xnos programmed are undone.
+/usr/bin/bridge vlan del dev swp1 vid 10
+until_ok vlan-restored "/usr/bin/bridge vlan show dev swp1 | grep -q ' 10 '"
+echo "VMTEST vlans-restored $(/usr/bin/bridge -j vlan show | tr -d '\n')"
+$IP link set xbr type bridge vlan_filtering 0
+until_ok filtering-restored "$IP -d link show xbr | grep -q 'vlan_filtering 1'"
+echo "VMTEST xbr-filtering $($IP -d link show xbr | grep -o 'vlan_filtering [01]')"
+# A static entry moves to another VLAN of the same port: the old one goes.
+with_static 20 > /tmp/xnos2.toml
+$X config apply /tmp/xnos2.toml >/dev/null
+until_ok static-moved "/usr/bin/bridge fdb show dev swp2 | grep -q '02:00:00:00:00:98 vlan 20'"
+echo "VMTEST swp2-fdb $(/usr/bin/bridge -j fdb show dev swp2 | tr -d '\n')"
 # netdevsim traps every route of its namespace; with fail_route_offload set it fails them.
 $IP route add 198.51.100.0/24 dev nsw1
 echo Y > /sys/kernel/debug/netdevsim/netdevsim1/fib/fail_route_offload
@@ -194,12 +221,15 @@ fn run_vm(kernel: &Path, initrd: &Path) -> (BTreeMap<String, String>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting qemu-system-x86_64 (cargo xtask setup installs it)");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    });
+    let read_all = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let reader = read_all(Box::new(child.stdout.take().unwrap()));
+    let errors = read_all(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -209,13 +239,15 @@ fn run_vm(kernel: &Path, initrd: &Path) -> (BTreeMap<String, String>, String) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = child.wait();
-    let console = reader.join().unwrap();
+    let mut console = reader.join().unwrap();
+    let errors = errors.join().unwrap();
+    if !errors.trim().is_empty() {
+        console.push_str(&format!("\n[qemu stderr]\n{errors}"));
+    }
+    // A kernel message may share a line with ours: take what follows the marker.
     let found = console
         .lines()
-        .filter_map(|l| {
-            l.trim_start_matches(|c: char| c != 'V')
-                .strip_prefix("VMTEST ")
-        })
+        .filter_map(|l| Some(&l[l.find("VMTEST ")? + "VMTEST ".len()..]))
         .map(|l| {
             let (key, value) = l.split_once(' ').unwrap_or((l, ""));
             (key.to_string(), value.trim().to_string())
@@ -294,10 +326,20 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         !found.keys().any(|k| k.starts_with("insmod-")),
         "modules failed to load:\n{console}"
     );
+    assert!(
+        !found.contains_key("timeout"),
+        "the VM waited in vain for {}:\n{console}",
+        get("timeout")
+    );
     let json = |key: &str| -> serde_json::Value {
         serde_json::from_str(&get(key)).unwrap_or_else(|e| panic!("{key}: {e}\n{console}"))
     };
 
+    assert_eq!(
+        json("kernel-features")[0]["row"]["bridge_vlan_filtering"],
+        true,
+        "{console}"
+    );
     let ports = json("ports");
     let port = |name: &str| find_by(&ports, "name", name);
     for name in ["swp1", "swp2", "swp4", "nsw1", "nsw2"] {
@@ -328,9 +370,8 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     );
 
     // Per-port VLANs as the kernel has them (`bridge -j vlan show`).
-    let vlans = json("vlans");
-    let port_vlans = |name: &str| -> BTreeMap<u64, Vec<String>> {
-        find_by(&vlans, "ifname", name)["vlans"]
+    let port_vlans_in = |vlans: &serde_json::Value, name: &str| -> BTreeMap<u64, Vec<String>> {
+        find_by(vlans, "ifname", name)["vlans"]
             .as_array()
             .unwrap()
             .iter()
@@ -343,6 +384,8 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
             })
             .collect()
     };
+    let vlans = json("vlans");
+    let port_vlans = |name: &str| port_vlans_in(&vlans, name);
     let untagged = vec!["PVID".to_string(), "Egress Untagged".to_string()];
     assert_eq!(port_vlans("swp1"), BTreeMap::from([(10, untagged.clone())]));
     assert_eq!(port_vlans("swp4"), BTreeMap::from([(20, untagged.clone())]));
@@ -355,7 +398,10 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         port_vlans("xcpu10"),
         BTreeMap::from([(10, untagged.clone())])
     );
-    assert_eq!(port_vlans("xcpu20"), BTreeMap::from([(20, untagged)]));
+    assert_eq!(
+        port_vlans("xcpu20"),
+        BTreeMap::from([(20, untagged.clone())])
+    );
 
     for (host, dst, what) in [
         ("h1", "10.0.10.2", "access -> tagged trunk, in the bridge"),
@@ -382,6 +428,24 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
                 && e["state"] == "static"),
         "static entry with its VLAN: {bridge_fdb}"
     );
+    // What an operator undid by hand (`bridge vlan del`, VLAN filtering off) is put back.
+    assert_eq!(
+        port_vlans_in(&json("vlans-restored"), "swp1"),
+        BTreeMap::from([(10, untagged.clone())]),
+        "{console}"
+    );
+    assert_eq!(get("xbr-filtering"), "vlan_filtering 1", "{console}");
+    // The static entry that moved from VLAN 10 to VLAN 20 of swp2 is only in VLAN 20.
+    let swp2_fdb = json("swp2-fdb");
+    let moved: Vec<_> = swp2_fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mac"] == "02:00:00:00:00:98")
+        .map(|e| (e["vlan"].as_u64(), e["state"].as_str()))
+        .collect();
+    assert_eq!(moved, [(Some(20), Some("static"))], "{swp2_fdb}");
+
     // Route offload flags, as the driver set them and the kernel reported them.
     let routes = json("routes");
     let hardware = |prefix: &str| find_by(&routes["routes"], "prefix", prefix)["hardware"].clone();

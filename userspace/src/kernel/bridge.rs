@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgeVlan, LinkUnspec, LinkVeth,
+    packet_core::{NLM_F_ACK, NLM_F_REQUEST},
     packet_route::{
         AddressFamily,
         link::{
@@ -105,20 +106,43 @@ async fn ensure_bridge(
             bridge,
             "VLAN filtering was off on our bridge; turning it on"
         );
+        // RTM_NEWLINK on the existing bridge, as `ip link set type bridge` does: RTM_SETLINK
+        // ignores the bridge's options.
         handle
             .link()
-            .set(
+            .add(
                 LinkBridge::new(bridge)
                     .index(index)
                     .vlan_filtering(true)
                     .build(),
             )
+            .set_flags(NLM_F_REQUEST | NLM_F_ACK)
             .execute()
             .await
             .with_context(|| format!("turning VLAN filtering on for {bridge}"))?;
+        if !vlan_filtering(handle, index).await? {
+            anyhow::bail!("VLAN filtering on {bridge} stays off after turning it on");
+        }
     }
     set_up(handle, links, bridge, None).await?;
     Ok(index)
+}
+
+/// Whether the VLAN-aware bridge of ours has lost its VLAN filtering (someone ran `ip link
+/// set xbr type bridge vlan_filtering 0`): the kernel sends no notification for a change
+/// of a bridge option, so the kernel module asks now and then.
+pub async fn filtering_lost(handle: &Handle, db: &StateDb) -> bool {
+    let bridge = db.read(|s| {
+        s.observed
+            .links
+            .get(switchdev::VLAN_AWARE_BRIDGE)
+            .filter(|l| ours(l))
+            .map(|l| l.ifindex)
+    });
+    match bridge {
+        Some(index) => vlan_filtering(handle, index).await.is_ok_and(|on| !on),
+        None => false,
+    }
 }
 
 /// Whether the bridge `index` filters VLANs, as the kernel says (IFLA_BR_VLAN_FILTERING).

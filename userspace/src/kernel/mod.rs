@@ -190,6 +190,9 @@ fn relevant(commit: &Commit) -> bool {
 
 type Notification = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr);
 
+/// How often what the kernel does not notify about is checked (a bridge's options).
+const AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Receive buffer of the notification socket.
 const NOTIFICATION_BUFFER: libc::c_int = 64 << 20;
 
@@ -237,8 +240,15 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
     // Notifications that race with the dump queue up and are applied after it.
     dump(&handle, &ctx.db).await?;
     apply(&writer, &ctx.db).await?;
+    let mut audit = tokio::time::interval(AUDIT_INTERVAL);
+    audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = audit.tick() => {
+                if bridge::filtering_lost(&writer, &ctx.db).await {
+                    apply(&writer, &ctx.db).await?;
+                }
+            }
             first = messages.next() => {
                 let first: Notification = first.context("rtnetlink connection closed")?;
                 // Take whatever else is already queued: one commit for a burst of routes.
