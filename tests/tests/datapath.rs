@@ -421,7 +421,6 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &mut dp,
             &config,
             &Default::default(),
-            &Default::default(),
             xnos::kernel::link::ifindex,
         )
         .unwrap();
@@ -456,7 +455,6 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &mut dp,
             &config,
             &Default::default(),
-            &Default::default(),
             xnos::kernel::link::ifindex,
         )
         .unwrap();
@@ -472,7 +470,6 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
         let statuses = module::reconcile(
             &mut dp,
             &smaller,
-            &Default::default(),
             &Default::default(),
             xnos::kernel::link::ifindex,
         )

@@ -77,6 +77,7 @@ host() {
   $IP netns exec $1 /usr/bin/ethtool -K eth0 gro on tx off >/dev/null 2>&1
 }
 host h1 swp1; $IP -n h1 addr add 10.0.10.1/24 dev eth0
+$IP -n h1 route add default via 10.0.10.254
 host h2 swp2
 for v in 10 20; do
   $IP -n h2 link add link eth0 name eth0.$v type vlan id $v
@@ -84,7 +85,11 @@ for v in 10 20; do
   $IP -n h2 addr add 10.0.$v.2/24 dev eth0.$v
 done
 host h3 swp3; $IP -n h3 addr add 10.0.10.3/24 dev eth0
+$IP -n h3 route add default via 10.0.10.254
 host h4 swp4; $IP -n h4 addr add 10.0.20.4/24 dev eth0
+$IP -n h4 route add default via 10.0.20.254
+host h5 swp5; $IP -n h5 addr add 10.0.40.5/24 dev eth0
+$IP -n h5 route add default via 10.0.40.254
 echo "VMTEST h1-mac $(cat /sys/class/net/swp1/address) $($IP netns exec h1 cat /sys/class/net/eth0/address)"
 cat > /tmp/base.toml <<EOF
 [[port]]
@@ -120,6 +125,24 @@ name = "nsw2"
 mode = "access"
 vlan = 30
 
+[[interface]]
+vlan = 10
+addresses = ["10.0.10.254/24"]
+
+[[interface]]
+vlan = 20
+addresses = ["10.0.20.254/24"]
+
+[[port]]
+name = "swp5"
+mode = "access"
+vlan = 40
+datapath = "auto"
+
+[[interface]]
+vlan = 40
+addresses = ["10.0.40.254/24"]
+
 [[fdb]]
 mac = "02:00:00:00:00:99"
 vlan = 10
@@ -144,7 +167,7 @@ until_ok() {
 ready() {
   n=$($X show ports --json 2>/dev/null | tr -d ' \n' | grep -o '"bridge_member":true' | wc -l)
   x=$($IP -d link show 2>/dev/null | grep -c prog/xdp)
-  [ "$n" = 5 ] && [ "$x" = 4 ]
+  [ "$n" = 5 ] && [ "$x" = 6 ]
 }
 until_ok ready ready
 echo "VMTEST kernel-features $($X db get kernel-features --json | tr -d '\n')"
@@ -154,13 +177,28 @@ echo "VMTEST vlans $(/usr/bin/bridge -j vlan show | tr -d '\n')"
 echo "VMTEST cpu-xdp $($IP -d link show xcpu10i | grep -c prog/xdp)$($IP -d link show xcpu20i | grep -c prog/xdp)"
 check() {
   if $IP netns exec $1 /bin/busybox ping -c 2 -W 3 $2 >/dev/null 2>&1; then r=ok; else r=fail; fi
-  echo "VMTEST ping-$1-$2 $r"
+  echo "VMTEST ping-$1-$2$3 $r"
 }
 check h1 10.0.10.2
 check h4 10.0.20.2
 check h1 10.0.10.3
 check h3 10.0.10.2
+# Routed: the SVIs are VLAN uppers of the bridge (the ASIC's router interfaces).
+echo "VMTEST svi-link $($IP -d link show vlan10 | tr '\n' ' ')"
+echo "VMTEST interfaces $($X show interfaces --json | tr -d '\n')"
+check h1 10.0.10.254
+check h1 10.0.20.4
+check h4 10.0.10.3
+check h3 10.0.20.4
+check h3 10.0.40.5
+check h5 10.0.20.4
+echo "VMTEST routed $($X show routes --json | tr -d '\n ' | grep -o '"routed_v4":[0-9]*')"
+echo "VMTEST own-source $(dmesg | grep -c 'own address as source')"
 echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
+# (Before the changes below: removing a port's VLAN flushes what the bridge learned on it.)
+H1=$($IP netns exec h1 cat /sys/class/net/eth0/address)
+until_ok h1-learned "$X show fdb --json | grep -q $H1"
+echo "VMTEST xnos-fdb $($X show fdb --json | tr -d '\n')"
 # Hand-made changes to what xnos programmed are undone.
 /usr/bin/bridge vlan del dev swp1 vid 10
 until_ok vlan-restored "/usr/bin/bridge vlan show dev swp1 | grep -q ' 10 '"
@@ -173,6 +211,16 @@ with_static 20 > /tmp/xnos2.toml
 $X config apply /tmp/xnos2.toml >/dev/null
 until_ok static-moved "/usr/bin/bridge fdb show dev swp2 | grep -q '02:00:00:00:00:98 vlan 20'"
 echo "VMTEST swp2-fdb $(/usr/bin/bridge -j fdb show dev swp2 | tr -d '\n')"
+# swp5 goes to the bridge: VLAN 40's SVI becomes an upper of the bridge; and back.
+sed 's/datapath = "auto"/datapath = "switchdev"/' /tmp/xnos2.toml > /tmp/xnos3.toml
+$X config apply /tmp/xnos3.toml >/dev/null
+until_ok svi-to-bridge "$IP -d link show vlan40 | grep -q vlan40@xbr"
+check h5 10.0.40.254 -bridged
+check h5 10.0.20.4 -bridged
+$X config apply /tmp/xnos2.toml >/dev/null
+until_ok svi-to-veth "$IP -d link show vlan40i 2>/dev/null | grep -q prog/xdp"
+check h5 10.0.40.254 -veth
+check h5 10.0.20.4 -veth
 # netdevsim traps every route of its namespace; with fail_route_offload set it fails them.
 $IP route add 198.51.100.0/24 dev nsw1
 echo Y > /sys/kernel/debug/netdevsim/netdevsim1/fib/fail_route_offload
@@ -184,8 +232,6 @@ while [ $i -lt 50 ]; do
 done
 echo "VMTEST routes $($X show routes --json | tr -d '\n')"
 echo "VMTEST kernel-routes $($IP route show 198.51.100.0/24; $IP route show 203.0.113.0/24)"
-sleep 1
-echo "VMTEST xnos-fdb $($X show fdb --json | tr -d '\n')"
 echo "VMTEST log $(grep -E 'WARN|ERROR' /tmp/xnosd.log | tail -5 | tr '\n' '|')"
 echo "VMTEST links $($IP -br link | tr '\n' '|')"
 echo "VMTEST bridge-ports $($X db get bridge-port --json | tr -d '\n ')"
@@ -340,6 +386,16 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         true,
         "{console}"
     );
+    // Seen in the VM, for the log of a passing run too.
+    for key in [
+        "kernel",
+        "switch-id",
+        "routed",
+        "own-source",
+        "xbr-filtering",
+    ] {
+        eprintln!("vm: {key}: {}", found.get(key).map_or("-", String::as_str));
+    }
     let ports = json("ports");
     let port = |name: &str| find_by(&ports, "name", name);
     for name in ["swp1", "swp2", "swp4", "nsw1", "nsw2"] {
@@ -408,6 +464,32 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         ("h4", "10.0.20.2", "access VLAN 20 -> trunk, in the bridge"),
         ("h1", "10.0.10.3", "bridge -> CPU port -> XDP port"),
         ("h3", "10.0.10.2", "XDP port -> CPU port -> bridge trunk"),
+        ("h1", "10.0.10.254", "bridge port -> the SVI on the bridge"),
+        (
+            "h1",
+            "10.0.20.4",
+            "bridge port -> routed by the bridge's SVIs -> bridge port",
+        ),
+        (
+            "h4",
+            "10.0.10.3",
+            "bridge port -> routed on the bridge -> CPU port -> XDP port",
+        ),
+        (
+            "h3",
+            "10.0.20.4",
+            "XDP port -> CPU port -> routed on the bridge (a bridged VLAN) -> bridge port",
+        ),
+        (
+            "h3",
+            "10.0.40.5",
+            "XDP port -> routed by XDP (veth SVI) -> XDP port",
+        ),
+        (
+            "h5",
+            "10.0.20.4",
+            "XDP port -> veth SVI -> routed by the kernel into a bridged VLAN -> bridge port",
+        ),
     ] {
         assert_eq!(
             get(&format!("ping-{host}-{dst}")),
@@ -428,6 +510,47 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
                 && e["state"] == "static"),
         "static entry with its VLAN: {bridge_fdb}"
     );
+    // The SVIs of the switchdev VLANs are VLAN uppers of the bridge, which carries their
+    // VLANs itself and has the router MAC; the fast path reaches them through the CPU
+    // ports (no veth SVI ports).
+    let svi = get("svi-link");
+    assert!(
+        svi.contains("vlan10@xbr") && svi.contains("vlan protocol 802.1Q id 10"),
+        "{svi}"
+    );
+    let bridge_vlans: Vec<u64> = port_vlans("xbr").into_keys().collect();
+    assert_eq!(bridge_vlans, [10, 20], "{vlans}");
+    let interfaces = json("interfaces");
+    assert_eq!(
+        find_by(&interfaces, "name", "vlan10")["port"],
+        "xcpu10i",
+        "{interfaces}"
+    );
+    let routed = get("routed");
+    let routed: u64 = routed
+        .trim_start_matches("\"routed_v4\":")
+        .parse()
+        .unwrap_or_else(|_| panic!("{routed}\n{console}"));
+    assert!(routed > 0, "nothing routed by the fast path\n{console}");
+    // Nothing the fast path routed entered the bridge with the bridge's own MAC.
+    assert_eq!(get("own-source"), "0", "{console}");
+    assert_eq!(
+        get("cpu-xdp"),
+        "11",
+        "XDP on the CPU ports, none on veth SVI ports\n{console}"
+    );
+
+    // An SVI follows its VLAN between the backends at runtime.
+    for suffix in ["-bridged", "-veth"] {
+        for dst in ["10.0.40.254", "10.0.20.4"] {
+            assert_eq!(
+                get(&format!("ping-h5-{dst}{suffix}")),
+                "ok",
+                "VLAN 40 {suffix}\n{console}"
+            );
+        }
+    }
+
     // What an operator undid by hand (`bridge vlan del`, VLAN filtering off) is put back.
     assert_eq!(
         port_vlans_in(&json("vlans-restored"), "swp1"),

@@ -33,7 +33,7 @@ use ipnet::IpNet;
 use xnos_common::PuntReason;
 
 use crate::{
-    config::{Config, InterfaceConfig, PortMode},
+    config::{Config, PortMode},
     datapath::StatsReader,
     datapath::route::{fast_path_carries, l3_ifaces},
     kernel::link,
@@ -375,7 +375,7 @@ impl Api {
                         port: iface
                             .port
                             .clone()
-                            .or_else(|| iface.vlan.map(InterfaceConfig::svi_port_name)),
+                            .or_else(|| iface.vlan.map(|v| crate::switchdev::svi_port(state, v))),
                         addresses: iface.addresses.clone(),
                         mac,
                         ifindex: link.map_or(0, |l| l.ifindex),

@@ -230,6 +230,9 @@ pub struct KernelFeatures {
     /// Whether the bridge can filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING); None until
     /// probed.
     pub bridge_vlan_filtering: Option<bool>,
+    /// Whether the kernel can make 802.1Q VLAN netdevs (8021q); None until probed.
+    #[serde(default)]
+    pub vlan_devices: Option<bool>,
 }
 
 /// One nexthop of a kernel route.

@@ -12,11 +12,11 @@
 //! (in the ASIC, offloaded); frames between a switchdev port and an XDP port cross the CPU
 //! port of their VLAN.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    config::{Config, DatapathChoice, PortConfig, PortMode},
-    statedb::{BridgePort, KernelFeatures, LinkState},
+    config::{Config, DatapathChoice, InterfaceConfig, PortConfig, PortMode},
+    statedb::{BridgePort, KernelFeatures, LinkState, State},
 };
 
 /// The alias that marks the bridges and CPU ports xnos made.
@@ -148,6 +148,43 @@ pub fn ports<'a>(
     ports
 }
 
+/// The VLANs whose SVI is an L3 interface of the VLAN-aware bridge, not a veth pair into
+/// the fast path: on a kernel whose bridge filters VLANs, the routed VLANs that have
+/// switchdev ports. Such an SVI is a VLAN upper of `xbr` with the SVI's name, the router
+/// MAC and its addresses, which a switchdev driver makes a router interface of the ASIC
+/// (the routes and neighbours over it are offloaded); the fast path reaches it through the
+/// VLAN's CPU port.
+pub fn bridged_svis(
+    config: &Config,
+    links: &BTreeMap<String, LinkState>,
+    kernel: &KernelFeatures,
+) -> BTreeSet<u16> {
+    if kernel.bridge_vlan_filtering != Some(true) || kernel.vlan_devices != Some(true) {
+        return BTreeSet::new();
+    }
+    let bridged: BTreeSet<u16> = ports(config, links, kernel)
+        .values()
+        .flat_map(|p| p.config.mode.vlans())
+        .collect();
+    config
+        .interfaces
+        .values()
+        .filter_map(|i| i.vlan)
+        .filter(|v| bridged.contains(v))
+        .collect()
+}
+
+/// The fast-path port through which the SVI of `vlan` sends and receives: its veth's
+/// internal end, or, for an SVI on the bridge, the VLAN's CPU port.
+pub fn svi_port(state: &State, vlan: u16) -> String {
+    let observed = &state.observed;
+    if bridged_svis(&state.config, &observed.links, &observed.kernel).contains(&vlan) {
+        cpu_port_xdp_name(vlan)
+    } else {
+        InterfaceConfig::svi_port_name(vlan)
+    }
+}
+
 /// The XDP ends of the CPU ports the kernel module made (a `bridge-port` row per CPU
 /// port, without an error), each an access port of its VLAN.
 pub fn cpu_ports(rows: &BTreeMap<String, BridgePort>) -> BTreeMap<String, PortMode> {
@@ -229,9 +266,11 @@ mod tests {
         ]);
         let without = KernelFeatures {
             bridge_vlan_filtering: Some(false),
+            vlan_devices: Some(true),
         };
         let with = KernelFeatures {
             bridge_vlan_filtering: Some(true),
+            vlan_devices: Some(true),
         };
         assert_eq!(
             ports(&config, &links, &without).keys().collect::<Vec<_>>(),
@@ -248,6 +287,34 @@ mod tests {
         // Not probed yet: any of them may go to the bridge.
         assert!(may_bridge(&config, &links));
         assert_eq!(ports(&config, &links, &KernelFeatures::default()).len(), 3);
+    }
+
+    // The SVI of a routed VLAN with switchdev ports goes on the bridge, where the kernel can
+    // make VLAN netdevs on a VLAN-aware bridge; a VLAN of fast-path ports only keeps its
+    // veth SVI.
+    #[test]
+    fn which_svis_go_on_the_bridge() {
+        let config = Config::parse(
+            "t.toml",
+            "[[port]]\nname = \"sw1\"\nmode = \"access\"\nvlan = 10\n\
+             [[port]]\nname = \"eth1\"\nmode = \"access\"\nvlan = 20\n\
+             [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n\
+             [[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n",
+            |_| true,
+        )
+        .unwrap();
+        let links = BTreeMap::from([link("sw1", Some("00aa")), link("eth1", None)]);
+        let features = |filtering, vlan_devices| KernelFeatures {
+            bridge_vlan_filtering: Some(filtering),
+            vlan_devices: Some(vlan_devices),
+        };
+        assert_eq!(
+            bridged_svis(&config, &links, &features(true, true)),
+            BTreeSet::from([10])
+        );
+        assert!(bridged_svis(&config, &links, &features(true, false)).is_empty());
+        assert!(bridged_svis(&config, &links, &features(false, true)).is_empty());
+        assert!(bridged_svis(&config, &links, &KernelFeatures::default()).is_empty());
     }
 
     #[test]

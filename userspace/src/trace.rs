@@ -316,7 +316,7 @@ fn flood_ports(state: &State, ingress: &str, vlan: u16) -> Vec<FloodPort> {
         .any(|i| i.vlan == Some(vlan))
     {
         ports.push(FloodPort {
-            port: crate::config::InterfaceConfig::svi_port_name(vlan),
+            port: crate::switchdev::svi_port(state, vlan),
             tagging: "untagged".into(),
         });
     }

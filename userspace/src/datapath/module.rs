@@ -32,13 +32,39 @@ enum PortKind {
     Routed,
 }
 
+/// What the switchdev backend takes from the fast path, as StateDb says (see switchdev.rs).
+#[derive(Clone, Debug, Default)]
+pub struct Backends {
+    /// The switchdev ports, with the reason (the kernel bridge forwards them).
+    pub switchdev: BTreeMap<String, String>,
+    /// The XDP ends of the CPU ports, as access ports of their VLANs.
+    pub cpu_ports: BTreeMap<String, PortMode>,
+    /// The VLANs whose SVI is on the bridge (reached through the CPU port, no veth).
+    pub bridged_svis: BTreeSet<u16>,
+}
+
+impl Backends {
+    pub fn of(state: &crate::statedb::State) -> Self {
+        let (config, observed) = (&state.config, &state.observed);
+        Self {
+            switchdev: crate::switchdev::ports(config, &observed.links, &observed.kernel)
+                .into_iter()
+                .map(|(name, port)| (name, port.reason))
+                .collect(),
+            cpu_ports: crate::switchdev::cpu_ports(&observed.bridge_ports),
+            bridged_svis: crate::switchdev::bridged_svis(config, &observed.links, &observed.kernel),
+        }
+    }
+}
+
 /// Every port the datapath attaches to: configured switch ports, the internal ports of
 /// SVIs, and routed ports.
-fn datapath_ports(
-    config: &Config,
-    switchdev: &BTreeMap<String, String>,
-    cpu_ports: &BTreeMap<String, PortMode>,
-) -> Vec<(String, PortKind)> {
+fn datapath_ports(config: &Config, backends: &Backends) -> Vec<(String, PortKind)> {
+    let Backends {
+        switchdev,
+        cpu_ports,
+        bridged_svis,
+    } = backends;
     let mut ports: Vec<(String, PortKind)> = config
         .ports
         .values()
@@ -59,6 +85,8 @@ fn datapath_ports(
     }
     for iface in config.interfaces.values() {
         match (iface.vlan, &iface.port) {
+            // Its CPU port is in the list already.
+            (Some(vlan), _) if bridged_svis.contains(&vlan) => {}
             (Some(vlan), _) => ports.push((
                 InterfaceConfig::svi_port_name(vlan),
                 PortKind::Switched(PortMode::Access { vlan }, DatapathChoice::Auto),
@@ -94,10 +122,10 @@ fn monotonic_ns() -> u64 {
 pub fn reconcile(
     dp: &mut Datapath,
     config: &Config,
-    switchdev: &BTreeMap<String, String>,
-    cpu_ports: &BTreeMap<String, PortMode>,
+    backends: &Backends,
     ifindex: impl Fn(&str) -> Option<u32>,
 ) -> anyhow::Result<BTreeMap<String, PortStatus>> {
+    let switchdev = &backends.switchdev;
     let current = dp.ports()?;
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
     for conf in current.values() {
@@ -122,7 +150,7 @@ pub fn reconcile(
         );
     }
     let mut desired: BTreeMap<u32, PortConf> = BTreeMap::new();
-    for (name, kind) in datapath_ports(config, switchdev, cpu_ports) {
+    for (name, kind) in datapath_ports(config, backends) {
         let mut status = PortStatus {
             name: name.clone(),
             ifindex: 0,
@@ -394,12 +422,8 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
     let (statuses, generation) = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
         let kernel = &state.observed.kernel;
-        let switchdev = crate::switchdev::ports(&state.config, links, kernel)
-            .into_iter()
-            .map(|(name, port)| (name, port.reason))
-            .collect();
-        let cpu_ports = crate::switchdev::cpu_ports(&state.observed.bridge_ports);
-        let mut statuses = reconcile(&mut guard, &state.config, &switchdev, &cpu_ports, |name| {
+        let backends = Backends::of(state);
+        let mut statuses = reconcile(&mut guard, &state.config, &backends, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
         for (name, kept) in crate::switchdev::kept_ports(&state.config, links, kernel) {

@@ -19,7 +19,6 @@ use xnos_common::{
 
 use super::{Datapath, DatapathError, map_err};
 use crate::{
-    config::InterfaceConfig,
     kernel::neigh,
     statedb::{FibRoute, State},
 };
@@ -53,7 +52,7 @@ impl Desired {
 
 /// Whether the fast path carries a FIB route (for `xnos show routes`); `ifaces` is
 /// `l3_ifaces(state)`, computed once for a whole listing.
-pub fn fast_path_carries(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> bool {
+pub fn fast_path_carries(route: &FibRoute, ifaces: &Ifaces) -> bool {
     match route.table.as_str() {
         "local" => route.kind == "local",
         _ => main_route(route, ifaces).carried(),
@@ -61,27 +60,40 @@ pub fn fast_path_carries(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> b
 }
 
 /// The L3 interfaces the datapath is programmed with, keyed by kernel ifindex.
-pub fn l3_ifaces(state: &State) -> BTreeMap<u32, L3Iface> {
+pub fn l3_ifaces(state: &State) -> Ifaces {
     desired_ifaces(state)
 }
 
+/// The L3 interfaces config asks for, keyed by kernel ifindex, and which of them are SVIs
+/// on the switchdev bridge.
+#[derive(Clone, Debug, Default)]
+pub struct Ifaces {
+    map: BTreeMap<u32, L3Iface>,
+    bridged: BTreeSet<u32>,
+}
+
 /// The L3 interfaces config asks for, keyed by kernel ifindex, and the routed VLANs.
-fn desired_ifaces(state: &State) -> BTreeMap<u32, L3Iface> {
+fn desired_ifaces(state: &State) -> Ifaces {
     let mac = state.config.switch.router_mac().0;
-    let links = &state.observed.links;
-    let mut ifaces = BTreeMap::new();
+    let observed = &state.observed;
+    let links = &observed.links;
+    let bridged = crate::switchdev::bridged_svis(&state.config, links, &observed.kernel);
+    let mut ifaces = Ifaces::default();
     for iface in state.config.interfaces.values() {
         let Some(kernel) = links.get(&iface.name) else {
             continue;
         };
         let (port_ifindex, vlan) = match iface.vlan {
-            Some(vlan) => match links.get(&InterfaceConfig::svi_port_name(vlan)) {
+            Some(vlan) => match links.get(&crate::switchdev::svi_port(state, vlan)) {
                 Some(port) => (port.ifindex, vlan),
                 None => continue,
             },
             None => (kernel.ifindex, 0),
         };
-        ifaces.insert(
+        if iface.vlan.is_some_and(|v| bridged.contains(&v)) {
+            ifaces.bridged.insert(kernel.ifindex);
+        }
+        ifaces.map.insert(
             kernel.ifindex,
             L3Iface {
                 port_ifindex,
@@ -93,14 +105,21 @@ fn desired_ifaces(state: &State) -> BTreeMap<u32, L3Iface> {
     ifaces
 }
 
-fn main_route(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> Desired {
+fn main_route(route: &FibRoute, ifaces: &Ifaces) -> Desired {
     if route.kind != "unicast" || route.nexthops.is_empty() || route.nexthops.len() > MAX_ECMP {
         return Desired::Kernel;
     }
     let mut nexthops = Vec::new();
     for nh in &route.nexthops {
-        if !ifaces.contains_key(&nh.ifindex) {
+        if !ifaces.map.contains_key(&nh.ifindex) {
             // Out of an interface the fast path does not own: the kernel forwards.
+            return Desired::Kernel;
+        }
+        if ifaces.bridged.contains(&nh.ifindex) {
+            // Into a VLAN whose SVI is on the switchdev bridge: the kernel routes it out
+            // of that SVI (the ASIC would). A frame the fast path routed would enter the
+            // bridge through the CPU port with the router MAC, the bridge's own, as its
+            // source, which the bridge warns about.
             return Desired::Kernel;
         }
         nexthops.push(Nexthop {
@@ -111,17 +130,13 @@ fn main_route(route: &FibRoute, ifaces: &BTreeMap<u32, L3Iface>) -> Desired {
                 0
             },
             gateway: nh.gateway.map(addr16).unwrap_or_default(),
-            out: ifaces[&nh.ifindex],
+            out: ifaces.map[&nh.ifindex],
         });
     }
     Desired::Forward(nexthops)
 }
 
-fn desired_route(
-    state: &State,
-    ifaces: &BTreeMap<u32, L3Iface>,
-    prefix: &IpNet,
-) -> Option<Desired> {
+fn desired_route(state: &State, ifaces: &Ifaces, prefix: &IpNet) -> Option<Desired> {
     let fib = &state.observed.fib;
     if fib
         .get(&("local".into(), *prefix))
@@ -135,11 +150,11 @@ fn desired_route(
 
 fn desired_neighbor(
     state: &State,
-    ifaces: &BTreeMap<u32, L3Iface>,
+    ifaces: &Ifaces,
     ifindex: u32,
     ip: IpAddr,
 ) -> Option<NeighEntry> {
-    if !ifaces.contains_key(&ifindex) {
+    if !ifaces.map.contains_key(&ifindex) {
         return None;
     }
     let n = state.observed.neighbors.get(&(ifindex, ip))?;
@@ -252,7 +267,7 @@ impl L3 {
     /// Bring every L3 map in line with `state`.
     pub fn sync(&mut self, dp: &mut Datapath, state: &State) -> Result<(), DatapathError> {
         let ifaces = desired_ifaces(state);
-        for (ifindex, iface) in &ifaces {
+        for (ifindex, iface) in &ifaces.map {
             if self.ifaces.get(ifindex) != Some(iface) {
                 dp.l3
                     .ifaces
@@ -262,6 +277,7 @@ impl L3 {
             }
         }
         let vlan_l3: BTreeMap<u16, L3Iface> = ifaces
+            .map
             .values()
             .filter(|i| i.vlan != 0)
             .map(|i| (i.vlan, *i))
@@ -303,7 +319,7 @@ impl L3 {
         let gone: Vec<u32> = self
             .ifaces
             .keys()
-            .filter(|i| !ifaces.contains_key(i))
+            .filter(|i| !ifaces.map.contains_key(i))
             .copied()
             .collect();
         for ifindex in gone {
@@ -318,7 +334,7 @@ impl L3 {
         &mut self,
         dp: &mut Datapath,
         state: &State,
-        ifaces: &BTreeMap<u32, L3Iface>,
+        ifaces: &Ifaces,
         neighbors: impl IntoIterator<Item = (u32, IpAddr)>,
     ) -> Result<(), DatapathError> {
         for (ifindex, ip) in neighbors {
@@ -388,7 +404,7 @@ impl L3 {
         &mut self,
         dp: &mut Datapath,
         state: &State,
-        ifaces: &BTreeMap<u32, L3Iface>,
+        ifaces: &Ifaces,
         prefixes: impl IntoIterator<Item = IpNet>,
     ) -> Result<(), DatapathError> {
         for prefix in prefixes {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgeVlan, LinkUnspec, LinkVeth,
+    Handle, LinkBridge, LinkBridgeVlan, LinkUnspec, LinkVeth, LinkVlan,
     packet_core::{NLM_F_ACK, NLM_F_REQUEST},
     packet_route::{
         AddressFamily,
@@ -25,7 +25,7 @@ use crate::{
     config::{Config, PortMode},
     kernel::link,
     mac::MacAddr,
-    statedb::{BridgePort, LearnedMac, LinkState, ObservedTx, StateDb},
+    statedb::{BridgePort, KernelFeatures, LearnedMac, LinkState, ObservedTx, StateDb},
     switchdev::{self, BRIDGE_ALIAS},
 };
 
@@ -86,6 +86,7 @@ async fn ensure_bridge(
     links: &BTreeMap<String, LinkState>,
     bridge: &str,
     vlan_aware: bool,
+    mac: Option<MacAddr>,
 ) -> anyhow::Result<u32> {
     if link::ifindex(bridge).is_none() {
         let mut message = LinkBridge::new(bridge);
@@ -123,6 +124,21 @@ async fn ensure_bridge(
         if !vlan_filtering(handle, index).await? {
             anyhow::bail!("VLAN filtering on {bridge} stays off after turning it on");
         }
+    }
+    // With SVIs on it, the bridge has the router MAC: frames to it are the bridge's own.
+    if let Some(mac) = mac
+        && links.get(bridge).is_none_or(|l| l.mac != Some(mac))
+    {
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.0.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("giving {bridge} the router MAC"))?;
     }
     set_up(handle, links, bridge, None).await?;
     Ok(index)
@@ -210,32 +226,62 @@ async fn ensure_cpu_port(
     set_up(handle, links, cpu_xdp, None).await
 }
 
-/// Whether this kernel's bridge can filter VLANs (needed for trunk ports): a throwaway
-/// bridge (named so that its own link events trigger nothing) is made with VLAN filtering
-/// on. A kernel without CONFIG_BRIDGE_VLAN_FILTERING refuses that with EOPNOTSUPP; any
-/// other failure leaves the answer unknown (Err), to be asked again.
-pub async fn probe_vlan_filtering(handle: &Handle) -> Result<bool, String> {
+/// What this kernel's bridge can do: filter VLANs (needed for trunk ports), and carry
+/// VLAN netdevs (SVIs on the bridge). A throwaway bridge (named so that its own link events
+/// trigger nothing) is made with VLAN filtering on, and a VLAN netdev on it. A kernel
+/// without the feature refuses with EOPNOTSUPP; any other failure leaves the answer
+/// unknown (Err), to be asked again.
+pub async fn probe(handle: &Handle) -> Result<KernelFeatures, String> {
     const PROBE: &str = "xnosvlanprobe";
+    const PROBE_VLAN: &str = "xnosvlanprobe.1";
     let remove = || async {
-        if let Some(index) = link::ifindex(PROBE) {
-            handle.link().del(index).execute().await.ok();
+        for name in [PROBE_VLAN, PROBE] {
+            if let Some(index) = link::ifindex(name) {
+                handle.link().del(index).execute().await.ok();
+            }
         }
     };
+    let lacks = |e: &rtnetlink::Error| matches!(e, rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc::EOPNOTSUPP);
     // A probe left behind by a process that died mid-probe would make the add fail.
     remove().await;
-    let made = handle
-        .link()
-        .add(LinkBridge::new(PROBE).vlan_filtering(true).build())
-        .execute()
-        .await;
-    remove().await;
-    match made {
-        Ok(()) => Ok(true),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EOPNOTSUPP => Ok(false),
-        Err(e) => Err(format!(
-            "cannot tell whether this kernel's bridge filters VLANs: creating a test bridge: {e}"
-        )),
+    let result = async {
+        let filtering = match handle
+            .link()
+            .add(LinkBridge::new(PROBE).vlan_filtering(true).build())
+            .execute()
+            .await
+        {
+            Ok(()) => true,
+            Err(e) if lacks(&e) => {
+                handle
+                    .link()
+                    .add(LinkBridge::new(PROBE).build())
+                    .execute()
+                    .await
+                    .map_err(|e| format!("creating a test bridge: {e}"))?;
+                false
+            }
+            Err(e) => return Err(format!("creating a test bridge: {e}")),
+        };
+        let bridge = link::ifindex(PROBE).ok_or("the test bridge vanished")?;
+        let vlan_devices = match handle
+            .link()
+            .add(LinkVlan::new(PROBE_VLAN, bridge, 1).build())
+            .execute()
+            .await
+        {
+            Ok(()) => true,
+            Err(e) if lacks(&e) => false,
+            Err(e) => return Err(format!("creating a test VLAN netdev: {e}")),
+        };
+        Ok(KernelFeatures {
+            bridge_vlan_filtering: Some(filtering),
+            vlan_devices: Some(vlan_devices),
+        })
     }
+    .await;
+    remove().await;
+    result.map_err(|e| format!("cannot tell what this kernel's bridge can do: {e}"))
 }
 
 /// Put `name` into `bridge` (its admin state is the operator's: only the master is ours).
@@ -310,18 +356,28 @@ async fn dump_port_vlans(handle: &Handle) -> anyhow::Result<BTreeMap<u32, VlanFl
 }
 
 /// Make a port of a VLAN-aware bridge carry exactly `wanted` (`bridge vlan add/del`).
+/// `bridge_self`: the VLANs of the bridge device itself (`bridge vlan ... self`).
 async fn sync_vlans(
     handle: &Handle,
     name: &str,
     current: &VlanFlags,
     wanted: &VlanFlags,
+    bridge_self: bool,
 ) -> anyhow::Result<()> {
     let index = ifindex(name)?;
+    let message = |vid: u16, flags: BridgeVlanInfoFlags| {
+        let message = LinkBridgeVlan::new(index).vlan(vid, flags);
+        if bridge_self {
+            message.bridge_self().build()
+        } else {
+            message.build()
+        }
+    };
     for (&vid, &flags) in wanted {
         if current.get(&vid) != Some(&flags) {
             handle
                 .link()
-                .set(LinkBridgeVlan::new(index).vlan(vid, flags).build())
+                .set(message(vid, flags))
                 .execute()
                 .await
                 .with_context(|| format!("adding VLAN {vid} to {name}"))?;
@@ -330,11 +386,7 @@ async fn sync_vlans(
     for &vid in current.keys().filter(|v| !wanted.contains_key(v)) {
         handle
             .link()
-            .del_with_message(
-                LinkBridgeVlan::new(index)
-                    .vlan(vid, BridgeVlanInfoFlags::empty())
-                    .build(),
-            )
+            .del_with_message(message(vid, BridgeVlanInfoFlags::empty()))
             .execute()
             .await
             .with_context(|| format!("removing VLAN {vid} from {name}"))?;
@@ -421,6 +473,8 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
     });
     let ports = switchdev::ports(&config, &links, &features);
     let vlan_aware = features.bridge_vlan_filtering == Some(true);
+    let svis = switchdev::bridged_svis(&config, &links, &features);
+    let router_mac = (!svis.is_empty()).then(|| config.switch.router_mac());
     if !ports.is_empty() {
         // Without these the kernel does not tell when a driver offloads (or traps) a route
         // after it was added, and `xnos show routes` would keep the add-time flags.
@@ -549,7 +603,7 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
     // Bridges, then their CPU ports, then the ports.
     let mut bridges: BTreeMap<String, Result<u32, String>> = BTreeMap::new();
     for (bridge, vlans) in &plans {
-        let made = ensure_bridge(handle, &links, bridge, vlan_aware)
+        let made = ensure_bridge(handle, &links, bridge, vlan_aware, router_mac)
             .await
             .map_err(text);
         if let Ok(index) = made {
@@ -601,8 +655,29 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
                     };
                     if row.bridge.as_ref().is_some_and(|b| bridges[b].is_ok()) {
                         let have = current.get(&index).unwrap_or(&no_vlans);
-                        if let Err(e) = sync_vlans(handle, name, have, &wanted).await {
+                        if let Err(e) = sync_vlans(handle, name, have, &wanted, false).await {
                             note(&mut row.error, text(e));
+                        }
+                    }
+                }
+                // The bridge itself carries the VLANs of its SVIs (tagged, to their
+                // uppers).
+                let bridge = switchdev::VLAN_AWARE_BRIDGE;
+                if let Some(Ok(index)) = bridges.get(bridge) {
+                    let wanted: VlanFlags = svis
+                        .iter()
+                        .map(|&vid| (vid, BridgeVlanInfoFlags::empty()))
+                        .collect();
+                    let have = current.get(index).unwrap_or(&no_vlans);
+                    if let Err(e) = sync_vlans(handle, bridge, have, &wanted, true).await {
+                        let error = text(e);
+                        for row in rows.values_mut() {
+                            // (Not on CPU ports: they still switch.)
+                            if !switchdev::is_cpu_bridge_end(&row.port)
+                                && row.vlans.iter().any(|v| svis.contains(v))
+                            {
+                                note(&mut row.error, format!("routing: {error}"));
+                            }
                         }
                     }
                 }

@@ -6,6 +6,10 @@
 //! sends ICMP errors from it, and FRR can run on it), and `vlan<ID>i` is an internal
 //! switch port, an access port of the VLAN with XDP attached like every port. Frames for
 //! the kernel reach it through that port; what the kernel sends comes back through it.
+//!
+//! On a kernel whose bridge filters VLANs, the SVI of a VLAN with switchdev ports is a
+//! VLAN upper of the bridge instead (switchdev::bridged_svis), so that a switchdev driver
+//! routes it in the ASIC; the fast path reaches it through the VLAN's CPU port.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,9 +20,10 @@ use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use rtnetlink::{
-    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
     packet_route::{
         address::{AddressAttribute, AddressMessage},
+        link::{InfoData, InfoVlan, LinkAttribute, LinkInfo},
         route::{RouteAttribute, RouteMessage, RouteNextHop, RouteProtocol},
     },
 };
@@ -29,6 +34,7 @@ use crate::{
     kernel::link,
     mac::MacAddr,
     statedb::{FibRoute, LinkState, StateDb},
+    switchdev,
 };
 
 /// Alias that marks the SVI netdevs xnos created (and may delete).
@@ -117,6 +123,79 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
         .await
         .with_context(|| format!("marking {name} as made by xnos"))?;
     Ok(())
+}
+
+/// The device and VLAN a VLAN netdev sits on (None for any other kind of netdev).
+async fn vlan_upper_of(handle: &Handle, index: u32) -> anyhow::Result<Option<(u32, u16)>> {
+    let messages: Vec<_> = handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_collect()
+        .await
+        .context("reading an SVI back")?;
+    let attributes = messages.iter().flat_map(|m| &m.attributes);
+    let lower = attributes.clone().find_map(|a| match a {
+        LinkAttribute::Link(index) => Some(*index),
+        _ => None,
+    });
+    let id = attributes
+        .filter_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|i| match i {
+            LinkInfo::Data(InfoData::Vlan(vlan)) => Some(vlan),
+            _ => None,
+        })
+        .flatten()
+        .find_map(|v| match v {
+            InfoVlan::Id(id) => Some(*id),
+            _ => None,
+        });
+    Ok(lower.zip(id))
+}
+
+/// Make the SVI of `vlan` a VLAN upper of the VLAN-aware bridge (replacing a veth pair
+/// the SVI was before the VLAN had switchdev ports).
+async fn ensure_bridged_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<()> {
+    let name = InterfaceConfig::svi_name(vlan);
+    let bridge = ifindex(switchdev::VLAN_AWARE_BRIDGE)?;
+    if let Some(index) = link::ifindex(&name) {
+        if vlan_upper_of(handle, index).await? == Some((bridge, vlan)) {
+            return Ok(());
+        }
+        handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .with_context(|| format!("deleting {name} to make it an upper of the bridge"))?;
+    }
+    handle
+        .link()
+        .add(
+            LinkVlan::new(&name, bridge, vlan)
+                .address(mac.0.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| {
+            format!(
+                "creating SVI {name} on bridge {}",
+                switchdev::VLAN_AWARE_BRIDGE
+            )
+        })?;
+    let index = ifindex(&name)?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).alias(SVI_ALIAS).build())
+        .execute()
+        .await
+        .with_context(|| format!("marking {name} as made by xnos"))
 }
 
 /// Set `name` up, with `mac` if given; nothing is written if StateDb saw it so already
@@ -281,11 +360,13 @@ async fn sync_routes(
 
 /// Write the desired L3 state to the kernel, changing only what differs.
 pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
-    let (config, links, fib) = db.read(|s| {
+    let (config, links, fib, bridged) = db.read(|s| {
+        let o = &s.observed;
         (
             s.config.clone(),
-            s.observed.links.clone(),
-            s.observed.fib.clone(),
+            o.links.clone(),
+            o.fib.clone(),
+            switchdev::bridged_svis(&s.config, &o.links, &o.kernel),
         )
     });
     let stale_svis: Vec<u32> = links
@@ -307,19 +388,24 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     }
     let mac = config.switch.router_mac();
     for iface in config.interfaces.values() {
-        if let Some(vlan) = iface.vlan {
-            ensure_svi(handle, vlan, mac).await?;
+        match iface.vlan {
+            Some(vlan) if bridged.contains(&vlan) => ensure_bridged_svi(handle, vlan, mac).await?,
+            Some(vlan) => ensure_svi(handle, vlan, mac).await?,
+            None => {}
         }
         // Router addresses are configured, not autoconfigured: no duplicate detection delay.
         sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
         let index = set_up(handle, &links, &iface.name, Some(mac)).await?;
         if let Some(vlan) = iface.vlan {
-            // XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
-            ethtool_set(&iface.name, ETHTOOL_SGRO, true)?;
-            // What the kernel sends through the SVI goes through XDP, which does not
-            // finish offloaded checksums: compute them in software.
+            // What the kernel sends through the SVI may go through XDP (the veth's
+            // internal end, or the CPU port), which does not finish offloaded checksums:
+            // compute them in software.
             ethtool_set(&iface.name, ETHTOOL_STXCSUM, false)?;
-            set_up(handle, &links, &InterfaceConfig::svi_port_name(vlan), None).await?;
+            if !bridged.contains(&vlan) {
+                // XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
+                ethtool_set(&iface.name, ETHTOOL_SGRO, true)?;
+                set_up(handle, &links, &InterfaceConfig::svi_port_name(vlan), None).await?;
+            }
         }
         sync_addresses(handle, index, &iface.name, &iface.addresses).await?;
     }

@@ -103,8 +103,8 @@ async fn probe(
         )
     });
     if needed && features.bridge_vlan_filtering.is_none() {
-        match bridge::probe_vlan_filtering(handle).await {
-            Ok(supported) => features.bridge_vlan_filtering = Some(supported),
+        match bridge::probe(handle).await {
+            Ok(probed) => features = probed,
             Err(e) => tracing::warn!("{e}"),
         }
     }
@@ -117,9 +117,9 @@ async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
     let links = db.read(|s| s.observed.links.clone());
     let features = probe(handle, db, &links).await;
     db.write_observed(|tx| tx.kernel_features(features));
-    let l3 = l3::apply(handle, db).await;
+    // The bridge first: the SVIs of its VLANs are its uppers.
     bridge::apply(handle, db).await;
-    l3
+    l3::apply(handle, db).await
 }
 
 /// Mirror a link change; returns whether it may need the switchdev ports programmed
