@@ -14,7 +14,6 @@ use rtnetlink::{
         AddressFamily,
         link::{
             AfSpecBridge, BridgeVlanInfoFlags, InfoBridge, InfoData, LinkAttribute, LinkExtentMask,
-            LinkInfo,
         },
         neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
     },
@@ -163,28 +162,13 @@ pub async fn filtering_lost(handle: &Handle, db: &StateDb) -> bool {
 
 /// Whether the bridge `index` filters VLANs, as the kernel says (IFLA_BR_VLAN_FILTERING).
 async fn vlan_filtering(handle: &Handle, index: u32) -> anyhow::Result<bool> {
-    let messages: Vec<_> = handle
-        .link()
-        .get()
-        .match_index(index)
-        .execute()
-        .try_collect()
+    let messages = link::get(handle, index)
         .await
         .context("reading the bridge back")?;
-    Ok(messages
-        .iter()
-        .flat_map(|m| &m.attributes)
-        .filter_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => Some(infos),
-            _ => None,
-        })
-        .flatten()
-        .filter_map(|i| match i {
-            LinkInfo::Data(InfoData::Bridge(options)) => Some(options),
-            _ => None,
-        })
-        .flatten()
-        .any(|o| matches!(o, InfoBridge::VlanFiltering(true))))
+    Ok(link::info_data(&messages).any(|data| {
+        matches!(data, InfoData::Bridge(options)
+            if options.iter().any(|o| matches!(o, InfoBridge::VlanFiltering(true))))
+    }))
 }
 
 /// The CPU port of VLAN `vid` in the bridge `bridge_index`, made if missing, up.
@@ -735,14 +719,8 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
 
 /// The master of link `index`, as the kernel has it now.
 async fn read_master(handle: &Handle, index: u32) -> Result<Option<u32>, rtnetlink::Error> {
-    let messages: Vec<_> = handle
-        .link()
-        .get()
-        .match_index(index)
-        .execute()
-        .try_collect()
-        .await?;
-    Ok(messages
+    Ok(link::get(handle, index)
+        .await?
         .iter()
         .filter_map(link::link_state)
         .find_map(|l| l.master))

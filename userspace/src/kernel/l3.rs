@@ -23,7 +23,7 @@ use rtnetlink::{
     Handle, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder,
     packet_route::{
         address::{AddressAttribute, AddressMessage},
-        link::{InfoData, InfoVlan, LinkAttribute, LinkInfo},
+        link::{InfoData, InfoVlan, LinkAttribute},
         route::{RouteAttribute, RouteMessage, RouteNextHop, RouteProtocol},
     },
 };
@@ -127,27 +127,19 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
 
 /// The device and VLAN a VLAN netdev sits on (None for any other kind of netdev).
 async fn vlan_upper_of(handle: &Handle, index: u32) -> anyhow::Result<Option<(u32, u16)>> {
-    let messages: Vec<_> = handle
-        .link()
-        .get()
-        .match_index(index)
-        .execute()
-        .try_collect()
+    let messages = link::get(handle, index)
         .await
         .context("reading an SVI back")?;
-    let attributes = messages.iter().flat_map(|m| &m.attributes);
-    let lower = attributes.clone().find_map(|a| match a {
-        LinkAttribute::Link(index) => Some(*index),
-        _ => None,
-    });
-    let id = attributes
-        .filter_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => Some(infos),
+    let lower = messages
+        .iter()
+        .flat_map(|m| &m.attributes)
+        .find_map(|a| match a {
+            LinkAttribute::Link(index) => Some(*index),
             _ => None,
-        })
-        .flatten()
-        .filter_map(|i| match i {
-            LinkInfo::Data(InfoData::Vlan(vlan)) => Some(vlan),
+        });
+    let id = link::info_data(&messages)
+        .filter_map(|data| match data {
+            InfoData::Vlan(vlan) => Some(vlan),
             _ => None,
         })
         .flatten()

@@ -2,7 +2,11 @@
 
 use std::ffi::CString;
 
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle,
+    packet_route::link::{InfoData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
+};
 
 use crate::{
     mac::MacAddr,
@@ -17,6 +21,33 @@ pub fn ifindex(name: &str) -> Option<u32> {
         0 => None,
         index => Some(index),
     }
+}
+
+/// The kernel's messages for link `index`, as it has it now.
+pub async fn get(handle: &Handle, index: u32) -> Result<Vec<LinkMessage>, rtnetlink::Error> {
+    handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_collect()
+        .await
+}
+
+/// The kind-specific data (IFLA_INFO_DATA) in link messages.
+pub fn info_data(messages: &[LinkMessage]) -> impl Iterator<Item = &InfoData> {
+    messages
+        .iter()
+        .flat_map(|m| &m.attributes)
+        .filter_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|i| match i {
+            LinkInfo::Data(data) => Some(data),
+            _ => None,
+        })
 }
 
 fn oper_state(state: &State) -> String {
