@@ -143,6 +143,10 @@ datapath = "auto"
 vlan = 40
 addresses = ["10.0.40.254/24"]
 
+[[route]]
+prefix = "192.0.2.0/24"
+nexthops = ["10.0.40.5"]
+
 [[fdb]]
 mac = "02:00:00:00:00:99"
 vlan = 10
@@ -193,7 +197,7 @@ check h3 10.0.20.4
 check h3 10.0.40.5
 check h5 10.0.20.4
 echo "VMTEST routed $($X show routes --json | tr -d '\n ' | grep -o '"routed_v4":[0-9]*')"
-echo "VMTEST own-source $(dmesg | grep -c 'own address as source')"
+echo "VMTEST macs $(cat /sys/class/net/xbr/address) $(cat /sys/class/net/vlan10/address)"
 echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
 # (Before the changes below: removing a port's VLAN flushes what the bridge learned on it.)
 H1=$($IP netns exec h1 cat /sys/class/net/eth0/address)
@@ -217,10 +221,15 @@ $X config apply /tmp/xnos3.toml >/dev/null
 until_ok svi-to-bridge "$IP -d link show vlan40 | grep -q vlan40@xbr"
 check h5 10.0.40.254 -bridged
 check h5 10.0.20.4 -bridged
+until_ok route-bridged "$IP route show 192.0.2.0/24 | grep -q vlan40"
 $X config apply /tmp/xnos2.toml >/dev/null
 until_ok svi-to-veth "$IP -d link show vlan40i 2>/dev/null | grep -q prog/xdp"
 check h5 10.0.40.254 -veth
 check h5 10.0.20.4 -veth
+# The config route through VLAN 40 came back with its SVI (the kernel drops it silently).
+until_ok route-veth "$IP route show 192.0.2.0/24 | grep -q vlan40"
+echo "VMTEST after-veth $($IP -d link show vlan40 | grep -c veth) $($IP -o link show | grep -c xcpu40) $(/usr/bin/bridge vlan show dev xbr | grep -c ' 40')"
+echo "VMTEST own-source $(dmesg | grep -c 'own address as source')"
 # netdevsim traps every route of its namespace; with fail_route_offload set it fails them.
 $IP route add 198.51.100.0/24 dev nsw1
 echo Y > /sys/kernel/debug/netdevsim/netdevsim1/fib/fail_route_offload
@@ -520,6 +529,10 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     );
     let bridge_vlans: Vec<u64> = port_vlans("xbr").into_keys().collect();
     assert_eq!(bridge_vlans, [10, 20], "{vlans}");
+    let macs = get("macs");
+    let macs: Vec<&str> = macs.split_whitespace().collect();
+    assert_eq!(macs.len(), 2, "{console}");
+    assert_eq!(macs[0], macs[1], "xbr and its SVIs have the router MAC");
     let interfaces = json("interfaces");
     assert_eq!(
         find_by(&interfaces, "name", "vlan10")["port"],
@@ -540,7 +553,9 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         "XDP on the CPU ports, none on veth SVI ports\n{console}"
     );
 
-    // An SVI follows its VLAN between the backends at runtime.
+    // An SVI follows its VLAN between the backends at runtime; back on the fast path, VLAN
+    // 40 leaves no CPU port and no bridge VLAN behind, and its SVI is a veth again.
+    assert_eq!(get("after-veth"), "1 0 0", "{console}");
     for suffix in ["-bridged", "-veth"] {
         for dst in ["10.0.40.254", "10.0.20.4"] {
             assert_eq!(

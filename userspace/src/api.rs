@@ -144,6 +144,8 @@ pub struct InterfaceView {
     pub mac: MacAddr,
     pub ifindex: u32,
     pub link: String,
+    /// What the kernel module could not program.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +382,11 @@ impl Api {
                         mac,
                         ifindex: link.map_or(0, |l| l.ifindex),
                         link: link.map_or("absent".into(), |l| l.oper_state.clone()),
+                        error: state
+                            .observed
+                            .interface_status
+                            .get(&iface.name)
+                            .and_then(|s| s.error.clone()),
                     }
                 })
                 .collect()

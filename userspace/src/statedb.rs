@@ -50,10 +50,11 @@ pub enum Table {
     Module,
     BridgePort,
     KernelFeatures,
+    InterfaceStatus,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -69,6 +70,7 @@ impl Table {
         Table::Module,
         Table::BridgePort,
         Table::KernelFeatures,
+        Table::InterfaceStatus,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -88,6 +90,7 @@ impl Table {
             Table::Module => "module",
             Table::BridgePort => "bridge-port",
             Table::KernelFeatures => "kernel-features",
+            Table::InterfaceStatus => "interface-status",
         }
     }
 
@@ -235,6 +238,15 @@ pub struct KernelFeatures {
     pub vlan_devices: Option<bool>,
 }
 
+/// What the kernel module made of one L3 interface of the config (a row of the
+/// `interface-status` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// What failed (the other interfaces are programmed all the same).
+    pub error: Option<String>,
+}
+
 /// One nexthop of a kernel route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FibNexthop {
@@ -310,6 +322,7 @@ pub struct Observed {
     pub datapath: DatapathStatus,
     pub bridge_ports: BTreeMap<String, BridgePort>,
     pub kernel: KernelFeatures,
+    pub interface_status: BTreeMap<String, InterfaceStatus>,
 }
 
 #[derive(Clone, Debug)]
@@ -622,6 +635,18 @@ impl ObservedTx<'_> {
         o.kernel = single.remove(&()).unwrap_or_default();
     }
 
+    pub fn interface_status(&mut self, name: &str, row: Option<InterfaceStatus>) {
+        let o = &mut *self.observed;
+        put_row(
+            Table::InterfaceStatus,
+            &mut o.interface_status,
+            name.to_string(),
+            name.to_string(),
+            row,
+            &mut self.changes,
+        );
+    }
+
     pub fn bridge_port(&mut self, name: &str, row: Option<BridgePort>) {
         let o = &mut *self.observed;
         put_row(
@@ -789,6 +814,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::Module => rows(&s.observed.modules, String::clone),
         Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
         Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
+        Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
     }
 }
 

@@ -1007,7 +1007,11 @@ fn render_interfaces(ifaces: &Vec<InterfaceView>) -> String {
         .map(String::from)
         .to_vec(),
     ];
+    let mut errors = String::new();
     for i in ifaces {
+        if let Some(error) = &i.error {
+            errors.push_str(&format!("{}: {error}\n", i.name));
+        }
         rows.push(vec![
             i.name.clone(),
             i.kind.clone(),
@@ -1022,7 +1026,9 @@ fn render_interfaces(ifaces: &Vec<InterfaceView>) -> String {
                 .join(" "),
         ]);
     }
-    table(&rows)
+    let mut out = table(&rows);
+    out.push_str(&errors);
+    out
 }
 
 fn route_nexthops(r: &RouteView) -> String {

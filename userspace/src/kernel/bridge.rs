@@ -87,7 +87,11 @@ async fn ensure_bridge(
     vlan_aware: bool,
     mac: Option<MacAddr>,
 ) -> anyhow::Result<u32> {
-    if link::ifindex(bridge).is_none() {
+    if let Some(index) = link::ifindex(bridge) {
+        if link::alias(handle, index).await?.as_deref() != Some(BRIDGE_ALIAS) {
+            anyhow::bail!("a netdev named {bridge} exists that xnos did not make");
+        }
+    } else {
         let mut message = LinkBridge::new(bridge);
         if vlan_aware {
             message = message.vlan_filtering(true).vlan_default_pvid(0);
@@ -186,7 +190,7 @@ async fn ensure_cpu_port(
         // Half a pair of ours goes; a netdev of someone else's by that name stays.
         for end in [cpu, cpu_xdp] {
             if let Some(index) = link::ifindex(end) {
-                if !links.get(end.as_str()).is_some_and(ours) {
+                if link::alias(handle, index).await?.as_deref() != Some(BRIDGE_ALIAS) {
                     anyhow::bail!(
                         "cannot make the CPU port of VLAN {vid}: a netdev named {end} \
                          exists that xnos did not make"
@@ -334,7 +338,11 @@ async fn dump_port_vlans(handle: &Handle) -> anyhow::Result<BTreeMap<u32, VlanFl
                 }
             }
         }
-        ports.insert(message.header.index, vlans);
+        // A port whose own driver reports bridge state sends a message of its own.
+        ports
+            .entry(message.header.index)
+            .or_insert_with(VlanFlags::new)
+            .extend(vlans);
     }
     Ok(ports)
 }
@@ -543,7 +551,9 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
         })
         .collect();
     for link in links.values().filter(|l| ours(l)) {
+        // (The other end of a CPU port goes with the first.)
         if !wanted_names.contains(&link.name)
+            && link::ifindex(&link.name) == Some(link.ifindex)
             && let Err(e) = handle.link().del(link.ifindex).execute().await
         {
             tracing::warn!(link = link.name, error = %e, "cannot remove a netdev xnos no longer needs");
@@ -685,10 +695,12 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
         }
     }
 
-    sync_static(
-        handle, &config, &ports, &member_of, &bridges, vlan_aware, &mut rows,
-    )
-    .await;
+    if !bridges.is_empty() {
+        sync_static(
+            handle, &config, &ports, &member_of, &bridges, vlan_aware, &mut rows,
+        )
+        .await;
+    }
 
     // Read back from the kernel, not from our intentions.
     for row in rows.values_mut() {
@@ -772,11 +784,17 @@ async fn sync_static(
                     continue;
                 };
                 let key = (message.header.ifindex, mac, fdb_vlan(&message));
-                if message.header.state == NeighbourState::Noarp
-                    && bridge_indexes.contains(&master)
-                    && !wanted_keys.contains(&key)
-                    && let Err(e) = handle.neighbours().del(message).execute().await
+                if message.header.state != NeighbourState::Noarp
+                    || !bridge_indexes.contains(&master)
+                    || wanted_keys.contains(&key)
                 {
+                    continue;
+                }
+                // The bridge's entry (`bridge fdb del ... master`): as dumped, an entry the
+                // hardware carries has NTF_OFFLOADED instead, which the kernel refuses.
+                let mut message = message;
+                message.header.flags = NeighbourFlags::Controller;
+                if let Err(e) = handle.neighbours().del(message).execute().await {
                     tracing::warn!(%mac, error = %e, "cannot remove a static FDB entry config no longer has");
                 }
             }

@@ -33,7 +33,7 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{FibRoute, LinkState, StateDb},
+    statedb::{FibRoute, InterfaceStatus, LinkState, StateDb},
     switchdev,
 };
 
@@ -93,7 +93,13 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
     if link::ifindex(&name).is_some() && link::ifindex(&port).is_some() {
         return Ok(());
     }
-    // A half-made pair (one end deleted by hand) is made again.
+    if let Some(index) = link::ifindex(&name)
+        && link::alias(handle, index).await?.as_deref() != Some(SVI_ALIAS)
+    {
+        anyhow::bail!("a netdev named {name} exists that xnos did not make");
+    }
+    // A half-made pair (one end deleted by hand), or the SVI's VLAN upper of the bridge
+    // (its VLAN has no switchdev ports any more), is made again.
     for end in [&name, &port] {
         if let Some(index) = link::ifindex(end) {
             handle
@@ -155,7 +161,16 @@ async fn vlan_upper_of(handle: &Handle, index: u32) -> anyhow::Result<Option<(u3
 async fn ensure_bridged_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<()> {
     let name = InterfaceConfig::svi_name(vlan);
     let bridge = ifindex(switchdev::VLAN_AWARE_BRIDGE)?;
+    if link::alias(handle, bridge).await?.as_deref() != Some(switchdev::BRIDGE_ALIAS) {
+        anyhow::bail!(
+            "{} is not the bridge xnos made: no SVI on it",
+            switchdev::VLAN_AWARE_BRIDGE
+        );
+    }
     if let Some(index) = link::ifindex(&name) {
+        if link::alias(handle, index).await?.as_deref() != Some(SVI_ALIAS) {
+            anyhow::bail!("a netdev named {name} exists that xnos did not make");
+        }
         if vlan_upper_of(handle, index).await? == Some((bridge, vlan)) {
             return Ok(());
         }
@@ -379,27 +394,71 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         sysctl("net/ipv6/conf/all/forwarding", "1")?;
     }
     let mac = config.switch.router_mac();
+    // One interface failing (a driver refusing a router interface, say) leaves the others
+    // and the routes programmed; its error is in its `interface-status` row.
+    let mut statuses = BTreeMap::new();
     for iface in config.interfaces.values() {
-        match iface.vlan {
-            Some(vlan) if bridged.contains(&vlan) => ensure_bridged_svi(handle, vlan, mac).await?,
-            Some(vlan) => ensure_svi(handle, vlan, mac).await?,
-            None => {}
+        let bridged = iface.vlan.is_some_and(|v| bridged.contains(&v));
+        let error = apply_interface(handle, &links, iface, mac, bridged)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"));
+        if let Some(error) = &error {
+            tracing::warn!(interface = iface.name, error, "L3 interface not programmed");
         }
-        // Router addresses are configured, not autoconfigured: no duplicate detection delay.
-        sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
-        let index = set_up(handle, &links, &iface.name, Some(mac)).await?;
-        if let Some(vlan) = iface.vlan {
-            // What the kernel sends through the SVI may go through XDP (the veth's
-            // internal end, or the CPU port), which does not finish offloaded checksums:
-            // compute them in software.
-            ethtool_set(&iface.name, ETHTOOL_STXCSUM, false)?;
-            if !bridged.contains(&vlan) {
-                // XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
-                ethtool_set(&iface.name, ETHTOOL_SGRO, true)?;
-                set_up(handle, &links, &InterfaceConfig::svi_port_name(vlan), None).await?;
-            }
-        }
-        sync_addresses(handle, index, &iface.name, &iface.addresses).await?;
+        statuses.insert(
+            iface.name.clone(),
+            InterfaceStatus {
+                name: iface.name.clone(),
+                error,
+            },
+        );
     }
+    db.write_observed(|tx| {
+        let stale: Vec<String> = tx
+            .observed()
+            .interface_status
+            .keys()
+            .filter(|name| !statuses.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in stale {
+            tx.interface_status(&name, None);
+        }
+        for (name, status) in statuses {
+            tx.interface_status(&name, Some(status));
+        }
+    });
     sync_routes(handle, &config, &fib).await
+}
+
+/// Make the kernel carry one L3 interface: its netdev (an SVI's veth pair, or its VLAN
+/// upper on the bridge), the router MAC, up, and its addresses.
+async fn apply_interface(
+    handle: &Handle,
+    links: &BTreeMap<String, LinkState>,
+    iface: &InterfaceConfig,
+    mac: MacAddr,
+    bridged: bool,
+) -> anyhow::Result<()> {
+    match iface.vlan {
+        Some(vlan) if bridged => ensure_bridged_svi(handle, vlan, mac).await?,
+        Some(vlan) => ensure_svi(handle, vlan, mac).await?,
+        None => {}
+    }
+    // Router addresses are configured, not autoconfigured: no duplicate detection delay.
+    sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
+    let index = set_up(handle, links, &iface.name, Some(mac)).await?;
+    if let Some(vlan) = iface.vlan {
+        // What the kernel sends through the SVI may go through XDP (the veth's internal
+        // end, or the CPU port), which does not finish offloaded checksums: compute them
+        // in software.
+        ethtool_set(&iface.name, ETHTOOL_STXCSUM, false)?;
+        if !bridged {
+            // XDP can redirect into a veth only if its peer has NAPI (GRO or XDP).
+            ethtool_set(&iface.name, ETHTOOL_SGRO, true)?;
+            set_up(handle, links, &InterfaceConfig::svi_port_name(vlan), None).await?;
+        }
+    }
+    sync_addresses(handle, index, &iface.name, &iface.addresses).await
 }

@@ -135,5 +135,31 @@ pub fn update(tx: &mut ObservedTx<'_>, msg: &LinkMessage, present: bool) {
     }
     if present {
         tx.link(&link.name.clone(), Some(link));
+        return;
     }
+    // The kernel flushes the routes through a link that goes, and does not say so for
+    // IPv4: drop them here, so that config routes through it are seen missing and put back
+    // once the link is made again.
+    let gone: Vec<(String, ipnet::IpNet)> = tx
+        .observed()
+        .fib
+        .iter()
+        .filter(|(_, route)| route.nexthops.iter().any(|nh| nh.ifindex == link.ifindex))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for (table, prefix) in gone {
+        tx.fib(&table, prefix, None);
+    }
+}
+
+/// The alias of link `index`, read from the kernel now (StateDb may not have seen it yet).
+pub async fn alias(handle: &Handle, index: u32) -> Result<Option<String>, rtnetlink::Error> {
+    Ok(get(handle, index)
+        .await?
+        .iter()
+        .flat_map(|m| &m.attributes)
+        .find_map(|a| match a {
+            LinkAttribute::IfAlias(alias) => Some(alias.clone()),
+            _ => None,
+        }))
 }

@@ -140,12 +140,18 @@ fn link_notification(
             .links
             .values()
             .find(|l| l.ifindex == message.header.index)
-            .is_some_and(|l| observed.bridge_ports.contains_key(&l.name));
+            .is_some_and(|l| {
+                observed.bridge_ports.contains_key(&l.name)
+                    || l.alias.as_deref() == Some(crate::switchdev::BRIDGE_ALIAS)
+            });
     }
+    // (An SVI too: a VLAN upper of the bridge has no peer whose carrier tells when it is
+    // set down.)
     let relevant = link::link_state(message).is_some_and(|l| {
         tx.observed().port_status.contains_key(&l.name)
             || l.name.starts_with("xbr")
             || l.name.starts_with("xcpu")
+            || l.alias.as_deref() == Some(l3::SVI_ALIAS)
     });
     link::update(tx, message, present);
     relevant
