@@ -621,6 +621,27 @@ impl ObservedTx<'_> {
         o.datapath = single.remove(&()).unwrap_or_default();
     }
 
+    /// Make a table keyed by name (`current` reads it, `put` writes a row) hold exactly
+    /// `rows`: the rows not among them go.
+    pub fn replace_named<R>(
+        &mut self,
+        current: fn(&Observed) -> &BTreeMap<String, R>,
+        put: fn(&mut Self, &str, Option<R>),
+        rows: BTreeMap<String, R>,
+    ) {
+        let stale: Vec<String> = current(self.observed)
+            .keys()
+            .filter(|name| !rows.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in stale {
+            put(self, &name, None);
+        }
+        for (name, row) in rows {
+            put(self, &name, Some(row));
+        }
+    }
+
     pub fn kernel_features(&mut self, row: KernelFeatures) {
         let o = &mut *self.observed;
         let mut single = BTreeMap::from([((), o.kernel.clone())]);

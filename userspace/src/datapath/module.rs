@@ -20,7 +20,9 @@ use super::{Datapath, route::L3};
 use crate::{
     config::{Config, DatapathChoice, InterfaceConfig, PortMode},
     mac::MacAddr,
-    statedb::{Commit, DatapathStatus, LearnedMac, Observed, PortStatus, StateDb, Table},
+    statedb::{
+        Commit, DatapathStatus, LearnedMac, Observed, ObservedTx, PortStatus, StateDb, Table,
+    },
     supervisor::ModuleCtx,
 };
 
@@ -41,6 +43,8 @@ pub struct Backends {
     pub cpu_ports: BTreeMap<String, PortMode>,
     /// The VLANs whose SVI is on the bridge (reached through the CPU port, no veth).
     pub bridged_svis: BTreeSet<u16>,
+    /// Ports with a switch ID that `auto` keeps on the fast path, with the reason.
+    pub kept: BTreeMap<String, String>,
 }
 
 impl Backends {
@@ -53,6 +57,7 @@ impl Backends {
                 .collect(),
             cpu_ports: crate::switchdev::cpu_ports(&observed.bridge_ports),
             bridged_svis: crate::switchdev::bridged_svis(config, &observed.links, &observed.kernel),
+            kept: crate::switchdev::kept_ports(config, &observed.links, &observed.kernel),
         }
     }
 }
@@ -64,6 +69,7 @@ fn datapath_ports(config: &Config, backends: &Backends) -> Vec<(String, PortKind
         switchdev,
         cpu_ports,
         bridged_svis,
+        ..
     } = backends;
     let mut ports: Vec<(String, PortKind)> = config
         .ports
@@ -206,7 +212,10 @@ pub fn reconcile(
         match dp.attach(ifindex, choice) {
             Ok((mode, reason)) => {
                 status.datapath = mode.name().into();
-                status.datapath_reason = Some(reason);
+                status.datapath_reason = Some(match backends.kept.get(&name) {
+                    Some(kept) => format!("{kept}; {reason}"),
+                    None => reason,
+                });
             }
             Err(e) => status.error = Some(format!("{e:#}")),
         }
@@ -421,37 +430,14 @@ fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> 
     // Under StateDb's read lock: a consistent view without copying big tables.
     let (statuses, generation) = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
-        let kernel = &state.observed.kernel;
         let backends = Backends::of(state);
-        let mut statuses = reconcile(&mut guard, &state.config, &backends, |name| {
+        let statuses = reconcile(&mut guard, &state.config, &backends, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
-        for (name, kept) in crate::switchdev::kept_ports(&state.config, links, kernel) {
-            if let Some(status) = statuses.get_mut(&name) {
-                status.datapath_reason = Some(match status.datapath_reason.take() {
-                    Some(mode) => format!("{kept}; {mode}"),
-                    None => kept,
-                });
-            }
-        }
         l3.sync(&mut guard, state)?;
         Ok((statuses, state.generation))
     })?;
-    db.write_observed(|tx| {
-        let stale: Vec<String> = tx
-            .observed()
-            .port_status
-            .keys()
-            .filter(|name| !statuses.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in stale {
-            tx.port_status(&name, None);
-        }
-        for (name, status) in statuses {
-            tx.port_status(&name, Some(status));
-        }
-    });
+    db.write_observed(|tx| tx.replace_named(|o| &o.port_status, ObservedTx::port_status, statuses));
     sync_learned(db, &guard)?;
     drop(guard);
     report(db, dp, l3, generation)

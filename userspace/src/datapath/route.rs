@@ -84,15 +84,21 @@ fn desired_ifaces(state: &State) -> Ifaces {
             continue;
         };
         let (port_ifindex, vlan) = match iface.vlan {
-            Some(vlan) => match links.get(&crate::switchdev::svi_port(state, vlan)) {
-                Some(port) => (port.ifindex, vlan),
-                None => continue,
-            },
+            Some(vlan) => {
+                // An SVI on the bridge is reached through the VLAN's CPU port.
+                let port = if bridged.contains(&vlan) {
+                    ifaces.bridged.insert(kernel.ifindex);
+                    crate::switchdev::cpu_port_xdp_name(vlan)
+                } else {
+                    crate::config::InterfaceConfig::svi_port_name(vlan)
+                };
+                match links.get(&port) {
+                    Some(port) => (port.ifindex, vlan),
+                    None => continue,
+                }
+            }
             None => (kernel.ifindex, 0),
         };
-        if iface.vlan.is_some_and(|v| bridged.contains(&v)) {
-            ifaces.bridged.insert(kernel.ifindex);
-        }
         ifaces.map.insert(
             kernel.ifindex,
             L3Iface {

@@ -33,20 +33,6 @@ fn ours(link: &LinkState) -> bool {
     link.alias.as_deref() == Some(BRIDGE_ALIAS)
 }
 
-async fn set_alias(handle: &Handle, name: &str) -> anyhow::Result<()> {
-    let index = ifindex(name)?;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .alias(BRIDGE_ALIAS)
-                .build(),
-        )
-        .execute()
-        .await
-        .with_context(|| format!("marking {name} as made by xnos"))
-}
-
 /// Whether `name` is (as StateDb last saw it) up and, if `master` is given, enslaved to it:
 /// then nothing is written, so that applying again makes no netlink events of its own.
 fn in_place(links: &BTreeMap<String, LinkState>, name: &str, master: Option<u32>) -> bool {
@@ -88,9 +74,7 @@ async fn ensure_bridge(
     mac: Option<MacAddr>,
 ) -> anyhow::Result<u32> {
     if let Some(index) = link::ifindex(bridge) {
-        if link::alias(handle, index).await?.as_deref() != Some(BRIDGE_ALIAS) {
-            anyhow::bail!("a netdev named {bridge} exists that xnos did not make");
-        }
+        link::ensure_made_by_xnos(handle, index, bridge, BRIDGE_ALIAS).await?;
     } else {
         let mut message = LinkBridge::new(bridge);
         if vlan_aware {
@@ -102,7 +86,7 @@ async fn ensure_bridge(
             .execute()
             .await
             .with_context(|| format!("creating bridge {bridge}"))?;
-        set_alias(handle, bridge).await?;
+        link::mark_made_by_xnos(handle, bridge, BRIDGE_ALIAS).await?;
     }
     let index = ifindex(bridge)?;
     if vlan_aware && !vlan_filtering(handle, index).await? {
@@ -190,12 +174,9 @@ async fn ensure_cpu_port(
         // Half a pair of ours goes; a netdev of someone else's by that name stays.
         for end in [cpu, cpu_xdp] {
             if let Some(index) = link::ifindex(end) {
-                if link::alias(handle, index).await?.as_deref() != Some(BRIDGE_ALIAS) {
-                    anyhow::bail!(
-                        "cannot make the CPU port of VLAN {vid}: a netdev named {end} \
-                         exists that xnos did not make"
-                    );
-                }
+                link::ensure_made_by_xnos(handle, index, end, BRIDGE_ALIAS)
+                    .await
+                    .with_context(|| format!("cannot make the CPU port of VLAN {vid}"))?;
                 handle.link().del(index).execute().await.ok();
             }
         }
@@ -205,8 +186,8 @@ async fn ensure_cpu_port(
             .execute()
             .await
             .with_context(|| format!("creating CPU port {cpu} (veth pair with {cpu_xdp})"))?;
-        set_alias(handle, cpu).await?;
-        set_alias(handle, cpu_xdp).await?;
+        link::mark_made_by_xnos(handle, cpu, BRIDGE_ALIAS).await?;
+        link::mark_made_by_xnos(handle, cpu_xdp, BRIDGE_ALIAS).await?;
     }
     // XDP can redirect into the XDP end only if its peer has NAPI (GRO).
     ethtool_set(cpu, ETHTOOL_SGRO, true)?;
@@ -712,21 +693,7 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
             Err(e) => note(&mut row.error, format!("reading {} back: {e}", row.port)),
         }
     }
-    db.write_observed(|tx| {
-        let stale: Vec<String> = tx
-            .observed()
-            .bridge_ports
-            .keys()
-            .filter(|name| !rows.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in stale {
-            tx.bridge_port(&name, None);
-        }
-        for (name, row) in rows {
-            tx.bridge_port(&name, Some(row));
-        }
-    });
+    db.write_observed(|tx| tx.replace_named(|o| &o.bridge_ports, ObservedTx::bridge_port, rows));
 }
 
 /// The master of link `index`, as the kernel has it now.

@@ -33,7 +33,7 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{FibRoute, InterfaceStatus, LinkState, StateDb},
+    statedb::{FibRoute, InterfaceStatus, LinkState, ObservedTx, StateDb},
     switchdev,
 };
 
@@ -93,10 +93,8 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
     if link::ifindex(&name).is_some() && link::ifindex(&port).is_some() {
         return Ok(());
     }
-    if let Some(index) = link::ifindex(&name)
-        && link::alias(handle, index).await?.as_deref() != Some(SVI_ALIAS)
-    {
-        anyhow::bail!("a netdev named {name} exists that xnos did not make");
+    if let Some(index) = link::ifindex(&name) {
+        link::ensure_made_by_xnos(handle, index, &name, SVI_ALIAS).await?;
     }
     // A half-made pair (one end deleted by hand), or the SVI's VLAN upper of the bridge
     // (its VLAN has no switchdev ports any more), is made again.
@@ -120,15 +118,7 @@ async fn ensure_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<
         .execute()
         .await
         .with_context(|| format!("creating SVI {name} (veth pair with {port})"))?;
-    // The kernel ignores an alias given at creation: set it on the made link.
-    let index = ifindex(&name)?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).alias(SVI_ALIAS).build())
-        .execute()
-        .await
-        .with_context(|| format!("marking {name} as made by xnos"))?;
-    Ok(())
+    link::mark_made_by_xnos(handle, &name, SVI_ALIAS).await
 }
 
 /// The device and VLAN a VLAN netdev sits on (None for any other kind of netdev).
@@ -161,16 +151,15 @@ async fn vlan_upper_of(handle: &Handle, index: u32) -> anyhow::Result<Option<(u3
 async fn ensure_bridged_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow::Result<()> {
     let name = InterfaceConfig::svi_name(vlan);
     let bridge = ifindex(switchdev::VLAN_AWARE_BRIDGE)?;
-    if link::alias(handle, bridge).await?.as_deref() != Some(switchdev::BRIDGE_ALIAS) {
-        anyhow::bail!(
-            "{} is not the bridge xnos made: no SVI on it",
-            switchdev::VLAN_AWARE_BRIDGE
-        );
-    }
+    link::ensure_made_by_xnos(
+        handle,
+        bridge,
+        switchdev::VLAN_AWARE_BRIDGE,
+        switchdev::BRIDGE_ALIAS,
+    )
+    .await?;
     if let Some(index) = link::ifindex(&name) {
-        if link::alias(handle, index).await?.as_deref() != Some(SVI_ALIAS) {
-            anyhow::bail!("a netdev named {name} exists that xnos did not make");
-        }
+        link::ensure_made_by_xnos(handle, index, &name, SVI_ALIAS).await?;
         if vlan_upper_of(handle, index).await? == Some((bridge, vlan)) {
             return Ok(());
         }
@@ -196,13 +185,7 @@ async fn ensure_bridged_svi(handle: &Handle, vlan: u16, mac: MacAddr) -> anyhow:
                 switchdev::VLAN_AWARE_BRIDGE
             )
         })?;
-    let index = ifindex(&name)?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).alias(SVI_ALIAS).build())
-        .execute()
-        .await
-        .with_context(|| format!("marking {name} as made by xnos"))
+    link::mark_made_by_xnos(handle, &name, SVI_ALIAS).await
 }
 
 /// Set `name` up, with `mac` if given; nothing is written if StateDb saw it so already
@@ -415,19 +398,11 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         );
     }
     db.write_observed(|tx| {
-        let stale: Vec<String> = tx
-            .observed()
-            .interface_status
-            .keys()
-            .filter(|name| !statuses.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in stale {
-            tx.interface_status(&name, None);
-        }
-        for (name, status) in statuses {
-            tx.interface_status(&name, Some(status));
-        }
+        tx.replace_named(
+            |o| &o.interface_status,
+            ObservedTx::interface_status,
+            statuses,
+        )
     });
     sync_routes(handle, &config, &fib).await
 }

@@ -2,9 +2,10 @@
 
 use std::ffi::CString;
 
+use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle,
+    Handle, LinkUnspec,
     packet_route::link::{InfoData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
 };
 
@@ -153,7 +154,7 @@ pub fn update(tx: &mut ObservedTx<'_>, msg: &LinkMessage, present: bool) {
 }
 
 /// The alias of link `index`, read from the kernel now (StateDb may not have seen it yet).
-pub async fn alias(handle: &Handle, index: u32) -> Result<Option<String>, rtnetlink::Error> {
+async fn alias(handle: &Handle, index: u32) -> Result<Option<String>, rtnetlink::Error> {
     Ok(get(handle, index)
         .await?
         .iter()
@@ -162,4 +163,34 @@ pub async fn alias(handle: &Handle, index: u32) -> Result<Option<String>, rtnetl
             LinkAttribute::IfAlias(alias) => Some(alias.clone()),
             _ => None,
         }))
+}
+
+/// Fail unless the existing link `name` carries `alias`, the mark of what xnos made: a
+/// netdev of someone else's by one of xnos's names is never taken over nor deleted.
+pub async fn ensure_made_by_xnos(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    mark: &str,
+) -> anyhow::Result<()> {
+    let found = alias(handle, index)
+        .await
+        .with_context(|| format!("reading {name} back"))?;
+    anyhow::ensure!(
+        found.as_deref() == Some(mark),
+        "a netdev named {name} exists that xnos did not make"
+    );
+    Ok(())
+}
+
+/// Mark the link `name`, just made, with `mark` (the kernel ignores an alias given at
+/// creation).
+pub async fn mark_made_by_xnos(handle: &Handle, name: &str, mark: &str) -> anyhow::Result<()> {
+    let index = ifindex(name).with_context(|| format!("{name} vanished"))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).alias(mark).build())
+        .execute()
+        .await
+        .with_context(|| format!("marking {name} as made by xnos"))
 }
