@@ -423,11 +423,12 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &Default::default(),
             xnos::kernel::link::ifindex,
         )
-        .unwrap();
+        .unwrap()
+        .ports;
         assert!(
             statuses
                 .values()
-                .all(|s| s.error.is_none() && s.datapath == mode),
+                .all(|s| s.error.is_none() && s.datapath.name() == mode),
             "{statuses:?}"
         );
         let ports = dp.ports().unwrap();
@@ -457,7 +458,8 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &Default::default(),
             xnos::kernel::link::ifindex,
         )
-        .unwrap();
+        .unwrap()
+        .ports;
         assert_eq!(again, statuses);
         assert_eq!(dp.ports().unwrap(), ports);
         assert!(dp.fdb_get(&learned).is_some());
@@ -473,7 +475,8 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
             &Default::default(),
             xnos::kernel::link::ifindex,
         )
-        .unwrap();
+        .unwrap()
+        .ports;
         assert_eq!(statuses.len(), 1);
         assert_eq!(
             dp.ports().unwrap().keys().copied().collect::<Vec<_>>(),

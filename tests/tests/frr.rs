@@ -103,7 +103,7 @@ fn route_fast_path(daemon: &Daemon, prefix: &str) -> Option<(String, bool)> {
         .map(|r| {
             (
                 r["protocol"].as_str().unwrap().to_string(),
-                r["fast_path"].as_bool().unwrap(),
+                r["fast-path"].as_bool().unwrap(),
             )
         })
 }
@@ -181,11 +181,11 @@ addresses = ["10.0.20.1/24"]
     while !h1.ping("10.77.1.1", 1) {
         assert!(Instant::now() < deadline, "BGP-learned prefix unreachable");
     }
-    let before = daemon.json("routes").unwrap()["counters"]["routed_v4"]
+    let before = daemon.json("routes").unwrap()["counters"]["routed-v4"]
         .as_u64()
         .unwrap();
     assert!(h1.ping("10.77.1.1", 3));
-    let after = daemon.json("routes").unwrap()["counters"]["routed_v4"]
+    let after = daemon.json("routes").unwrap()["counters"]["routed-v4"]
         .as_u64()
         .unwrap();
     assert!(

@@ -121,14 +121,14 @@ vlan = 20
     );
 
     // Three echo requests and the ARP exchange went through XDP on swp1 and out of swp2.
-    assert!(counter(&daemon, "swp1", "rx_packets") >= 4);
-    assert!(counter(&daemon, "swp2", "tx_packets") >= 4);
+    assert!(counter(&daemon, "swp1", "rx-packets") >= 4);
+    assert!(counter(&daemon, "swp2", "tx-packets") >= 4);
     assert!(
         counter(&daemon, "swp1", "flooded") >= 1,
         "the ARP request was flooded"
     );
     // Nothing of VLAN 10 ever left through swp3.
-    assert_eq!(counter(&daemon, "swp3", "tx_packets"), 0);
+    assert_eq!(counter(&daemon, "swp3", "tx-packets"), 0);
     daemon.wait_fdb(10, topo.hosts[0].mac, "swp1").unwrap();
     daemon.wait_fdb(10, topo.hosts[1].mac, "swp2").unwrap();
 
@@ -261,11 +261,11 @@ datapath = "{even}"
     s1.send(&test_frame(BROADCAST, h1.mac, Some(10), 9))
         .unwrap();
     assert_silent(&s3, 9, "tagged frame accepted on an access port");
-    assert_eq!(drop_counter(&daemon, "swp1", "tagged_on_access"), 1);
+    assert_eq!(drop_counter(&daemon, "swp1", "tagged-on-access"), 1);
     s3.send(&test_frame(BROADCAST, h3.mac, Some(99), 10))
         .unwrap();
     assert_silent(&s1, 10, "VLAN 99 frame forwarded");
-    assert_eq!(drop_counter(&daemon, "swp3", "vlan_not_allowed"), 1);
+    assert_eq!(drop_counter(&daemon, "swp3", "vlan-not-allowed"), 1);
 }
 
 // What this shows: unknown unicast is flooded to every port of its VLAN (tagged on trunks)
@@ -524,7 +524,7 @@ fn per_port_datapath_mode_is_applied_and_explained() {
     let port = |name: &str| find_by(&ports, "name", name);
     assert_eq!(port("swp1")["datapath"], "xdp-native");
     assert!(
-        port("swp1")["datapath_reason"]
+        port("swp1")["datapath-reason"]
             .as_str()
             .unwrap()
             .starts_with("auto"),
@@ -532,7 +532,7 @@ fn per_port_datapath_mode_is_applied_and_explained() {
     );
     assert_eq!(port("swp2")["datapath"], "xdp-generic");
     assert_eq!(
-        port("swp2")["datapath_reason"],
+        port("swp2")["datapath-reason"],
         "configured: datapath = \"xdp-generic\""
     );
     let link = topo
@@ -547,7 +547,7 @@ fn per_port_datapath_mode_is_applied_and_explained() {
         "native <-> generic ports do not switch"
     );
     assert!(
-        counter(&daemon, "swp2", "rx_packets") >= 3,
+        counter(&daemon, "swp2", "rx-packets") >= 3,
         "generic XDP did not see the replies"
     );
 }
@@ -601,7 +601,7 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     .unwrap();
     let ports = daemon.json("ports").unwrap();
     let port = |name: &str| find_by(&ports, "name", name);
-    let reason = |name: &str| port(name)["datapath_reason"].as_str().unwrap().to_string();
+    let reason = |name: &str| port(name)["datapath-reason"].as_str().unwrap().to_string();
     assert_eq!(port("swp1")["datapath"], "tc", "{ports}");
     assert!(
         reason("swp1").contains("xdp-native unavailable")
@@ -613,20 +613,20 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     assert_eq!(port("swp3")["datapath"], "xdp-generic", "{ports}");
     assert!(reason("swp3").contains("xdp-native unavailable"), "{ports}");
     assert_eq!(port("vx0")["datapath"], "xdp-generic", "{ports}");
-    assert_eq!(port("vx0")["xdp_features"], "none", "{ports}");
+    assert_eq!(port("vx0")["xdp-features"], "none", "{ports}");
     assert!(
         reason("vx0").contains("the driver has no native XDP (xdp-features: none)"),
         "{ports}"
     );
     assert!(
-        port("swp2")["xdp_features"]
+        port("swp2")["xdp-features"]
             .as_str()
             .unwrap()
             .contains("redirect,ndo-xmit"),
         "{ports}"
     );
-    assert_eq!(port("swp2")["xdp_redirect_target"], true, "{ports}");
-    assert_eq!(port("swp4")["xdp_redirect_target"], false, "{ports}");
+    assert_eq!(port("swp2")["xdp-redirect-target"], true, "{ports}");
+    assert_eq!(port("swp4")["xdp-redirect-target"], false, "{ports}");
     let table = daemon.xnos(&["show", "ports"]).unwrap();
     assert!(
         table.contains("swp1: tc, auto: xdp-native unavailable"),
@@ -642,7 +642,7 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     assert!(topo.hosts[0].ping("10.0.0.3", 3), "tc <-> generic XDP");
     assert!(topo.hosts[2].ping("10.0.0.2", 3), "generic <-> native XDP");
     assert!(
-        counter(&daemon, "swp1", "rx_packets") >= 6,
+        counter(&daemon, "swp1", "rx-packets") >= 6,
         "the TC pipeline did not count swp1's frames"
     );
     drop(other);

@@ -158,15 +158,15 @@ fn routed_case(tc: bool) {
 
     assert!(h1.reachable("10.0.20.2"), "no IPv4 path between the VLANs");
     assert!(h1.reachable("fd00:20::2"), "no IPv6 path between the VLANs");
-    let (v4, v6) = (routed(&daemon, "routed_v4"), routed(&daemon, "routed_v6"));
+    let (v4, v6) = (routed(&daemon, "routed-v4"), routed(&daemon, "routed-v6"));
     let capture = h2.socket().unwrap();
     assert!(h1.ping("10.0.20.2", 5) && h1.ping("fd00:20::2", 5));
     assert!(
-        routed(&daemon, "routed_v4") >= v4 + 10,
+        routed(&daemon, "routed-v4") >= v4 + 10,
         "IPv4 echo and reply not routed by the fast path"
     );
     assert!(
-        routed(&daemon, "routed_v6") >= v6 + 10,
+        routed(&daemon, "routed-v6") >= v6 + 10,
         "IPv6 echo and reply not routed by the fast path"
     );
     let requests = echo_requests(&capture, Duration::from_millis(300));
@@ -187,7 +187,7 @@ fn routed_case(tc: bool) {
         .collect();
     assert_eq!(hops, ["10.0.10.1", "10.0.20.2"], "{trace}");
     assert!(
-        punts(&daemon, "ttl_expired") >= 1,
+        punts(&daemon, "ttl-expired") >= 1,
         "TTL expiry not punted to the kernel"
     );
 
@@ -204,7 +204,7 @@ fn routed_case(tc: bool) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|n| n["ip"] == "10.0.20.2" && n["fast_path"] == true),
+            .any(|n| n["ip"] == "10.0.20.2" && n["fast-path"] == true),
         "{neighbors}"
     );
 }
@@ -246,10 +246,10 @@ fn kernel_routes_are_followed_and_routed_ports_route() {
         h1.reachable("10.99.1.1"),
         "route added with ip route not followed"
     );
-    let before = routed(&daemon, "routed_v4");
+    let before = routed(&daemon, "routed-v4");
     assert!(h1.ping("10.99.1.1", 3));
     assert!(
-        routed(&daemon, "routed_v4") >= before + 6,
+        routed(&daemon, "routed-v4") >= before + 6,
         "not forwarded by XDP"
     );
     let view = routes(&daemon);
@@ -261,7 +261,7 @@ fn kernel_routes_are_followed_and_routed_ports_route() {
         .cloned()
         .unwrap_or_else(|| panic!("{view}"));
     assert_eq!(
-        (route["fast_path"].as_bool(), route["protocol"].as_str()),
+        (route["fast-path"].as_bool(), route["protocol"].as_str()),
         (Some(true), Some("boot"))
     );
 
@@ -331,7 +331,7 @@ fn ecmp_spreads_flows_over_both_nexthops() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|r| r["prefix"] == "10.99.0.0/16" && r["fast_path"] == true)
+        .any(|r| r["prefix"] == "10.99.0.0/16" && r["fast-path"] == true)
     {
         assert!(Instant::now() < deadline, "ECMP route not in the fast path");
         std::thread::sleep(Duration::from_millis(50));
@@ -343,7 +343,7 @@ fn ecmp_spreads_flows_over_both_nexthops() {
         h3.socket().unwrap(),
     );
     let flows = 64;
-    let before = routed(&daemon, "routed_v4");
+    let before = routed(&daemon, "routed-v4");
     for port in 0..flows {
         s1.send(&udp_to_anycast(h1, 20_000 + port)).unwrap();
     }
@@ -357,7 +357,7 @@ fn ecmp_spreads_flows_over_both_nexthops() {
         at_h2 >= 8 && at_h3 >= 8,
         "flows not spread: {at_h2} via h2, {at_h3} via h3"
     );
-    assert!(routed(&daemon, "routed_v4") >= before + u64::from(flows));
+    assert!(routed(&daemon, "routed-v4") >= before + u64::from(flows));
 
     // One flow always takes the same path.
     for _ in 0..10 {

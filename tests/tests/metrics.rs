@@ -338,7 +338,7 @@ fn show_counters_reports_rates_and_watch_refreshes() {
         .find(|r| r["port"] == "swp1")
         .unwrap();
     // 20 echo requests a second arrive on swp1 (give or take scheduling).
-    let pps = swp1["rx_pps"].as_f64().unwrap();
+    let pps = swp1["rx-pps"].as_f64().unwrap();
     assert!((5.0..100.0).contains(&pps), "rx rate {pps} pps: {rows}");
     let swp3 = rows
         .as_array()
@@ -346,7 +346,7 @@ fn show_counters_reports_rates_and_watch_refreshes() {
         .iter()
         .find(|r| r["port"] == "swp3")
         .unwrap();
-    assert_eq!(swp3["rx_pps"], 0.0);
+    assert_eq!(swp3["rx-pps"], 0.0);
     let watch = daemon
         .xnos(&[
             "show",

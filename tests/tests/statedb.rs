@@ -119,7 +119,7 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
         .iter()
         .find(|v| v["id"] == 30)
         .unwrap();
-    assert_eq!(lab["untagged_ports"], serde_json::json!(["swp2"]));
+    assert_eq!(lab["untagged-ports"], serde_json::json!(["swp2"]));
 
     let (sent, received, text) = ping_result(steady);
     assert_eq!(
@@ -310,7 +310,7 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
         {
             let datapath = module(modules, "datapath");
             assert!(
-                datapath["last_error"]
+                datapath["last-error"]
                     .as_str()
                     .unwrap()
                     .contains("fault injected"),

@@ -106,14 +106,14 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     let config = config.as_str();
     let daemon = Daemon::start(&topo.switch, config).unwrap();
     eventually("swp1 and swp2 in xbr10", || {
-        port(&daemon, "swp1")["bridge_member"] == true
-            && port(&daemon, "swp2")["bridge_member"] == true
+        port(&daemon, "swp1")["bridge-member"] == true
+            && port(&daemon, "swp2")["bridge-member"] == true
     });
     let swp1 = port(&daemon, "swp1");
     assert_eq!(swp1["datapath"], "switchdev", "{swp1}");
     assert_eq!(swp1["bridge"], "xbr10", "{swp1}");
     assert!(
-        swp1["datapath_reason"]
+        swp1["datapath-reason"]
             .as_str()
             .unwrap()
             .contains("no switch ID: the kernel bridge forwards in software"),
@@ -153,7 +153,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     // VLAN 20's CPU port cannot be made: d20 is bridged, and told it has no way to the
     // fast path; the other netdev named xcpu20i is left alone.
     eventually("d20 in xbr20", || {
-        port(&daemon, "d20")["bridge_member"] == true
+        port(&daemon, "d20")["bridge-member"] == true
     });
     let d20 = port(&daemon, "d20");
     assert!(
@@ -212,7 +212,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     eventually("h1 learned on swp1 by the bridge", || {
         let fdb = daemon.json("fdb").unwrap();
         fdb.as_array().unwrap().iter().any(|e| {
-            e["mac"] == h1_mac.as_str() && e["port"] == "swp1" && e["learned_by"] == "bridge"
+            e["mac"] == h1_mac.as_str() && e["port"] == "swp1" && e["learned-by"] == "bridge"
         })
     });
     let fdb = daemon.json("fdb").unwrap();
@@ -222,7 +222,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
             .iter()
             .any(|e| e["mac"] == h3_mac.as_str()
                 && e["port"] == "swp3"
-                && e["learned_by"] == "xdp"),
+                && e["learned-by"] == "xdp"),
         "{fdb}"
     );
     assert!(
@@ -234,6 +234,46 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     );
     let table = daemon.xnos(&["show", "fdb"]).unwrap();
     assert!(table.contains("learned (bridge)"), "{table}");
+
+    // What this shows: `xnos trace` names the ports the fast path really floods to, as
+    // the datapath published them: the CPU port towards the bridge and the SVI's port,
+    // never the bridged ports themselves (the bridge floods to those) nor the ingress.
+    let t = daemon
+        .json_raw(&[
+            "trace",
+            "--json",
+            "--port",
+            "swp3",
+            "--dst-mac",
+            "ff:ff:ff:ff:ff:ff",
+        ])
+        .unwrap();
+    assert_eq!(t["verdict"], "flood", "{t}");
+    let mut flood: Vec<&str> = t["flood"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_str().unwrap())
+        .collect();
+    flood.sort();
+    assert_eq!(flood, ["vlan10i", "xcpu10i"], "{t}");
+    let published = daemon
+        .json_raw(&["db", "get", "datapath-flood", "--json"])
+        .unwrap();
+    let vlan10 = published
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "10")
+        .unwrap_or_else(|| panic!("{published}"));
+    let mut members: Vec<&str> = vlan10["row"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_str().unwrap())
+        .collect();
+    members.sort();
+    assert_eq!(members, ["swp3", "vlan10i", "xcpu10i"], "{published}");
     let ports = daemon.xnos(&["show", "ports"]).unwrap();
     assert!(ports.contains("swp1: member of bridge xbr10"), "{ports}");
 

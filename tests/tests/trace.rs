@@ -85,7 +85,7 @@ fn trace_explains_every_verdict() {
         "{t}"
     );
     assert_eq!(
-        (t["egress"].as_str(), t["egress_tagging"].as_str()),
+        (t["egress"].as_str(), t["egress-tagging"].as_str()),
         (Some("swp2"), Some("untagged"))
     );
     assert!(
@@ -112,8 +112,8 @@ fn trace_explains_every_verdict() {
         &["--port", "swp1", "--dst-ip", "10.0.20.2", "--ttl", "1"],
     );
     assert_eq!(
-        (t["verdict"].as_str(), t["punt_reason"].as_str()),
-        (Some("punt"), Some("ttl_expired")),
+        (t["verdict"].as_str(), t["punt-reason"].as_str()),
+        (Some("punt"), Some("ttl-expired")),
         "{t}"
     );
     assert_eq!(t["egress"], "vlan10i");
@@ -134,7 +134,7 @@ fn trace_explains_every_verdict() {
         (Some("forward"), Some("swp2")),
         "{t}"
     );
-    assert!(t["fdb_entry"].as_str().unwrap().contains("on swp2"), "{t}");
+    assert!(t["fdb-entry"].as_str().unwrap().contains("on swp2"), "{t}");
     assert!(
         t["rewrites"]
             .as_array()
@@ -180,8 +180,8 @@ fn trace_explains_every_verdict() {
         ],
     );
     assert_eq!(
-        (t["verdict"].as_str(), t["drop_reason"].as_str()),
-        (Some("drop"), Some("tagged_on_access")),
+        (t["verdict"].as_str(), t["drop-reason"].as_str()),
+        (Some("drop"), Some("tagged-on-access")),
         "{t}"
     );
     let t = trace(
@@ -195,7 +195,7 @@ fn trace_explains_every_verdict() {
             "ff:ff:ff:ff:ff:ff",
         ],
     );
-    assert_eq!(t["drop_reason"], "vlan_not_allowed", "{t}");
+    assert_eq!(t["drop-reason"], "vlan-not-allowed", "{t}");
 
     let t = trace(
         &daemon,
@@ -234,8 +234,8 @@ fn state(daemon: &Daemon) -> (serde_json::Value, serde_json::Value, serde_json::
         .unwrap()["counters"]
         .clone();
     let rx = serde_json::json!([
-        swp1["rx_packets"],
-        swp1["rx_bytes"],
+        swp1["rx-packets"],
+        swp1["rx-bytes"],
         swp1["flooded"],
         swp1["punted"],
         swp1["learned"],

@@ -169,7 +169,7 @@ until_ok() {
 }
 /usr/bin/xnosd --config /tmp/xnos.toml --socket /run/xnos/xnosd.sock --pin-dir /sys/fs/bpf/xnos >/tmp/xnosd.log 2>&1 &
 ready() {
-  n=$($X show ports --json 2>/dev/null | tr -d ' \n' | grep -o '"bridge_member":true' | wc -l)
+  n=$($X show ports --json 2>/dev/null | tr -d ' \n' | grep -o '"bridge-member":true' | wc -l)
   x=$($IP -d link show 2>/dev/null | grep -c prog/xdp)
   [ "$n" = 5 ] && [ "$x" = 6 ]
 }
@@ -197,7 +197,7 @@ check h4 10.0.10.3
 check h3 10.0.20.4
 check h3 10.0.40.5
 check h5 10.0.20.4
-echo "VMTEST routed $($X show routes --json | tr -d '\n ' | grep -o '"routed_v4":[0-9]*')"
+echo "VMTEST routed $($X show routes --json | tr -d '\n ' | grep -o '"routed-v4":[0-9]*')"
 echo "VMTEST macs $(cat /sys/class/net/xbr/address) $(cat /sys/class/net/vlan10/address)"
 echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
 # (Before the changes below: removing a port's VLAN flushes what the bridge learned on it.)
@@ -392,7 +392,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     };
 
     assert_eq!(
-        json("kernel-features")[0]["row"]["bridge_vlan_filtering"],
+        json("kernel-features")[0]["row"]["bridge-vlan-filtering"],
         true,
         "{console}"
     );
@@ -412,7 +412,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         let p = port(name);
         assert_eq!(p["datapath"], "switchdev", "{p}\n{console}");
         assert_eq!(p["bridge"], "xbr", "{p}");
-        assert_eq!(p["bridge_member"], true, "{p}");
+        assert_eq!(p["bridge-member"], true, "{p}");
         assert!(p["error"].is_null(), "{p}");
     }
     assert_eq!(port("swp3")["datapath"], "xdp-native", "{ports}");
@@ -423,7 +423,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         "netdevsim has no switch ID\n{console}"
     );
     for name in ["nsw1", "nsw2"] {
-        let reason = port(name)["datapath_reason"].as_str().unwrap().to_string();
+        let reason = port(name)["datapath-reason"].as_str().unwrap().to_string();
         assert!(
             reason.contains(&format!("auto: the driver reports switch ID {switch_id}")),
             "{reason}"
@@ -542,7 +542,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     );
     let routed = get("routed");
     let routed: u64 = routed
-        .trim_start_matches("\"routed_v4\":")
+        .trim_start_matches("\"routed-v4\":")
         .parse()
         .unwrap_or_else(|_| panic!("{routed}\n{console}"));
     assert!(routed > 0, "nothing routed by the fast path\n{console}");
@@ -603,7 +603,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         fdb.as_array().unwrap().iter().any(|e| e["mac"] == h1_mac
             && e["vlan"] == 10
             && e["port"] == "swp1"
-            && e["learned_by"] == "bridge"),
+            && e["learned-by"] == "bridge"),
         "h1 ({h1_mac}) learned by the bridge in VLAN 10: {fdb}\n{console}"
     );
 }

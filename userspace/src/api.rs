@@ -33,18 +33,22 @@ use ipnet::IpNet;
 use xnos_common::PuntReason;
 
 use crate::{
+    config::PortModeName,
     config::{Config, PortMode},
     datapath::StatsReader,
-    datapath::route::{fast_path_carries, l3_ifaces},
     kernel::link,
-    kernel::neigh,
     mac::MacAddr,
-    statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
+    statedb::{
+        Change, Commit, DatapathMode, Hardware, LearnedBy, NeighborState, Op, OperState,
+        RouteAction, RouteKind, RouteProtocol, RouteTable, State, StateDb, Table, TxError,
+        diff_config, table_rows, words,
+    },
     supervisor::{Faults, ModuleCtx},
     trace::{TraceRequest, Tracer, unhex},
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct CountersView {
     pub rx_packets: u64,
     pub rx_bytes: u64,
@@ -81,17 +85,37 @@ impl CountersView {
     }
 }
 
+words! {
+    /// Where an FDB entry comes from.
+    pub enum FdbKind {
+        /// From config (`[[fdb]]`); learning never overwrites it.
+        Static = "static",
+        Learned = "learned",
+    }
+}
+
+words! {
+    /// What an L3 interface routes for.
+    pub enum InterfaceKind {
+        /// A VLAN's routed interface.
+        Svi = "svi",
+        /// A port that is not in any VLAN.
+        Routed = "routed",
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct PortView {
     pub name: String,
     pub ifindex: u32,
-    pub mode: String,
+    pub mode: PortModeName,
     /// The VLAN of untagged frames (access VLAN or trunk native VLAN).
     pub untagged_vlan: Option<u16>,
     /// VLANs carried tagged (trunk ports).
     pub tagged_vlans: Vec<u16>,
-    /// The fast path in use: `xdp-native`, `xdp-generic`, `tc` or `none`.
-    pub datapath: String,
+    /// How the port is forwarded.
+    pub datapath: DatapathMode,
     /// Why the port uses that fast path.
     pub datapath_reason: Option<String>,
     /// The XDP features the port's driver reports (`basic,redirect,ndo-xmit,...`).
@@ -103,12 +127,14 @@ pub struct PortView {
     /// the port in it.
     pub bridge: Option<String>,
     pub bridge_member: Option<bool>,
-    pub link: String,
+    /// The link's operational state; None when the kernel has no such link.
+    pub link: Option<OperState>,
     pub error: Option<String>,
     pub counters: CountersView,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct VlanView {
     pub id: u16,
     pub name: Option<String>,
@@ -118,58 +144,66 @@ pub struct VlanView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct FdbView {
     pub vlan: u16,
     pub mac: MacAddr,
     pub port: String,
-    /// `static` (from config) or `learned` (by the datapath).
-    pub kind: String,
+    pub kind: FdbKind,
     /// Station moves seen since it was learned.
     pub moves: u64,
-    /// Who learned it: `xdp` (the fast path) or `bridge` (the kernel bridge of switchdev
-    /// ports); None for static entries.
-    pub learned_by: Option<String>,
+    /// Who learned it; None for static entries.
+    pub learned_by: Option<LearnedBy>,
     /// The kernel reports the entry as offloaded to the switch ASIC.
     pub hardware: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct InterfaceView {
     pub name: String,
-    /// `svi` or `routed`.
-    pub kind: String,
+    pub kind: InterfaceKind,
     pub vlan: Option<u16>,
     pub port: Option<String>,
     pub addresses: Vec<IpNet>,
     pub mac: MacAddr,
     pub ifindex: u32,
-    pub link: String,
+    /// The link's operational state; None when the kernel has no such link.
+    pub link: Option<OperState>,
     /// What the kernel module could not program.
     pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct NexthopView {
     pub gateway: Option<IpAddr>,
     pub interface: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RouteView {
     pub prefix: IpNet,
-    pub table: String,
-    pub kind: String,
-    pub protocol: String,
+    pub table: RouteTable,
+    pub kind: RouteKind,
+    pub protocol: RouteProtocol,
     pub nexthops: Vec<NexthopView>,
-    /// Whether the XDP fast path forwards (or, for local routes, recognises) it; the
-    /// kernel handles the rest.
+    /// Whether the fast path forwards (or, for local routes, recognises) it, as the
+    /// datapath programmed it; the kernel handles the rest.
     pub fast_path: bool,
-    /// What a switch ASIC does with it, as the kernel reports: `offloaded`, `trap`,
-    /// `offload-failed`; None when no switchdev driver took it.
-    pub hardware: Option<String>,
+    /// What the fast path's maps hold for the prefix (None: nothing), as the datapath
+    /// reports it.
+    pub fast_path_action: Option<RouteAction>,
+    /// Why the maps do not hold what the kernel's route asks for.
+    pub fast_path_error: Option<String>,
+    /// What a switch ASIC does with it, as the kernel reports; None when no switchdev
+    /// driver took it.
+    pub hardware: Option<Hardware>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct L3CountersView {
     pub routed_v4: u64,
     pub routed_v6: u64,
@@ -180,19 +214,23 @@ pub struct L3CountersView {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RoutesView {
     pub routes: Vec<RouteView>,
     pub counters: L3CountersView,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct NeighborView {
     pub ip: IpAddr,
     pub mac: Option<MacAddr>,
     pub interface: String,
-    pub state: String,
-    /// Whether the fast path uses it (a usable entry on an xnos L3 interface).
+    pub state: NeighborState,
+    /// Whether the fast path has it, as the datapath programmed it.
     pub fast_path: bool,
+    /// Why the datapath could not write it.
+    pub fast_path_error: Option<String>,
 }
 
 /// One row of a raw table (`GET /v1/db/<table>`).
@@ -285,30 +323,30 @@ impl Api {
                     let counters = match (status, &self.stats) {
                         // A switchdev port has no fast-path counters (the bridge or
                         // the ASIC forwards it).
-                        (Some(s), Some(stats)) if s.ifindex != 0 && s.datapath != "switchdev" => {
+                        (Some(s), Some(stats))
+                            if s.ifindex != 0 && s.datapath != DatapathMode::Switchdev =>
+                        {
                             stats.get(s.stats_slot).map(Into::into).unwrap_or_default()
                         }
                         _ => CountersView::from(PortStats::default()),
                     };
                     let (mode, tagged_vlans) = match &port.mode {
-                        PortMode::Access { .. } => ("access", Vec::new()),
-                        PortMode::Trunk { vlans, .. } => ("trunk", vlans.iter().copied().collect()),
+                        PortMode::Access { .. } => (PortModeName::Access, Vec::new()),
+                        PortMode::Trunk { vlans, .. } => {
+                            (PortModeName::Trunk, vlans.iter().copied().collect())
+                        }
                     };
                     PortView {
                         name: port.name.clone(),
                         ifindex: status.map_or(0, |s| s.ifindex),
-                        mode: mode.into(),
+                        mode,
                         untagged_vlan: port.mode.untagged_vlan(),
                         tagged_vlans,
-                        datapath: status.map_or("none".into(), |s| s.datapath.clone()),
+                        datapath: status.map_or(DatapathMode::None, |s| s.datapath),
                         datapath_reason: status.and_then(|s| s.datapath_reason.clone()),
                         xdp_features: status.and_then(|s| s.xdp_features.clone()),
                         xdp_redirect_target: status.and_then(|s| s.xdp_redirect_target),
-                        link: state
-                            .observed
-                            .links
-                            .get(&port.name)
-                            .map_or("absent".into(), |l| l.oper_state.clone()),
+                        link: state.observed.links.get(&port.name).map(|l| l.oper_state),
                         bridge: bridge.and_then(|b| b.bridge.clone()),
                         bridge_member: bridge.map(|b| b.member),
                         error: status
@@ -368,11 +406,10 @@ impl Api {
                     InterfaceView {
                         name: iface.name.clone(),
                         kind: if iface.vlan.is_some() {
-                            "svi"
+                            InterfaceKind::Svi
                         } else {
-                            "routed"
-                        }
-                        .into(),
+                            InterfaceKind::Routed
+                        },
                         vlan: iface.vlan,
                         port: iface
                             .port
@@ -381,7 +418,7 @@ impl Api {
                         addresses: iface.addresses.clone(),
                         mac,
                         ifindex: link.map_or(0, |l| l.ifindex),
-                        link: link.map_or("absent".into(), |l| l.oper_state.clone()),
+                        link: link.map(|l| l.oper_state),
                         error: state
                             .observed
                             .interface_status
@@ -405,27 +442,33 @@ impl Api {
                     .iter()
                     .map(|r| (r.name().to_string(), c.punts[*r as usize]))
                     .collect(),
-                punts_rate_limited: c.punts_limited,
+                punts_rate_limited: c.punts_rate_limited,
             })
             .unwrap_or_default();
         self.db.read(|state| {
             let names = ifnames(state);
-            let ifaces = l3_ifaces(state);
             let routes = state
                 .observed
                 .fib
                 .iter()
                 .filter(|(_, r)| {
                     matches!(
-                        r.kind.as_str(),
-                        "unicast" | "local" | "blackhole" | "unreachable" | "prohibit"
+                        r.kind,
+                        RouteKind::Unicast
+                            | RouteKind::Local
+                            | RouteKind::Blackhole
+                            | RouteKind::Unreachable
+                            | RouteKind::Prohibit
                     )
                 })
-                .map(|((table, prefix), r)| RouteView {
+                .map(|((table, prefix), r)| {
+                    (table, prefix, r, state.observed.datapath_routes.get(prefix))
+                })
+                .map(|(table, prefix, r, programmed)| RouteView {
                     prefix: *prefix,
-                    table: table.clone(),
-                    kind: r.kind.clone(),
-                    protocol: r.protocol.clone(),
+                    table: *table,
+                    kind: r.kind,
+                    protocol: r.protocol,
                     nexthops: r
                         .nexthops
                         .iter()
@@ -437,8 +480,19 @@ impl Api {
                                 .unwrap_or_else(|| n.ifindex.to_string()),
                         })
                         .collect(),
-                    fast_path: fast_path_carries(r, &ifaces),
-                    hardware: r.hardware.clone(),
+                    // The maps are keyed by prefix: what they hold answers for the route
+                    // of the table that decides (local before main, as the kernel does).
+                    fast_path: programmed.and_then(|p| p.action).is_some_and(
+                        |action| match table {
+                            RouteTable::Local => {
+                                action == RouteAction::Local && r.kind == RouteKind::Local
+                            }
+                            RouteTable::Main => action == RouteAction::Forward,
+                        },
+                    ),
+                    fast_path_action: programmed.and_then(|p| p.action),
+                    fast_path_error: programmed.and_then(|p| p.error.clone()),
+                    hardware: r.hardware,
                 })
                 .collect();
             RoutesView { routes, counters }
@@ -448,7 +502,6 @@ impl Api {
     pub fn neighbors(&self) -> Vec<NeighborView> {
         self.db.read(|state| {
             let names = ifnames(state);
-            let l3: Vec<&str> = state.config.interfaces.keys().map(String::as_str).collect();
             state
                 .observed
                 .neighbors
@@ -459,14 +512,14 @@ impl Api {
                         .get(&n.ifindex)
                         .cloned()
                         .unwrap_or_else(|| n.ifindex.to_string());
+                    let programmed = state.observed.datapath_neighbors.get(&(n.ifindex, n.ip));
                     NeighborView {
                         ip: n.ip,
                         mac: n.mac,
-                        fast_path: l3.contains(&interface.as_str())
-                            && n.mac.is_some()
-                            && neigh::usable(&n.state),
+                        fast_path: programmed.is_some_and(|p| p.mac.is_some()),
+                        fast_path_error: programmed.and_then(|p| p.error.clone()),
                         interface,
-                        state: n.state.clone(),
+                        state: n.state,
                     }
                 })
                 .collect()
@@ -680,7 +733,7 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
         vlan: f.vlan,
         mac: f.mac,
         port: f.port.clone(),
-        kind: "static".into(),
+        kind: FdbKind::Static,
         moves: 0,
         learned_by: None,
         hardware: false,
@@ -689,12 +742,21 @@ fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
         vlan: f.vlan,
         mac: f.mac,
         port: f.port.clone(),
-        kind: "learned".into(),
+        kind: FdbKind::Learned,
         moves: f.moves,
-        learned_by: Some(f.source.clone()),
+        learned_by: Some(LearnedBy::Xdp),
+        hardware: false,
+    });
+    let bridge = state.observed.bridge_fdb.values().map(|f| FdbView {
+        vlan: f.vlan,
+        mac: f.mac,
+        port: f.port.clone(),
+        kind: FdbKind::Learned,
+        moves: f.moves,
+        learned_by: Some(LearnedBy::Bridge),
         hardware: f.offloaded,
     });
-    statics.chain(learned)
+    statics.chain(learned).chain(bridge)
 }
 
 fn commit_response(result: Result<Commit, TxError>) -> Response<Body> {

@@ -60,11 +60,12 @@ pub struct ConfigError {
     pub message: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PortModeName {
-    Access,
-    Trunk,
+crate::statedb::words! {
+    /// A port's VLAN mode.
+    pub enum PortModeName {
+        Access = "access",
+        Trunk = "trunk",
+    }
 }
 
 #[derive(Deserialize)]
@@ -1134,7 +1135,11 @@ port = "swp1"
         assert!(e.message.contains("unknown field `speed`"), "{e}");
         let e = err("[[port]]\nname = \"swp1\"\nmode = \"hybrid\"\n");
         assert_eq!(e.line, 3);
-        assert!(e.message.contains("unknown variant `hybrid`"), "{e}");
+        assert!(
+            e.message
+                .contains("unknown port mode name \"hybrid\"; one of access, trunk"),
+            "{e}"
+        );
     }
 
     #[test]

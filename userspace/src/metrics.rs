@@ -17,7 +17,7 @@ use xnos_common::{
 
 use crate::{
     datapath::StatsReader,
-    statedb::{State, StateDb},
+    statedb::{DatapathMode, ModuleState, OperState, RouteKind, State, StateDb},
     supervisor::ModuleCtx,
 };
 
@@ -136,15 +136,15 @@ impl Metrics {
                 .observed
                 .links
                 .get(name)
-                .is_some_and(|l| l.oper_state == "up");
+                .is_some_and(|l| l.oper_state == OperState::Up);
             up.with_label_values(&[name]).set(i64::from(link_up));
             let status = state.observed.port_status.get(name);
-            let mode = status.map_or("none", |s| s.datapath.as_str());
+            let mode = status.map_or(DatapathMode::None, |s| s.datapath);
             attached
-                .with_label_values(&[name, mode])
-                .set(i64::from(mode != "none"));
+                .with_label_values(&[name, mode.name()])
+                .set(i64::from(mode != DatapathMode::None));
             let Some(s) = status
-                .filter(|s| s.ifindex != 0 && s.datapath != "switchdev")
+                .filter(|s| s.ifindex != 0 && s.datapath != DatapathMode::Switchdev)
                 .and_then(|s| self.stats.get(s.stats_slot).ok())
             else {
                 continue;
@@ -258,7 +258,7 @@ impl Metrics {
             }
             limited
                 .with_label_values::<&str>(&[])
-                .inc_by(s.punts_limited);
+                .inc_by(s.punts_rate_limited);
         }
         let routes = gauge(
             registry,
@@ -267,8 +267,10 @@ impl Metrics {
             &["table", "protocol"],
         );
         for ((table, _), route) in &state.observed.fib {
-            if matches!(route.kind.as_str(), "unicast" | "local") {
-                routes.with_label_values(&[table, &route.protocol]).inc();
+            if matches!(route.kind, RouteKind::Unicast | RouteKind::Local) {
+                routes
+                    .with_label_values(&[table.name(), &route.protocol.to_string()])
+                    .inc();
             }
         }
         let neighbors = gauge(
@@ -283,7 +285,7 @@ impl Metrics {
             .values()
             .filter(|n| !n.ip.is_multicast())
         {
-            neighbors.with_label_values(&[&n.state]).inc();
+            neighbors.with_label_values(&[n.state.name()]).inc();
         }
     }
 
@@ -302,7 +304,7 @@ impl Metrics {
         );
         for m in state.observed.modules.values() {
             up.with_label_values(&[&m.name])
-                .set(i64::from(m.state == "running"));
+                .set(i64::from(m.state == ModuleState::Running));
             restarts.with_label_values(&[&m.name]).inc_by(m.restarts);
         }
         let commits = counter(

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::statedb::{ModuleStatus, StateDb};
+use crate::statedb::{ModuleState, ModuleStatus, StateDb, SupervisorWriter};
 
 pub type ModuleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
@@ -90,13 +90,19 @@ impl Faults {
     }
 }
 
-fn set_status(db: &StateDb, name: &str, state: &str, restarts: u64, last_error: Option<String>) {
-    db.write_observed(|tx| {
+fn set_status(
+    db: &SupervisorWriter,
+    name: &str,
+    state: ModuleState,
+    restarts: u64,
+    last_error: Option<String>,
+) {
+    db.write(|tx| {
         tx.module(
             name,
             Some(ModuleStatus {
                 name: name.into(),
-                state: state.into(),
+                state,
                 restarts,
                 last_error,
             }),
@@ -118,7 +124,7 @@ fn panic_message(err: tokio::task::JoinError) -> String {
 /// Start every module under supervision; the returned handle completes once all have
 /// stopped after `shutdown` fired. `faults` reaches the modules it names.
 pub fn start(
-    db: Arc<StateDb>,
+    db: SupervisorWriter,
     modules: Vec<Module>,
     faults: &Faults,
     shutdown: watch::Receiver<bool>,
@@ -143,7 +149,7 @@ pub fn start(
 
 async fn supervise(
     module: Module,
-    db: Arc<StateDb>,
+    db: SupervisorWriter,
     shutdown: watch::Receiver<bool>,
     fault: watch::Sender<u64>,
 ) {
@@ -153,11 +159,17 @@ async fn supervise(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let ctx = ModuleCtx {
-            db: db.clone(),
+            db: db.db().clone(),
             shutdown: shutdown.clone(),
             fault: fault.subscribe(),
         };
-        set_status(&ctx.db, name, "running", restarts, last_error.clone());
+        set_status(
+            &db,
+            name,
+            ModuleState::Running,
+            restarts,
+            last_error.clone(),
+        );
         let started = Instant::now();
         let mut task = tokio::spawn((module.start)(ctx.clone()));
         let outcome = tokio::select! {
@@ -183,14 +195,20 @@ async fn supervise(
         }
         restarts += 1;
         last_error = Some(error);
-        set_status(&ctx.db, name, "restarting", restarts, last_error.clone());
+        set_status(
+            &db,
+            name,
+            ModuleState::Restarting,
+            restarts,
+            last_error.clone(),
+        );
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = ctx.stopping() => break,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    set_status(&db, name, "stopped", restarts, last_error);
+    set_status(&db, name, ModuleState::Stopped, restarts, last_error);
 }
 
 #[cfg(test)]
@@ -224,21 +242,33 @@ mod tests {
                 Ok(())
             }),
         ];
-        let all = start(db.clone(), modules, &Faults::default(), stop_rx);
+        let all = start(
+            db.writers().supervisor,
+            modules,
+            &Faults::default(),
+            stop_rx,
+        );
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         db.read(|s| {
             let flaky = &s.observed.modules["flaky"];
-            assert_eq!((flaky.state.as_str(), flaky.restarts), ("running", 2));
+            assert_eq!((flaky.state, flaky.restarts), (ModuleState::Running, 2));
             assert_eq!(
                 flaky.last_error.as_deref(),
                 Some("panicked: second run panics")
             );
             let steady = &s.observed.modules["steady"];
-            assert_eq!((steady.state.as_str(), steady.restarts), ("running", 0));
+            assert_eq!((steady.state, steady.restarts), (ModuleState::Running, 0));
         });
         stop_tx.send(true).unwrap();
         all.await.unwrap();
-        db.read(|s| assert!(s.observed.modules.values().all(|m| m.state == "stopped")));
+        db.read(|s| {
+            assert!(
+                s.observed
+                    .modules
+                    .values()
+                    .all(|m| m.state == ModuleState::Stopped)
+            )
+        });
     }
 }

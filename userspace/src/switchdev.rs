@@ -205,7 +205,7 @@ mod tests {
             LinkState {
                 name: name.into(),
                 ifindex: 1,
-                oper_state: "up".into(),
+                oper_state: crate::statedb::OperState::Up,
                 mac: None,
                 mtu: None,
                 alias: None,

@@ -17,25 +17,50 @@ use xnos_common::{
 
 use crate::{
     mac::MacAddr,
-    statedb::State,
+    statedb::{RouteKind, RouteTable, State, words},
     testrun::{self, action_name},
 };
 
+words! {
+    /// How a frame leaves a port.
+    pub enum Tagging {
+        Untagged = "untagged",
+        Tagged = "tagged",
+    }
+}
+
+words! {
+    /// What the pipeline decided.
+    #[derive(Default)]
+    pub enum Verdict {
+        /// L2 known unicast.
+        Forward = "forward",
+        Flood = "flood",
+        Route = "route",
+        /// Handed to the kernel by L3.
+        Punt = "punt",
+        /// Control frames and routed-port traffic the kernel takes.
+        ToKernel = "to-kernel",
+        Drop = "drop",
+        #[default]
+        Unknown = "unknown",
+    }
+}
+
 /// One egress port of a flooded frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct FloodPort {
     pub port: String,
-    /// `untagged` or `tagged`.
-    pub tagging: String,
+    pub tagging: Tagging,
 }
 
 /// What the switch would do with a packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct TraceView {
     pub ingress: String,
-    /// `forward` (L2 known unicast), `flood`, `route`, `punt` (to the kernel through
-    /// L3), `to-kernel` (control frames, routed-port traffic), `drop`.
-    pub verdict: String,
+    pub verdict: Verdict,
     /// The XDP action the program returned.
     pub action: String,
     pub vlan: Option<u16>,
@@ -173,8 +198,10 @@ fn matched_route(state: &State, frame: &[u8]) -> Option<String> {
         .observed
         .fib
         .iter()
-        .filter(|((_, p), r)| p.contains(&dst) && matches!(r.kind.as_str(), "unicast" | "local"))
-        .max_by_key(|((table, p), _)| (p.prefix_len(), table == "local"))
+        .filter(|((_, p), r)| {
+            p.contains(&dst) && matches!(r.kind, RouteKind::Unicast | RouteKind::Local)
+        })
+        .max_by_key(|((table, p), _)| (p.prefix_len(), *table == RouteTable::Local))
         .map(|((table, p), r)| format!("{p} ({table}, {}, proto {})", r.kind, r.protocol))
 }
 
@@ -230,7 +257,7 @@ fn explain(state: &State, port: &str, input: &[u8], output: &[u8], t: &TraceReco
     };
     match t.stage {
         TRACE_L2_UNICAST => {
-            view.verdict = "forward".into();
+            view.verdict = Verdict::Forward;
             let egress = name_of(state, t.egress_ifindex);
             view.fdb_entry = Some(format!(
                 "VLAN {} MAC {} on {egress}",
@@ -241,31 +268,30 @@ fn explain(state: &State, port: &str, input: &[u8], output: &[u8], t: &TraceReco
             view.egress_tagging = Some(tagging(t.untagged, t.out_vlan));
         }
         TRACE_FLOOD => {
-            view.verdict = "flood".into();
+            view.verdict = Verdict::Flood;
             view.flood = flood_ports(state, port, t.out_vlan);
             // The egress program finishes each copy; show the frame as the first port gets it.
             if let Some(first) = view.flood.first()
-                && first.tagging == "untagged"
+                && first.tagging == Tagging::Untagged
             {
                 view.rewrites.retain(|r| !r.starts_with("VLAN tag"));
             }
         }
         TRACE_DROP => {
-            view.verdict = "drop".into();
+            view.verdict = Verdict::Drop;
             view.drop_reason = DropReason::ALL
                 .iter()
                 .find(|r| **r as u32 + 1 == t.drop_reason)
                 .map(|r| r.name().to_string());
             view.rewrites.clear();
         }
-        TRACE_TO_KERNEL => view.verdict = "to-kernel".into(),
+        TRACE_TO_KERNEL => view.verdict = Verdict::ToKernel,
         TRACE_ROUTED | TRACE_PUNT => {
             view.verdict = if t.stage == TRACE_ROUTED {
-                "route"
+                Verdict::Route
             } else {
-                "punt"
-            }
-            .into();
+                Verdict::Punt
+            };
             view.route = matched_route(state, input);
             if t.route_kind == ROUTE_FORWARD {
                 view.nexthop = Some(format!(
@@ -287,38 +313,32 @@ fn explain(state: &State, port: &str, input: &[u8], output: &[u8], t: &TraceReco
                 .find(|r| **r as u32 + 1 == t.punt_reason)
                 .map(|r| r.name().to_string());
         }
-        _ => view.verdict = "unknown".into(),
+        _ => view.verdict = Verdict::Unknown,
     }
     view
 }
 
-/// The ports of VLAN `vlan` except `ingress`, with the tagging each applies.
+/// The ports a flood in VLAN `vlan` leaves through, as the datapath programmed them
+/// (devmap broadcast excludes the ingress port), with the tagging each applies.
 fn flood_ports(state: &State, ingress: &str, vlan: u16) -> Vec<FloodPort> {
-    let mut ports: Vec<FloodPort> = state
-        .config
-        .ports
-        .values()
-        .filter(|p| p.name != ingress && p.mode.vlans().contains(&vlan))
-        .map(|p| FloodPort {
-            port: p.name.clone(),
-            tagging: if p.mode.untagged_vlan() == Some(vlan) {
-                "untagged"
-            } else {
-                "tagged"
-            }
-            .into(),
+    state
+        .observed
+        .datapath_flood
+        .get(&vlan)
+        .map(|flood| {
+            flood
+                .ports
+                .iter()
+                .filter(|member| member.port != ingress)
+                .map(|member| FloodPort {
+                    port: member.port.clone(),
+                    tagging: if member.tagged {
+                        Tagging::Tagged
+                    } else {
+                        Tagging::Untagged
+                    },
+                })
+                .collect()
         })
-        .collect();
-    if state
-        .config
-        .interfaces
-        .values()
-        .any(|i| i.vlan == Some(vlan))
-    {
-        ports.push(FloodPort {
-            port: crate::switchdev::svi_port(state, vlan),
-            tagging: "untagged".into(),
-        });
-    }
-    ports
+        .unwrap_or_default()
 }

@@ -143,17 +143,18 @@ impl DropReason {
         DropReason::TagRewrite,
     ];
 
-    /// Stable label used by the CLI, the API and metrics.
+    /// Stable label used by the CLI, the API and metrics (kebab-case, like every word
+    /// xnos shows).
     pub const fn name(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
-            DropReason::TaggedOnAccess => "tagged_on_access",
-            DropReason::VlanNotAllowed => "vlan_not_allowed",
-            DropReason::UntaggedNoNative => "untagged_no_native",
-            DropReason::InvalidSrcMac => "invalid_src_mac",
-            DropReason::SamePort => "same_port",
-            DropReason::NoEgress => "no_egress",
-            DropReason::TagRewrite => "tag_rewrite",
+            DropReason::TaggedOnAccess => "tagged-on-access",
+            DropReason::VlanNotAllowed => "vlan-not-allowed",
+            DropReason::UntaggedNoNative => "untagged-no-native",
+            DropReason::InvalidSrcMac => "invalid-src-mac",
+            DropReason::SamePort => "same-port",
+            DropReason::NoEgress => "no-egress",
+            DropReason::TagRewrite => "tag-rewrite",
         }
     }
 }
@@ -263,13 +264,13 @@ impl PuntReason {
 
     pub const fn name(self) -> &'static str {
         match self {
-            PuntReason::ToSelf => "to_self",
-            PuntReason::TtlExpired => "ttl_expired",
-            PuntReason::NoRoute => "no_route",
-            PuntReason::NoNeighbor => "no_neighbor",
-            PuntReason::IpOptions => "ip_options",
+            PuntReason::ToSelf => "to-self",
+            PuntReason::TtlExpired => "ttl-expired",
+            PuntReason::NoRoute => "no-route",
+            PuntReason::NoNeighbor => "no-neighbor",
+            PuntReason::IpOptions => "ip-options",
             PuntReason::Unsupported => "unsupported",
-            PuntReason::FdbMiss => "fdb_miss",
+            PuntReason::FdbMiss => "fdb-miss",
         }
     }
 }
@@ -282,7 +283,7 @@ pub struct L3Stats {
     pub routed_v6: u64,
     pub punts: [u64; PUNT_REASONS],
     /// Punts dropped by the rate limiter.
-    pub punts_limited: u64,
+    pub punts_rate_limited: u64,
 }
 
 /// What the trace program saw a frame do (`xnos trace`); written only by `xnos_trace`.

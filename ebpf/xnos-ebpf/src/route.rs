@@ -145,7 +145,7 @@ pub fn punt<const TRACE: bool, F: Frame>(
         t.untagged = 1;
     });
     if !TRACE && !punt_allowed() {
-        l3_stats::<TRACE>(|s| s.punts_limited += 1);
+        l3_stats::<TRACE>(|s| s.punts_rate_limited += 1);
         return Ok(F::DROP);
     }
     l3_stats::<TRACE>(|s| {

@@ -901,7 +901,7 @@ fn datapath_status(daemon: &xnos_tests::Daemon) -> serde_json::Value {
 /// Routes the datapath has programmed (IPv4 and IPv6).
 fn programmed_routes(daemon: &xnos_tests::Daemon) -> u64 {
     let status = datapath_status(daemon);
-    status["routes_v4"].as_u64().unwrap_or(0) + status["routes_v6"].as_u64().unwrap_or(0)
+    status["routes-v4"].as_u64().unwrap_or(0) + status["routes-v6"].as_u64().unwrap_or(0)
 }
 
 /// Wait until the datapath has programmed `target` routes.
@@ -1011,7 +1011,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
             .as_array()
             .context("vlans")?
             .iter()
-            .filter_map(|v| v["fdb_entries"].as_u64())
+            .filter_map(|v| v["fdb-entries"].as_u64())
             .sum::<u64>() as usize)
     };
     let deadline = Instant::now() + Duration::from_secs(120);

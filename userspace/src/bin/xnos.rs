@@ -12,7 +12,8 @@ use xnos::{
         PortView, RouteView, RoutesView, RowView, Saved, Transaction, VlanView, WatchEvent,
     },
     mac::MacAddr,
-    statedb::{Change, ChangeOp, Commit, Op, Table, fdb_key},
+    statedb::{Change, ChangeOp, Commit, DatapathMode, LearnedBy, Op, Table, fdb_key},
+    trace::Verdict,
     trace::{TraceRequest, TraceView},
 };
 
@@ -124,6 +125,7 @@ struct CountersArgs {
 
 /// One port's counters and rates, for `show counters --json`.
 #[derive(serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 struct CounterRow {
     port: String,
     rx_packets: u64,
@@ -676,14 +678,14 @@ fn render_trace(t: &TraceView) -> String {
             None => t.ingress.clone(),
         },
     );
-    let verdict = match t.verdict.as_str() {
-        "forward" | "route" => format!(
+    let verdict = match t.verdict {
+        Verdict::Forward | Verdict::Route => format!(
             "{}: out of {} {}",
             t.verdict,
             t.egress.clone().unwrap_or_default(),
             t.egress_tagging.clone().unwrap_or_default()
         ),
-        "flood" => format!(
+        Verdict::Flood => format!(
             "flood in VLAN {} to {}",
             t.vlan.unwrap_or(0),
             if t.flood.is_empty() {
@@ -696,14 +698,14 @@ fn render_trace(t: &TraceView) -> String {
                     .join(", ")
             }
         ),
-        "drop" => format!("drop: {}", t.drop_reason.clone().unwrap_or_default()),
-        "punt" => format!(
+        Verdict::Drop => format!("drop: {}", t.drop_reason.clone().unwrap_or_default()),
+        Verdict::Punt => format!(
             "punt to the kernel ({}) through {}",
             t.punt_reason.clone().unwrap_or_default(),
             t.egress.clone().unwrap_or_default()
         ),
-        "to-kernel" => "to the kernel (not switched or routed)".into(),
-        other => other.into(),
+        Verdict::ToKernel => "to the kernel (not switched or routed)".into(),
+        Verdict::Unknown => t.verdict.to_string(),
     };
     line("verdict", format!("{verdict}  [XDP {}]", t.action));
     if let Some(e) = &t.fdb_entry {
@@ -894,11 +896,11 @@ fn render_ports(ports: &Vec<PortView>) -> String {
     for p in ports {
         rows.push(vec![
             p.name.clone(),
-            p.mode.clone(),
+            p.mode.to_string(),
             p.untagged_vlan.map_or("-".into(), |v| v.to_string()),
             vlan_list(&p.tagged_vlans),
-            p.datapath.clone(),
-            p.link.clone(),
+            p.datapath.to_string(),
+            p.link.map_or("absent".into(), |l| l.to_string()),
             p.counters.rx_packets.to_string(),
             p.counters.tx_packets.to_string(),
             p.counters.flooded.to_string(),
@@ -914,13 +916,15 @@ fn render_ports(ports: &Vec<PortView>) -> String {
             let state = if member { "member of" } else { "NOT in" };
             out.push_str(&format!("{}: {state} bridge {bridge}\n", p.name));
         }
-        if p.datapath != "xdp-native"
+        if p.datapath != DatapathMode::XdpNative
             && let Some(reason) = &p.datapath_reason
         {
             out.push_str(&format!("{}: {}, {reason}\n", p.name, p.datapath));
         }
         if p.xdp_redirect_target == Some(false)
-            && ports.iter().any(|other| other.datapath == "xdp-native")
+            && ports
+                .iter()
+                .any(|other| other.datapath == DatapathMode::XdpNative)
         {
             out.push_str(&format!(
                 "{}: warning: native-XDP ports cannot send it frames (xdp-features: {}); \
@@ -975,9 +979,9 @@ fn render_fdb(fdb: &Vec<FdbView>) -> String {
             .to_vec(),
     ];
     for f in fdb {
-        let kind = match f.learned_by.as_deref() {
-            Some("bridge") => format!("{} (bridge)", f.kind),
-            _ => f.kind.clone(),
+        let kind = match f.learned_by {
+            Some(LearnedBy::Bridge) => format!("{} (bridge)", f.kind),
+            _ => f.kind.to_string(),
         };
         rows.push(vec![
             f.vlan.to_string(),
@@ -1014,10 +1018,10 @@ fn render_interfaces(ifaces: &Vec<InterfaceView>) -> String {
         }
         rows.push(vec![
             i.name.clone(),
-            i.kind.clone(),
+            i.kind.to_string(),
             i.vlan.map_or("-".into(), |v| v.to_string()),
             i.port.clone().unwrap_or_else(|| "-".into()),
-            i.link.clone(),
+            i.link.map_or("absent".into(), |l| l.to_string()),
             i.mac.to_string(),
             i.addresses
                 .iter()
@@ -1059,15 +1063,25 @@ fn render_routes(view: &RoutesView) -> String {
     for r in &view.routes {
         rows.push(vec![
             r.prefix.to_string(),
-            r.table.clone(),
-            r.kind.clone(),
-            r.protocol.clone(),
+            r.table.to_string(),
+            r.kind.to_string(),
+            r.protocol.to_string(),
             route_nexthops(r),
-            if r.fast_path { "yes" } else { "no (kernel)" }.into(),
-            r.hardware.clone().unwrap_or_else(|| "-".into()),
+            match (r.fast_path, &r.fast_path_error) {
+                (_, Some(_)) => "no (error)",
+                (true, None) => "yes",
+                (false, None) => "no (kernel)",
+            }
+            .into(),
+            r.hardware.map_or("-".into(), |h| h.to_string()),
         ]);
     }
     let mut out = table(&rows);
+    for r in &view.routes {
+        if let Some(error) = &r.fast_path_error {
+            out.push_str(&format!("{} ({}): {error}\n", r.prefix, r.table));
+        }
+    }
     let c = &view.counters;
     let punts: Vec<String> = c
         .punts
@@ -1104,11 +1118,22 @@ fn render_neighbors(neighbors: &Vec<NeighborView>) -> String {
             n.ip.to_string(),
             n.mac.map_or("-".into(), |m| m.to_string()),
             n.interface.clone(),
-            n.state.clone(),
-            if n.fast_path { "yes" } else { "no" }.into(),
+            n.state.to_string(),
+            match (n.fast_path, &n.fast_path_error) {
+                (_, Some(_)) => "no (error)",
+                (true, None) => "yes",
+                (false, None) => "no",
+            }
+            .into(),
         ]);
     }
-    table(&rows)
+    let mut out = table(&rows);
+    for n in neighbors {
+        if let Some(error) = &n.fast_path_error {
+            out.push_str(&format!("{} ({}): {error}\n", n.ip, n.interface));
+        }
+    }
+    out
 }
 
 fn render_modules(modules: &Vec<RowView>) -> String {

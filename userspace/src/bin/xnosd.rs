@@ -116,6 +116,9 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let datapath = Arc::new(Mutex::new(datapath));
 
     let db = StateDb::new(config, |name| link::ifindex(name).is_some());
+    // Each module gets the writer of its own tables, and no other.
+    let writers = db.writers();
+    let (kernel_writer, datapath_writer) = (writers.kernel, writers.datapath);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dp = datapath.clone();
     let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
@@ -129,8 +132,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         faults.clone(),
     );
     let mut modules = vec![
-        Module::new("kernel", kernel::run),
-        Module::new("datapath", move |ctx| module::run(ctx, dp.clone())),
+        Module::new("kernel", move |ctx| kernel::run(ctx, kernel_writer.clone())),
+        Module::new("datapath", move |ctx| {
+            module::run(ctx, dp.clone(), datapath_writer.clone())
+        }),
         Module::new("api", move |ctx| {
             api::run(ctx, listener.clone(), api.clone())
         }),
@@ -142,7 +147,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             metrics::run(ctx, metrics_listener.clone(), metrics.clone())
         }));
     }
-    let supervisor = supervisor::start(db, modules, &faults, shutdown_rx);
+    let supervisor = supervisor::start(writers.supervisor, modules, &faults, shutdown_rx);
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -120,6 +120,16 @@ pub enum AttachMode {
     Tc,
 }
 
+impl From<AttachMode> for crate::statedb::DatapathMode {
+    fn from(mode: AttachMode) -> Self {
+        match mode {
+            AttachMode::Native => Self::XdpNative,
+            AttachMode::Generic => Self::XdpGeneric,
+            AttachMode::Tc => Self::Tc,
+        }
+    }
+}
+
 impl AttachMode {
     pub fn name(self) -> &'static str {
         match self {
@@ -624,7 +634,7 @@ pub fn sum_l3_stats<'a>(per_cpu: impl Iterator<Item = &'a L3Stats>) -> L3Stats {
     for s in per_cpu {
         total.routed_v4 += s.routed_v4;
         total.routed_v6 += s.routed_v6;
-        total.punts_limited += s.punts_limited;
+        total.punts_rate_limited += s.punts_rate_limited;
         for (t, p) in total.punts.iter_mut().zip(s.punts) {
             *t += p;
         }

@@ -16,12 +16,16 @@ use xnos_common::{
     PORT_MODE_TRUNK, PortConf,
 };
 
-use super::{Datapath, route::L3};
+use super::{
+    Datapath,
+    route::{L3, Touched},
+};
 use crate::{
     config::{Config, DatapathChoice, InterfaceConfig, PortMode},
     mac::MacAddr,
     statedb::{
-        Commit, DatapathStatus, LearnedMac, Observed, ObservedTx, PortStatus, StateDb, Table,
+        Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx, DatapathWriter,
+        FloodMember, LearnedMac, Observed, PortStatus, Table,
     },
     supervisor::ModuleCtx,
 };
@@ -123,14 +127,20 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
+/// What reconcile programmed: every configured port's status, and each VLAN's flood set.
+pub struct Reconciled {
+    pub ports: BTreeMap<String, PortStatus>,
+    pub flood: BTreeMap<u16, DatapathFlood>,
+}
+
 /// Bring the maps and attachments in line with the desired config, touching only what
-/// differs; `ifindex` resolves port names. Returns the status of every configured port.
+/// differs; `ifindex` resolves port names.
 pub fn reconcile(
     dp: &mut Datapath,
     config: &Config,
     backends: &Backends,
     ifindex: impl Fn(&str) -> Option<u32>,
-) -> anyhow::Result<BTreeMap<String, PortStatus>> {
+) -> anyhow::Result<Reconciled> {
     let switchdev = &backends.switchdev;
     let current = dp.ports()?;
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
@@ -147,7 +157,7 @@ pub fn reconcile(
                 name: name.clone(),
                 ifindex: ifindex(name).unwrap_or(0),
                 stats_slot: 0,
-                datapath: "switchdev".into(),
+                datapath: DatapathMode::Switchdev,
                 datapath_reason: Some(reason.clone()),
                 xdp_features: None,
                 xdp_redirect_target: None,
@@ -156,12 +166,13 @@ pub fn reconcile(
         );
     }
     let mut desired: BTreeMap<u32, PortConf> = BTreeMap::new();
+    let mut flood: BTreeMap<u16, DatapathFlood> = BTreeMap::new();
     for (name, kind) in datapath_ports(config, backends) {
         let mut status = PortStatus {
             name: name.clone(),
             ifindex: 0,
             stats_slot: 0,
-            datapath: "none".into(),
+            datapath: DatapathMode::None,
             datapath_reason: None,
             xdp_features: None,
             xdp_redirect_target: None,
@@ -211,13 +222,30 @@ pub fn reconcile(
         }
         match dp.attach(ifindex, choice) {
             Ok((mode, reason)) => {
-                status.datapath = mode.name().into();
+                status.datapath = mode.into();
                 status.datapath_reason = Some(match backends.kept.get(&name) {
                     Some(kept) => format!("{kept}; {reason}"),
                     None => reason,
                 });
             }
             Err(e) => status.error = Some(format!("{e:#}")),
+        }
+        // Every port in the flood devmap gets a VLAN's floods, and the egress program
+        // passes them where the port is a member: the flood set is what is written here.
+        if let PortKind::Switched(mode, _) = &kind {
+            for vlan in mode.vlans() {
+                flood
+                    .entry(vlan)
+                    .or_insert_with(|| DatapathFlood {
+                        vlan,
+                        ports: Vec::new(),
+                    })
+                    .ports
+                    .push(FloodMember {
+                        port: name.clone(),
+                        tagged: mode.untagged_vlan() != Some(vlan),
+                    });
+            }
         }
         desired.insert(ifindex, conf);
         statuses.insert(name, status);
@@ -290,7 +318,10 @@ pub fn reconcile(
             )?;
         }
     }
-    Ok(statuses)
+    Ok(Reconciled {
+        ports: statuses,
+        flood,
+    })
 }
 
 /// Delete learned entries not seen for `aging`; returns how many went.
@@ -309,9 +340,9 @@ pub fn age_fdb(dp: &mut Datapath, aging: Duration) -> anyhow::Result<usize> {
 
 /// Make StateDb's learned-MAC table match the FDB map exactly (covers ring-buffer
 /// overflows and entries removed by reconcile or aging).
-fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
+fn sync_learned(db: &DatapathWriter, dp: &Datapath) -> anyhow::Result<()> {
     let entries = dp.fdb_entries()?;
-    db.write_observed(|tx| {
+    db.write(|tx| {
         let names = port_names(tx.observed());
         let mut in_map = BTreeSet::new();
         for (key, entry) in &entries {
@@ -324,13 +355,8 @@ fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
                 .cloned()
                 .unwrap_or_else(|| format!("ifindex {}", entry.ifindex));
             if crate::switchdev::is_cpu_port(&port) {
-                // Behind the bridge of switchdev ports: the bridge says which port (and an
-                // older fast-path row for the station is stale: not kept in `in_map`).
-                continue;
-            }
-            let old = tx.observed().fdb_learned.get(&(key.vlan, mac));
-            if old.is_some_and(|o| o.source == "bridge") {
-                // The bridge's notifications are fresher than this periodic sweep.
+                // Behind the bridge of switchdev ports: the bridge says which port (in
+                // `bridge-fdb`), and an older fast-path row for the station is stale.
                 continue;
             }
             in_map.insert((key.vlan, mac));
@@ -347,8 +373,6 @@ fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
                     mac,
                     port,
                     moves,
-                    source: "xdp".into(),
-                    offloaded: false,
                 }),
             );
         }
@@ -356,7 +380,7 @@ fn sync_learned(db: &StateDb, dp: &Datapath) -> anyhow::Result<()> {
             .observed()
             .fdb_learned
             .iter()
-            .filter(|(k, row)| row.source == "xdp" && !in_map.contains(k))
+            .filter(|(k, _)| !in_map.contains(k))
             .map(|(k, _)| *k)
             .collect();
         for (vlan, mac) in gone {
@@ -374,8 +398,8 @@ fn port_names(observed: &Observed) -> BTreeMap<u32, String> {
         .collect()
 }
 
-fn record_learn(db: &StateDb, event: &LearnEvent) {
-    db.write_observed(|tx| {
+fn record_learn(db: &DatapathWriter, event: &LearnEvent) {
+    db.write(|tx| {
         let Some(port) = port_names(tx.observed()).remove(&event.ifindex) else {
             return;
         };
@@ -383,14 +407,7 @@ fn record_learn(db: &StateDb, event: &LearnEvent) {
         let vlan = event.key.vlan;
         if crate::switchdev::is_cpu_port(&port) {
             // Now behind the bridge: a fast-path row for it is stale.
-            if tx
-                .observed()
-                .fdb_learned
-                .get(&(vlan, mac))
-                .is_some_and(|o| o.source == "xdp")
-            {
-                tx.learned(vlan, mac, None);
-            }
+            tx.learned(vlan, mac, None);
             return;
         }
         let mut row = tx
@@ -403,11 +420,7 @@ fn record_learn(db: &StateDb, event: &LearnEvent) {
                 mac,
                 port: port.clone(),
                 moves: 0,
-                source: "xdp".into(),
-                offloaded: false,
             });
-        row.source = "xdp".into();
-        row.offloaded = false;
         if event.old_ifindex != 0 && row.port != port {
             row.moves += 1;
             let mut status = tx.observed().datapath.clone();
@@ -425,22 +438,38 @@ fn lock(dp: &Mutex<Datapath>) -> MutexGuard<'_, Datapath> {
     dp.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn apply(db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
+fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
     let mut guard = lock(dp);
     // Under StateDb's read lock: a consistent view without copying big tables.
-    let (statuses, generation) = db.read(|state| -> anyhow::Result<_> {
+    let (reconciled, touched, generation) = db.read(|state| -> anyhow::Result<_> {
         let links = &state.observed.links;
         let backends = Backends::of(state);
-        let statuses = reconcile(&mut guard, &state.config, &backends, |name| {
+        let reconciled = reconcile(&mut guard, &state.config, &backends, |name| {
             links.get(name).map(|l| l.ifindex)
         })?;
-        l3.sync(&mut guard, state)?;
-        Ok((statuses, state.generation))
+        let touched = l3.sync(&mut guard, state)?;
+        Ok((reconciled, touched, state.generation))
     })?;
-    db.write_observed(|tx| tx.replace_named(|o| &o.port_status, ObservedTx::port_status, statuses));
+    let Reconciled { ports, flood } = reconciled;
+    db.write(|tx| {
+        tx.replace_named(|o| &o.port_status, DatapathTx::port_status, ports);
+        let stale: Vec<u16> = tx
+            .observed()
+            .datapath_flood
+            .keys()
+            .filter(|vlan| !flood.contains_key(vlan))
+            .copied()
+            .collect();
+        for vlan in stale {
+            tx.flood(vlan, None);
+        }
+        for (vlan, row) in flood {
+            tx.flood(vlan, Some(row));
+        }
+    });
     sync_learned(db, &guard)?;
     drop(guard);
-    report(db, dp, l3, generation)
+    report(db, dp, l3, &touched, generation)
 }
 
 /// The learn-event ring buffer, borrowed from the datapath for one run of the module and
@@ -522,7 +551,7 @@ impl Work {
         }
     }
 
-    fn run(self, db: &StateDb, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
+    fn run(self, db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
         if self.all {
             return apply(db, dp, l3);
         }
@@ -530,20 +559,28 @@ impl Work {
             return Ok(());
         }
         let mut guard = lock(dp);
-        let generation = db.read(|state| {
+        let (touched, generation) = db.read(|state| {
             l3.sync_changed(&mut guard, state, self.prefixes, self.neighbors)
-                .map(|()| state.generation)
+                .map(|touched| (touched, state.generation))
         })?;
         drop(guard);
-        report(db, dp, l3, generation)
+        report(db, dp, l3, &touched, generation)
     }
 }
 
-/// Record in StateDb what the maps now hold and which generation they reflect.
-fn report(db: &StateDb, dp: &Mutex<Datapath>, l3: &L3, generation: u64) -> anyhow::Result<()> {
+/// Record in StateDb, in one commit, what the maps now hold for the routes and
+/// neighbours a sync touched, and which generation they reflect.
+fn report(
+    db: &DatapathWriter,
+    dp: &Mutex<Datapath>,
+    l3: &L3,
+    touched: &Touched,
+    generation: u64,
+) -> anyhow::Result<()> {
     let ports = lock(dp).ports()?.len();
     let sizes = l3.sizes();
-    db.write_observed(|tx| {
+    db.write(|tx| {
+        l3.publish(tx, touched);
         let station_moves = tx.observed().datapath.station_moves;
         tx.datapath(DatapathStatus {
             generation,
@@ -560,8 +597,11 @@ fn report(db: &StateDb, dp: &Mutex<Datapath>, l3: &L3, generation: u64) -> anyho
 }
 
 /// The datapath module: the only writer of the BPF maps.
-pub async fn run(ctx: ModuleCtx, dp: Arc<Mutex<Datapath>>) -> anyhow::Result<()> {
-    let db = ctx.db.clone();
+pub async fn run(
+    ctx: ModuleCtx,
+    dp: Arc<Mutex<Datapath>>,
+    db: DatapathWriter,
+) -> anyhow::Result<()> {
     let mut ring = LearnRing::take(&dp)?;
     // Subscribe before the first reconcile so that no change slips between the two.
     let mut commits = db.subscribe().commits;

@@ -18,9 +18,9 @@ use xnos_common::{
 };
 
 use super::{Datapath, DatapathError, map_err};
-use crate::{
-    kernel::neigh,
-    statedb::{FibRoute, State},
+use crate::statedb::{
+    DatapathNeighbor, DatapathRoute, DatapathTx, FibRoute, RouteAction, RouteKind, RouteTable,
+    State,
 };
 
 /// An IP address in the 16-byte form the maps use (IPv4 as IPv4-mapped IPv6).
@@ -45,23 +45,13 @@ enum Desired {
 }
 
 impl Desired {
-    pub fn carried(&self) -> bool {
-        !matches!(self, Desired::Kernel)
+    fn action(&self) -> RouteAction {
+        match self {
+            Desired::Forward(_) => RouteAction::Forward,
+            Desired::Local => RouteAction::Local,
+            Desired::Kernel => RouteAction::Kernel,
+        }
     }
-}
-
-/// Whether the fast path carries a FIB route (for `xnos show routes`); `ifaces` is
-/// `l3_ifaces(state)`, computed once for a whole listing.
-pub fn fast_path_carries(route: &FibRoute, ifaces: &Ifaces) -> bool {
-    match route.table.as_str() {
-        "local" => route.kind == "local",
-        _ => main_route(route, ifaces).carried(),
-    }
-}
-
-/// The L3 interfaces the datapath is programmed with, keyed by kernel ifindex.
-pub fn l3_ifaces(state: &State) -> Ifaces {
-    desired_ifaces(state)
 }
 
 /// The L3 interfaces config asks for, keyed by kernel ifindex, and which of them are SVIs
@@ -112,7 +102,10 @@ fn desired_ifaces(state: &State) -> Ifaces {
 }
 
 fn main_route(route: &FibRoute, ifaces: &Ifaces) -> Desired {
-    if route.kind != "unicast" || route.nexthops.is_empty() || route.nexthops.len() > MAX_ECMP {
+    if route.kind != RouteKind::Unicast
+        || route.nexthops.is_empty()
+        || route.nexthops.len() > MAX_ECMP
+    {
         return Desired::Kernel;
     }
     let mut nexthops = Vec::new();
@@ -145,12 +138,12 @@ fn main_route(route: &FibRoute, ifaces: &Ifaces) -> Desired {
 fn desired_route(state: &State, ifaces: &Ifaces, prefix: &IpNet) -> Option<Desired> {
     let fib = &state.observed.fib;
     if fib
-        .get(&("local".into(), *prefix))
-        .is_some_and(|r| r.kind == "local")
+        .get(&(RouteTable::Local, *prefix))
+        .is_some_and(|r| r.kind == RouteKind::Local)
     {
         return Some(Desired::Local);
     }
-    fib.get(&("main".into(), *prefix))
+    fib.get(&(RouteTable::Main, *prefix))
         .map(|r| main_route(r, ifaces))
 }
 
@@ -164,7 +157,7 @@ fn desired_neighbor(
         return None;
     }
     let n = state.observed.neighbors.get(&(ifindex, ip))?;
-    let mac = n.mac.filter(|_| neigh::usable(&n.state))?;
+    let mac = n.mac.filter(|_| n.state.usable())?;
     Some(NeighEntry {
         mac: mac.0,
         _pad: [0; 2],
@@ -179,7 +172,7 @@ pub struct L3Sizes {
     pub interfaces: usize,
 }
 
-/// What the L3 maps hold.
+/// What the L3 maps hold, and what could not be written to them.
 #[derive(Default)]
 pub struct L3 {
     ifaces: BTreeMap<u32, L3Iface>,
@@ -187,6 +180,16 @@ pub struct L3 {
     routes: BTreeMap<IpNet, (RouteEntry, Desired)>,
     nhgs: BTreeMap<Vec<Nexthop>, (u32, usize)>,
     neighs: BTreeMap<NeighKey, NeighEntry>,
+    route_errors: BTreeMap<IpNet, String>,
+    neigh_errors: BTreeMap<NeighKey, String>,
+}
+
+/// The routes and neighbours a sync looked at: their `datapath-route` and
+/// `datapath-neighbor` rows are written again from what the maps now hold.
+#[derive(Default)]
+pub struct Touched {
+    prefixes: BTreeSet<IpNet>,
+    neighbors: BTreeSet<NeighKey>,
 }
 
 fn key4(prefix: &IpNet) -> Option<Key<[u8; 4]>> {
@@ -271,7 +274,8 @@ impl L3 {
     }
 
     /// Bring every L3 map in line with `state`.
-    pub fn sync(&mut self, dp: &mut Datapath, state: &State) -> Result<(), DatapathError> {
+    pub fn sync(&mut self, dp: &mut Datapath, state: &State) -> Result<Touched, DatapathError> {
+        let mut touched = Touched::default();
         let ifaces = desired_ifaces(state);
         for (ifindex, iface) in &ifaces.map {
             if self.ifaces.get(ifindex) != Some(iface) {
@@ -311,7 +315,7 @@ impl L3 {
             .copied()
             .chain(self.neighs.keys().map(|k| (k.ifindex, ip_of(k.addr))))
             .collect();
-        self.sync_neighbors(dp, state, &ifaces, neighbors)?;
+        self.sync_neighbors(dp, state, &ifaces, neighbors, &mut touched)?;
 
         let prefixes: BTreeSet<IpNet> = state
             .observed
@@ -320,7 +324,7 @@ impl L3 {
             .map(|(_, p)| *p)
             .chain(self.routes.keys().copied())
             .collect();
-        self.sync_routes(dp, state, &ifaces, prefixes)?;
+        self.sync_routes(dp, state, &ifaces, prefixes, &mut touched)?;
 
         let gone: Vec<u32> = self
             .ifaces
@@ -332,7 +336,7 @@ impl L3 {
             ignore_missing(dp.l3.ifaces.remove(&ifindex), "L3_IFACES")?;
             self.ifaces.remove(&ifindex);
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// Re-evaluate the given neighbours.
@@ -342,20 +346,31 @@ impl L3 {
         state: &State,
         ifaces: &Ifaces,
         neighbors: impl IntoIterator<Item = (u32, IpAddr)>,
+        touched: &mut Touched,
     ) -> Result<(), DatapathError> {
         for (ifindex, ip) in neighbors {
             let key = NeighKey {
                 ifindex,
                 addr: addr16(ip),
             };
-            match desired_neighbor(state, ifaces, ifindex, ip) {
+            touched.neighbors.insert(key);
+            let want = desired_neighbor(state, ifaces, ifindex, ip);
+            if want.is_none() || self.neighs.get(&key) == want.as_ref() {
+                self.neigh_errors.remove(&key);
+            }
+            match want {
                 Some(entry) if self.neighs.get(&key) != Some(&entry) => {
                     // A full table leaves the neighbour to the kernel (packets punted).
                     match dp.l3.neighs.insert(key, entry, 0) {
                         Ok(()) => {
                             self.neighs.insert(key, entry);
+                            self.neigh_errors.remove(&key);
                         }
-                        Err(e) => tracing::warn!(%ip, error = %e, "neighbour not programmed"),
+                        Err(e) => {
+                            let e = super::error_chain(&map_err("NEIGHS")(e));
+                            tracing::warn!(%ip, error = %e, "neighbour not programmed");
+                            self.neigh_errors.insert(key, e);
+                        }
                     }
                 }
                 Some(_) => {}
@@ -412,11 +427,14 @@ impl L3 {
         state: &State,
         ifaces: &Ifaces,
         prefixes: impl IntoIterator<Item = IpNet>,
+        touched: &mut Touched,
     ) -> Result<(), DatapathError> {
         for prefix in prefixes {
+            touched.prefixes.insert(prefix);
             let want = desired_route(state, ifaces, &prefix);
             let have = self.routes.get(&prefix).map(|(_, d)| d.clone());
             if want == have {
+                self.route_errors.remove(&prefix);
                 continue;
             }
             // A full table (or any map failure) leaves the prefix to the kernel: it is
@@ -428,7 +446,10 @@ impl L3 {
                         nhg,
                     }),
                     Err(e) => {
+                        let e = super::error_chain(&e);
                         tracing::warn!(%prefix, error = %e, "nexthop group not programmed; the kernel forwards");
+                        self.route_errors
+                            .insert(prefix, format!("nexthop group not written: {e}"));
                         continue;
                     }
                 },
@@ -458,12 +479,16 @@ impl L3 {
                 _ => unreachable!("a prefix is IPv4 or IPv6"),
             };
             if let Err(e) = written {
+                let e = super::error_chain(&e);
                 tracing::warn!(%prefix, error = %e, "route not programmed; the kernel forwards");
+                self.route_errors
+                    .insert(prefix, format!("route not written: {e}"));
                 if let Some(Desired::Forward(nexthops)) = &want {
                     self.release(dp, nexthops)?;
                 }
                 continue;
             }
+            self.route_errors.remove(&prefix);
             if let Some((_, Desired::Forward(old))) = self.routes.remove(&prefix) {
                 self.release(dp, &old)?;
             }
@@ -481,10 +506,42 @@ impl L3 {
         state: &State,
         prefixes: BTreeSet<IpNet>,
         neighbors: BTreeSet<(u32, IpAddr)>,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Touched, DatapathError> {
         let ifaces = desired_ifaces(state);
-        self.sync_neighbors(dp, state, &ifaces, neighbors)?;
-        self.sync_routes(dp, state, &ifaces, prefixes)
+        let mut touched = Touched::default();
+        self.sync_neighbors(dp, state, &ifaces, neighbors, &mut touched)?;
+        self.sync_routes(dp, state, &ifaces, prefixes, &mut touched)?;
+        Ok(touched)
+    }
+
+    /// Write the `datapath-route` and `datapath-neighbor` rows of what a sync touched:
+    /// what the maps hold for each, or why not.
+    pub fn publish(&self, tx: &mut DatapathTx<'_>, touched: &Touched) {
+        for prefix in &touched.prefixes {
+            let programmed = self.routes.get(prefix);
+            let error = self.route_errors.get(prefix).cloned();
+            let row = (programmed.is_some() || error.is_some()).then(|| DatapathRoute {
+                prefix: *prefix,
+                action: programmed.map(|(_, desired)| desired.action()),
+                nexthop_group: programmed
+                    .filter(|(entry, _)| entry.kind == ROUTE_FORWARD)
+                    .map(|(entry, _)| entry.nhg),
+                error,
+            });
+            tx.route(*prefix, row);
+        }
+        for key in &touched.neighbors {
+            let ip = ip_of(key.addr);
+            let mac = self.neighs.get(key).map(|n| crate::mac::MacAddr(n.mac));
+            let error = self.neigh_errors.get(key).cloned();
+            let row = (mac.is_some() || error.is_some()).then_some(DatapathNeighbor {
+                ip,
+                ifindex: key.ifindex,
+                mac,
+                error,
+            });
+            tx.neighbor(key.ifindex, ip, row);
+        }
     }
 
     /// What the L3 maps hold.

@@ -24,7 +24,7 @@ use crate::{
     config::{Config, PortMode},
     kernel::link,
     mac::MacAddr,
-    statedb::{BridgePort, KernelFeatures, LearnedMac, LinkState, ObservedTx, StateDb},
+    statedb::{BridgeMac, BridgePort, KernelFeatures, KernelTx, KernelWriter, LinkState},
     switchdev::{self, BRIDGE_ALIAS},
 };
 
@@ -134,7 +134,7 @@ async fn ensure_bridge(
 /// Whether the VLAN-aware bridge of ours has lost its VLAN filtering (someone ran `ip link
 /// set xbr type bridge vlan_filtering 0`): the kernel sends no notification for a change
 /// of a bridge option, so the kernel module asks now and then.
-pub async fn filtering_lost(handle: &Handle, db: &StateDb) -> bool {
+pub async fn filtering_lost(handle: &Handle, db: &KernelWriter) -> bool {
     let bridge = db.read(|s| {
         s.observed
             .links
@@ -436,7 +436,7 @@ fn fdb_vlan(msg: &NeighbourMessage) -> Option<u16> {
 /// On a kernel whose bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with
 /// every switchdev port (access and trunk) and one CPU port per VLAN; otherwise each VLAN
 /// has its own bridge `xbr<vid>` with its CPU port, and trunk ports cannot be bridged.
-pub async fn apply(handle: &Handle, db: &StateDb) {
+pub async fn apply(handle: &Handle, db: &KernelWriter) {
     let (config, links, features) = db.read(|s| {
         (
             s.config.clone(),
@@ -693,7 +693,7 @@ pub async fn apply(handle: &Handle, db: &StateDb) {
             Err(e) => note(&mut row.error, format!("reading {} back: {e}", row.port)),
         }
     }
-    db.write_observed(|tx| tx.replace_named(|o| &o.bridge_ports, ObservedTx::bridge_port, rows));
+    db.write(|tx| tx.replace_named(|o| &o.bridge_ports, KernelTx::bridge_port, rows));
 }
 
 /// The master of link `index`, as the kernel has it now.
@@ -809,7 +809,7 @@ fn fdb_mac_master(msg: &NeighbourMessage) -> Option<(MacAddr, u32)> {
 
 /// A bridge FDB notification (or dump entry): entries an xnos bridge learned on a
 /// switchdev port go into `fdb-learned` with source `bridge`.
-pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool) {
+pub fn fdb_update(tx: &mut KernelTx<'_>, msg: &NeighbourMessage, present: bool) {
     // The bridge's own entries name it in NDA_MASTER (the ports' device entries do not).
     if msg.header.family != AddressFamily::Bridge {
         return;
@@ -845,25 +845,24 @@ pub fn fdb_update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool
         // Behind the CPU port: the fast path knows where, and reports it.
         return;
     }
-    let old = tx.observed().fdb_learned.get(&(vlan, mac)).cloned();
+    let old = tx.observed().bridge_fdb.get(&(vlan, mac)).cloned();
     if !present {
-        if old.is_some_and(|o| o.source == "bridge" && o.port == port) {
-            tx.learned(vlan, mac, None);
+        if old.is_some_and(|o| o.port == port) {
+            tx.bridge_fdb(vlan, mac, None);
         }
         return;
     }
     let moves = old
         .as_ref()
         .map_or(0, |o| o.moves + u64::from(o.port != port));
-    tx.learned(
+    tx.bridge_fdb(
         vlan,
         mac,
-        Some(LearnedMac {
+        Some(BridgeMac {
             vlan,
             mac,
             port,
             moves,
-            source: "bridge".into(),
             offloaded: msg.header.flags.contains(NeighbourFlags::Offloaded)
                 || msg.header.flags.contains(NeighbourFlags::ExtLearned),
         }),

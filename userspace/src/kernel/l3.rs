@@ -33,7 +33,9 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{FibRoute, InterfaceStatus, LinkState, ObservedTx, StateDb},
+    statedb::{
+        FibRoute, InterfaceStatus, KernelTx, KernelWriter, LinkState, ProtocolName, RouteTable,
+    },
     switchdev,
 };
 
@@ -313,11 +315,14 @@ fn same_route(kernel: &FibRoute, route: &RouteConfig) -> bool {
 async fn sync_routes(
     handle: &Handle,
     config: &Config,
-    fib: &BTreeMap<(String, IpNet), FibRoute>,
+    fib: &BTreeMap<(RouteTable, IpNet), FibRoute>,
 ) -> anyhow::Result<()> {
     let ours: BTreeMap<IpNet, &FibRoute> = fib
         .iter()
-        .filter(|((table, _), r)| table == "main" && r.protocol == "xnos")
+        .filter(|((table, _), r)| {
+            *table == RouteTable::Main
+                && r.protocol == crate::statedb::RouteProtocol::Named(ProtocolName::Xnos)
+        })
         .map(|((_, prefix), r)| (*prefix, r))
         .collect();
     for (prefix, route) in &config.routes {
@@ -349,7 +354,7 @@ async fn sync_routes(
 }
 
 /// Write the desired L3 state to the kernel, changing only what differs.
-pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
     let (config, links, fib, bridged) = db.read(|s| {
         let o = &s.observed;
         (
@@ -397,10 +402,10 @@ pub async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
             },
         );
     }
-    db.write_observed(|tx| {
+    db.write(|tx| {
         tx.replace_named(
             |o| &o.interface_status,
-            ObservedTx::interface_status,
+            KernelTx::interface_status,
             statuses,
         )
     });

@@ -11,7 +11,7 @@ use rtnetlink::{
 
 use crate::{
     mac::MacAddr,
-    statedb::{LinkState, ObservedTx},
+    statedb::{KernelTx, LinkState, OperState},
 };
 
 /// The ifindex of interface `name` in this network namespace.
@@ -51,16 +51,15 @@ pub fn info_data(messages: &[LinkMessage]) -> impl Iterator<Item = &InfoData> {
         })
 }
 
-fn oper_state(state: &State) -> String {
+fn oper_state(state: &State) -> OperState {
     match state {
-        State::Up => "up".into(),
-        State::Down => "down".into(),
-        State::LowerLayerDown => "lowerlayerdown".into(),
-        State::Dormant => "dormant".into(),
-        State::Testing => "testing".into(),
-        State::NotPresent => "notpresent".into(),
-        State::Other(n) => format!("other({n})"),
-        _ => "unknown".into(),
+        State::Up => OperState::Up,
+        State::Down => OperState::Down,
+        State::LowerLayerDown => OperState::LowerLayerDown,
+        State::Dormant => OperState::Dormant,
+        State::Testing => OperState::Testing,
+        State::NotPresent => OperState::NotPresent,
+        _ => OperState::Unknown,
     }
 }
 
@@ -69,7 +68,7 @@ pub fn link_state(msg: &LinkMessage) -> Option<LinkState> {
     let mut link = LinkState {
         name: String::new(),
         ifindex: msg.header.index,
-        oper_state: "unknown".into(),
+        oper_state: OperState::Unknown,
         mac: None,
         mtu: None,
         alias: None,
@@ -101,7 +100,7 @@ pub fn link_state(msg: &LinkMessage) -> Option<LinkState> {
     (!link.name.is_empty()).then_some(link)
 }
 
-pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[LinkMessage]) {
+pub fn replace_all(tx: &mut KernelTx<'_>, messages: &[LinkMessage]) {
     let links: Vec<LinkState> = messages.iter().filter_map(link_state).collect();
     let present: std::collections::BTreeSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
     let gone: Vec<String> = tx
@@ -119,7 +118,7 @@ pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[LinkMessage]) {
     }
 }
 
-pub fn update(tx: &mut ObservedTx<'_>, msg: &LinkMessage, present: bool) {
+pub fn update(tx: &mut KernelTx<'_>, msg: &LinkMessage, present: bool) {
     let Some(link) = link_state(msg) else {
         return;
     };
@@ -141,15 +140,15 @@ pub fn update(tx: &mut ObservedTx<'_>, msg: &LinkMessage, present: bool) {
     // The kernel flushes the routes through a link that goes, and does not say so for
     // IPv4: drop them here, so that config routes through it are seen missing and put back
     // once the link is made again.
-    let gone: Vec<(String, ipnet::IpNet)> = tx
+    let gone: Vec<_> = tx
         .observed()
         .fib
         .iter()
         .filter(|(_, route)| route.nexthops.iter().any(|nh| nh.ifindex == link.ifindex))
-        .map(|(key, _)| key.clone())
+        .map(|(key, _)| *key)
         .collect();
     for (table, prefix) in gone {
-        tx.fib(&table, prefix, None);
+        tx.fib(table, prefix, None);
     }
 }
 

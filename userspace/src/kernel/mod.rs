@@ -27,12 +27,12 @@ use rtnetlink::{
 use tokio::sync::broadcast;
 
 use crate::{
-    statedb::{Commit, KernelFeatures, LinkState, ObservedTx, StateDb, Table},
+    statedb::{Commit, KernelFeatures, KernelTx, KernelWriter, LinkState, Table},
     supervisor::ModuleCtx,
 };
 
 /// Load the complete kernel state into StateDb in one commit.
-async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
     let links: Vec<_> = handle
         .link()
         .get()
@@ -65,21 +65,15 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
         .map(|l| (l.name.clone(), l))
         .collect();
     let features = probe(handle, db, &states).await;
-    db.write_observed(|tx| {
+    db.write(|tx| {
         tx.kernel_features(features);
         link::replace_all(tx, &links);
         route::replace_all(tx, &routes);
         neigh::replace_all(tx, &neighbours);
         // The dump has every bridge FDB entry there is: rebuild the bridge's rows.
-        let bridge_rows: Vec<_> = tx
-            .observed()
-            .fdb_learned
-            .iter()
-            .filter(|(_, row)| row.source == "bridge")
-            .map(|(key, _)| *key)
-            .collect();
+        let bridge_rows: Vec<_> = tx.observed().bridge_fdb.keys().copied().collect();
         for (vlan, mac) in bridge_rows {
-            tx.learned(vlan, mac, None);
+            tx.bridge_fdb(vlan, mac, None);
         }
         for message in &bridge_fdb {
             bridge::fdb_update(tx, message, true);
@@ -93,7 +87,7 @@ async fn dump(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
 /// Only asked when some port may go on the switchdev backend (the probe loads the bridge).
 async fn probe(
     handle: &Handle,
-    db: &StateDb,
+    db: &KernelWriter,
     links: &BTreeMap<String, LinkState>,
 ) -> KernelFeatures {
     let (mut features, needed) = db.read(|s| {
@@ -113,10 +107,10 @@ async fn probe(
 
 /// Make the kernel carry the config: L3 and the switchdev ports, each whatever the other
 /// did (the bridge records its failures per port; L3's error is returned).
-async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
+async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
     let links = db.read(|s| s.observed.links.clone());
     let features = probe(handle, db, &links).await;
-    db.write_observed(|tx| tx.kernel_features(features));
+    db.write(|tx| tx.kernel_features(features));
     // The bridge first: the SVIs of its VLANs are its uppers.
     bridge::apply(handle, db).await;
     l3::apply(handle, db).await
@@ -126,7 +120,7 @@ async fn apply(handle: &Handle, db: &StateDb) -> anyhow::Result<()> {
 /// again: a switch port (appearing, going, getting a switch ID) or a bridge or CPU port
 /// of ours.
 fn link_notification(
-    tx: &mut ObservedTx<'_>,
+    tx: &mut KernelTx<'_>,
     message: &rtnetlink::packet_route::link::LinkMessage,
     present: bool,
 ) -> bool {
@@ -159,7 +153,7 @@ fn link_notification(
 
 /// Apply one notification; returns whether it may have undone config the kernel should
 /// carry (so that the desired state is written again).
-fn notification(tx: &mut ObservedTx<'_>, message: RouteNetlinkMessage) -> bool {
+fn notification(tx: &mut KernelTx<'_>, message: RouteNetlinkMessage) -> bool {
     match message {
         RouteNetlinkMessage::NewLink(m) => return link_notification(tx, &m, true),
         RouteNetlinkMessage::DelLink(m) => return link_notification(tx, &m, false),
@@ -219,7 +213,7 @@ fn force_rcvbuf(fd: std::os::fd::RawFd, bytes: libc::c_int) {
     }
 }
 
-pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
+pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
     let (mut connection, handle, mut messages) =
         rtnetlink::new_connection().context("opening rtnetlink")?;
     let groups = RTMGRP_LINK
@@ -241,18 +235,18 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
     let (writer_connection, writer, _) =
         rtnetlink::new_connection().context("opening rtnetlink")?;
     let _writer_connection = AbortOnDrop(tokio::spawn(writer_connection));
-    let mut commits = ctx.db.subscribe().commits;
+    let mut commits = db.subscribe().commits;
 
     // Notifications that race with the dump queue up and are applied after it.
-    dump(&handle, &ctx.db).await?;
-    apply(&writer, &ctx.db).await?;
+    dump(&handle, &db).await?;
+    apply(&writer, &db).await?;
     let mut audit = tokio::time::interval(AUDIT_INTERVAL);
     audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = audit.tick() => {
-                if bridge::filtering_lost(&writer, &ctx.db).await {
-                    apply(&writer, &ctx.db).await?;
+                if bridge::filtering_lost(&writer, &db).await {
+                    apply(&writer, &db).await?;
                 }
             }
             first = messages.next() => {
@@ -262,7 +256,7 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
                 while let Ok(more) = messages.try_recv() {
                     batch.push(more);
                 }
-                let ((reapply, overrun), _) = ctx.db.write_observed(|tx| {
+                let ((reapply, overrun), _) = db.write(|tx| {
                     let (mut reapply, mut overrun) = (false, false);
                     for (message, _) in batch {
                         match message.payload {
@@ -276,16 +270,16 @@ pub async fn run(ctx: ModuleCtx) -> anyhow::Result<()> {
                 if overrun {
                     // Notifications were lost: the kernel's tables are the truth, read them.
                     tracing::warn!("netlink notifications overran; reading the kernel tables again");
-                    dump(&handle, &ctx.db).await?;
+                    dump(&handle, &db).await?;
                 }
                 if reapply || overrun {
-                    apply(&writer, &ctx.db).await?;
+                    apply(&writer, &db).await?;
                 }
             }
             commit = commits.recv() => match commit {
-                Ok(commit) if relevant(&commit) => apply(&writer, &ctx.db).await?,
+                Ok(commit) if relevant(&commit) => apply(&writer, &db).await?,
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => apply(&writer, &ctx.db).await?,
+                Err(broadcast::error::RecvError::Lagged(_)) => apply(&writer, &db).await?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             _ = ctx.fault() => {}

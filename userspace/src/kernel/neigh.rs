@@ -8,19 +8,22 @@ use rtnetlink::packet_route::neighbour::{
 
 use crate::{
     mac::MacAddr,
-    statedb::{Neighbor, ObservedTx},
+    statedb::{KernelTx, Neighbor, NeighborState},
 };
 
-fn state_name(state: NeighbourState) -> String {
-    format!("{state:?}").to_lowercase()
-}
-
-/// Whether the kernel's MAC for this neighbour can be used to forward.
-pub fn usable(state: &str) -> bool {
-    matches!(
-        state,
-        "reachable" | "stale" | "delay" | "probe" | "permanent" | "noarp"
-    )
+fn state(state: NeighbourState) -> NeighborState {
+    match state {
+        NeighbourState::Incomplete => NeighborState::Incomplete,
+        NeighbourState::Reachable => NeighborState::Reachable,
+        NeighbourState::Stale => NeighborState::Stale,
+        NeighbourState::Delay => NeighborState::Delay,
+        NeighbourState::Probe => NeighborState::Probe,
+        NeighbourState::Failed => NeighborState::Failed,
+        NeighbourState::Noarp => NeighborState::Noarp,
+        NeighbourState::Permanent => NeighborState::Permanent,
+        NeighbourState::None => NeighborState::None,
+        _ => NeighborState::Other,
+    }
 }
 
 fn neighbor(msg: &NeighbourMessage) -> Option<Neighbor> {
@@ -42,11 +45,11 @@ fn neighbor(msg: &NeighbourMessage) -> Option<Neighbor> {
         ip: ip?,
         ifindex: msg.header.ifindex,
         mac,
-        state: state_name(msg.header.state),
+        state: state(msg.header.state),
     })
 }
 
-pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[NeighbourMessage]) {
+pub fn replace_all(tx: &mut KernelTx<'_>, messages: &[NeighbourMessage]) {
     let neighbors: Vec<Neighbor> = messages.iter().filter_map(neighbor).collect();
     let present: std::collections::BTreeSet<(u32, IpAddr)> =
         neighbors.iter().map(|n| (n.ifindex, n.ip)).collect();
@@ -65,7 +68,7 @@ pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[NeighbourMessage]) {
     }
 }
 
-pub fn update(tx: &mut ObservedTx<'_>, msg: &NeighbourMessage, present: bool) {
+pub fn update(tx: &mut KernelTx<'_>, msg: &NeighbourMessage, present: bool) {
     if let Some(n) = neighbor(msg) {
         tx.neighbor(n.ifindex, n.ip, present.then_some(n));
     }

@@ -7,11 +7,14 @@ use ipnet::IpNet;
 use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::route::{
-        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteType, RouteVia,
+        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol as Proto, RouteType,
+        RouteVia,
     },
 };
 
-use crate::statedb::{FibNexthop, FibRoute, ObservedTx};
+use crate::statedb::{
+    FibNexthop, FibRoute, Hardware, KernelTx, ProtocolName, RouteKind, RouteProtocol, RouteTable,
+};
 
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
@@ -56,23 +59,61 @@ fn via(via: &RouteVia) -> Option<IpAddr> {
     }
 }
 
-pub fn protocol_name(protocol: RouteProtocol) -> String {
-    match protocol {
-        RouteProtocol::Other(PROTOCOL_XNOS) => "xnos".into(),
-        RouteProtocol::Other(n) => n.to_string(),
-        other => format!("{other:?}").to_lowercase(),
-    }
+/// RTPROT_OPENR: iproute2 names it, netlink-packet-route does not.
+const PROTOCOL_OPENR: u8 = 99;
+
+pub fn protocol(protocol: Proto) -> RouteProtocol {
+    let name = match protocol {
+        Proto::Unspec => ProtocolName::Unspec,
+        Proto::IcmpRedirect => ProtocolName::Redirect,
+        Proto::Kernel => ProtocolName::Kernel,
+        Proto::Boot => ProtocolName::Boot,
+        Proto::Static => ProtocolName::Static,
+        Proto::Gated => ProtocolName::Gated,
+        Proto::Ra => ProtocolName::Ra,
+        Proto::Mrt => ProtocolName::Mrt,
+        Proto::Zebra => ProtocolName::Zebra,
+        Proto::Bird => ProtocolName::Bird,
+        Proto::DnRouted => ProtocolName::Dnrouted,
+        Proto::Xorp => ProtocolName::Xorp,
+        Proto::Ntk => ProtocolName::Ntk,
+        Proto::Dhcp => ProtocolName::Dhcp,
+        Proto::Mrouted => ProtocolName::Mrouted,
+        Proto::KeepAlived => ProtocolName::Keepalived,
+        Proto::Babel => ProtocolName::Babel,
+        Proto::Bgp => ProtocolName::Bgp,
+        Proto::Isis => ProtocolName::Isis,
+        Proto::Ospf => ProtocolName::Ospf,
+        Proto::Rip => ProtocolName::Rip,
+        Proto::Eigrp => ProtocolName::Eigrp,
+        Proto::Other(PROTOCOL_XNOS) => ProtocolName::Xnos,
+        Proto::Other(PROTOCOL_OPENR) => ProtocolName::Openr,
+        Proto::Other(n) => return RouteProtocol::Number(n),
+        _ => return RouteProtocol::Number(u8::from(protocol)),
+    };
+    RouteProtocol::Named(name)
 }
 
-fn kind_name(kind: RouteType) -> String {
+fn kind(kind: RouteType) -> RouteKind {
     match kind {
-        RouteType::BlackHole => "blackhole".into(),
-        other => format!("{other:?}").to_lowercase(),
+        RouteType::Unspec => RouteKind::Unspec,
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::Local => RouteKind::Local,
+        RouteType::Broadcast => RouteKind::Broadcast,
+        RouteType::Anycast => RouteKind::Anycast,
+        RouteType::Multicast => RouteKind::Multicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Unreachable => RouteKind::Unreachable,
+        RouteType::Prohibit => RouteKind::Prohibit,
+        RouteType::Throw => RouteKind::Throw,
+        RouteType::Nat => RouteKind::Nat,
+        RouteType::ExternalResolve => RouteKind::Xresolve,
+        _ => RouteKind::Other,
     }
 }
 
-/// A route message as a `fib` row: (table name, row), for the main and local tables only.
-pub fn fib_route(msg: &RouteMessage) -> Option<(&'static str, FibRoute)> {
+/// A route message as a `fib` row, for the main and local tables only.
+pub fn fib_route(msg: &RouteMessage) -> Option<FibRoute> {
     let mut table = u32::from(msg.header.table);
     let mut destination = None;
     let mut gateway = None;
@@ -101,9 +142,9 @@ pub fn fib_route(msg: &RouteMessage) -> Option<(&'static str, FibRoute)> {
             _ => {}
         }
     }
-    let table_name = match table {
-        TABLE_MAIN => "main",
-        TABLE_LOCAL => "local",
+    let table = match table {
+        TABLE_MAIN => RouteTable::Main,
+        TABLE_LOCAL => RouteTable::Local,
         _ => return None,
     };
     let len = msg.header.destination_prefix_length;
@@ -120,55 +161,51 @@ pub fn fib_route(msg: &RouteMessage) -> Option<(&'static str, FibRoute)> {
     } else {
         multipath
     };
-    Some((
-        table_name,
-        FibRoute {
-            prefix,
-            table: table_name.into(),
-            kind: kind_name(msg.header.kind),
-            protocol: protocol_name(msg.header.protocol),
-            nexthops,
-            hardware: hardware(msg.header.flags),
-        },
-    ))
+    Some(FibRoute {
+        prefix,
+        table,
+        kind: kind(msg.header.kind),
+        protocol: protocol(msg.header.protocol),
+        nexthops,
+        hardware: hardware(msg.header.flags),
+    })
 }
 
 /// What the kernel reports hardware does with a route (RTM_F_OFFLOAD, RTM_F_TRAP,
 /// RTM_F_OFFLOAD_FAILED; set by switchdev drivers that offload the FIB).
-fn hardware(flags: RouteFlags) -> Option<String> {
+fn hardware(flags: RouteFlags) -> Option<Hardware> {
     if flags.contains(RouteFlags::OffloadFailed) {
-        Some("offload-failed".into())
+        Some(Hardware::OffloadFailed)
     } else if flags.contains(RouteFlags::RtOffload) {
-        Some("offloaded".into())
+        Some(Hardware::Offloaded)
     } else if flags.contains(RouteFlags::RtTrap) {
-        Some("trap".into())
+        Some(Hardware::Trap)
     } else {
         None
     }
 }
 
-pub fn replace_all(tx: &mut ObservedTx<'_>, messages: &[RouteMessage]) {
-    let routes: Vec<(&str, FibRoute)> = messages.iter().filter_map(fib_route).collect();
-    let present: std::collections::BTreeSet<(&str, IpNet)> =
-        routes.iter().map(|(t, r)| (*t, r.prefix)).collect();
-    let gone: Vec<(String, IpNet)> = tx
+pub fn replace_all(tx: &mut KernelTx<'_>, messages: &[RouteMessage]) {
+    let routes: Vec<FibRoute> = messages.iter().filter_map(fib_route).collect();
+    let present: std::collections::BTreeSet<(RouteTable, IpNet)> =
+        routes.iter().map(|r| (r.table, r.prefix)).collect();
+    let gone: Vec<(RouteTable, IpNet)> = tx
         .observed()
         .fib
         .keys()
-        .filter(|(table, prefix)| !present.contains(&(table.as_str(), *prefix)))
-        .cloned()
+        .filter(|key| !present.contains(key))
+        .copied()
         .collect();
     for (table, prefix) in gone {
-        tx.fib(&table, prefix, None);
+        tx.fib(table, prefix, None);
     }
-    for (table, route) in routes {
-        tx.fib(table, route.prefix, Some(route));
+    for route in routes {
+        tx.fib(route.table, route.prefix, Some(route));
     }
 }
 
-pub fn update(tx: &mut ObservedTx<'_>, msg: &RouteMessage, present: bool) {
-    if let Some((table, route)) = fib_route(msg) {
-        let prefix = route.prefix;
-        tx.fib(table, prefix, present.then_some(route));
+pub fn update(tx: &mut KernelTx<'_>, msg: &RouteMessage, present: bool) {
+    if let Some(route) = fib_route(msg) {
+        tx.fib(route.table, route.prefix, present.then_some(route));
     }
 }

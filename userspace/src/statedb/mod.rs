@@ -1,0 +1,564 @@
+//! StateDb: the central database every module reads and writes, and nothing else.
+//!
+//! Tables hold either desired config (`switch`, `vlan`, `port`, `fdb-static`,
+//! `interface`, `route`: what the operator asked for, changed only by validated
+//! transactions) or observed state (what the kernel, the datapath and the supervisor
+//! report), like SONiC's CONFIG_DB and STATE_DB. Each state table has one writer module
+//! ([`Table::owner`]), and only that module holds the [`Writer`] that can write it. Every
+//! commit is atomic, gets the next generation number and a list of row changes;
+//! subscribers get a snapshot and then every commit in order. A subscriber that falls
+//! behind is told so and resynchronises from a new snapshot: writers never wait for
+//! readers.
+
+mod kinds;
+mod rows;
+mod table;
+mod transaction;
+mod writer;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, RwLock},
+};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use self::transaction::{apply_op, op_table, row_value};
+pub use self::{
+    kinds::*,
+    rows::*,
+    table::{Owner, Table},
+    transaction::{
+        Change, ChangeOp, Commit, Op, TxError, diff_config, fdb_key, fib_key, neighbor_key,
+    },
+    writer::{
+        DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx, SupervisorTx,
+        SupervisorWriter, Writer, Writers, owner,
+    },
+};
+use crate::{config::Config, mac::MacAddr};
+
+/// How many commits a subscriber may fall behind before it must resynchronise.
+const SUBSCRIBER_BACKLOG: usize = 4096;
+
+/// Observed state: written by modules (each table by its one writer), read by everyone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub links: BTreeMap<String, LinkState>,
+    pub port_status: BTreeMap<String, PortStatus>,
+    pub fdb_learned: BTreeMap<(u16, MacAddr), LearnedMac>,
+    pub bridge_fdb: BTreeMap<(u16, MacAddr), BridgeMac>,
+    /// Keyed by (table, prefix).
+    pub fib: BTreeMap<(RouteTable, IpNet), FibRoute>,
+    /// Keyed by (ifindex, address).
+    pub neighbors: BTreeMap<(u32, IpAddr), Neighbor>,
+    pub modules: BTreeMap<String, ModuleStatus>,
+    pub datapath: DatapathStatus,
+    pub datapath_routes: BTreeMap<IpNet, DatapathRoute>,
+    /// Keyed by (ifindex, address).
+    pub datapath_neighbors: BTreeMap<(u32, IpAddr), DatapathNeighbor>,
+    pub datapath_flood: BTreeMap<u16, DatapathFlood>,
+    pub bridge_ports: BTreeMap<String, BridgePort>,
+    pub kernel: KernelFeatures,
+    pub interface_status: BTreeMap<String, InterfaceStatus>,
+}
+
+#[derive(Clone, Debug)]
+pub struct State {
+    pub generation: u64,
+    pub config: Config,
+    pub observed: Observed,
+}
+
+/// The snapshot a subscription starts from, with the receiver for what follows it.
+pub struct Subscription {
+    pub snapshot: State,
+    pub commits: broadcast::Receiver<Arc<Commit>>,
+}
+
+type LinkCheck = dyn Fn(&str) -> bool + Send + Sync;
+
+pub struct StateDb {
+    state: RwLock<State>,
+    commits: broadcast::Sender<Arc<Commit>>,
+    link_exists: Box<LinkCheck>,
+    writers_taken: std::sync::atomic::AtomicBool,
+}
+
+impl StateDb {
+    /// A database holding `config`. `link_exists` tells whether a kernel interface exists,
+    /// for validating ports in transactions.
+    pub fn new(
+        config: Config,
+        link_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: RwLock::new(State {
+                generation: 1,
+                config,
+                observed: Observed::default(),
+            }),
+            commits: broadcast::Sender::new(SUBSCRIBER_BACKLOG),
+            link_exists: Box::new(link_exists),
+            writers_taken: Default::default(),
+        })
+    }
+
+    /// Run `f` on a consistent view of the whole database.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.read(|s| s.generation)
+    }
+
+    /// A snapshot and, from the very next commit on, every commit in order.
+    pub fn subscribe(&self) -> Subscription {
+        // Holding the read lock keeps writers out between snapshot and subscription.
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Subscription {
+            commits: self.commits.subscribe(),
+            snapshot: state.clone(),
+        }
+    }
+
+    /// Apply `changes` (already made to `state`) as the next commit.
+    fn commit(&self, state: &mut State, changes: Vec<Change>) -> Commit {
+        if changes.is_empty() {
+            return Commit {
+                generation: state.generation,
+                changes,
+            };
+        }
+        state.generation += 1;
+        let commit = Commit {
+            generation: state.generation,
+            changes,
+        };
+        // Sent under the write lock, so subscribers see commits in generation order.
+        let _ = self.commits.send(Arc::new(commit.clone()));
+        commit
+    }
+
+    /// Validate `config` as a whole and make it the desired config in one commit.
+    pub fn replace_config(&self, config: Config) -> Result<Commit, TxError> {
+        config
+            .validate(&*self.link_exists)
+            .map_err(TxError::Invalid)?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let changes = diff_config(&state.config, &config);
+        state.config = config;
+        Ok(self.commit(&mut state, changes))
+    }
+
+    /// Apply config operations atomically: all of them, validated together, or none.
+    pub fn transact(&self, ops: &[Op]) -> Result<Commit, TxError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut config = state.config.clone();
+        for (index, op) in ops.iter().enumerate() {
+            apply_op(&mut config, op).map_err(|message| TxError::Op {
+                index,
+                table: op_table(op).to_string(),
+                message,
+            })?;
+        }
+        config
+            .validate(&*self.link_exists)
+            .map_err(TxError::Invalid)?;
+        let changes = diff_config(&state.config, &config);
+        state.config = config;
+        Ok(self.commit(&mut state, changes))
+    }
+
+    /// Write observed state; everything `f` writes is one commit (none if nothing changed).
+    /// Modules reach this only through their [`Writer`].
+    fn write_observed<O, R>(&self, f: impl FnOnce(&mut ObservedTx<'_, O>) -> R) -> (R, Commit) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut tx = ObservedTx::new(&mut state.observed);
+        let result = f(&mut tx);
+        let changes = tx.into_changes();
+        let commit = self.commit(&mut state, changes);
+        (result, commit)
+    }
+
+    /// The writers of the state tables, one per writing module: handed out once, to the
+    /// code that starts the modules (a second call is a bug and panics).
+    pub fn writers(self: &Arc<Self>) -> Writers {
+        assert!(
+            !self
+                .writers_taken
+                .swap(true, std::sync::atomic::Ordering::SeqCst),
+            "the writers of StateDb are handed out once"
+        );
+        Writers::new(self)
+    }
+
+    /// All rows of a table as JSON, with each row's key.
+    pub fn rows(&self, table: Table) -> Vec<(String, Value)> {
+        self.read(|s| table_rows(s, table))
+    }
+}
+
+/// All rows of one table of a state, keyed as in changes.
+pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
+    fn rows<K, R: Serialize>(
+        map: &BTreeMap<K, R>,
+        key: impl Fn(&K) -> String,
+    ) -> Vec<(String, Value)> {
+        map.iter().map(|(k, r)| (key(k), row_value(r))).collect()
+    }
+    match table {
+        Table::Switch => vec![("switch".into(), row_value(&s.config.switch))],
+        Table::Vlan => rows(&s.config.vlans, u16::to_string),
+        Table::Port => rows(&s.config.ports, String::clone),
+        Table::FdbStatic => rows(&s.config.fdb, |(v, m)| fdb_key(*v, m)),
+        Table::Interface => rows(&s.config.interfaces, String::clone),
+        Table::Route => rows(&s.config.routes, IpNet::to_string),
+        Table::Link => rows(&s.observed.links, String::clone),
+        Table::PortStatus => rows(&s.observed.port_status, String::clone),
+        Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
+        Table::Fib => rows(&s.observed.fib, |(t, p)| fib_key(*t, p)),
+        Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
+        Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
+        Table::Module => rows(&s.observed.modules, String::clone),
+        Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
+        Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
+        Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
+        Table::BridgeFdb => rows(&s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
+        Table::DatapathRoute => rows(&s.observed.datapath_routes, IpNet::to_string),
+        Table::DatapathNeighbor => {
+            rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
+        }
+        Table::DatapathFlood => rows(&s.observed.datapath_flood, u16::to_string),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::PortMode;
+
+    fn db() -> Arc<StateDb> {
+        let config = Config::parse(
+            "t.toml",
+            "[[vlan]]\nid = 10\nname = \"a\"\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n",
+            |_| true,
+        )
+        .unwrap();
+        StateDb::new(config, |name| name.starts_with("swp"))
+    }
+
+    fn insert(table: Table, row: Value) -> Op {
+        Op::Insert { table, row }
+    }
+
+    #[test]
+    fn a_transaction_applies_all_ops_in_one_commit() {
+        let db = db();
+        let commit = db
+            .transact(&[
+                insert(Table::Vlan, json!({"id": 20, "name": "b"})),
+                insert(
+                    Table::Port,
+                    json!({"name": "swp2", "mode": "trunk", "vlans": [10, 20]}),
+                ),
+                insert(
+                    Table::FdbStatic,
+                    json!({"mac": "02:00:00:00:00:01", "vlan": 20, "port": "swp2"}),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(commit.generation, 2);
+        let keys: Vec<(Table, &str, ChangeOp)> = commit
+            .changes
+            .iter()
+            .map(|c| (c.table, c.key.as_str(), c.op))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (Table::Vlan, "20", ChangeOp::Insert),
+                (Table::Port, "swp2", ChangeOp::Insert),
+                (Table::FdbStatic, "20/02:00:00:00:00:01", ChangeOp::Insert),
+            ]
+        );
+        db.read(|s| {
+            assert_eq!(
+                s.config.ports["swp2"].mode,
+                PortMode::Trunk {
+                    vlans: BTreeSet::from([10, 20]),
+                    native_vlan: None
+                }
+            );
+        });
+    }
+
+    #[test]
+    fn a_rejected_transaction_changes_nothing_and_names_row_and_field() {
+        let db = db();
+        let before = db.read(|s| s.config.clone());
+        // The first op is fine, the second references a VLAN that does not exist.
+        let err = db
+            .transact(&[
+                insert(Table::Vlan, json!({"id": 30})),
+                insert(
+                    Table::Port,
+                    json!({"name": "swp2", "mode": "access", "vlan": 40}),
+                ),
+            ])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port swp2: vlan: VLAN 40 does not exist (add it to the vlan table first)"
+        );
+        assert_eq!(db.read(|s| s.config.clone()), before);
+        assert_eq!(db.generation(), 1);
+
+        for (ops, expected) in [
+            (
+                vec![insert(Table::Vlan, json!({"id": 10}))],
+                "op 0 (vlan): a row with this key exists already (use update)",
+            ),
+            (
+                vec![insert(Table::Vlan, json!({"id": 4095}))],
+                "vlan 4095: id: VLAN 4095 is out of range 1..4094",
+            ),
+            (
+                vec![insert(Table::Vlan, json!({"name": "x"}))],
+                "op 0 (vlan): bad row: missing field `id`",
+            ),
+            (
+                vec![insert(
+                    Table::Port,
+                    json!({"name": "eth7", "mode": "access", "vlan": 10}),
+                )],
+                "port eth7: name: no kernel interface named \"eth7\"",
+            ),
+            (
+                vec![Op::Delete {
+                    table: Table::Vlan,
+                    key: "10".into(),
+                }],
+                "port swp1: vlan: VLAN 10 does not exist (add it to the vlan table first)",
+            ),
+            (
+                vec![Op::Delete {
+                    table: Table::Port,
+                    key: "swp9".into(),
+                }],
+                "op 0 (port): no row with key \"swp9\" to delete",
+            ),
+            (
+                vec![insert(Table::Link, json!({}))],
+                "op 0 (link): link is observed state, written by xnosd itself",
+            ),
+            (
+                vec![insert(
+                    Table::FdbStatic,
+                    json!({"mac": "02:00:00:00:00:01", "vlan": 10, "port": "swp9"}),
+                )],
+                "fdb-static 10/02:00:00:00:00:01: port: \"swp9\" is not a configured port",
+            ),
+        ] {
+            assert_eq!(db.transact(&ops).unwrap_err().to_string(), expected);
+        }
+        assert_eq!(db.read(|s| s.config.clone()), before);
+    }
+
+    #[test]
+    fn unchanged_observed_rows_are_not_commits() {
+        let db = db();
+        let kernel = db.writers().kernel;
+        let link = LinkState {
+            name: "swp1".into(),
+            ifindex: 3,
+            oper_state: OperState::Up,
+            mac: None,
+            mtu: Some(1500),
+            alias: None,
+            switch_id: None,
+            master: None,
+            up: true,
+        };
+        let (_, commit) = kernel.write(|tx| tx.link("swp1", Some(link.clone())));
+        assert_eq!((commit.generation, commit.changes.len()), (2, 1));
+        let (_, commit) = kernel.write(|tx| tx.link("swp1", Some(link.clone())));
+        assert_eq!((commit.generation, commit.changes.len()), (2, 0));
+        let (_, commit) = kernel.write(|tx| tx.link("swp1", None));
+        assert_eq!(commit.changes[0].op, ChangeOp::Delete);
+        assert_eq!(db.generation(), 3);
+    }
+
+    /// Replay `commits` on top of `rows` the way a subscriber does.
+    fn replay(rows: &mut BTreeMap<(Table, String), Value>, commit: &Commit) {
+        for change in &commit.changes {
+            match &change.row {
+                Some(row) => rows.insert((change.table, change.key.clone()), row.clone()),
+                None => rows.remove(&(change.table, change.key.clone())),
+            };
+        }
+    }
+
+    fn all_rows(s: &State) -> BTreeMap<(Table, String), Value> {
+        Table::ALL
+            .iter()
+            .flat_map(|t| {
+                table_rows(s, *t)
+                    .into_iter()
+                    .map(move |(k, v)| ((*t, k), v))
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_see_every_commit_of_concurrent_writers_in_order() {
+        let db = db();
+        let datapath = db.writers().datapath;
+        let sub = db.subscribe();
+        let mut rows = all_rows(&sub.snapshot);
+        let mut commits = sub.commits;
+        let writers: Vec<_> = (0..4u8)
+            .map(|w| {
+                let datapath = datapath.clone();
+                tokio::task::spawn_blocking(move || {
+                    for i in 0..200u8 {
+                        let mac = MacAddr([2, 0, 0, 0, w, i]);
+                        datapath.write(|tx| {
+                            tx.learned(
+                                10,
+                                mac,
+                                Some(LearnedMac {
+                                    vlan: 10,
+                                    mac,
+                                    port: "swp1".into(),
+                                    moves: 0,
+                                }),
+                            )
+                        });
+                        if i % 3 == 0 {
+                            datapath.write(|tx| tx.learned(10, mac, None));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let last = db.generation();
+        let mut generation = sub.snapshot.generation;
+        while generation < last {
+            let commit = commits.recv().await.unwrap();
+            assert_eq!(commit.generation, generation + 1, "gap or reordering");
+            generation = commit.generation;
+            replay(&mut rows, &commit);
+        }
+        assert_eq!(
+            rows,
+            db.read(all_rows),
+            "replayed deltas equal the final state"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_to_resynchronise() {
+        let db = db();
+        let datapath = db.writers().datapath;
+        let mut sub = db.subscribe();
+        for i in 0..(SUBSCRIBER_BACKLOG + 10) {
+            let mac = MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+            datapath.write(|tx| {
+                tx.learned(
+                    10,
+                    mac,
+                    Some(LearnedMac {
+                        vlan: 10,
+                        mac,
+                        port: "swp1".into(),
+                        moves: 0,
+                    }),
+                )
+            });
+        }
+        match sub.commits.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 10),
+            other => panic!("expected a lag notice, got {other:?}"),
+        }
+        // Resynchronising: a fresh snapshot equals the state.
+        let fresh = db.subscribe();
+        assert_eq!(all_rows(&fresh.snapshot), db.read(all_rows));
+        assert_eq!(fresh.snapshot.generation, db.generation());
+    }
+
+    #[test]
+    fn every_config_table_is_diffed() {
+        let old = Config::default();
+        let new = Config::parse(
+            "t.toml",
+            "[switch]\nfdb-aging = 9\n[[vlan]]\nid = 10\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
+             [[fdb]]\nmac = \"02:00:00:00:00:01\"\nvlan = 10\nport = \"swp1\"\n\
+             [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n\
+             [[route]]\nprefix = \"10.9.0.0/16\"\nnexthops = [\"10.0.10.2\"]\n",
+            |_| true,
+        )
+        .unwrap();
+        let tables: std::collections::BTreeSet<Table> =
+            diff_config(&old, &new).iter().map(|c| c.table).collect();
+        let config_tables: std::collections::BTreeSet<Table> =
+            Table::ALL.into_iter().filter(|t| t.is_config()).collect();
+        assert_eq!(tables, config_tables);
+    }
+
+    #[test]
+    fn replace_config_diffs_rows() {
+        let db = db();
+        let new = Config::parse(
+            "t.toml",
+            "[[vlan]]\nid = 10\nname = \"renamed\"\n[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n",
+            |_| true,
+        )
+        .unwrap();
+        let commit = db.replace_config(new).unwrap();
+        let ops: Vec<(Table, &str, ChangeOp)> = commit
+            .changes
+            .iter()
+            .map(|c| (c.table, c.key.as_str(), c.op))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (Table::Vlan, "10", ChangeOp::Update),
+                (Table::Port, "swp2", ChangeOp::Insert),
+                (Table::Port, "swp1", ChangeOp::Delete),
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn every_state_table_has_one_writer_and_config_tables_none() {
+        for table in Table::ALL {
+            assert_eq!(table.is_config(), table.owner() == Owner::Config, "{table}");
+        }
+        let db = StateDb::new(Config::default(), |_| true);
+        let writers = db.writers();
+        // The kernel writes links; the datapath module learned MACs; the supervisor modules.
+        let (_, commit) = writers.kernel.write(|tx| tx.interface_status("x", None));
+        assert!(commit.changes.is_empty());
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.writers()));
+        assert!(result.is_err(), "writers are handed out once");
+    }
+}

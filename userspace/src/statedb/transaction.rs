@@ -1,0 +1,279 @@
+//! Commits and transactions: the row changes every subscriber sees, and the validated
+//! operations that change the config tables.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use super::{RouteTable, Table};
+use crate::{
+    config::{
+        Config, FieldError, InterfaceConfig, PortConfig, RouteConfig, StaticFdb, SwitchConfig,
+        VlanConfig,
+    },
+    mac::MacAddr,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// One row changed by a commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub table: Table,
+    pub key: String,
+    pub op: ChangeOp,
+    /// The row after the change (none for a delete).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub row: Option<Value>,
+    /// The row before the change (none for an insert).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub old: Option<Value>,
+}
+
+/// An atomic set of changes, in commit order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub generation: u64,
+    pub changes: Vec<Change>,
+}
+
+/// A transaction operation on a config table, as the API receives it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    /// Add a row; fails if its key exists.
+    Insert { table: Table, row: Value },
+    /// Replace a row; fails if its key does not exist.
+    Update { table: Table, row: Value },
+    /// Remove the row with `key`; fails if it does not exist.
+    Delete { table: Table, key: String },
+}
+
+/// Why a transaction was rejected. Nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxError {
+    #[error("op {index} ({table}): {message}")]
+    Op {
+        index: usize,
+        table: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(FieldError),
+}
+
+/// Row keys as they appear in changes, the API and the CLI.
+pub fn fdb_key(vlan: u16, mac: &MacAddr) -> String {
+    format!("{vlan}/{mac}")
+}
+
+pub fn fib_key(table: RouteTable, prefix: &IpNet) -> String {
+    format!("{table}/{prefix}")
+}
+
+pub fn neighbor_key(ifindex: u32, ip: &IpAddr) -> String {
+    format!("{ifindex}/{ip}")
+}
+pub(super) fn row_value<R: Serialize>(row: &R) -> Value {
+    serde_json::to_value(row).expect("table rows serialise to JSON")
+}
+
+/// Append the changes that turn `old` into `new` for one table.
+fn diff_table<K: Ord, R: PartialEq + Serialize>(
+    table: Table,
+    old: &BTreeMap<K, R>,
+    new: &BTreeMap<K, R>,
+    key: impl Fn(&K) -> String,
+    changes: &mut Vec<Change>,
+) {
+    for (k, row) in new {
+        match old.get(k) {
+            None => changes.push(Change {
+                table,
+                key: key(k),
+                op: ChangeOp::Insert,
+                row: Some(row_value(row)),
+                old: None,
+            }),
+            Some(before) if before != row => changes.push(Change {
+                table,
+                key: key(k),
+                op: ChangeOp::Update,
+                row: Some(row_value(row)),
+                old: Some(row_value(before)),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (k, row) in old {
+        if !new.contains_key(k) {
+            changes.push(Change {
+                table,
+                key: key(k),
+                op: ChangeOp::Delete,
+                row: None,
+                old: Some(row_value(row)),
+            });
+        }
+    }
+}
+
+/// The row changes between two configs.
+pub fn diff_config(old: &Config, new: &Config) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let single = |c: &Config| BTreeMap::from([((), c.switch.clone())]);
+    diff_table(
+        Table::Switch,
+        &single(old),
+        &single(new),
+        |_| "switch".into(),
+        &mut changes,
+    );
+    diff_table(
+        Table::Vlan,
+        &old.vlans,
+        &new.vlans,
+        u16::to_string,
+        &mut changes,
+    );
+    diff_table(
+        Table::Port,
+        &old.ports,
+        &new.ports,
+        String::clone,
+        &mut changes,
+    );
+    diff_table(
+        Table::FdbStatic,
+        &old.fdb,
+        &new.fdb,
+        |(v, m)| fdb_key(*v, m),
+        &mut changes,
+    );
+    diff_table(
+        Table::Interface,
+        &old.interfaces,
+        &new.interfaces,
+        String::clone,
+        &mut changes,
+    );
+    diff_table(
+        Table::Route,
+        &old.routes,
+        &new.routes,
+        IpNet::to_string,
+        &mut changes,
+    );
+    changes
+}
+
+pub(super) fn op_table(op: &Op) -> Table {
+    match op {
+        Op::Insert { table, .. } | Op::Update { table, .. } | Op::Delete { table, .. } => *table,
+    }
+}
+
+fn parse_row<R: DeserializeOwned>(row: &Value) -> Result<R, String> {
+    serde_json::from_value(row.clone()).map_err(|e| format!("bad row: {e}"))
+}
+
+/// Insert/update/delete one row of a config map; `key` is the row's key as text.
+fn apply_row<K: Ord + Clone, R>(
+    map: &mut BTreeMap<K, R>,
+    op: &Op,
+    parse: impl FnOnce(&Value) -> Result<(K, R), String>,
+    parse_key: impl FnOnce(&str) -> Result<K, String>,
+) -> Result<(), String> {
+    match op {
+        Op::Insert { row, .. } => {
+            let (key, row) = parse(row)?;
+            if map.contains_key(&key) {
+                return Err("a row with this key exists already (use update)".into());
+            }
+            map.insert(key, row);
+        }
+        Op::Update { row, .. } => {
+            let (key, row) = parse(row)?;
+            match map.get_mut(&key) {
+                Some(slot) => *slot = row,
+                None => return Err("no row with this key to update (use insert)".into()),
+            }
+        }
+        Op::Delete { key, .. } => {
+            let parsed = parse_key(key)?;
+            if map.remove(&parsed).is_none() {
+                return Err(format!("no row with key {key:?} to delete"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_fdb_key(key: &str) -> Result<(u16, MacAddr), String> {
+    let (vlan, mac) = key
+        .split_once('/')
+        .ok_or_else(|| format!("bad key {key:?}: expected <vlan>/<mac>"))?;
+    let vlan = vlan
+        .parse()
+        .map_err(|_| format!("bad VLAN in key {key:?}"))?;
+    let mac = mac
+        .parse()
+        .map_err(|e: crate::mac::ParseMacError| e.to_string())?;
+    Ok((vlan, mac))
+}
+
+pub(super) fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
+    match op_table(op) {
+        Table::Switch => match op {
+            Op::Update { row, .. } => {
+                config.switch = parse_row::<SwitchConfig>(row)?;
+                Ok(())
+            }
+            _ => Err("the switch table has exactly one row: only update applies".into()),
+        },
+        Table::Vlan => apply_row(
+            &mut config.vlans,
+            op,
+            |row| parse_row::<VlanConfig>(row).map(|v| (v.id, v)),
+            |key| key.parse().map_err(|_| format!("bad VLAN key {key:?}")),
+        ),
+        Table::Port => apply_row(
+            &mut config.ports,
+            op,
+            |row| parse_row::<PortConfig>(row).map(|p| (p.name.clone(), p)),
+            |key| Ok(key.to_string()),
+        ),
+        Table::FdbStatic => apply_row(
+            &mut config.fdb,
+            op,
+            |row| parse_row::<StaticFdb>(row).map(|f| ((f.vlan, f.mac), f)),
+            parse_fdb_key,
+        ),
+        Table::Interface => apply_row(
+            &mut config.interfaces,
+            op,
+            |row| parse_row::<InterfaceConfig>(row).map(|i| (i.name.clone(), i)),
+            |key| Ok(key.to_string()),
+        ),
+        Table::Route => apply_row(
+            &mut config.routes,
+            op,
+            |row| parse_row::<RouteConfig>(row).map(|r| (r.prefix, r)),
+            |key| {
+                key.parse()
+                    .map_err(|_| format!("bad route key {key:?}: expected a prefix"))
+            },
+        ),
+        table => Err(format!(
+            "{table} is observed state, written by xnosd itself"
+        )),
+    }
+}
