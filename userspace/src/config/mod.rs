@@ -64,7 +64,7 @@ pub enum PortModeName {
 }
 
 /// Which kernel fast path a port uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatapathChoice {
     /// The best the port supports: native XDP, else generic XDP, else TC.

@@ -3,7 +3,7 @@
 use std::{collections::BTreeSet, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use xnos::{DEFAULT_SOCKET, mac::MacAddr, statedb::Table};
+use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table};
 
 /// Show and change an xnos switch.
 ///
@@ -168,25 +168,32 @@ pub enum VlanAction {
 
 #[derive(Subcommand)]
 pub enum PortAction {
-    /// Make an interface a switch port, or change one (its VLANs must exist).
-    Set {
-        /// Kernel interface name.
-        name: String,
-        /// Access port: untagged frames, all in this VLAN.
-        #[arg(long, conflicts_with_all = ["trunk", "native", "no_native"])]
-        access: Option<u16>,
-        /// Trunk port: tagged frames of these VLANs, e.g. 10,20,30-39.
-        #[arg(long, value_parser = parse_vlan_list)]
-        trunk: Option<BTreeSet<u16>>,
-        /// With --trunk: untagged frames belong to this VLAN.
-        #[arg(long, requires = "trunk")]
-        native: Option<u16>,
-        /// With --trunk: no native VLAN (untagged frames are dropped).
-        #[arg(long, requires = "trunk", conflicts_with = "native")]
-        no_native: bool,
-    },
+    /// Make an interface a switch port, or change one (its VLANs must exist). Only what
+    /// the options name changes: the rest of an existing port stays as it is.
+    Set(PortSet),
     /// Remove a port from the switch (its XDP or TC program is detached).
     Del { name: String },
+}
+
+#[derive(Args)]
+pub struct PortSet {
+    /// Kernel interface name.
+    pub name: String,
+    /// Access port: untagged frames, all in this VLAN.
+    #[arg(long, conflicts_with_all = ["trunk", "native", "no_native"])]
+    pub access: Option<u16>,
+    /// Trunk port: tagged frames of these VLANs, e.g. 10,20,30-39.
+    #[arg(long, value_parser = parse_vlan_list)]
+    pub trunk: Option<BTreeSet<u16>>,
+    /// Trunk port: untagged frames belong to this VLAN.
+    #[arg(long)]
+    pub native: Option<u16>,
+    /// Trunk port: no native VLAN (untagged frames are dropped).
+    #[arg(long, conflicts_with = "native")]
+    pub no_native: bool,
+    /// The fast path the port uses.
+    #[arg(long)]
+    pub datapath: Option<DatapathChoice>,
 }
 
 #[derive(Subcommand)]

@@ -1,8 +1,8 @@
 //! `xnos fdb`: add and delete static FDB entries.
 
-use serde_json::json;
 use xnos::{
     api::{Client, ClientError},
+    config::StaticFdb,
     statedb::{Op, Table, fdb_key},
 };
 
@@ -12,7 +12,8 @@ pub async fn run(client: &Client, action: FdbAction) -> Result<(), ClientError> 
     let op = match action {
         FdbAction::Add { mac, vlan, port } => Op::Insert {
             table: Table::FdbStatic,
-            row: json!({ "mac": mac, "vlan": vlan, "port": port }),
+            row: serde_json::to_value(StaticFdb { mac, vlan, port })
+                .expect("an FDB row serialises"),
         },
         FdbAction::Del { mac, vlan } => Op::Delete {
             table: Table::FdbStatic,

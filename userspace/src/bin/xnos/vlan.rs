@@ -1,8 +1,8 @@
 //! `xnos vlan`: add and delete VLANs.
 
-use serde_json::json;
 use xnos::{
     api::{Client, ClientError},
+    config::VlanConfig,
     statedb::{Op, Table},
 };
 
@@ -12,7 +12,7 @@ pub async fn run(client: &Client, action: VlanAction) -> Result<(), ClientError>
     let op = match action {
         VlanAction::Add { id, name } => Op::Insert {
             table: Table::Vlan,
-            row: json!({ "id": id, "name": name }),
+            row: serde_json::to_value(VlanConfig { id, name }).expect("a VLAN row serialises"),
         },
         VlanAction::Del { id } => Op::Delete {
             table: Table::Vlan,
