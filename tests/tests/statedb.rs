@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Host, Topology, binary, format_mac, require_root, test_frame};
+use xnos_tests::{Daemon, Host, Topology, binary, find_by, format_mac, require_root, test_frame};
 
 const THREE_PORTS: &str = r#"
 [[vlan]]
@@ -128,6 +128,58 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
         "h1 -> h3 lost packets during changes: {text}"
     );
     let _ = h2;
+}
+
+// What this shows: `xnos port set` changes only what its options name: a new VLAN keeps
+// the port's configured datapath, and a new datapath keeps its VLAN.
+#[test]
+fn port_set_changes_only_what_it_names() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2"]).unwrap();
+    let config = THREE_PORTS
+        .replace(
+            "vlan = 10\n\n[[port]]\nname = \"swp2\"",
+            "vlan = 10\ndatapath = \"xdp-generic\"\n\n[[port]]\nname = \"swp2\"",
+        )
+        .replace(
+            "\n[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n",
+            "",
+        );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    let port_row = || {
+        let rows = daemon.json_raw(&["db", "get", "port", "--json"]).unwrap();
+        find_by(&rows, "key", "swp1")["row"].clone()
+    };
+    assert_eq!(port_row()["datapath"], "xdp-generic", "{config}");
+
+    daemon
+        .xnos(&["port", "set", "swp1", "--access", "20"])
+        .unwrap();
+    let row = port_row();
+    assert_eq!((&row["mode"], &row["vlan"]), (&"access".into(), &20.into()));
+    assert_eq!(
+        row["datapath"], "xdp-generic",
+        "datapath reset by a VLAN change"
+    );
+    let link = topo
+        .switch
+        .ip(&["-d", "link", "show", "dev", "swp1"])
+        .unwrap();
+    assert!(link.contains("xdpgeneric"), "{link}");
+
+    daemon
+        .xnos(&["port", "set", "swp1", "--datapath", "tc"])
+        .unwrap();
+    let row = port_row();
+    assert_eq!((&row["vlan"], &row["datapath"]), (&20.into(), &"tc".into()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while topo.tc_programs("swp1").unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no TC program on swp1 after --datapath tc"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 // What this shows: bad changes (a bad config file, bad CLI values, references to things

@@ -1,0 +1,277 @@
+//! The command line: every verb and option as clap derive types, each doc comment its help.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table};
+
+/// Show and change an xnos switch.
+///
+/// Examples:
+///   xnos show ports                     ports, VLANs, datapath (XDP/TC/switchdev), link, counters
+///   xnos vlan add 30 --name storage     create VLAN 30
+///   xnos port set swp2 --trunk 10,30 --native 1
+///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
+///   xnos config apply new.toml          validate, show the diff, apply atomically
+///   xnos config save                    write the running config to xnosd's config file
+///   xnos db watch fdb-learned           stream changes of a StateDb table
+///   xnos --socket /run/xnos/sw1.sock show fdb --json
+#[derive(Parser)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// API socket of the xnosd instance to talk to.
+    #[arg(long, global = true, env = "XNOS_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show a table of the switch state.
+    Show {
+        #[command(subcommand)]
+        table: Show,
+    },
+    /// Add or remove VLANs.
+    Vlan {
+        #[command(subcommand)]
+        action: VlanAction,
+    },
+    /// Configure switch ports.
+    Port {
+        #[command(subcommand)]
+        action: PortAction,
+    },
+    /// Add or remove static FDB entries.
+    Fdb {
+        #[command(subcommand)]
+        action: FdbAction,
+    },
+    /// Work with whole configs: apply, diff, show, save.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Run a described packet through the real datapath program against the live tables
+    /// and show what the switch would do with it. Changes nothing (no learning, no counters).
+    /// It runs the XDP build of the pipeline; TC ports run the same code, so the decision
+    /// is theirs too (the verdict is named in XDP's terms). Switchdev ports are not traced.
+    ///
+    /// Examples:
+    ///   xnos trace --port swp1 --dst-mac 02:00:00:00:00:02
+    ///   xnos trace --port swp1 --dst-ip 10.0.20.2 --proto tcp --dport 443
+    ///   xnos trace --port swp3 --vlan 20 --dst-mac ff:ff:ff:ff:ff:ff
+    ///   xnos trace --port swp1 --hex 0200000000020200000000010800...
+    #[command(verbatim_doc_comment)]
+    Trace(TraceArgs),
+    /// Read and watch the raw StateDb tables.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Test builds only: make a module panic, to see the supervisor restart it.
+    #[cfg(feature = "fault-injection")]
+    #[command(hide = true)]
+    InjectFault { module: String },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum Show {
+    /// Ports: mode, VLANs, datapath in use and why, link state and counters.
+    Ports(Format),
+    /// VLANs with their untagged and tagged member ports.
+    Vlans(Format),
+    /// Forwarding database: static (config) and learned MAC addresses per VLAN.
+    Fdb(Format),
+    /// The daemon's modules: state, restarts, last error.
+    Modules(Format),
+    /// L3 interfaces (SVIs and routed ports) with their addresses.
+    Interfaces(Format),
+    /// Routes of the kernel FIB, whether the fast path carries each, routed/punt counters.
+    Routes(Format),
+    /// ARP/ND neighbours and whether the fast path uses each.
+    Neighbors(Format),
+    /// Per-port counters with current rates (sampled over --interval).
+    Counters(CountersArgs),
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct CountersArgs {
+    /// Refresh in place, like top, until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long)]
+    pub count: Option<u32>,
+    #[command(flatten)]
+    pub format: Format,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct Format {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TraceArgs {
+    /// Ingress port.
+    #[arg(long)]
+    pub port: String,
+    /// The whole frame in hex (instead of describing it with the options below).
+    #[arg(long, conflicts_with_all = ["src_mac", "dst_mac", "vlan", "src_ip", "dst_ip", "proto", "sport", "dport", "ttl"])]
+    pub hex: Option<String>,
+    #[arg(long, default_value = "02:00:00:00:00:01")]
+    pub src_mac: MacAddr,
+    /// Default: the router MAC when --dst-ip is given.
+    #[arg(long)]
+    pub dst_mac: Option<MacAddr>,
+    /// 802.1Q tag to put on the frame.
+    #[arg(long)]
+    pub vlan: Option<u16>,
+    #[arg(long)]
+    pub src_ip: Option<std::net::IpAddr>,
+    #[arg(long)]
+    pub dst_ip: Option<std::net::IpAddr>,
+    /// udp, tcp or icmp.
+    #[arg(long, default_value = "udp")]
+    pub proto: String,
+    #[arg(long, default_value_t = 12345)]
+    pub sport: u16,
+    #[arg(long, default_value_t = 80)]
+    pub dport: u16,
+    /// TTL / hop limit.
+    #[arg(long, default_value_t = 64)]
+    pub ttl: u8,
+    #[command(flatten)]
+    pub format: Format,
+}
+
+#[derive(Subcommand)]
+pub enum VlanAction {
+    /// Create a VLAN.
+    Add {
+        /// VLAN ID, 1..4094.
+        id: u16,
+        /// A name for it.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a VLAN (no port may use it).
+    Del { id: u16 },
+}
+
+#[derive(Subcommand)]
+pub enum PortAction {
+    /// Make an interface a switch port, or change one (its VLANs must exist). Only what
+    /// the options name changes: the rest of an existing port stays as it is.
+    Set(PortSet),
+    /// Remove a port from the switch (its XDP or TC program is detached).
+    Del { name: String },
+}
+
+#[derive(Args)]
+pub struct PortSet {
+    /// Kernel interface name.
+    pub name: String,
+    /// Access port: untagged frames, all in this VLAN.
+    #[arg(long, conflicts_with_all = ["trunk", "native", "no_native"])]
+    pub access: Option<u16>,
+    /// Trunk port: tagged frames of these VLANs, e.g. 10,20,30-39.
+    #[arg(long, value_parser = parse_vlan_list)]
+    pub trunk: Option<BTreeSet<u16>>,
+    /// Trunk port: untagged frames belong to this VLAN.
+    #[arg(long)]
+    pub native: Option<u16>,
+    /// Trunk port: no native VLAN (untagged frames are dropped).
+    #[arg(long, conflicts_with = "native")]
+    pub no_native: bool,
+    /// The fast path the port uses.
+    #[arg(long)]
+    pub datapath: Option<DatapathChoice>,
+}
+
+#[derive(Subcommand)]
+pub enum FdbAction {
+    /// Add a static entry (never overwritten by learning).
+    Add {
+        mac: MacAddr,
+        #[arg(long)]
+        vlan: u16,
+        #[arg(long)]
+        port: String,
+    },
+    /// Remove a static entry.
+    Del {
+        mac: MacAddr,
+        #[arg(long)]
+        vlan: u16,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigAction {
+    /// Validate FILE, show how it differs from the running config, and apply it as one
+    /// transaction. A bad file changes nothing.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show how FILE differs from the running config, without applying it.
+    Diff {
+        file: PathBuf,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Print the running config as TOML.
+    Show,
+    /// Write the running config to xnosd's config file (the old one is kept as .bak).
+    Save,
+}
+
+#[derive(Subcommand)]
+pub enum DbAction {
+    /// List the tables.
+    Tables,
+    /// Print every row of a table.
+    Get {
+        table: Table,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Print a table, then every change to it as it is committed (until interrupted).
+    Watch {
+        table: Table,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+pub fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, String> {
+    let mut vlans = BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not a VLAN or a range like 30-39");
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to): (u16, u16) = (
+                    from.parse().map_err(|_| bad())?,
+                    to.parse().map_err(|_| bad())?,
+                );
+                if from > to {
+                    return Err(bad());
+                }
+                vlans.extend(from..=to);
+            }
+            None => {
+                vlans.insert(part.parse().map_err(|_| bad())?);
+            }
+        }
+    }
+    Ok(vlans)
+}

@@ -1,0 +1,71 @@
+//! xnos: the command-line interface to a running xnosd. One module per verb.
+
+mod args;
+mod config;
+mod counters;
+mod db;
+mod fdb;
+mod port;
+mod render;
+mod show;
+mod trace;
+mod vlan;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use xnos::{
+    api::{Client, ClientError, Transaction},
+    statedb::{Commit, Op},
+};
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xnos: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xnos: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Show { table } => show::run(&client, table).await,
+        Command::Vlan { action } => vlan::run(&client, action).await,
+        Command::Port { action } => port::run(&client, action).await,
+        Command::Fdb { action } => fdb::run(&client, action).await,
+        Command::Config { action } => config::run(&client, action).await,
+        Command::Trace(args) => trace::run(&client, args).await,
+        Command::Db { action } => db::run(&client, action).await,
+        #[cfg(feature = "fault-injection")]
+        Command::InjectFault { module } => {
+            let message: String = client
+                .post(&format!("/v1/debug/fault/{module}"), &serde_json::json!({}))
+                .await?;
+            println!("{message}");
+            Ok(())
+        }
+    }
+}
+
+/// Commits `ops` as one transaction and prints what changed.
+async fn transact(client: &Client, ops: Vec<Op>) -> Result<(), ClientError> {
+    let commit: Commit = client.post("/v1/transact", &Transaction { ops }).await?;
+    print!("{}", render::render_commit(&commit));
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The TOML config file: parsing, validation, and the desired-state tables it produces.
+//!
+//! Every error names the key and the line it is on, and a config that fails validation
+//! produces nothing: the daemon then refuses to start before touching any interface.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use xnos_common::{VLAN_MAX, VLAN_MIN};
+
+use crate::mac::MacAddr;
+
+/// Default FDB aging time in seconds, as on most switches.
+pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
+
+/// A config value that is wrong, named by table, row key and field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Serialize, Deserialize)]
+#[error("{table} {key}: {field}: {message}")]
+pub struct FieldError {
+    pub table: String,
+    pub key: String,
+    pub field: String,
+    pub message: String,
+}
+
+fn field_error(
+    table: &str,
+    key: impl ToString,
+    field: &str,
+    message: impl Into<String>,
+) -> FieldError {
+    FieldError {
+        table: table.into(),
+        key: key.to_string(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Why a VLAN ID is not usable, if it is not.
+fn vlan_range_error(id: i64) -> Option<String> {
+    (id < i64::from(VLAN_MIN) || id > i64::from(VLAN_MAX))
+        .then(|| format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+crate::statedb::words! {
+    /// A port's VLAN mode.
+    pub enum PortModeName {
+        Access = "access",
+        Trunk = "trunk",
+    }
+}
+
+/// Which kernel fast path a port uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatapathChoice {
+    /// The best the port supports: native XDP, else generic XDP, else TC.
+    #[default]
+    Auto,
+    /// Native (driver) XDP only: the port fails if the driver lacks it.
+    XdpNative,
+    /// Generic (skb) XDP: works on any interface, slower.
+    XdpGeneric,
+    /// The same pipeline as a TC ingress program (tcx): any interface, skb based; for
+    /// drivers whose XDP is missing or in use by something else.
+    Tc,
+    /// The kernel bridge forwards the port, offloaded to the switch ASIC by its switchdev
+    /// driver where there is one (`auto` picks this for ports with a switch ID); frames to
+    /// and from XDP ports of the same VLAN cross through a CPU port.
+    Switchdev,
+}
+
+impl DatapathChoice {
+    pub fn is_auto(&self) -> bool {
+        *self == DatapathChoice::Auto
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DatapathChoice::Auto => "auto",
+            DatapathChoice::XdpNative => "xdp-native",
+            DatapathChoice::XdpGeneric => "xdp-generic",
+            DatapathChoice::Tc => "tc",
+            DatapathChoice::Switchdev => "switchdev",
+        }
+    }
+}
+/// How a port carries VLANs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "mode",
+    rename_all = "lowercase",
+    rename_all_fields = "kebab-case"
+)]
+pub enum PortMode {
+    /// Untagged frames only, all in one VLAN.
+    Access { vlan: u16 },
+    /// Tagged frames of `vlans`, plus untagged frames in `native_vlan` if set.
+    Trunk {
+        #[serde(default)]
+        vlans: BTreeSet<u16>,
+        #[serde(default)]
+        native_vlan: Option<u16>,
+    },
+}
+
+impl PortMode {
+    /// Every VLAN the port is a member of.
+    pub fn vlans(&self) -> BTreeSet<u16> {
+        match self {
+            PortMode::Access { vlan } => [*vlan].into(),
+            PortMode::Trunk { vlans, native_vlan } => {
+                vlans.iter().copied().chain(*native_vlan).collect()
+            }
+        }
+    }
+
+    /// The VLAN whose frames the port sends and receives untagged.
+    pub fn untagged_vlan(&self) -> Option<u16> {
+        match self {
+            PortMode::Access { vlan } => Some(*vlan),
+            PortMode::Trunk { native_vlan, .. } => *native_vlan,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PortConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub mode: PortMode,
+    /// `auto` (default), `xdp-native` or `xdp-generic`.
+    #[serde(default, skip_serializing_if = "DatapathChoice::is_auto")]
+    pub datapath: DatapathChoice,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VlanConfig {
+    pub id: u16,
+    /// None for VLANs that exist only because a port uses them.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StaticFdb {
+    pub mac: MacAddr,
+    pub vlan: u16,
+    pub port: String,
+}
+
+/// Switch-wide settings (the single row of the `switch` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SwitchConfig {
+    /// Seconds a learned MAC lives without being seen (`fdb-aging` in the file).
+    #[serde(rename = "fdb-aging")]
+    pub fdb_aging_secs: u64,
+    /// The MAC of every L3 interface; derived from /etc/machine-id when not set.
+    #[serde(default)]
+    pub router_mac: Option<MacAddr>,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        Self {
+            fdb_aging_secs: DEFAULT_FDB_AGING_SECS,
+            router_mac: None,
+        }
+    }
+}
+
+impl SwitchConfig {
+    /// The router MAC in use: the configured one, or a stable locally administered MAC
+    /// derived from the machine id (the same across restarts of this box).
+    pub fn router_mac(&self) -> MacAddr {
+        self.router_mac.unwrap_or_else(|| {
+            let seed = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+            // FNV-1a: tiny, stable across Rust versions (unlike DefaultHasher).
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in seed.trim().bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            let b = hash.to_be_bytes();
+            MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])
+        })
+    }
+}
+
+/// An L3 interface: an SVI (`vlan`) or a routed port (`port`), with its addresses.
+/// Its name is the kernel netdev that carries the addresses: `vlan<ID>` for an SVI,
+/// the port's own name for a routed port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+}
+
+impl InterfaceConfig {
+    /// The kernel netdev name of an SVI.
+    pub fn svi_name(vlan: u16) -> String {
+        format!("vlan{vlan}")
+    }
+
+    /// The internal switch port (the other end of the SVI's veth pair).
+    pub fn svi_port_name(vlan: u16) -> String {
+        format!("vlan{vlan}i")
+    }
+}
+
+/// A static route from config, installed into the kernel (and from there mirrored into
+/// the fast path like every kernel route).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RouteConfig {
+    pub prefix: IpNet,
+    pub nexthops: Vec<IpAddr>,
+}
+
+/// The desired state of the switch: the config tables of StateDb.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub switch: SwitchConfig,
+    pub vlans: BTreeMap<u16, VlanConfig>,
+    pub ports: BTreeMap<String, PortConfig>,
+    pub fdb: BTreeMap<(u16, MacAddr), StaticFdb>,
+    pub interfaces: BTreeMap<String, InterfaceConfig>,
+    pub routes: BTreeMap<IpNet, RouteConfig>,
+}
+
+mod emit;
+mod parse;
+#[cfg(test)]
+mod tests;
+mod validate;

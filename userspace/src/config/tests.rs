@@ -1,0 +1,315 @@
+//! The config file's parsing and validation, without root or interfaces.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse("test.toml", text, |name| name.starts_with("swp"))
+}
+
+fn err(text: &str) -> ConfigError {
+    parse(text).expect_err("config should be rejected")
+}
+
+const GOOD: &str = r#"
+[switch]
+fdb-aging = 60
+
+[[vlan]]
+id = 10
+name = "servers"
+
+[[port]]
+name = "swp1"        # an existing kernel interface
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp3"
+mode = "trunk"
+vlans = [10, 20]
+native-vlan = 1      # optional
+
+[[fdb]]
+mac = "02:00:00:00:00:10"
+vlan = 10
+port = "swp1"
+"#;
+
+#[test]
+fn parses_the_documented_example() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.switch.fdb_aging_secs, 60);
+    assert_eq!(config.ports["swp1"].mode, PortMode::Access { vlan: 10 });
+    assert_eq!(
+        config.ports["swp3"].mode,
+        PortMode::Trunk {
+            vlans: [10, 20].into(),
+            native_vlan: Some(1)
+        }
+    );
+    assert_eq!(
+        config.vlans.keys().copied().collect::<Vec<_>>(),
+        [1, 10, 20]
+    );
+    assert_eq!(config.vlans[&10].name.as_deref(), Some("servers"));
+    assert_eq!(config.vlans[&20].name, None);
+    let mac = "02:00:00:00:00:10".parse().unwrap();
+    assert_eq!(config.fdb[&(10, mac)].port, "swp1");
+}
+
+#[test]
+fn empty_config_is_valid() {
+    assert_eq!(parse("").unwrap(), Config::default());
+}
+
+#[test]
+fn unknown_port_names_key_and_line() {
+    let e = err("[[port]]\nname = \"eth9\"\nmode = \"access\"\nvlan = 1\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "port[0].name"));
+    assert!(
+        e.message.contains("no kernel interface named \"eth9\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn vlan_out_of_range() {
+    for (text, key, line) in [
+        ("[[vlan]]\nid = 4095\n", "vlan[0].id", 2),
+        ("[[vlan]]\nid = 0\n", "vlan[0].id", 2),
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 5000\n",
+            "port[0].vlan",
+            4,
+        ),
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlans = [10,\n 4095]\n",
+            "port[0].vlans[1]",
+            5,
+        ),
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nnative-vlan = -1\n",
+            "port[0].native-vlan",
+            4,
+        ),
+    ] {
+        let e = err(text);
+        assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
+        assert!(e.message.contains("out of range 1..4094"), "{e}");
+    }
+}
+
+#[test]
+fn access_port_without_vlan() {
+    let e = err("\n[[port]]\nname = \"swp1\"\nmode = \"access\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("port[0].vlan", 2));
+}
+
+#[test]
+fn duplicates() {
+    let e = err(
+        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 2\n",
+    );
+    assert_eq!((e.key.as_str(), e.line), ("port[1].name", 6));
+    let e = err("[[vlan]]\nid = 10\n[[vlan]]\nid = 10\n");
+    assert_eq!((e.key.as_str(), e.line), ("vlan[1].id", 4));
+    let e = err("[[vlan]]\nid = 10\nname = \"a\"\n[[vlan]]\nid = 11\nname = \"a\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("vlan[1].name", 6));
+}
+
+#[test]
+fn syntax_and_unknown_keys_name_the_line() {
+    let e = err("[[vlan]]\nid = 10\nname = \"x\n");
+    assert_eq!((e.key.as_str(), e.line), ("(syntax)", 3));
+    let e = err("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\nspeed = 10\n");
+    assert_eq!(e.line, 5);
+    assert!(e.message.contains("unknown field `speed`"), "{e}");
+    let e = err("[[port]]\nname = \"swp1\"\nmode = \"hybrid\"\n");
+    assert_eq!(e.line, 3);
+    assert!(
+        e.message
+            .contains("unknown port mode name \"hybrid\"; one of access, trunk"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mode_specific_keys() {
+    let e = err("[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\nvlans = [2]\n");
+    assert_eq!(e.key, "port[0].vlans");
+    let e = err("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlan = 1\n");
+    assert_eq!(e.key, "port[0].vlan");
+    let e = err("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\n");
+    assert_eq!(e.key, "port[0].vlans");
+}
+
+#[test]
+fn static_fdb_is_checked() {
+    let base = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n";
+    for (fdb, key) in [
+        (
+            "mac = \"02:00:00:00:00:10\"\nvlan = 10\nport = \"swp2\"\n",
+            "fdb[0].port",
+        ),
+        (
+            "mac = \"02:00:00:00:00:10\"\nvlan = 20\nport = \"swp1\"\n",
+            "fdb[0].vlan",
+        ),
+        (
+            "mac = \"01:00:5e:00:00:01\"\nvlan = 10\nport = \"swp1\"\n",
+            "fdb[0].mac",
+        ),
+        (
+            "mac = \"nonsense\"\nvlan = 10\nport = \"swp1\"\n",
+            "fdb[0].mac",
+        ),
+    ] {
+        let e = err(&format!("{base}[[fdb]]\n{fdb}"));
+        assert_eq!(e.key, key, "{e}");
+    }
+}
+
+const L3: &str = r#"
+[switch]
+router-mac = "02:00:00:00:01:00"
+
+[[vlan]]
+id = 10
+
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+
+[[interface]]
+vlan = 10
+addresses = ["10.0.10.1/24", "fd00:10::1/64"]
+
+[[interface]]
+port = "swp5"
+addresses = ["10.0.99.1/30"]
+
+[[route]]
+prefix = "10.99.0.0/16"
+nexthops = ["10.0.10.2", "10.0.10.3"]
+"#;
+
+#[test]
+fn parses_l3_interfaces_and_routes() {
+    let config = parse(L3).unwrap();
+    assert_eq!(
+        config.switch.router_mac(),
+        "02:00:00:00:01:00".parse().unwrap()
+    );
+    let svi = &config.interfaces["vlan10"];
+    assert_eq!((svi.vlan, svi.addresses.len()), (Some(10), 2));
+    assert_eq!(config.interfaces["swp5"].port.as_deref(), Some("swp5"));
+    let prefix: IpNet = "10.99.0.0/16".parse().unwrap();
+    assert_eq!(config.routes[&prefix].nexthops.len(), 2);
+    assert_eq!(parse(&config.to_toml()).unwrap(), config);
+}
+
+#[test]
+fn bad_l3_config_names_key_and_line() {
+    for (from, to, key, line) in [
+        (
+            "vlan = 10\naddresses",
+            "vlan = 11\naddresses",
+            "interface[0].vlan",
+            14,
+        ),
+        (
+            "port = \"swp5\"",
+            "port = \"swp1\"",
+            "interface[1].port",
+            18,
+        ),
+        (
+            "\"10.0.99.1/30\"",
+            "\"10.0.99.1\"",
+            "interface[1].addresses[0]",
+            19,
+        ),
+        (
+            "\"10.99.0.0/16\"",
+            "\"10.99.0.0/33\"",
+            "route[0].prefix",
+            22,
+        ),
+        (
+            "\"10.0.10.3\"",
+            "\"fd00::3\"",
+            "route 10.99.0.0/16.nexthops",
+            21,
+        ),
+        (
+            "\"02:00:00:00:01:00\"",
+            "\"01:00:00:00:01:00\"",
+            "switch.router-mac",
+            3,
+        ),
+    ] {
+        let e = err(&L3.replace(from, to));
+        assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
+    }
+}
+
+#[test]
+fn datapath_choice_per_port() {
+    let base = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n";
+    let config = parse(&format!("{base}datapath = \"xdp-generic\"\n")).unwrap();
+    assert_eq!(config.ports["swp1"].datapath, DatapathChoice::XdpGeneric);
+    assert_eq!(parse(&config.to_toml()).unwrap(), config);
+    assert_eq!(
+        parse(base).unwrap().ports["swp1"].datapath,
+        DatapathChoice::Auto
+    );
+    let config = parse(&format!("{base}datapath = \"tc\"\n")).unwrap();
+    assert_eq!(config.ports["swp1"].datapath, DatapathChoice::Tc);
+    assert_eq!(parse(&config.to_toml()).unwrap(), config);
+    let e = err(&format!("{base}datapath = \"dpdk\"\n"));
+    assert_eq!(e.line, 5);
+    assert!(
+        e.message.contains("unknown variant `dpdk`") && e.message.contains("switchdev"),
+        "{e}"
+    );
+}
+
+#[test]
+fn router_mac_is_derived_stably_when_not_set() {
+    let config = parse("").unwrap();
+    let mac = config.switch.router_mac();
+    assert_eq!(mac, config.switch.router_mac());
+    assert!(
+        !mac.is_multicast() && mac.0[0] & 2 != 0,
+        "{mac} is not locally administered unicast"
+    );
+}
+
+#[test]
+fn to_toml_round_trips() {
+    let config = parse(GOOD).unwrap();
+    let text = config.to_toml();
+    assert_eq!(parse(&text).unwrap(), config, "{text}");
+    assert_eq!(parse("").unwrap().to_toml(), "[switch]\nfdb-aging = 300\n");
+}
+
+#[test]
+fn validate_checks_references_between_tables() {
+    let mut config = parse(GOOD).unwrap();
+    config.vlans.remove(&20);
+    let e = config.validate(&|_| true).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "port swp3: vlans: VLAN 20 does not exist (add it to the vlan table first)"
+    );
+}
+
+#[test]
+fn error_display_is_one_line_with_file_and_line() {
+    let e = err("[[vlan]]\nid = 9999\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:2: vlan[0].id: VLAN 9999 is out of range 1..4094"
+    );
+}

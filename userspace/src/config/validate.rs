@@ -1,0 +1,226 @@
+//! The rules a config must keep, whichever way it arrives (file, API, CLI).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use xnos_common::MAX_ECMP;
+
+use super::*;
+
+impl Config {
+    /// Check the config as a whole: ranges, references between tables, uniqueness, and that
+    /// every port is a kernel interface. The first problem is returned.
+    pub fn validate(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+        let aging = self.switch.fdb_aging_secs;
+        if !(1..=1_000_000).contains(&aging) {
+            return Err(field_error(
+                "switch",
+                "switch",
+                "fdb-aging",
+                format!("{aging} is out of range 1..1000000 seconds"),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (id, vlan) in &self.vlans {
+            if let Some(message) = vlan_range_error(i64::from(*id)) {
+                return Err(field_error("vlan", id, "id", message));
+            }
+            if let Some(name) = &vlan.name {
+                if name.is_empty() {
+                    return Err(field_error("vlan", id, "name", "name must not be empty"));
+                }
+                if !names.insert(name) {
+                    return Err(field_error(
+                        "vlan",
+                        id,
+                        "name",
+                        format!("VLAN name {name:?} is used twice"),
+                    ));
+                }
+            }
+        }
+        let vlan_exists = |port: &str, field: &str, id: u16| match vlan_range_error(i64::from(id)) {
+            Some(message) => Err(field_error("port", port, field, message)),
+            None if !self.vlans.contains_key(&id) => Err(field_error(
+                "port",
+                port,
+                field,
+                format!("VLAN {id} does not exist (add it to the vlan table first)"),
+            )),
+            None => Ok(()),
+        };
+        for (name, port) in &self.ports {
+            if !link_exists(name) {
+                return Err(field_error(
+                    "port",
+                    name,
+                    "name",
+                    format!("no kernel interface named {name:?}"),
+                ));
+            }
+            match &port.mode {
+                PortMode::Access { vlan } => vlan_exists(name, "vlan", *vlan)?,
+                PortMode::Trunk { vlans, native_vlan } => {
+                    if vlans.is_empty() && native_vlan.is_none() {
+                        return Err(field_error(
+                            "port",
+                            name,
+                            "vlans",
+                            "a trunk must carry at least one VLAN (vlans and/or native_vlan)",
+                        ));
+                    }
+                    for vlan in vlans {
+                        vlan_exists(name, "vlans", *vlan)?;
+                    }
+                    if let Some(native) = native_vlan {
+                        vlan_exists(name, "native-vlan", *native)?;
+                    }
+                }
+            }
+        }
+        for ((vlan, mac), fdb) in &self.fdb {
+            let key = format!("{vlan}/{mac}");
+            if mac.is_multicast() || mac.is_zero() {
+                return Err(field_error(
+                    "fdb-static",
+                    &key,
+                    "mac",
+                    format!("{mac} is not a unicast address"),
+                ));
+            }
+            let Some(port) = self.ports.get(&fdb.port) else {
+                return Err(field_error(
+                    "fdb-static",
+                    &key,
+                    "port",
+                    format!("{:?} is not a configured port", fdb.port),
+                ));
+            };
+            if !port.mode.vlans().contains(vlan) {
+                return Err(field_error(
+                    "fdb-static",
+                    &key,
+                    "vlan",
+                    format!("port {:?} is not in VLAN {vlan}", fdb.port),
+                ));
+            }
+        }
+        self.validate_l3(link_exists)
+    }
+
+    fn validate_l3(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+        if let Some(mac) = self.switch.router_mac
+            && (mac.is_multicast() || mac.is_zero())
+        {
+            return Err(field_error(
+                "switch",
+                "switch",
+                "router-mac",
+                format!("{mac} is not a unicast address"),
+            ));
+        }
+        let mut addresses = BTreeMap::new();
+        for (name, iface) in &self.interfaces {
+            match (iface.vlan, &iface.port) {
+                (Some(vlan), None) => {
+                    if *name != InterfaceConfig::svi_name(vlan) {
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "name",
+                            format!(
+                                "the SVI of VLAN {vlan} is named {}",
+                                InterfaceConfig::svi_name(vlan)
+                            ),
+                        ));
+                    }
+                    if !self.vlans.contains_key(&vlan) {
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "vlan",
+                            format!("VLAN {vlan} does not exist (add it to the vlan table first)"),
+                        ));
+                    }
+                }
+                (None, Some(port)) => {
+                    if port != name {
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "name",
+                            format!("a routed port's interface is named like the port ({port})"),
+                        ));
+                    }
+                    if self.ports.contains_key(port) {
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "port",
+                            format!("{port:?} is a switch port; a routed port must not be"),
+                        ));
+                    }
+                    if !link_exists(port) {
+                        return Err(field_error(
+                            "interface",
+                            name,
+                            "port",
+                            format!("no kernel interface named {port:?}"),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(field_error(
+                        "interface",
+                        name,
+                        "vlan",
+                        "give exactly one of vlan (an SVI) or port (a routed port)",
+                    ));
+                }
+            }
+            for address in &iface.addresses {
+                if let Some(other) = addresses.insert(address.addr(), name) {
+                    return Err(field_error(
+                        "interface",
+                        name,
+                        "addresses",
+                        format!("{} is also an address of {other}", address.addr()),
+                    ));
+                }
+            }
+        }
+        for (prefix, route) in &self.routes {
+            let key = prefix.to_string();
+            if route.prefix != *prefix || prefix.trunc() != *prefix {
+                return Err(field_error(
+                    "route",
+                    &key,
+                    "prefix",
+                    format!(
+                        "{} has host bits set; the route is to {}",
+                        route.prefix,
+                        route.prefix.trunc()
+                    ),
+                ));
+            }
+            if route.nexthops.is_empty() || route.nexthops.len() > MAX_ECMP {
+                return Err(field_error(
+                    "route",
+                    &key,
+                    "nexthops",
+                    format!("a route needs 1 to {MAX_ECMP} nexthops"),
+                ));
+            }
+            for nh in &route.nexthops {
+                if nh.is_ipv4() != prefix.addr().is_ipv4() {
+                    return Err(field_error(
+                        "route",
+                        &key,
+                        "nexthops",
+                        format!("nexthop {nh} is not of the prefix's address family"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
