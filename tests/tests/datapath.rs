@@ -331,7 +331,7 @@ fn link_local_frames_are_punted_to_the_kernel(kind: Kind) {
     let out = rig.run("swp1", &lldp);
     assert_eq!((out.action, &out.frame), (XDP_PASS, &lldp));
     let stats = rig.stats("swp1");
-    assert_eq!((stats.punted, stats.flooded), (1, 0));
+    assert_eq!((stats.to_kernel, stats.flooded), (1, 0));
     assert!(rig.fdb(10, A).is_none());
 }
 

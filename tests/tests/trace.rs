@@ -237,7 +237,7 @@ fn state(daemon: &Daemon) -> (serde_json::Value, serde_json::Value, serde_json::
         swp1["rx-packets"],
         swp1["rx-bytes"],
         swp1["flooded"],
-        swp1["punted"],
+        swp1["to-kernel"],
         swp1["learned"],
         swp1["drops"]
     ]);

@@ -55,7 +55,9 @@ pub struct CountersView {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub flooded: u64,
-    pub punted: u64,
+    /// Frames passed to the kernel's netdev of the port (control frames, routed-port
+    /// traffic not for the router); L3 punts are counted by reason in `show routes`.
+    pub to_kernel: u64,
     pub learned: u64,
     /// Drops by reason (every reason listed, zero or not).
     pub drops: BTreeMap<String, u64>,
@@ -69,7 +71,7 @@ impl From<PortStats> for CountersView {
             tx_packets: s.tx_packets,
             tx_bytes: s.tx_bytes,
             flooded: s.flooded,
-            punted: s.punted,
+            to_kernel: s.to_kernel,
             learned: s.learned,
             drops: DropReason::ALL
                 .iter()

@@ -100,9 +100,9 @@ impl Metrics {
             "Frames received on a port and flooded in their VLAN.",
             &["port"],
         );
-        let punted = counter(
+        let to_kernel = counter(
             registry,
-            "xnos_port_punted_packets_total",
+            "xnos_port_to_kernel_packets_total",
             "Frames received on a port and passed to the kernel (control protocols, routed-port traffic).",
             &["port"],
         );
@@ -154,7 +154,7 @@ impl Metrics {
             tx_packets.with_label_values(&[name]).inc_by(s.tx_packets);
             tx_bytes.with_label_values(&[name]).inc_by(s.tx_bytes);
             flooded.with_label_values(&[name]).inc_by(s.flooded);
-            punted.with_label_values(&[name]).inc_by(s.punted);
+            to_kernel.with_label_values(&[name]).inc_by(s.to_kernel);
             learned.with_label_values(&[name]).inc_by(s.learned);
             for reason in DropReason::ALL {
                 drops
@@ -276,7 +276,7 @@ impl Metrics {
         let neighbors = gauge(
             registry,
             "xnos_neighbors",
-            "Kernel neighbour entries, by state.",
+            "Kernel neighbor entries, by state.",
             &["state"],
         );
         for n in state

@@ -334,8 +334,10 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames received on this port and flooded within their VLAN.
     pub flooded: u64,
-    /// Frames received on this port and passed to the kernel (link-local control frames).
-    pub punted: u64,
+    /// Frames received on this port and passed to the kernel's netdev of the port
+    /// (link-local control frames, routed-port traffic not for the router MAC). "Punt"
+    /// is reserved for what L3 hands to the kernel (`L3Stats::punts`).
+    pub to_kernel: u64,
     /// MACs learned or moved on this port.
     pub learned: u64,
     pub drops: [u64; DROP_REASONS],

@@ -106,7 +106,7 @@ fn try_pipeline<const TRACE: bool, F: Frame>(
                 route::forward::<TRACE, F>(ctx, tag, iface)
             }
             _ => {
-                stats.punt();
+                stats.to_kernel();
                 trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
                 Ok(F::PASS)
             }
@@ -120,7 +120,7 @@ fn try_pipeline<const TRACE: bool, F: Frame>(
     }
     if packet::is_link_local(&dst) {
         // STP, LACP, LLDP...: a bridge must not forward them; the kernel may want them.
-        stats.punt();
+        stats.to_kernel();
         trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
         return Ok(F::PASS);
     }

@@ -79,8 +79,8 @@ impl Stats {
     }
 
     #[inline(always)]
-    pub fn punt(&self) {
-        self.update(|s| s.punted += 1);
+    pub fn to_kernel(&self) {
+        self.update(|s| s.to_kernel += 1);
     }
 
     #[inline(always)]

@@ -650,7 +650,7 @@ pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats 
         total.tx_packets += s.tx_packets;
         total.tx_bytes += s.tx_bytes;
         total.flooded += s.flooded;
-        total.punted += s.punted;
+        total.to_kernel += s.to_kernel;
         total.learned += s.learned;
         for (t, d) in total.drops.iter_mut().zip(s.drops) {
             *t += d;

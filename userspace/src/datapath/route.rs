@@ -368,7 +368,7 @@ impl L3 {
                         }
                         Err(e) => {
                             let e = super::error_chain(&map_err("NEIGHS")(e));
-                            tracing::warn!(%ip, error = %e, "neighbour not programmed");
+                            tracing::warn!(%ip, error = %e, "neighbor not programmed");
                             self.neigh_errors.insert(key, e);
                         }
                     }

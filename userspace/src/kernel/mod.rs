@@ -55,7 +55,7 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
         .execute()
         .try_collect()
         .await
-        .context("dumping neighbours")?;
+        .context("dumping neighbors")?;
     let bridge_fdb = bridge::dump_fdb(handle).await?;
     // In the same commit as the links: a switch port is put on a backend by what the
     // kernel can do.
@@ -225,7 +225,7 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
     let socket = connection.socket_mut().socket_mut();
     socket
         .bind(&SocketAddr::new(0, groups))
-        .context("subscribing to link, route, neighbour and address notifications")?;
+        .context("subscribing to link, route, neighbor and address notifications")?;
     // Room for a burst of route changes (a routing daemon converging); if even this
     // overflows, the overrun is noticed below and the tables are dumped again.
     force_rcvbuf(socket.as_raw_fd(), NOTIFICATION_BUFFER);
