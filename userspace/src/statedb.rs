@@ -306,6 +306,10 @@ pub struct ModuleStatus {
     pub state: String,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// The generation whose state this run of the module has brought about in full (its
+    /// first sync), for modules that report one; None until then and after a restart.
+    #[serde(default)]
+    pub synced: Option<u64>,
 }
 
 /// Observed state: written by modules, read by everyone.

@@ -19,6 +19,7 @@ pub type ModuleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
 /// What a module gets each time it is (re)started.
 #[derive(Clone)]
 pub struct ModuleCtx {
+    pub name: &'static str,
     pub db: Arc<StateDb>,
     pub shutdown: watch::Receiver<bool>,
     /// Count of faults injected; subscribed afresh at each start, so one injection
@@ -34,6 +35,19 @@ impl ModuleCtx {
             panic!("fault injected through the debug API");
         }
         std::future::pending::<()>().await;
+    }
+
+    /// Records in the module's row that this run has brought the state StateDb holds now
+    /// about in full. xnosd reports ready once the kernel module has, and the datapath
+    /// reflects the same generation.
+    pub fn synced(&self) {
+        let generation = self.db.generation();
+        self.db.write_observed(|tx| {
+            if let Some(mut row) = tx.observed().modules.get(self.name).cloned() {
+                row.synced = Some(generation);
+                tx.module(self.name, Some(row));
+            }
+        });
     }
 
     /// Completes when the daemon shuts down.
@@ -99,6 +113,7 @@ fn set_status(db: &StateDb, name: &str, state: &str, restarts: u64, last_error: 
                 state: state.into(),
                 restarts,
                 last_error,
+                synced: None,
             }),
         )
     });
@@ -153,6 +168,7 @@ async fn supervise(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let ctx = ModuleCtx {
+            name,
             db: db.clone(),
             shutdown: shutdown.clone(),
             fault: fault.subscribe(),
