@@ -324,25 +324,60 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Start xnosd in `switch` with `config` and wait until its API answers and every
-    /// configured port has XDP attached.
+    /// Start xnosd in `switch` with `config` and wait until it is ready (its API socket
+    /// appears only once every configured port has its fast path).
     pub fn start(switch: &Netns, config: &str) -> anyhow::Result<Self> {
         Self::start_with(switch, config, &[])
     }
 
     /// `start` with extra xnosd arguments (kept across `restart`).
     pub fn start_with(switch: &Netns, config: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let mut daemon = Self::launch(switch, config, args, &[])?;
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    /// Start xnosd without waiting for it, with extra arguments and environment.
+    pub fn launch(
+        switch: &Netns,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("xnos-{}", switch.name()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("xnos.toml"), config)?;
         std::fs::write(dir.join("args"), args.join("\n"))?;
-        Self::spawn(switch, dir)
+        Self::spawn(switch, dir, env)
+    }
+
+    /// Wait until the API socket is there (xnosd is ready then); fails at once, with the
+    /// log, if xnosd exits.
+    pub fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("xnosd exited with {status}: {}", self.log());
+            }
+            if self.socket.exists() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("xnosd did not become ready: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stop and start again with the same config file (as `config save` left it).
     pub fn restart(&mut self, switch: &Netns) -> anyhow::Result<()> {
         self.stop()?;
-        let fresh = Self::spawn(switch, self.dir.clone())?;
+        let mut fresh = Self::spawn(switch, self.dir.clone(), &[])?;
+        fresh.wait_ready()?;
         let mut old = std::mem::replace(self, fresh);
         // The directory now belongs to the new process.
         old.dir = PathBuf::new();
@@ -353,9 +388,11 @@ impl Daemon {
         self.dir.join("xnos.toml")
     }
 
-    fn spawn(switch: &Netns, dir: PathBuf) -> anyhow::Result<Self> {
+    fn spawn(switch: &Netns, dir: PathBuf, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let config_path = dir.join("xnos.toml");
         let socket = dir.join("xnosd.sock");
+        // Ready is the socket appearing: one left by a killed run must not look like it.
+        let _ = std::fs::remove_file(&socket);
         let log = File::options()
             .create(true)
             .append(true)
@@ -374,35 +411,15 @@ impl Daemon {
                     .lines()
                     .filter(|l| !l.is_empty()),
             )
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let mut daemon = Self {
+        Ok(Self {
             child: Some(child),
             socket,
             dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = daemon
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("xnosd exited with {status}: {}", daemon.log());
-            }
-            if let Ok(ports) = daemon.json("ports")
-                && ports
-                    .as_array()
-                    .is_some_and(|ports| ports.iter().all(|p| p["datapath"] != "none"))
-            {
-                return Ok(daemon);
-            }
-            if Instant::now() > deadline {
-                bail!("xnosd did not come up: {}", daemon.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     pub fn log(&self) -> String {

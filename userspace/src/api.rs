@@ -609,6 +609,9 @@ impl Api {
             (&Method::GET, ["v1", "interfaces"]) => json(StatusCode::OK, &self.interfaces()),
             (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &self.routes()),
             (&Method::GET, ["v1", "neighbors"]) => json(StatusCode::OK, &self.neighbors()),
+            (&Method::GET, ["v1", "ready"]) => {
+                json(StatusCode::OK, &self.db.read(crate::ready::Readiness::of))
+            }
             (&Method::GET, ["v1", "modules"]) => {
                 json(StatusCode::OK, &self.table_view(Table::Module))
             }

@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod kernel;
 pub mod mac;
 pub mod metrics;
+pub mod ready;
 pub mod statedb;
 pub mod supervisor;
 pub mod switchdev;

@@ -19,7 +19,10 @@ pub type ModuleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
 /// What a module gets each time it is (re)started.
 #[derive(Clone)]
 pub struct ModuleCtx {
+    pub name: &'static str,
     pub db: Arc<StateDb>,
+    /// The supervisor's writer of the module table, for `synced` alone.
+    status: SupervisorWriter,
     pub shutdown: watch::Receiver<bool>,
     /// Count of faults injected; subscribed afresh at each start, so one injection
     /// makes exactly one run panic.
@@ -34,6 +37,19 @@ impl ModuleCtx {
             panic!("fault injected through the debug API");
         }
         std::future::pending::<()>().await;
+    }
+
+    /// Records in the module's row that this run has brought the state StateDb holds now
+    /// about in full. xnosd reports ready once the kernel module has, and the datapath
+    /// reflects the same generation.
+    pub fn synced(&self) {
+        let generation = self.db.generation();
+        self.status.write(|tx| {
+            if let Some(mut row) = tx.observed().modules.get(self.name).cloned() {
+                row.synced = Some(generation);
+                tx.module(self.name, Some(row));
+            }
+        });
     }
 
     /// Completes when the daemon shuts down.
@@ -105,6 +121,7 @@ fn set_status(
                 state,
                 restarts,
                 last_error,
+                synced: None,
             }),
         )
     });
@@ -159,7 +176,9 @@ async fn supervise(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let ctx = ModuleCtx {
+            name,
             db: db.db().clone(),
+            status: db.clone(),
             shutdown: shutdown.clone(),
             fault: fault.subscribe(),
         };

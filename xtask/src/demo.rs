@@ -132,25 +132,10 @@ pub fn run() -> anyhow::Result<()> {
         cmd.arg("--socket").arg(&socket);
         cmd
     };
-    // Ready when every port has its fast path attached (the API answers before that).
-    let ready = || {
-        output(cli().args(["show", "ports", "--json"]))
-            .ok()
-            .and_then(|out| serde_json::from_str::<serde_json::Value>(&out).ok())
-            .and_then(|ports| {
-                ports
-                    .as_array()
-                    .map(|ports| !ports.is_empty() && ports.iter().all(|p| p["datapath"] != "none"))
-            })
-            .unwrap_or(false)
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("xnosd.log")).unwrap_or_default();
-            bail!("xnosd did not come up:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    // xnosd makes its socket once every port has its fast path: then traffic may start.
+    if let Err(e) = output(cli().args(["wait-ready", "--timeout", "20"])) {
+        let log = std::fs::read_to_string(dir.join("xnosd.log")).unwrap_or_default();
+        bail!("{e:#}\n{log}");
     }
 
     step("traffic through the switch");

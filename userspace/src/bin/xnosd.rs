@@ -1,7 +1,7 @@
 //! xnosd: the xnos switch daemon.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{Arc, Mutex},
 };
@@ -17,6 +17,7 @@ use xnos::{
     datapath::{Datapath, StatsReader, module},
     kernel::{self, link},
     metrics::{self, Metrics},
+    ready::{self, Readiness},
     statedb::StateDb,
     supervisor::{self, Faults, Module},
     trace::Tracer,
@@ -24,6 +25,10 @@ use xnos::{
 
 /// The xnos switch daemon: loads the XDP datapath onto the ports named in the config,
 /// keeps the switch state, and serves the API that `xnos` talks to.
+///
+/// The API socket appears once every configured port has its fast path (and systemd gets
+/// READY=1 with `Type=notify`): whatever waits for the socket, or runs `xnos wait-ready`,
+/// finds a switch that forwards.
 ///
 /// Several instances can run side by side (for example one per network namespace) as long
 /// as each has its own --socket and --pin-dir.
@@ -94,10 +99,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    // Another instance on the socket is refused before anything is attached; the socket
+    // itself is bound under a private name and moved into place once xnosd is ready.
+    if tokio::net::UnixStream::connect(&args.socket).await.is_ok() {
+        anyhow::bail!(
+            "API socket {}: another xnosd is already listening there",
+            args.socket.display()
+        );
+    }
+    let starting = starting_path(&args.socket);
     let listener = Arc::new(
-        api::bind(&args.socket)
+        api::bind(&starting)
             .await
-            .with_context(|| format!("API socket {}", args.socket.display()))?,
+            .with_context(|| format!("API socket {}", starting.display()))?,
     );
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(Arc::new(
@@ -151,13 +165,22 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = sigterm.recv() => {}
+    let became_ready = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(false),
+        _ = sigterm.recv() => Ok(false),
+        result = report_ready(&db, &starting, &args.socket) => result.map(|()| true),
+    };
+    if let Ok(true) = became_ready {
+        tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd ready");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
     }
     let _ = shutdown_tx.send(true);
     let _ = supervisor.await;
     let _ = std::fs::remove_file(&args.socket);
+    let _ = std::fs::remove_file(&starting);
     match Arc::try_unwrap(datapath) {
         Ok(datapath) => {
             datapath
@@ -165,8 +188,45 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .shutdown();
             tracing::info!("detached from all ports, pins removed");
-            Ok(())
         }
         Err(_) => anyhow::bail!("datapath still in use at shutdown; XDP programs stay attached"),
     }
+    became_ready.map(|_| ())
+}
+
+/// Where the API socket is bound until xnosd is ready.
+fn starting_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".starting");
+    PathBuf::from(name)
+}
+
+/// Waits until the datapath carries the startup state, then reports ready: the API
+/// socket appears under its name (one rename: a client never finds it half made) and
+/// systemd, if it started us with `Type=notify`, gets `READY=1`.
+async fn report_ready(db: &StateDb, starting: &Path, socket: &Path) -> anyhow::Result<()> {
+    let mut reminder = tokio::time::interval(std::time::Duration::from_secs(10));
+    reminder.tick().await;
+    let wait = ready::wait(db);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            () = &mut wait => break,
+            _ = reminder.tick() => {
+                let waiting_for = db.read(Readiness::of).waiting_for();
+                tracing::warn!("not ready yet: waiting for {waiting_for}");
+            }
+        }
+    }
+    std::fs::rename(starting, socket).with_context(|| {
+        format!(
+            "moving the API socket {} to {}",
+            starting.display(),
+            socket.display()
+        )
+    })?;
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd READY=1 (NOTIFY_SOCKET)");
+    }
+    Ok(())
 }

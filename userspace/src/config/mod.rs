@@ -47,6 +47,15 @@ fn vlan_range_error(id: i64) -> Option<String> {
         .then(|| format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"))
 }
 
+/// Why an FDB aging time is not usable, if it is not.
+fn fdb_aging_error(secs: i64) -> Option<String> {
+    (!(1..=1_000_000).contains(&secs)).then(|| format!("{secs} is out of range 1..1000000 seconds"))
+}
+
+/// An L3 interface is an SVI or a routed port, never both or neither.
+const INTERFACE_KIND: &str = "give exactly one of vlan (an SVI) or port (a routed port)";
+
+/// A config file error: the file, line and key (as written in the file) at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{file}:{line}: {key}: {message}")]
 pub struct ConfigError {

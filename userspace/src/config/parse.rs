@@ -1,4 +1,9 @@
 //! Reading the config file into the typed tables, with errors that name the file's line.
+//!
+//! Parsing checks only what the typed tables cannot hold (syntax, types, a key given
+//! twice, keys of the other port mode, values that do not fit). Every other rule is
+//! `Config::validate`'s, the one the API and the CLI go through too: its FieldError is
+//! mapped back to the line and key of the file it came from.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -109,6 +114,55 @@ impl Source<'_> {
     }
 }
 
+/// Where in the file each row of the typed tables, and each field of it, was written:
+/// (table, row key, field) to (span, the file's key). The field "" is the whole row.
+#[derive(Default)]
+struct Locations(BTreeMap<(&'static str, String, &'static str), (Range<usize>, String)>);
+
+impl Locations {
+    fn row(
+        &mut self,
+        table: &'static str,
+        key: impl ToString,
+        span: Range<usize>,
+        file_key: String,
+    ) {
+        self.0
+            .insert((table, key.to_string(), ""), (span, file_key));
+    }
+
+    fn field<T>(
+        &mut self,
+        table: &'static str,
+        key: impl ToString,
+        field: &'static str,
+        value: Option<&Spanned<T>>,
+        file_key: String,
+    ) {
+        if let Some(value) = value {
+            self.0
+                .insert((table, key.to_string(), field), (value.span(), file_key));
+        }
+    }
+
+    /// A validation error as the file's line and key: the field where it is written,
+    /// else the row it belongs to, with the field named as the file names it.
+    fn error(&self, src: &Source<'_>, e: FieldError) -> ConfigError {
+        let at = |field: &str| {
+            self.0
+                .iter()
+                .find(|((t, k, f), _)| *t == e.table && *k == e.key && *f == field)
+                .map(|(_, at)| at.clone())
+        };
+        let (span, key) = match (at(&e.field), at("")) {
+            (Some(at), _) => at,
+            (None, Some((span, row))) => (span, format!("{row}.{}", e.field.replace('_', "-"))),
+            (None, None) => (0..0, format!("{} {}.{}", e.table, e.key, e.field)),
+        };
+        src.error(span, key, e.message)
+    }
+}
+
 impl Config {
     /// Read and validate a config file. `link_exists` says whether a kernel interface of
     /// that name exists (so tests can validate without real interfaces).
@@ -135,46 +189,42 @@ impl Config {
         })?;
 
         let mut config = Config::default();
-        if let Some(switch) = &raw.switch
-            && let Some(aging) = &switch.get_ref().fdb_aging
-        {
-            let secs = *aging.get_ref();
-            if !(1..=1_000_000).contains(&secs) {
-                return Err(src.error(
-                    aging.span(),
-                    "switch.fdb-aging",
-                    format!("{secs} is out of range 1..1000000 seconds"),
-                ));
+        let mut at = Locations::default();
+        if let Some(switch) = &raw.switch {
+            let switch = switch.get_ref();
+            if let Some(aging) = &switch.fdb_aging {
+                let secs = *aging.get_ref();
+                if let Some(message) = fdb_aging_error(secs) {
+                    return Err(src.error(aging.span(), "switch.fdb-aging", message));
+                }
+                config.switch.fdb_aging_secs = secs as u64;
             }
-            config.switch.fdb_aging_secs = secs as u64;
-        }
-        if let Some(switch) = &raw.switch
-            && let Some(mac) = &switch.get_ref().router_mac
-        {
-            let parsed: MacAddr =
-                mac.get_ref()
-                    .parse()
-                    .map_err(|e: crate::mac::ParseMacError| {
+            if let Some(mac) = &switch.router_mac {
+                config.switch.router_mac = Some(mac.get_ref().parse().map_err(
+                    |e: crate::mac::ParseMacError| {
                         src.error(mac.span(), "switch.router-mac", e.to_string())
-                    })?;
-            if parsed.is_multicast() || parsed.is_zero() {
-                return Err(src.error(
-                    mac.span(),
-                    "switch.router-mac",
-                    format!("{parsed} is not a unicast address"),
-                ));
+                    },
+                )?);
             }
-            config.switch.router_mac = Some(parsed);
+            let key = "switch";
+            at.field(
+                key,
+                key,
+                "fdb-aging",
+                switch.fdb_aging.as_ref(),
+                "switch.fdb-aging".into(),
+            );
+            at.field(
+                key,
+                key,
+                "router-mac",
+                switch.router_mac.as_ref(),
+                "switch.router-mac".into(),
+            );
         }
 
-        // Where each row starts, to give whole-config validation errors a line.
-        let mut rows: BTreeMap<(&str, String), Range<usize>> = BTreeMap::new();
-        let mut vlan_names = BTreeSet::new();
         for (i, vlan) in raw.vlan.iter().enumerate() {
-            rows.insert(
-                ("vlan", vlan.get_ref().id.get_ref().to_string()),
-                vlan.span(),
-            );
+            let span = vlan.span();
             let vlan = vlan.get_ref();
             let key = format!("vlan[{i}]");
             let id = src.vlan_id(&vlan.id, &format!("{key}.id"))?;
@@ -185,22 +235,15 @@ impl Config {
                     format!("VLAN {id} is defined twice"),
                 ));
             }
-            if let Some(name) = &vlan.name {
-                if name.get_ref().is_empty() {
-                    return Err(src.error(
-                        name.span(),
-                        format!("{key}.name"),
-                        "name must not be empty",
-                    ));
-                }
-                if !vlan_names.insert(name.get_ref().clone()) {
-                    return Err(src.error(
-                        name.span(),
-                        format!("{key}.name"),
-                        format!("VLAN name {:?} is used twice", name.get_ref()),
-                    ));
-                }
-            }
+            at.row("vlan", id, span, key.clone());
+            at.field("vlan", id, "id", Some(&vlan.id), format!("{key}.id"));
+            at.field(
+                "vlan",
+                id,
+                "name",
+                vlan.name.as_ref(),
+                format!("{key}.name"),
+            );
             config.vlans.insert(
                 id,
                 VlanConfig {
@@ -215,19 +258,11 @@ impl Config {
             let port = port.get_ref();
             let key = format!("port[{i}]");
             let name = port.name.get_ref();
-            rows.insert(("port", name.clone()), span.clone());
             if config.ports.contains_key(name) {
                 return Err(src.error(
                     port.name.span(),
                     format!("{key}.name"),
                     format!("port {name:?} is listed twice"),
-                ));
-            }
-            if !link_exists(name) {
-                return Err(src.error(
-                    port.name.span(),
-                    format!("{key}.name"),
-                    format!("no kernel interface named {name:?}"),
                 ));
             }
             let mode = match port.mode.get_ref() {
@@ -277,12 +312,10 @@ impl Config {
                         .as_ref()
                         .map(|v| src.vlan_id(v, &format!("{key}.native-vlan")))
                         .transpose()?;
-                    if vlans.is_empty() && native_vlan.is_none() {
-                        return Err(src.error(span.clone(), format!("{key}.vlans"), format!("trunk port {name:?} carries no VLAN: give `vlans` and/or `native-vlan`")));
-                    }
                     PortMode::Trunk { vlans, native_vlan }
                 }
             };
+            // A VLAN a port names exists without a [[vlan]] of its own.
             for id in mode.vlans() {
                 config
                     .vlans
@@ -293,6 +326,35 @@ impl Config {
                 .datapath
                 .as_ref()
                 .map_or(DatapathChoice::Auto, |d| *d.get_ref());
+            at.row("port", name, span, key.clone());
+            at.field(
+                "port",
+                name,
+                "name",
+                Some(&port.name),
+                format!("{key}.name"),
+            );
+            at.field(
+                "port",
+                name,
+                "vlan",
+                port.vlan.as_ref(),
+                format!("{key}.vlan"),
+            );
+            at.field(
+                "port",
+                name,
+                "vlans",
+                port.vlans.as_ref(),
+                format!("{key}.vlans"),
+            );
+            at.field(
+                "port",
+                name,
+                "native-vlan",
+                port.native_vlan.as_ref(),
+                format!("{key}.native-vlan"),
+            );
             config.ports.insert(
                 name.clone(),
                 PortConfig {
@@ -314,29 +376,7 @@ impl Config {
                     .map_err(|e: crate::mac::ParseMacError| {
                         src.error(fdb.mac.span(), format!("{key}.mac"), e.to_string())
                     })?;
-            if mac.is_multicast() || mac.is_zero() {
-                return Err(src.error(
-                    fdb.mac.span(),
-                    format!("{key}.mac"),
-                    format!("{mac} is not a unicast address"),
-                ));
-            }
             let vlan = src.vlan_id(&fdb.vlan, &format!("{key}.vlan"))?;
-            let port_name = fdb.port.get_ref();
-            let Some(port) = config.ports.get(port_name) else {
-                return Err(src.error(
-                    fdb.port.span(),
-                    format!("{key}.port"),
-                    format!("{port_name:?} is not a configured [[port]]"),
-                ));
-            };
-            if !port.mode.vlans().contains(&vlan) {
-                return Err(src.error(
-                    fdb.vlan.span(),
-                    format!("{key}.vlan"),
-                    format!("port {port_name:?} is not in VLAN {vlan}"),
-                ));
-            }
             if config.fdb.contains_key(&(vlan, mac)) {
                 return Err(src.error(
                     fdb.mac.span(),
@@ -344,59 +384,55 @@ impl Config {
                     format!("{mac} in VLAN {vlan} is defined twice"),
                 ));
             }
-            rows.insert(("fdb-static", format!("{vlan}/{mac}")), span);
+            let row = crate::statedb::fdb_key(vlan, &mac);
+            at.row("fdb-static", &row, span, key.clone());
+            at.field(
+                "fdb-static",
+                &row,
+                "mac",
+                Some(&fdb.mac),
+                format!("{key}.mac"),
+            );
+            at.field(
+                "fdb-static",
+                &row,
+                "vlan",
+                Some(&fdb.vlan),
+                format!("{key}.vlan"),
+            );
+            at.field(
+                "fdb-static",
+                &row,
+                "port",
+                Some(&fdb.port),
+                format!("{key}.port"),
+            );
             config.fdb.insert(
                 (vlan, mac),
                 StaticFdb {
                     mac,
                     vlan,
-                    port: port_name.clone(),
+                    port: fdb.port.get_ref().clone(),
                 },
             );
         }
+
         for (i, iface) in raw.interface.iter().enumerate() {
             let span = iface.span();
             let iface = iface.get_ref();
             let key = format!("interface[{i}]");
+            // The name is the row's key: it follows from `vlan` or `port`, so one of the
+            // two must be there before there is a row to validate.
             let (name, vlan, port) = match (&iface.vlan, &iface.port) {
                 (Some(vlan), None) => {
                     let id = src.vlan_id(vlan, &format!("{key}.vlan"))?;
-                    if !config.vlans.contains_key(&id) {
-                        return Err(src.error(
-                            vlan.span(),
-                            format!("{key}.vlan"),
-                            format!("VLAN {id} is not used by any port or [[vlan]]"),
-                        ));
-                    }
                     (InterfaceConfig::svi_name(id), Some(id), None)
                 }
                 (None, Some(port)) => {
                     let name = port.get_ref();
-                    if config.ports.contains_key(name) {
-                        return Err(src.error(
-                            port.span(),
-                            format!("{key}.port"),
-                            format!(
-                                "{name:?} is a switch ([[port]]) port; a routed port must not be"
-                            ),
-                        ));
-                    }
-                    if !link_exists(name) {
-                        return Err(src.error(
-                            port.span(),
-                            format!("{key}.port"),
-                            format!("no kernel interface named {name:?}"),
-                        ));
-                    }
                     (name.clone(), None, Some(name.clone()))
                 }
-                _ => {
-                    return Err(src.error(
-                        span,
-                        key,
-                        "give exactly one of `vlan` (an SVI) or `port` (a routed port)",
-                    ));
-                }
+                _ => return Err(src.error(span, key, INTERFACE_KIND)),
             };
             if config.interfaces.contains_key(&name) {
                 return Err(src.error(span, key, format!("interface {name} is defined twice")));
@@ -415,7 +451,28 @@ impl Config {
                 })?;
                 addresses.push(parsed);
             }
-            rows.insert(("interface", name.clone()), span);
+            at.row("interface", &name, span, key.clone());
+            at.field(
+                "interface",
+                &name,
+                "vlan",
+                iface.vlan.as_ref(),
+                format!("{key}.vlan"),
+            );
+            at.field(
+                "interface",
+                &name,
+                "port",
+                iface.port.as_ref(),
+                format!("{key}.port"),
+            );
+            at.field(
+                "interface",
+                &name,
+                "addresses",
+                iface.addresses.first(),
+                format!("{key}.addresses"),
+            );
             config.interfaces.insert(
                 name.clone(),
                 InterfaceConfig {
@@ -441,6 +498,7 @@ impl Config {
                     ),
                 )
             })?;
+            // The file may name a route by any address in it: the route is to the network.
             let prefix = prefix.trunc();
             let mut nexthops = Vec::new();
             for (j, nh) in route.nexthops.get_ref().iter().enumerate() {
@@ -460,24 +518,29 @@ impl Config {
                     format!("a route to {prefix} is defined twice"),
                 ));
             }
-            rows.insert(("route", prefix.to_string()), span);
+            at.row("route", prefix, span, key.clone());
+            at.field(
+                "route",
+                prefix,
+                "prefix",
+                Some(&route.prefix),
+                format!("{key}.prefix"),
+            );
+            at.field(
+                "route",
+                prefix,
+                "nexthops",
+                Some(&route.nexthops),
+                format!("{key}.nexthops"),
+            );
             config
                 .routes
                 .insert(prefix, RouteConfig { prefix, nexthops });
         }
 
-        // The checks above name keys precisely; this catches whatever rule they miss.
-        config.validate(&link_exists).map_err(|e| {
-            let span = rows
-                .get(&(e.table.as_str(), e.key.clone()))
-                .cloned()
-                .unwrap_or(0..0);
-            src.error(
-                span,
-                format!("{} {}.{}", e.table, e.key, e.field),
-                e.message,
-            )
-        })?;
+        config
+            .validate(&link_exists)
+            .map_err(|e| at.error(&src, e))?;
         Ok(config)
     }
 }

@@ -236,12 +236,7 @@ fn bad_l3_config_names_key_and_line() {
             "route[0].prefix",
             22,
         ),
-        (
-            "\"10.0.10.3\"",
-            "\"fd00::3\"",
-            "route 10.99.0.0/16.nexthops",
-            21,
-        ),
+        ("\"10.0.10.3\"", "\"fd00::3\"", "route[0].nexthops", 23),
         (
             "\"02:00:00:00:01:00\"",
             "\"01:00:00:00:01:00\"",
@@ -311,5 +306,79 @@ fn error_display_is_one_line_with_file_and_line() {
     assert_eq!(
         e.to_string(),
         "test.toml:2: vlan[0].id: VLAN 9999 is out of range 1..4094"
+    );
+}
+
+// What this shows: a rule broken in the file and the same rule broken in typed rows (as
+// the API and the CLI send them) give the same message: the check exists once, and the
+// file only adds its line and key.
+#[test]
+fn file_and_typed_rows_are_refused_in_the_same_words() {
+    let typed = |text: &str, change: &dyn Fn(&mut Config)| {
+        let mut config = parse(text).unwrap();
+        change(&mut config);
+        config
+            .validate(&|name| name.starts_with("swp"))
+            .unwrap_err()
+    };
+    type Case = (String, &'static str, &'static str, Box<dyn Fn(&mut Config)>);
+    let cases: [Case; 4] = [
+        (
+            "[[port]]\nname = \"swp1\"\nmode = \"trunk\"\n".into(),
+            "port[0].vlans",
+            GOOD,
+            Box::new(|c| {
+                c.ports.get_mut("swp3").unwrap().mode = PortMode::Trunk {
+                    vlans: BTreeSet::new(),
+                    native_vlan: None,
+                }
+            }),
+        ),
+        (
+            GOOD.replace("port = \"swp1\"", "port = \"swp2\""),
+            "fdb[0].port",
+            GOOD,
+            Box::new(|c| c.fdb.values_mut().for_each(|f| f.port = "swp2".into())),
+        ),
+        (
+            L3.replace("vlan = 10\naddresses", "vlan = 11\naddresses"),
+            "interface[0].vlan",
+            L3,
+            Box::new(|c| {
+                let mut svi = c.interfaces.remove("vlan10").unwrap();
+                svi.name = InterfaceConfig::svi_name(11);
+                svi.vlan = Some(11);
+                c.interfaces.insert(svi.name.clone(), svi);
+            }),
+        ),
+        (
+            L3.replace("port = \"swp5\"", "port = \"swp1\""),
+            "interface[1].port",
+            L3,
+            Box::new(|c| {
+                let mut routed = c.interfaces.remove("swp5").unwrap();
+                routed.name = "swp1".into();
+                routed.port = Some("swp1".into());
+                c.interfaces.insert(routed.name.clone(), routed);
+            }),
+        ),
+    ];
+    for (file, key, good, change) in cases {
+        let from_file = err(&file);
+        let from_rows = typed(good, &*change);
+        assert_eq!(from_file.key, key, "{from_file}");
+        assert_eq!(
+            from_file.message, from_rows.message,
+            "{from_file} / {from_rows}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_the_file_cannot_name_a_field_for_falls_back_to_its_row() {
+    let e = err("\n[[port]]\nname = \"swp1\"\nmode = \"trunk\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:2: port[0].vlans: a trunk must carry at least one VLAN: tagged (vlans) and/or native"
     );
 }

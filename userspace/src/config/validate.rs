@@ -10,14 +10,9 @@ impl Config {
     /// Check the config as a whole: ranges, references between tables, uniqueness, and that
     /// every port is a kernel interface. The first problem is returned.
     pub fn validate(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
-        let aging = self.switch.fdb_aging_secs;
-        if !(1..=1_000_000).contains(&aging) {
-            return Err(field_error(
-                "switch",
-                "switch",
-                "fdb-aging",
-                format!("{aging} is out of range 1..1000000 seconds"),
-            ));
+        let aging = i64::try_from(self.switch.fdb_aging_secs).unwrap_or(i64::MAX);
+        if let Some(message) = fdb_aging_error(aging) {
+            return Err(field_error("switch", "switch", "fdb-aging", message));
         }
         let mut names = BTreeSet::new();
         for (id, vlan) in &self.vlans {
@@ -65,7 +60,7 @@ impl Config {
                             "port",
                             name,
                             "vlans",
-                            "a trunk must carry at least one VLAN (vlans and/or native_vlan)",
+                            "a trunk must carry at least one VLAN: tagged (vlans) and/or native",
                         ));
                     }
                     for vlan in vlans {
@@ -169,12 +164,7 @@ impl Config {
                     }
                 }
                 _ => {
-                    return Err(field_error(
-                        "interface",
-                        name,
-                        "vlan",
-                        "give exactly one of vlan (an SVI) or port (a routed port)",
-                    ));
+                    return Err(field_error("interface", name, "vlan", INTERFACE_KIND));
                 }
             }
             for address in &iface.addresses {

@@ -82,6 +82,18 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn dump_links(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
+    let links: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .context("dumping links")?;
+    db.write(|tx| link::replace_all(tx, &links));
+    Ok(())
+}
+
 /// What the kernel can do, probed where not known yet (a probe that failed for another
 /// reason than the kernel lacking the feature is tried again next time).
 /// Only asked when some port may go on the switchdev backend (the probe loads the bridge).
@@ -240,6 +252,10 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
     // Notifications that race with the dump queue up and are applied after it.
     dump(&handle, &db).await?;
     apply(&writer, &db).await?;
+    // The netdevs apply made (SVIs, CPU ports) go into StateDb before the sync counts as
+    // done, so that the datapath has attached to them too when xnosd reports ready.
+    dump_links(&handle, &db).await?;
+    ctx.synced();
     let mut audit = tokio::time::interval(AUDIT_INTERVAL);
     audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -183,6 +183,10 @@ pub struct ModuleStatus {
     pub state: ModuleState,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// The generation whose state this run of the module has brought about in full (its
+    /// first sync), for modules that report one; None until then and after a restart.
+    #[serde(default)]
+    pub synced: Option<u64>,
 }
 
 /// What the datapath programmed for one prefix of the kernel's FIB (a row of

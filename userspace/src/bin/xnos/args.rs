@@ -65,6 +65,18 @@ pub enum Command {
     ///   xnos trace --port swp1 --hex 0200000000020200000000010800...
     #[command(verbatim_doc_comment)]
     Trace(TraceArgs),
+    /// Wait until xnosd is ready: its API socket is there and every configured port has
+    /// its fast path. Exits 0 then, or fails naming what it still waited for.
+    ///
+    /// Examples:
+    ///   xnosd & xnos wait-ready && ping ...
+    ///   xnos wait-ready --timeout 60
+    #[command(verbatim_doc_comment)]
+    WaitReady {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+    },
     /// Read and watch the raw StateDb tables.
     Db {
         #[command(subcommand)]

@@ -6,6 +6,7 @@ mod counters;
 mod db;
 mod fdb;
 mod port;
+mod ready;
 mod render;
 mod show;
 mod trace;
@@ -52,6 +53,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Config { action } => config::run(&client, action).await,
         Command::Trace(args) => trace::run(&client, args).await,
         Command::Db { action } => db::run(&client, action).await,
+        Command::WaitReady { timeout } => ready::run(&client, &cli.socket, timeout).await,
         #[cfg(feature = "fault-injection")]
         Command::InjectFault { module } => {
             let message: String = client
