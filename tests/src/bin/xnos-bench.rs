@@ -457,15 +457,19 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     Ok(costs)
 }
 
+/// The benchmark's own eBPF object (ebpf/xnos-bench-ebpf), built by tests/build.rs.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos-bench"));
+
 /// A traffic generator (live-frames BPF_PROG_TEST_RUN of `xnos_bench_gen`) and a sink
-/// (`xnos_bench_sink` counting what arrives), from the xnos eBPF object.
+/// (`xnos_bench_sink` counting what arrives), from the benchmark's eBPF object.
 struct Traffic {
     ebpf: aya::Ebpf,
 }
 
 impl Traffic {
     fn load() -> anyhow::Result<Self> {
-        let mut ebpf = aya::Ebpf::load(xnos::datapath::EBPF_OBJECT)?;
+        let mut ebpf =
+            aya::Ebpf::load(BENCH_OBJECT).context("loading the benchmark's eBPF object")?;
         for name in ["xnos_bench_gen", "xnos_bench_sink"] {
             let program: &mut aya::programs::Xdp =
                 ebpf.program_mut(name).context(name)?.try_into()?;

@@ -271,7 +271,8 @@ impl Datapath {
                 .map_err(|e| pin_err(&path)(std::io::Error::other(e)))?;
             pins.files.push(path);
         }
-        // Only the programs xnosd loads (the object also carries benchmark programs).
+        // The programs xnosd loads, by name: a program added to the object is pinned only
+        // once xnosd uses it.
         for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM, TC_PROGRAM] {
             let program = ebpf
                 .program_mut(name)
