@@ -533,12 +533,11 @@ mod l3 {
     //! The L3 pipeline through BPF_PROG_TEST_RUN: LPM, ECMP, TTL/hop limit, checksum,
     //! MAC rewrite, VLAN tagging on egress, and punts by reason.
 
-    use aya::maps::lpm_trie::Key;
     use etherparse::{Ethernet2Header, PacketBuilder, SlicedPacket};
     use xnos::datapath::route::addr16;
     use xnos_common::{
-        L3Iface, L3Stats, MAX_ECMP, NEXTHOP_CONNECTED, NeighEntry, NeighKey, Nexthop, NexthopGroup,
-        PuntReason, ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
+        L3Iface, L3Stats, MAX_ECMP, NEXTHOP_CONNECTED, Nexthop, NexthopGroup, PuntReason,
+        ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
     };
 
     use super::*;
@@ -574,10 +573,11 @@ mod l3 {
         group
     }
 
-    fn route4(rig: &mut Rig, prefix: &str, entry: RouteEntry) {
-        let net: ipnet::Ipv4Net = prefix.parse().unwrap();
-        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        rig.dp.l3.routes4.insert(&key, entry, 0).unwrap();
+    fn route(rig: &mut Rig, prefix: &str, entry: RouteEntry) {
+        rig.dp
+            .test_rig()
+            .add_route(prefix.parse().unwrap(), entry)
+            .unwrap();
     }
 
     fn forward(nhg: u32) -> RouteEntry {
@@ -587,15 +587,10 @@ mod l3 {
         }
     }
 
-    fn neighbor(rig: &mut Rig, ifindex: u32, ip: &str, mac: [u8; 6]) {
-        let key = NeighKey {
-            ifindex,
-            addr: addr16(ip.parse().unwrap()),
-        };
+    fn neighbour(rig: &mut Rig, ifindex: u32, ip: &str, mac: [u8; 6]) {
         rig.dp
-            .l3
-            .neighs
-            .insert(key, NeighEntry { mac, _pad: [0; 2] }, 0)
+            .test_rig()
+            .add_neighbour(ifindex, ip.parse().unwrap(), mac)
             .unwrap();
     }
 
@@ -620,8 +615,7 @@ mod l3 {
                 vlan,
                 mac: ROUTER,
             };
-            rig.dp.l3.ifaces.insert(svi, iface, 0).unwrap();
-            rig.dp.l3.vlan_l3.set(u32::from(vlan), iface, 0).unwrap();
+            rig.dp.test_rig().add_l3_interface(svi, iface).unwrap();
         }
         let out20 = L3Iface {
             port_ifindex: rig.ports["vlan20i"],
@@ -642,14 +636,14 @@ mod l3 {
             (5, group(&[nexthop(svi20, out20, Some("10.0.20.9"))])),
         ];
         for (id, g) in groups {
-            rig.dp.l3.nhgs.insert(id, g, 0).unwrap();
+            rig.dp.test_rig().add_nexthop_group(id, g).unwrap();
         }
-        route4(&mut rig, "10.0.20.0/24", forward(1));
-        route4(&mut rig, "10.99.0.0/16", forward(2));
-        route4(&mut rig, "10.99.1.0/24", forward(3));
-        route4(&mut rig, "10.98.0.0/16", forward(4));
-        route4(&mut rig, "10.97.0.0/16", forward(5));
-        route4(
+        route(&mut rig, "10.0.20.0/24", forward(1));
+        route(&mut rig, "10.99.0.0/16", forward(2));
+        route(&mut rig, "10.99.1.0/24", forward(3));
+        route(&mut rig, "10.98.0.0/16", forward(4));
+        route(&mut rig, "10.97.0.0/16", forward(5));
+        route(
             &mut rig,
             "10.0.10.1/32",
             RouteEntry {
@@ -657,15 +651,10 @@ mod l3 {
                 nhg: 0,
             },
         );
-        let v6: ipnet::Ipv6Net = "fd00:20::/64".parse().unwrap();
-        rig.dp
-            .l3
-            .routes6
-            .insert(&Key::new(64, v6.network().octets()), forward(1), 0)
-            .unwrap();
-        neighbor(&mut rig, svi20, "10.0.20.2", B);
-        neighbor(&mut rig, svi20, "10.0.20.3", C);
-        neighbor(&mut rig, svi20, "fd00:20::2", B);
+        route(&mut rig, "fd00:20::/64", forward(1));
+        neighbour(&mut rig, svi20, "10.0.20.2", B);
+        neighbour(&mut rig, svi20, "10.0.20.3", C);
+        neighbour(&mut rig, svi20, "fd00:20::2", B);
         // B and C are known in VLAN 20.
         rig.run("swp2", &test_frame(BROADCAST, B, None, 0));
         rig.run("swp3", &test_frame(BROADCAST, C, Some(20), 0));
@@ -683,8 +672,7 @@ mod l3 {
     }
 
     fn l3_stats(rig: &Rig) -> L3Stats {
-        let per_cpu = rig.dp.l3.stats.get(&0, 0).unwrap();
-        xnos::datapath::sum_l3_stats(per_cpu.iter())
+        rig.dp.l3_stats().unwrap()
     }
 
     fn punts(rig: &Rig, reason: PuntReason) -> u64 {

@@ -73,6 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--workspace",
                 "--exclude",
                 "xnos-ebpf",
+                "--exclude",
+                "xnos-bench-ebpf",
                 "--all-targets",
                 "--",
             ]);

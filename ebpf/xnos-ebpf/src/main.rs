@@ -13,7 +13,6 @@
 #![no_std]
 #![no_main]
 
-mod bench;
 mod fdb;
 mod frame;
 mod packet;

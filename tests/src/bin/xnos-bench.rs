@@ -13,7 +13,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::lpm_trie::Key;
 use etherparse::PacketBuilder;
 use serde_json::json;
 use xnos::{
@@ -22,8 +21,7 @@ use xnos::{
     testrun,
 };
 use xnos_common::{
-    L3Iface, MAX_ECMP, NEXTHOP_CONNECTED, NeighEntry, NeighKey, Nexthop, NexthopGroup,
-    ROUTE_FORWARD, RouteEntry,
+    L3Iface, MAX_ECMP, NEXTHOP_CONNECTED, Nexthop, NexthopGroup, ROUTE_FORWARD, RouteEntry,
 };
 use xnos_tests::{Netns, PacketSocket, Topology, binary};
 
@@ -274,7 +272,8 @@ fn fill_routes(dp: &mut Datapath, count: usize, v6: bool) -> anyhow::Result<()> 
             addr[0] = 0x20;
             addr[1] = 0x01;
             addr[2..10].copy_from_slice(&state.to_be_bytes());
-            dp.l3.routes6.insert(&Key::new(len, addr), entry, 0)?;
+            let prefix = ipnet::Ipv6Net::new(addr.into(), len as u8)?;
+            dp.test_rig().add_route(prefix.into(), entry)?;
         } else {
             // Stay clear of 10.0.0.0/8, which the measured flows use.
             let len = 8 + (bits % 25);
@@ -282,7 +281,8 @@ fn fill_routes(dp: &mut Datapath, count: usize, v6: bool) -> anyhow::Result<()> 
             if addr[0] == 10 {
                 addr[0] = 11;
             }
-            dp.l3.routes4.insert(&Key::new(len, addr), entry, 0)?;
+            let prefix = ipnet::Ipv4Net::new(addr.into(), len as u8)?;
+            dp.test_rig().add_route(prefix.into(), entry)?;
         }
     }
     Ok(())
@@ -324,23 +324,13 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     }
     let (svi10, svi20) = (ns.ifindex("vlan10ip")?, ns.ifindex("vlan20ip")?);
     for (svi, port, vlan) in [(svi10, "vlan10i", 10), (svi20, "vlan20i", 20)] {
-        dp.l3.ifaces.insert(
+        dp.test_rig().add_l3_interface(
             svi,
             L3Iface {
                 port_ifindex: ifindex[port],
                 vlan,
                 mac: ROUTER,
             },
-            0,
-        )?;
-        dp.l3.vlan_l3.set(
-            u32::from(vlan),
-            L3Iface {
-                port_ifindex: ifindex[port],
-                vlan,
-                mac: ROUTER,
-            },
-            0,
         )?;
     }
     let mut group = NexthopGroup {
@@ -357,23 +347,17 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
         },
         None,
     );
-    dp.l3.nhgs.insert(1, group, 0)?;
-    dp.l3.routes4.insert(
-        &Key::new(24, [10, 0, 20, 0]),
-        RouteEntry {
-            kind: ROUTE_FORWARD,
-            nhg: 1,
-        },
-        0,
-    )?;
-    dp.l3.routes6.insert(
-        &Key::new(64, addr16("fd00:20::".parse()?)),
-        RouteEntry {
-            kind: ROUTE_FORWARD,
-            nhg: 1,
-        },
-        0,
-    )?;
+    let mut l3 = dp.test_rig();
+    l3.add_nexthop_group(1, group)?;
+    for prefix in ["10.0.20.0/24", "fd00:20::/64"] {
+        l3.add_route(
+            prefix.parse()?,
+            RouteEntry {
+                kind: ROUTE_FORWARD,
+                nhg: 1,
+            },
+        )?;
+    }
 
     // Teach the FDB: B_i behind swp2 (access), C_i behind the trunk, hosts of VLAN 20 on swp4.
     let ingress = dp.ingress_fd()?;
@@ -401,17 +385,7 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
         let v4 = std::net::IpAddr::from([10, 0, 20, i as u8 + 2]);
         let v6 = std::net::IpAddr::from(addr16(format!("fd00:20::{:x}", i + 2).parse()?));
         for ip in [v4, v6] {
-            dp.l3.neighs.insert(
-                NeighKey {
-                    ifindex: svi20,
-                    addr: addr16(ip),
-                },
-                NeighEntry {
-                    mac: mac(0xd, i),
-                    _pad: [0; 2],
-                },
-                0,
-            )?;
+            dp.test_rig().add_neighbour(svi20, ip, mac(0xd, i))?;
         }
     }
 
@@ -483,15 +457,19 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     Ok(costs)
 }
 
+/// The benchmark's own eBPF object (ebpf/xnos-bench-ebpf), built by tests/build.rs.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos-bench"));
+
 /// A traffic generator (live-frames BPF_PROG_TEST_RUN of `xnos_bench_gen`) and a sink
-/// (`xnos_bench_sink` counting what arrives), from the xnos eBPF object.
+/// (`xnos_bench_sink` counting what arrives), from the benchmark's eBPF object.
 struct Traffic {
     ebpf: aya::Ebpf,
 }
 
 impl Traffic {
     fn load() -> anyhow::Result<Self> {
-        let mut ebpf = aya::Ebpf::load(xnos::datapath::EBPF_OBJECT)?;
+        let mut ebpf =
+            aya::Ebpf::load(BENCH_OBJECT).context("loading the benchmark's eBPF object")?;
         for name in ["xnos_bench_gen", "xnos_bench_sink"] {
             let program: &mut aya::programs::Xdp =
                 ebpf.program_mut(name).context(name)?.try_into()?;

@@ -2,6 +2,8 @@
 //! BPF maps. [`module::run`] is the module that keeps the maps in line with StateDb.
 
 pub mod module;
+#[cfg(feature = "test-rig")]
+pub mod rig;
 pub mod route;
 
 use std::{
@@ -163,20 +165,19 @@ impl Drop for Pins {
     }
 }
 
-/// The L3 maps; written by `route::L3` only.
-pub struct L3Maps {
-    pub ifaces: HashMap<MapData, u32, L3Iface>,
-    pub vlan_l3: Array<MapData, L3Iface>,
-    pub routes4: LpmTrie<MapData, [u8; 4], RouteEntry>,
-    pub routes6: LpmTrie<MapData, [u8; 16], RouteEntry>,
-    pub nhgs: HashMap<MapData, u32, NexthopGroup>,
-    pub neighs: HashMap<MapData, NeighKey, NeighEntry>,
-    pub stats: PerCpuArray<MapData, L3Stats>,
+/// The L3 maps; written by `route::L3` only (and, in tests, through `rig`).
+struct L3Maps {
+    ifaces: HashMap<MapData, u32, L3Iface>,
+    vlan_l3: Array<MapData, L3Iface>,
+    routes4: LpmTrie<MapData, [u8; 4], RouteEntry>,
+    routes6: LpmTrie<MapData, [u8; 16], RouteEntry>,
+    nhgs: HashMap<MapData, u32, NexthopGroup>,
+    neighs: HashMap<MapData, NeighKey, NeighEntry>,
 }
 
 pub struct Datapath {
     ebpf: Ebpf,
-    pub l3: L3Maps,
+    l3: L3Maps,
     ports: HashMap<MapData, u32, PortConf>,
     stats: PerCpuArray<MapData, PortStats>,
     fdb: HashMap<MapData, FdbKey, FdbEntry>,
@@ -235,7 +236,6 @@ impl Datapath {
             routes6: LpmTrie::try_from(take("ROUTES6")?).map_err(map_err("ROUTES6"))?,
             nhgs: HashMap::try_from(take("NHGS")?).map_err(map_err("NHGS"))?,
             neighs: HashMap::try_from(take("NEIGHS")?).map_err(map_err("NEIGHS"))?,
-            stats: PerCpuArray::try_from(take("L3_STATS")?).map_err(map_err("L3_STATS"))?,
         };
         Ok(Self {
             l3,
@@ -281,7 +281,8 @@ impl Datapath {
                 .map_err(|e| pin_err(&path)(std::io::Error::other(e)))?;
             pins.files.push(path);
         }
-        // Only the programs xnosd loads (the object also carries benchmark programs).
+        // The programs xnosd loads, by name: a program added to the object is pinned only
+        // once xnosd uses it.
         for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM, TC_PROGRAM] {
             let program = ebpf
                 .program_mut(name)
