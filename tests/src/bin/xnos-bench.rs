@@ -330,6 +330,8 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
                 port_ifindex: ifindex[port],
                 vlan,
                 mac: ROUTER,
+                mtu: 1500,
+                _pad: 0,
             },
             0,
         )?;
@@ -339,6 +341,8 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
                 port_ifindex: ifindex[port],
                 vlan,
                 mac: ROUTER,
+                mtu: 1500,
+                _pad: 0,
             },
             0,
         )?;
@@ -354,6 +358,8 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             port_ifindex: ifindex["vlan20i"],
             vlan: 20,
             mac: ROUTER,
+            mtu: 1500,
+            _pad: 0,
         },
         None,
     );
