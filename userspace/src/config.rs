@@ -46,6 +46,13 @@ fn field_error(
 }
 
 /// Why a VLAN ID is not usable, if it is not.
+/// Linux's bounds for an Ethernet netdev's MTU (ETH_MIN_MTU, and the 16-bit IP length).
+const MTU_RANGE: std::ops::RangeInclusive<i64> = 68..=65535;
+
+fn mtu_range_error(mtu: i64) -> Option<String> {
+    (!MTU_RANGE.contains(&mtu)).then(|| format!("MTU {mtu} is out of range 68..65535"))
+}
+
 fn vlan_range_error(id: i64) -> Option<String> {
     (id < i64::from(VLAN_MIN) || id > i64::from(VLAN_MAX))
         .then(|| format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"))
@@ -98,6 +105,7 @@ struct RawInterface {
     port: Option<Spanned<String>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +131,7 @@ struct RawPort {
     vlans: Option<Spanned<Vec<Spanned<i64>>>>,
     native_vlan: Option<Spanned<i64>>,
     datapath: Option<Spanned<DatapathChoice>>,
+    mtu: Option<Spanned<i64>>,
 }
 
 /// Which kernel fast path a port uses.
@@ -212,6 +221,9 @@ pub struct PortConfig {
     /// `auto` (default), `xdp-native` or `xdp-generic`.
     #[serde(default, skip_serializing_if = "DatapathChoice::is_auto")]
     pub datapath: DatapathChoice,
+    /// The MTU xnos sets on the port's netdev; None: left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +289,10 @@ pub struct InterfaceConfig {
     pub port: Option<String>,
     #[serde(default)]
     pub addresses: Vec<IpNet>,
+    /// The MTU of the interface's netdev; None: an SVI gets the smallest MTU of its
+    /// VLAN's ports, a routed port keeps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl InterfaceConfig {
@@ -330,6 +346,16 @@ impl Source<'_> {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    fn mtu(&self, value: Option<&Spanned<i64>>, key: &str) -> Result<Option<u32>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        if let Some(message) = mtu_range_error(*value.get_ref()) {
+            return Err(self.error(value.span(), key, message));
+        }
+        Ok(Some(*value.get_ref() as u32))
     }
 
     fn vlan_id(&self, value: &Spanned<i64>, key: &str) -> Result<u16, ConfigError> {
@@ -525,12 +551,14 @@ impl Config {
                 .datapath
                 .as_ref()
                 .map_or(DatapathChoice::Auto, |d| *d.get_ref());
+            let mtu = src.mtu(port.mtu.as_ref(), &format!("{key}.mtu"))?;
             config.ports.insert(
                 name.clone(),
                 PortConfig {
                     name: name.clone(),
                     mode,
                     datapath,
+                    mtu,
                 },
             );
         }
@@ -648,6 +676,7 @@ impl Config {
                 addresses.push(parsed);
             }
             rows.insert(("interface", name.clone()), span);
+            let mtu = src.mtu(iface.mtu.as_ref(), &format!("{key}.mtu"))?;
             config.interfaces.insert(
                 name.clone(),
                 InterfaceConfig {
@@ -655,6 +684,7 @@ impl Config {
                     vlan,
                     port,
                     addresses,
+                    mtu,
                 },
             );
         }
@@ -763,6 +793,9 @@ impl Config {
                     format!("no kernel interface named {name:?}"),
                 ));
             }
+            if let Some(message) = port.mtu.and_then(|m| mtu_range_error(i64::from(m))) {
+                return Err(field_error("port", name, "mtu", message));
+            }
             match &port.mode {
                 PortMode::Access { vlan } => vlan_exists(name, "vlan", *vlan)?,
                 PortMode::Trunk { vlans, native_vlan } => {
@@ -826,6 +859,9 @@ impl Config {
         }
         let mut addresses = BTreeMap::new();
         for (name, iface) in &self.interfaces {
+            if let Some(message) = iface.mtu.and_then(|m| mtu_range_error(i64::from(m))) {
+                return Err(field_error("interface", name, "mtu", message));
+            }
             match (iface.vlan, &iface.port) {
                 (Some(vlan), None) => {
                     if *name != InterfaceConfig::svi_name(vlan) {
@@ -965,6 +1001,9 @@ impl Config {
             if !port.datapath.is_auto() {
                 out.push_str(&format!("datapath = \"{}\"\n", port.datapath.name()));
             }
+            if let Some(mtu) = port.mtu {
+                out.push_str(&format!("mtu = {mtu}\n"));
+            }
         }
         for fdb in self.fdb.values() {
             out.push_str(&format!(
@@ -994,6 +1033,9 @@ impl Config {
                 "addresses = [{}]\n",
                 quoted(iface.addresses.iter().map(IpNet::to_string).collect())
             ));
+            if let Some(mtu) = iface.mtu {
+                out.push_str(&format!("mtu = {mtu}\n"));
+            }
         }
         for route in self.routes.values() {
             out.push_str(&format!(
@@ -1256,6 +1298,29 @@ nexthops = ["10.0.10.2", "10.0.10.3"]
             let e = err(&L3.replace(from, to));
             assert_eq!((e.key.as_str(), e.line), (key, line), "{e}");
         }
+    }
+
+    #[test]
+    fn mtu_on_ports_and_interfaces() {
+        let text = L3
+            .replace(
+                "vlan = 10\n\n[[interface]]",
+                "vlan = 10\nmtu = 9000\n\n[[interface]]",
+            )
+            .replace("\"10.0.99.1/30\"]", "\"10.0.99.1/30\"]\nmtu = 1400");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.ports["swp1"].mtu, Some(9000));
+        assert_eq!(config.interfaces["swp5"].mtu, Some(1400));
+        assert_eq!(config.interfaces["vlan10"].mtu, None);
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
+        let e = err(&text.replace("mtu = 1400", "mtu = 67"));
+        assert_eq!((e.key.as_str(), e.line), ("interface[1].mtu", 21), "{e}");
+        let e = err(&text.replace("mtu = 9000", "mtu = 65536"));
+        assert_eq!((e.key.as_str(), e.line), ("port[0].mtu", 12), "{e}");
+        let mut config = config;
+        config.ports.get_mut("swp1").unwrap().mtu = Some(10);
+        let e = config.validate(&|_| true).unwrap_err();
+        assert_eq!((e.table.as_str(), e.field.as_str()), ("port", "mtu"), "{e}");
     }
 
     #[test]
