@@ -614,6 +614,8 @@ mod l3 {
                 port_ifindex: rig.ports[port],
                 vlan,
                 mac: ROUTER,
+                mtu: 1500,
+                _pad: 0,
             };
             rig.dp.test_rig().add_l3_interface(svi, iface).unwrap();
         }
@@ -621,6 +623,8 @@ mod l3 {
             port_ifindex: rig.ports["vlan20i"],
             vlan: 20,
             mac: ROUTER,
+            mtu: 1500,
+            _pad: 0,
         };
         let groups = [
             (1, group(&[nexthop(svi20, out20, None)])),
@@ -818,5 +822,164 @@ mod l3 {
             (XDP_REDIRECT, udp4([10, 0, 20, 2], 1, 1))
         );
         assert_eq!(l3_stats(&l3.rig).routed_v4, 0);
+    }
+
+    fn udp6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(A, ROUTER)
+            .ipv6(
+                src.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                dst.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                64,
+            )
+            .udp(1000, 53)
+            .write(&mut frame, payload)
+            .unwrap();
+        frame
+    }
+
+    fn udp4_from(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(A, ROUTER)
+            .ipv4(src, dst, 64)
+            .udp(1000, 53)
+            .write(&mut frame, payload)
+            .unwrap();
+        frame
+    }
+
+    /// Recompute the IPv4 header checksum (20 bytes) after a test changed the header.
+    fn fix_checksum(frame: &mut [u8]) {
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let mut sum: u32 = frame[14..34]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+
+    // What this shows: packets a router must not forward (RFC 1812 §5.2.2, §5.3.7; RFC
+    // 4291), and that Linux drops, are dropped and counted by reason on the ingress port;
+    // an IPv6 link-local source goes to the kernel, which answers "beyond scope".
+    both!(invalid_packets_are_dropped_by_reason);
+    fn invalid_packets_are_dropped_by_reason(kind: Kind) {
+        require_root!();
+        let l3 = l3_rig(kind);
+        let good = udp4([10, 0, 20, 2], 64, 1);
+        let mut bad_checksum = good.clone();
+        bad_checksum[24] ^= 0x01;
+        let mut short_ihl = good.clone();
+        short_ihl[14] = 0x44;
+        fix_checksum(&mut short_ihl);
+        let mut len_under_header = good.clone();
+        len_under_header[16..18].copy_from_slice(&19u16.to_be_bytes());
+        fix_checksum(&mut len_under_header);
+        let mut len_over_frame = good.clone();
+        let total = (good.len() - 14 + 1) as u16;
+        len_over_frame[16..18].copy_from_slice(&total.to_be_bytes());
+        fix_checksum(&mut len_over_frame);
+        let mut v6_over_frame = udp6("fd00:10::2", "fd00:20::2", b"payload");
+        v6_over_frame[18..20].copy_from_slice(&100u16.to_be_bytes());
+        let cases = [
+            (bad_checksum, DropReason::BadChecksum),
+            (short_ihl, DropReason::BadLength),
+            (len_under_header, DropReason::BadLength),
+            (len_over_frame, DropReason::BadLength),
+            (v6_over_frame, DropReason::BadLength),
+            (
+                udp4_from([0, 1, 2, 3], [10, 0, 20, 2], b"x"),
+                DropReason::MartianSource,
+            ),
+            (
+                udp4_from([127, 0, 0, 1], [10, 0, 20, 2], b"x"),
+                DropReason::MartianSource,
+            ),
+            (
+                udp4_from([224, 0, 0, 5], [10, 0, 20, 2], b"x"),
+                DropReason::MartianSource,
+            ),
+            (
+                udp4_from([255; 4], [10, 0, 20, 2], b"x"),
+                DropReason::MartianSource,
+            ),
+            (udp6("::", "fd00:20::2", b"x"), DropReason::MartianSource),
+            (udp6("::1", "fd00:20::2", b"x"), DropReason::MartianSource),
+            (
+                udp6("ff02::1", "fd00:20::2", b"x"),
+                DropReason::MartianSource,
+            ),
+        ];
+        for (frame, reason) in &cases {
+            let before = drops(&l3.rig.stats("swp1"), *reason);
+            let out = l3.rig.run("swp1", frame);
+            assert_eq!(out.action, XDP_DROP, "{reason:?}: {frame:02x?}");
+            assert_eq!(
+                drops(&l3.rig.stats("swp1"), *reason),
+                before + 1,
+                "{reason:?}"
+            );
+        }
+        let stats = l3_stats(&l3.rig);
+        assert_eq!((stats.routed_v4, stats.routed_v6), (0, 0));
+        assert_eq!(l3.rig.stats("vlan10i").tx_packets, 0, "nothing punted");
+
+        let link_local = udp6("fe80::2", "fd00:20::2", b"x");
+        let out = l3.rig.run("swp1", &link_local);
+        assert_eq!((out.action, &out.frame), (XDP_REDIRECT, &link_local));
+        assert_eq!(punts(&l3.rig, PuntReason::Unsupported), 1);
+        // Class E (240/4) is no martian to Linux, and the same packet with a valid header
+        // is routed.
+        for frame in [udp4_from([240, 0, 0, 1], [10, 0, 20, 2], b"x"), good] {
+            assert_eq!(l3.rig.run("swp1", &frame).action, XDP_REDIRECT);
+        }
+        assert_eq!(l3_stats(&l3.rig).routed_v4, 2);
+    }
+
+    // What this shows: a packet shorter than its frame (Ethernet padding) is routed cut to
+    // its own length, as Linux trims it.
+    both!(padding_after_the_packet_is_cut);
+    fn padding_after_the_packet_is_cut(kind: Kind) {
+        require_root!();
+        let l3 = l3_rig(kind);
+        for frame in [
+            udp4([10, 0, 20, 2], 64, 1),
+            udp6("fd00:10::2", "fd00:20::2", b"payload"),
+        ] {
+            let mut padded = frame.clone();
+            padded.extend_from_slice(&[0xee; 12]);
+            let out = l3.rig.run("swp1", &padded);
+            assert_eq!(out.action, XDP_REDIRECT);
+            assert_eq!(out.frame.len(), frame.len(), "padding not cut");
+            let routed = l3.rig.run("swp1", &frame);
+            assert_eq!(out.frame, routed.frame, "padded and unpadded differ");
+        }
+    }
+
+    // What this shows: a packet longer than the egress interface's MTU is not routed
+    // (the fast path cannot fragment nor send ICMP) but punted to the kernel untouched;
+    // one of exactly the MTU is routed.
+    both!(packets_over_the_egress_mtu_go_to_the_kernel);
+    fn packets_over_the_egress_mtu_go_to_the_kernel(kind: Kind) {
+        require_root!();
+        let l3 = l3_rig(kind);
+        // 10.0.20.0/24 and fd00:20::/64 leave through VLAN 20, MTU 1500.
+        let v4 = |ip_len: usize| udp4_from([10, 0, 10, 2], [10, 0, 20, 2], &vec![7; ip_len - 28]);
+        let v6 = |ip_len: usize| udp6("fd00:10::2", "fd00:20::2", &vec![7; ip_len - 48]);
+        for (fits, too_big) in [(v4(1500), v4(1501)), (v6(1500), v6(1501))] {
+            assert_eq!(l3.rig.run("swp1", &fits).action, XDP_REDIRECT);
+            let out = l3.rig.run("swp1", &too_big);
+            assert_eq!((out.action, &out.frame), (XDP_REDIRECT, &too_big));
+        }
+        let stats = l3_stats(&l3.rig);
+        assert_eq!((stats.routed_v4, stats.routed_v6), (1, 1));
+        assert_eq!(punts(&l3.rig, PuntReason::TooBig), 2);
+        assert_eq!(
+            l3.rig.stats("vlan10i").tx_packets,
+            2,
+            "not sent to the kernel"
+        );
     }
 }

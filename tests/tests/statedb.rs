@@ -368,6 +368,14 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
                     .contains("fault injected"),
                 "{modules}"
             );
+            // The table shows it too (it read a key the rows no longer have, once).
+            let shown = daemon.xnos(&["show", "modules"]).unwrap();
+            assert!(
+                shown
+                    .lines()
+                    .any(|l| l.starts_with("datapath") && l.contains("fault injected")),
+                "{shown}"
+            );
             break;
         }
         assert!(

@@ -73,7 +73,7 @@ host() {
   $IP netns add $1
   $IP link add $2 type veth peer name eth0 netns $1
   $IP link set $2 up; $IP -n $1 link set lo up; $IP -n $1 link set eth0 up
-  # GRO so that XDP can redirect into the pair; software checksums (see README).
+  # GRO so that XDP can redirect into the pair; software checksums (see docs/architecture.md).
   $IP netns exec $1 /usr/bin/ethtool -K eth0 gro on tx off >/dev/null 2>&1
 }
 host h1 swp1; $IP -n h1 addr add 10.0.10.1/24 dev eth0

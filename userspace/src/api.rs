@@ -1,6 +1,6 @@
 //! The daemon's API: HTTP/1.1 with JSON bodies on a root-only unix socket. The views here
 //! are both what the server sends and what the CLI decodes. Endpoints are listed in
-//! README.md ("API").
+//! docs/api.md.
 
 use std::{
     collections::BTreeMap,

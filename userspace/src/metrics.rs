@@ -211,11 +211,11 @@ impl Metrics {
         for (table, used, size) in [
             ("fdb", fdb, FDB_SIZE),
             ("ports", d.ports, MAX_PORTS),
-            ("routes_v4", d.routes_v4, ROUTES_SIZE),
-            ("routes_v6", d.routes_v6, ROUTES_SIZE),
-            ("nexthop_groups", d.nexthop_groups, NHG_SIZE),
+            ("routes-v4", d.routes_v4, ROUTES_SIZE),
+            ("routes-v6", d.routes_v6, ROUTES_SIZE),
+            ("nexthop-groups", d.nexthop_groups, NHG_SIZE),
             ("neighbors", d.neighbors, NEIGH_SIZE),
-            ("l3_interfaces", d.l3_interfaces, MAX_L3_IFACES),
+            ("l3-interfaces", d.l3_interfaces, MAX_L3_IFACES),
         ] {
             entries.with_label_values(&[table]).set(int(used));
             capacity.with_label_values(&[table]).set(i64::from(size));

@@ -127,9 +127,18 @@ pub enum DropReason {
     NoEgress = 6,
     /// Pushing or removing a VLAN tag failed (no headroom).
     TagRewrite = 7,
+    /// An IPv4 packet to be routed whose header checksum is wrong.
+    BadChecksum = 8,
+    /// A packet to be routed whose IP header or length is inconsistent with its frame
+    /// (IPv4 header length under 5 words, total length under the header or over the
+    /// frame; IPv6 payload length over the frame).
+    BadLength = 9,
+    /// A packet to be routed from a source address no router forwards from (RFC 1812
+    /// §5.3.7, RFC 4291).
+    MartianSource = 10,
 }
 
-pub const DROP_REASONS: usize = 8;
+pub const DROP_REASONS: usize = 11;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -141,6 +150,9 @@ impl DropReason {
         DropReason::SamePort,
         DropReason::NoEgress,
         DropReason::TagRewrite,
+        DropReason::BadChecksum,
+        DropReason::BadLength,
+        DropReason::MartianSource,
     ];
 
     /// Stable label used by the CLI, the API and metrics (kebab-case, like every word
@@ -155,6 +167,9 @@ impl DropReason {
             DropReason::SamePort => "same-port",
             DropReason::NoEgress => "no-egress",
             DropReason::TagRewrite => "tag-rewrite",
+            DropReason::BadChecksum => "bad-checksum",
+            DropReason::BadLength => "bad-length",
+            DropReason::MartianSource => "martian-source",
         }
     }
 }
@@ -171,6 +186,11 @@ pub struct L3Iface {
     pub vlan: u16,
     /// The router MAC: frames to it are routed, and routed frames leave with it.
     pub mac: [u8; 6],
+    /// The MTU of the kernel netdev: longer packets routed out of this interface are
+    /// punted (`PuntReason::TooBig`) for the kernel to fragment or answer with ICMP.
+    /// 0: not known, not checked.
+    pub mtu: u16,
+    pub _pad: u16,
 }
 
 /// Forward through the route's nexthop group.
@@ -247,9 +267,12 @@ pub enum PuntReason {
     Unsupported = 5,
     /// The neighbour's MAC is not in the FDB of the egress VLAN.
     FdbMiss = 6,
+    /// Longer than the MTU of the egress interface: the kernel fragments it or sends
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big".
+    TooBig = 7,
 }
 
-pub const PUNT_REASONS: usize = 7;
+pub const PUNT_REASONS: usize = 8;
 
 impl PuntReason {
     pub const ALL: [PuntReason; PUNT_REASONS] = [
@@ -260,6 +283,7 @@ impl PuntReason {
         PuntReason::IpOptions,
         PuntReason::Unsupported,
         PuntReason::FdbMiss,
+        PuntReason::TooBig,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -271,6 +295,7 @@ impl PuntReason {
             PuntReason::IpOptions => "ip-options",
             PuntReason::Unsupported => "unsupported",
             PuntReason::FdbMiss => "fdb-miss",
+            PuntReason::TooBig => "too-big",
         }
     }
 }

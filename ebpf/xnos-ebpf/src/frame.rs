@@ -12,8 +12,9 @@ use aya_ebpf::{
         TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action,
     },
     helpers::{
-        bpf_clone_redirect, bpf_loop, bpf_redirect, bpf_skb_change_head, bpf_skb_pull_data,
-        bpf_skb_store_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head,
+        bpf_clone_redirect, bpf_loop, bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail,
+        bpf_skb_pull_data, bpf_skb_store_bytes, bpf_skb_vlan_pop, bpf_skb_vlan_push,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::map,
     maps::{Array, DevMapHash},
@@ -52,6 +53,13 @@ pub trait Frame {
     fn data_end(&self) -> usize;
     /// Length of the whole frame (for counters).
     fn len(&self) -> usize;
+    /// Bytes of the frame in its buffer: `len` without a tag the skb holds outside it.
+    fn buffer_len(&self) -> usize;
+    /// Cut `excess` bytes off the end of the frame. False if that failed. Pointers into
+    /// the frame are invalid afterwards.
+    fn trim(&self, excess: usize) -> bool;
+    /// The segment size of a GSO packet (TC: an skb GRO merged); 0 for a single packet.
+    fn gso_size(&self) -> u32;
     /// The frame's 802.1Q tag, wherever this program type keeps it.
     fn tag(&self) -> Result<Option<Tag>, DropReason>;
     /// Give an untagged frame the tag `tci`.
@@ -141,6 +149,22 @@ impl Frame for XdpContext {
     }
 
     #[inline(always)]
+    fn buffer_len(&self) -> usize {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn trim(&self, excess: usize) -> bool {
+        // SAFETY: the helper checks the bounds itself; pointers are re-derived afterwards.
+        unsafe { bpf_xdp_adjust_tail(self.ctx, -(excess as i32)) == 0 }
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        0
+    }
+
+    #[inline(always)]
     fn tag(&self) -> Result<Option<Tag>, DropReason> {
         Tag::parse(self)
     }
@@ -194,8 +218,9 @@ fn xdp_adjust_head(ctx: &XdpContext, delta: i32) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// Bytes of a frame the TC pipeline reads directly: Ethernet + tag + IPv6 + ports.
-const TC_PULL_LEN: u32 = 64;
+/// Bytes of a frame the TC pipeline reads directly: Ethernet + tag + IPv6 + ports, and
+/// the data offset of a TCP header (for the segment size of GSO packets).
+const TC_PULL_LEN: u32 = 72;
 
 /// Make the headers the pipeline reads directly accessible (an skb's head may hold less).
 #[inline(always)]
@@ -249,6 +274,26 @@ impl Frame for TcContext {
         // SAFETY: reading a field of the __sk_buff the kernel handed us.
         let tagged = unsafe { (*self.skb.skb).vlan_present } != 0;
         TcContext::len(self) as usize + if tagged { VLAN_HLEN } else { 0 }
+    }
+
+    #[inline(always)]
+    fn buffer_len(&self) -> usize {
+        TcContext::len(self) as usize
+    }
+
+    /// `bpf_skb_change_tail` trims like the kernel's own `pskb_trim_rcsum`: a packet
+    /// checksum (CHECKSUM_COMPLETE) that covered the cut bytes is dropped.
+    #[inline(always)]
+    fn trim(&self, excess: usize) -> bool {
+        let len = TcContext::len(self) - excess as u32;
+        // SAFETY: plain helper call on our own skb; pointers are re-derived afterwards.
+        unsafe { bpf_skb_change_tail(self.skb.skb, len, 0) == 0 }
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        // SAFETY: reading a field of the __sk_buff the kernel handed us.
+        unsafe { (*self.skb.skb).gso_size }
     }
 
     /// The kernel moves a received frame's outer tag out of its bytes into the skb

@@ -222,6 +222,50 @@ fn ports<F: Frame>(ctx: &F, offset: usize, proto: u8) -> u32 {
     }
 }
 
+/// Whether the IPv4 header at `L3` (20 bytes, no options) sums to 0xffff, its checksum
+/// included (RFC 1071). Ten 16-bit loads: IP headers sit at even offsets in the frame.
+#[inline(always)]
+fn checksum_ok<const L3: usize, F: Frame>(ctx: &F) -> bool {
+    let Some(words) = ctx.ptr_at::<[u16; 10]>(L3) else {
+        return false;
+    };
+    // SAFETY: bounds checked by ptr_at; the header starts at an even offset.
+    let words = unsafe { &*words };
+    let mut sum = 0u32;
+    for word in words {
+        sum += u32::from(*word);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
+/// Whether a packet of `len` bytes from L3 on, or each segment of a GSO packet, fits
+/// `mtu` (0: unknown, not checked), as the kernel decides in ip_exceeds_mtu and
+/// ip6_pkt_too_big: a GSO packet is judged by its segments (skb_gso_validate_network_len:
+/// IP header + TCP or UDP header + segment size).
+#[inline(always)]
+fn fits<F: Frame>(ctx: &F, len: usize, mtu: u16, l4: usize, ip_header: usize, proto: u8) -> bool {
+    let mtu = usize::from(mtu);
+    if mtu == 0 || len <= mtu {
+        return true;
+    }
+    let gso = ctx.gso_size() as usize;
+    if gso == 0 {
+        return false;
+    }
+    let l4_header = match proto {
+        IPPROTO_UDP => 8,
+        IPPROTO_TCP => match ctx.ptr_at::<u8>(l4 + 12) {
+            // SAFETY: bounds checked by ptr_at.
+            Some(offset) => usize::from(unsafe { *offset } >> 4) * 4,
+            None => return false,
+        },
+        _ => 0,
+    };
+    ip_header + l4_header + gso <= mtu
+}
+
 /// Where a routed packet leaves: (port ifindex, VLAN, leaves untagged).
 #[inline(always)]
 fn egress(out: &L3Iface, mac: [u8; 6]) -> Result<(u32, u16, bool), PuntReason> {
@@ -321,6 +365,27 @@ fn transmit<const TRACE: bool, F: Frame>(
     ctx.redirect(egress_ifindex)
 }
 
+/// Whether `src` is an IPv4 source no router forwards from, as ip_route_input_slow
+/// (net/ipv4/route.c) rules them martian: multicast and 255.255.255.255 (RFC 1812
+/// §5.3.7), 0.0.0.0/8, and 127.0.0.0/8, which Linux accepts only with the
+/// `route_localnet` sysctl; xnos never sets it, so loopback sources are dropped as Linux's
+/// default does.
+#[inline(always)]
+fn martian_source4(src: &[u8; 4]) -> bool {
+    let first = src[0];
+    first == 0 || first == 127 || first & 0xf0 == 0xe0 || *src == [255; 4]
+}
+
+/// The first 15 bytes of an IPv6 address are zero: it is `::` or `::1` (or `::x`).
+#[inline(always)]
+fn zero_prefix6(a: &[u8; 16]) -> bool {
+    let mut any = 0u8;
+    for byte in &a[..15] {
+        any |= *byte;
+    }
+    any == 0
+}
+
 #[inline(always)]
 fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     ctx: &F,
@@ -333,12 +398,29 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     if ip.vihl >> 4 != 4 {
         return Err(DropReason::Malformed);
     }
+    // The header checks of ip_rcv_core (net/ipv4/ip_input.c), in its order: header length
+    // of at least 5 words, checksum, total length from the header length to the frame's.
+    if ip.vihl < 0x45 {
+        return Err(DropReason::BadLength);
+    }
     if ip.vihl != 0x45 {
+        // The kernel checks the rest of a header with options.
         return punt::<TRACE, F>(ctx, tag, iface, PuntReason::IpOptions);
+    }
+    if !checksum_ok::<L3, F>(ctx) {
+        return Err(DropReason::BadChecksum);
+    }
+    let len = usize::from(u16::from_be_bytes(ip.len));
+    let room = ctx.buffer_len().saturating_sub(L3);
+    if len < 20 || len > room {
+        return Err(DropReason::BadLength);
     }
     // Multicast, broadcast, loopback and "this network" destinations are never routed.
     if ip.dst[0] >= 224 || ip.dst[0] == 127 || ip.dst[0] == 0 {
         return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+    }
+    if martian_source4(&ip.src) {
+        return Err(DropReason::MartianSource);
     }
     if ip.ttl <= 1 {
         return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TtlExpired);
@@ -377,6 +459,22 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
+    // The fast path neither fragments nor sends ICMP: the kernel does either (DF decides).
+    if !fits(ctx, len, out.mtu, L3 + 20, 20, ip.proto) {
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TooBig);
+    }
+    let ip = if len < room {
+        // Padding after the packet (Ethernet's minimum frame) goes, as pskb_trim_rcsum
+        // cuts it in ip_rcv_core.
+        if !ctx.trim(room - len) {
+            return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+        }
+        let ip: *mut Ipv4Hdr = ctx.ptr_at(L3).ok_or(DropReason::Malformed)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { &mut *ip }
+    } else {
+        ip
+    };
     // TTL - 1 and the incremental checksum update of RFC 1624.
     let old = u16::from_be_bytes([ip.ttl, ip.proto]);
     ip.ttl -= 1;
@@ -402,8 +500,26 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(DropReason::Malformed);
     }
-    // Link-local and multicast destinations are never routed.
-    if ip.dst[0] == 0xff || (ip.dst[0] == 0xfe && ip.dst[1] & 0xc0 == 0x80) {
+    // ip6_rcv_core (net/ipv6/ip6_input.c) drops multicast and loopback sources (RFC 4291
+    // §2.7, §2.5.3) before it looks at the length.
+    if ip.src[0] == 0xff || (ip.src[0] == 0 && zero_prefix6(&ip.src) && ip.src[15] == 1) {
+        return Err(DropReason::MartianSource);
+    }
+    let len = 40 + usize::from(u16::from_be_bytes(ip.payload_len));
+    if len == 40 && ip.next_header == 0 {
+        // A jumbogram's length is in its hop-by-hop options (RFC 2675): the kernel's.
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+    }
+    let room = ctx.buffer_len().saturating_sub(L3);
+    if len > room {
+        return Err(DropReason::BadLength);
+    }
+    // Link-local and multicast destinations are never routed. Nor are link-local sources:
+    // ip6_forward answers them with ICMPv6 "beyond scope of source address".
+    if ip.dst[0] == 0xff
+        || (ip.dst[0] == 0xfe && ip.dst[1] & 0xc0 == 0x80)
+        || (ip.src[0] == 0xfe && ip.src[1] & 0xc0 == 0x80)
+    {
         return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
     }
     if ip.hop_limit <= 1 {
@@ -418,6 +534,11 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
         Ok(group) => group,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
+    // ip6_forward drops the unspecified source only in packets it forwards (one to the
+    // router itself is delivered).
+    if ip.src[0] == 0 && zero_prefix6(&ip.src) && ip.src[15] == 0 {
+        return Err(DropReason::MartianSource);
+    }
     let hash = if group.count > 1 {
         flow_hash(
             fold(&ip.src),
@@ -433,8 +554,17 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
     };
+    // IPv6 routers never fragment: the kernel sends ICMPv6 "packet too big" (RFC 4443).
+    if !fits(ctx, len, out.mtu, L3 + 40, 40, ip.next_header) {
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TooBig);
+    }
+    let hop_limit = ip.hop_limit;
+    // Padding after the packet goes, as ip6_rcv_core trims it.
+    if len < room && !ctx.trim(room - len) {
+        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+    }
     // IPv6 has no header checksum to keep the packet's sum unchanged, as IPv4's does.
-    ctx.set_uncovered_byte(L3 + 7, ip.hop_limit - 1)?;
+    ctx.set_uncovered_byte(L3 + 7, hop_limit - 1)?;
     let action = transmit::<TRACE, F>(ctx, tag, mac, out, egress)?;
     l3_stats::<TRACE>(|s| s.routed_v6 += 1);
     Ok(action)

@@ -330,6 +330,8 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
                 port_ifindex: ifindex[port],
                 vlan,
                 mac: ROUTER,
+                mtu: 1500,
+                _pad: 0,
             },
         )?;
     }
@@ -344,6 +346,8 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             port_ifindex: ifindex["vlan20i"],
             vlan: 20,
             mac: ROUTER,
+            mtu: 1500,
+            _pad: 0,
         },
         None,
     );

@@ -42,6 +42,9 @@ impl Config {
             if !port.datapath.is_auto() {
                 out.push_str(&format!("datapath = \"{}\"\n", port.datapath.name()));
             }
+            if let Some(mtu) = port.mtu {
+                out.push_str(&format!("mtu = {mtu}\n"));
+            }
         }
         for fdb in self.fdb.values() {
             out.push_str(&format!(
@@ -71,6 +74,9 @@ impl Config {
                 "addresses = [{}]\n",
                 quoted(iface.addresses.iter().map(IpNet::to_string).collect())
             ));
+            if let Some(mtu) = iface.mtu {
+                out.push_str(&format!("mtu = {mtu}\n"));
+            }
         }
         for route in self.routes.values() {
             out.push_str(&format!(

@@ -47,6 +47,14 @@ fn vlan_range_error(id: i64) -> Option<String> {
         .then(|| format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"))
 }
 
+/// Linux's bounds for an Ethernet netdev's MTU (ETH_MIN_MTU, and the 16-bit IP length).
+const MTU_RANGE: std::ops::RangeInclusive<i64> = 68..=65535;
+
+/// Why an MTU is not usable, if it is not.
+fn mtu_range_error(mtu: i64) -> Option<String> {
+    (!MTU_RANGE.contains(&mtu)).then(|| format!("MTU {mtu} is out of range 68..65535"))
+}
+
 /// Why an FDB aging time is not usable, if it is not.
 fn fdb_aging_error(secs: i64) -> Option<String> {
     (!(1..=1_000_000).contains(&secs)).then(|| format!("{secs} is out of range 1..1000000 seconds"))
@@ -156,6 +164,9 @@ pub struct PortConfig {
     /// `auto` (default), `xdp-native` or `xdp-generic`.
     #[serde(default, skip_serializing_if = "DatapathChoice::is_auto")]
     pub datapath: DatapathChoice,
+    /// The MTU xnos sets on the port's netdev; None: left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +237,10 @@ pub struct InterfaceConfig {
     pub port: Option<String>,
     #[serde(default)]
     pub addresses: Vec<IpNet>,
+    /// The MTU of the interface's netdev; None: an SVI gets the smallest MTU of its
+    /// VLAN's ports, a routed port keeps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl InterfaceConfig {

@@ -50,6 +50,7 @@ struct RawInterface {
     port: Option<Spanned<String>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +76,7 @@ struct RawPort {
     vlans: Option<Spanned<Vec<Spanned<i64>>>>,
     native_vlan: Option<Spanned<i64>>,
     datapath: Option<Spanned<DatapathChoice>>,
+    mtu: Option<Spanned<i64>>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -111,6 +113,18 @@ impl Source<'_> {
             return Err(self.error(value.span(), key, message));
         }
         Ok(id as u16)
+    }
+
+    /// An MTU as the typed row holds it; its range is `Config::validate`'s rule, but a
+    /// value no u32 holds is refused here with the same words.
+    fn mtu(&self, value: Option<&Spanned<i64>>, key: &str) -> Result<Option<u32>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        u32::try_from(*value.get_ref()).map(Some).map_err(|_| {
+            let message = mtu_range_error(*value.get_ref()).unwrap_or_default();
+            self.error(value.span(), key, message)
+        })
     }
 }
 
@@ -355,12 +369,15 @@ impl Config {
                 port.native_vlan.as_ref(),
                 format!("{key}.native-vlan"),
             );
+            at.field("port", name, "mtu", port.mtu.as_ref(), format!("{key}.mtu"));
+            let mtu = src.mtu(port.mtu.as_ref(), &format!("{key}.mtu"))?;
             config.ports.insert(
                 name.clone(),
                 PortConfig {
                     name: name.clone(),
                     mode,
                     datapath,
+                    mtu,
                 },
             );
         }
@@ -473,6 +490,14 @@ impl Config {
                 iface.addresses.first(),
                 format!("{key}.addresses"),
             );
+            at.field(
+                "interface",
+                &name,
+                "mtu",
+                iface.mtu.as_ref(),
+                format!("{key}.mtu"),
+            );
+            let mtu = src.mtu(iface.mtu.as_ref(), &format!("{key}.mtu"))?;
             config.interfaces.insert(
                 name.clone(),
                 InterfaceConfig {
@@ -480,6 +505,7 @@ impl Config {
                     vlan,
                     port,
                     addresses,
+                    mtu,
                 },
             );
         }

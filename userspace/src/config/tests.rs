@@ -250,6 +250,41 @@ fn bad_l3_config_names_key_and_line() {
 }
 
 #[test]
+fn mtu_on_ports_and_interfaces() {
+    let text = L3
+        .replace(
+            "vlan = 10\n\n[[interface]]",
+            "vlan = 10\nmtu = 9000\n\n[[interface]]",
+        )
+        .replace("\"10.0.99.1/30\"]", "\"10.0.99.1/30\"]\nmtu = 1400");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.ports["swp1"].mtu, Some(9000));
+    assert_eq!(config.interfaces["swp5"].mtu, Some(1400));
+    assert_eq!(config.interfaces["vlan10"].mtu, None);
+    assert_eq!(parse(&config.to_toml()).unwrap(), config);
+    // The file and a typed row are refused with the same words, the file at its line.
+    let e = err(&text.replace("mtu = 1400", "mtu = 67"));
+    assert_eq!((e.key.as_str(), e.line), ("interface[1].mtu", 21), "{e}");
+    assert_eq!(e.message, "MTU 67 is out of range 68..65535");
+    let e = err(&text.replace("mtu = 9000", "mtu = 65536"));
+    assert_eq!((e.key.as_str(), e.line), ("port[0].mtu", 12), "{e}");
+    let e = err(&text.replace("mtu = 9000", "mtu = -1"));
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("port[0].mtu", "MTU -1 is out of range 68..65535"),
+        "{e}"
+    );
+    let mut config = config;
+    config.ports.get_mut("swp1").unwrap().mtu = Some(10);
+    let e = config.validate(&|_| true).unwrap_err();
+    assert_eq!(
+        (e.table.as_str(), e.field.as_str(), e.message.as_str()),
+        ("port", "mtu", "MTU 10 is out of range 68..65535"),
+        "{e}"
+    );
+}
+
+#[test]
 fn datapath_choice_per_port() {
     let base = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n";
     let config = parse(&format!("{base}datapath = \"xdp-generic\"\n")).unwrap();

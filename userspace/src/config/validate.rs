@@ -52,6 +52,9 @@ impl Config {
                     format!("no kernel interface named {name:?}"),
                 ));
             }
+            if let Some(message) = port.mtu.and_then(|m| mtu_range_error(i64::from(m))) {
+                return Err(field_error("port", name, "mtu", message));
+            }
             match &port.mode {
                 PortMode::Access { vlan } => vlan_exists(name, "vlan", *vlan)?,
                 PortMode::Trunk { vlans, native_vlan } => {
@@ -115,6 +118,9 @@ impl Config {
         }
         let mut addresses = BTreeMap::new();
         for (name, iface) in &self.interfaces {
+            if let Some(message) = iface.mtu.and_then(|m| mtu_range_error(i64::from(m))) {
+                return Err(field_error("interface", name, "mtu", message));
+            }
             match (iface.vlan, &iface.port) {
                 (Some(vlan), None) => {
                     if *name != InterfaceConfig::svi_name(vlan) {

@@ -95,6 +95,10 @@ fn desired_ifaces(state: &State) -> Ifaces {
                 port_ifindex,
                 vlan,
                 mac,
+                // The fast path checks the MTU the kernel would route with: that of the
+                // interface's netdev.
+                mtu: kernel.mtu.map_or(0, |m| m.min(u32::from(u16::MAX)) as u16),
+                _pad: 0,
             },
         );
     }

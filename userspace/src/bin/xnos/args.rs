@@ -102,7 +102,7 @@ pub enum Show {
     Interfaces(Format),
     /// Routes of the kernel FIB, whether the fast path carries each, routed/punt counters.
     Routes(Format),
-    /// ARP/ND neighbours and whether the fast path uses each.
+    /// ARP/ND neighbors and whether the fast path uses each.
     Neighbors(Format),
     /// Per-port counters with current rates (sampled over --interval).
     Counters(CountersArgs),
@@ -206,6 +206,9 @@ pub struct PortSet {
     /// The fast path the port uses.
     #[arg(long)]
     pub datapath: Option<DatapathChoice>,
+    /// The MTU xnosd sets on the port's netdev (68..65535).
+    #[arg(long)]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Subcommand)]

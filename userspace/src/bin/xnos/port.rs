@@ -90,8 +90,9 @@ fn set_port(current: Option<PortConfig>, set: PortSet) -> Result<PortConfig, Str
         mode,
         datapath: set
             .datapath
-            .or(current.map(|p| p.datapath))
+            .or(current.as_ref().map(|p| p.datapath))
             .unwrap_or_default(),
+        mtu: set.mtu.or(current.and_then(|p| p.mtu)),
         name: set.name,
     })
 }
@@ -112,6 +113,7 @@ mod tests {
             native: None,
             no_native: false,
             datapath: None,
+            mtu: None,
         }
     }
 
@@ -127,6 +129,7 @@ mod tests {
             name: "swp1".into(),
             mode,
             datapath,
+            mtu: Some(9000),
         }
     }
 
@@ -234,6 +237,7 @@ mod tests {
                 name: "swp2".into(),
                 mode: PortMode::Access { vlan: 10 },
                 datapath: DatapathChoice::Auto,
+                mtu: None,
             }
         );
     }

@@ -326,7 +326,7 @@ fn render_modules(modules: &Vec<RowView>) -> String {
             m.key.clone(),
             field("state"),
             field("restarts"),
-            field("last_error"),
+            field("last-error"),
         ]);
     }
     table(&rows)
