@@ -290,3 +290,27 @@ pub fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, String> {
     }
     Ok(vlans)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_lists_take_ranges_and_name_what_is_wrong() {
+        assert_eq!(
+            parse_vlan_list("10, 20,30-32").unwrap(),
+            [10, 20, 30, 31, 32].into()
+        );
+        assert_eq!(
+            parse_vlan_list("10-5").unwrap_err(),
+            "\"10-5\" is not a VLAN or a range like 30-39"
+        );
+        assert!(parse_vlan_list("x").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

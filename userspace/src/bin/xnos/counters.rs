@@ -123,3 +123,16 @@ pub async fn run(client: &Client, args: CountersArgs) -> Result<(), ClientError>
         before = after;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_in_human_units() {
+        assert_eq!(human_rate(0.0, "pps"), "0pps");
+        assert_eq!(human_rate(1500.0, "pps"), "1.5kpps");
+        assert_eq!(human_rate(2_500_000.0, "bps"), "2.50Mbps");
+        assert_eq!(human_rate(10e9, "bps"), "10.00Gbps");
+    }
+}

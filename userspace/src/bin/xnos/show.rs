@@ -331,3 +331,85 @@ fn render_modules(modules: &Vec<RowView>) -> String {
     }
     table(&rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A port as `GET /v1/ports` sends it; fields left out are absent (None).
+    fn port(name: &str, extra: Value) -> PortView {
+        let mut view = json!({
+            "name": name,
+            "ifindex": 2,
+            "mode": "access",
+            "untagged_vlan": 10,
+            "tagged_vlans": [],
+            "datapath": "xdp-native",
+            "link": "up",
+            "counters": {
+                "rx_packets": 5, "rx_bytes": 500, "tx_packets": 4, "tx_bytes": 400,
+                "flooded": 1, "punted": 0, "learned": 1,
+                "drops": {"vlan-not-allowed": 0, "no-egress": 0},
+            },
+        });
+        for (key, value) in extra.as_object().expect("an object") {
+            view[key] = value.clone();
+        }
+        serde_json::from_value(view).expect("a port view")
+    }
+
+    #[test]
+    fn ports_table_then_one_line_per_thing_to_know() {
+        let ports = vec![
+            port("swp1", json!({})),
+            port(
+                "swp2",
+                json!({
+                    "mode": "trunk",
+                    "untagged_vlan": null,
+                    "tagged_vlans": [10, 20],
+                    "datapath": "tc",
+                    "datapath_reason": "configured: datapath = \"tc\"",
+                    "xdp_redirect_target": false,
+                    "xdp_features": "basic",
+                    "counters": {
+                        "rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
+                        "flooded": 0, "punted": 0, "learned": 0,
+                        "drops": {"vlan-not-allowed": 3, "no-egress": 0},
+                    },
+                }),
+            ),
+            port(
+                "swp3",
+                json!({"datapath": "none", "link": "down", "error": "no such interface"}),
+            ),
+        ];
+        assert_eq!(
+            render_ports(&ports),
+            "\
+PORT  MODE    UNTAGGED  TAGGED  DATAPATH    LINK  RX-PKTS  TX-PKTS  FLOODED  DROPS
+swp1  access  10        -       xdp-native  up    5        4        1        0
+swp2  trunk   -         10,20   tc          up    0        0        0        3
+swp3  access  10        -       none        down  5        4        1        0
+swp2: tc, configured: datapath = \"tc\"
+swp2: warning: native-XDP ports cannot send it frames (xdp-features: basic); on a veth, turn GRO on at its peer
+swp2 drops: vlan-not-allowed=3
+swp3: no such interface
+"
+        );
+    }
+
+    #[test]
+    fn modules_show_dash_for_nothing() {
+        let modules = vec![RowView {
+            key: "kernel".into(),
+            row: json!({"name": "kernel", "state": "running", "restarts": 2, "last_error": null}),
+        }];
+        assert_eq!(
+            render_modules(&modules),
+            "MODULE  STATE    RESTARTS  LAST-ERROR\nkernel  running  2         -\n"
+        );
+    }
+}
