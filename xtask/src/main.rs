@@ -76,6 +76,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--exclude",
                 "xnos-bench-ebpf",
                 "--all-targets",
+                // Every test binary runs, so that one failure does not hide the others.
+                "--no-fail-fast",
                 "--",
             ]);
             cargo.args(args);

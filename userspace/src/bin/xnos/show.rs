@@ -344,13 +344,13 @@ mod tests {
             "name": name,
             "ifindex": 2,
             "mode": "access",
-            "untagged_vlan": 10,
-            "tagged_vlans": [],
+            "untagged-vlan": 10,
+            "tagged-vlans": [],
             "datapath": "xdp-native",
             "link": "up",
             "counters": {
-                "rx_packets": 5, "rx_bytes": 500, "tx_packets": 4, "tx_bytes": 400,
-                "flooded": 1, "punted": 0, "learned": 1,
+                "rx-packets": 5, "rx-bytes": 500, "tx-packets": 4, "tx-bytes": 400,
+                "flooded": 1, "to-kernel": 0, "learned": 1,
                 "drops": {"vlan-not-allowed": 0, "no-egress": 0},
             },
         });
@@ -368,15 +368,15 @@ mod tests {
                 "swp2",
                 json!({
                     "mode": "trunk",
-                    "untagged_vlan": null,
-                    "tagged_vlans": [10, 20],
+                    "untagged-vlan": null,
+                    "tagged-vlans": [10, 20],
                     "datapath": "tc",
-                    "datapath_reason": "configured: datapath = \"tc\"",
-                    "xdp_redirect_target": false,
-                    "xdp_features": "basic",
+                    "datapath-reason": "configured: datapath = \"tc\"",
+                    "xdp-redirect-target": false,
+                    "xdp-features": "basic",
                     "counters": {
-                        "rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
-                        "flooded": 0, "punted": 0, "learned": 0,
+                        "rx-packets": 0, "rx-bytes": 0, "tx-packets": 0, "tx-bytes": 0,
+                        "flooded": 0, "to-kernel": 0, "learned": 0,
                         "drops": {"vlan-not-allowed": 3, "no-egress": 0},
                     },
                 }),
@@ -405,7 +405,7 @@ swp3: no such interface
     fn modules_show_dash_for_nothing() {
         let modules = vec![RowView {
             key: "kernel".into(),
-            row: json!({"name": "kernel", "state": "running", "restarts": 2, "last_error": null}),
+            row: json!({"name": "kernel", "state": "running", "restarts": 2, "last-error": null}),
         }];
         assert_eq!(
             render_modules(&modules),
