@@ -5,15 +5,13 @@
 //! the same pipeline code: both must give the same verdicts (compared in XDP's terms), the
 //! same bytes and the same map changes.
 
-use std::collections::BTreeMap;
-
 use xnos::{
     config::{Config, PortMode},
     datapath::{Datapath, module},
     testrun::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpRun},
 };
 use xnos_common::{DropReason, FDB_FLAG_STATIC, FdbEntry, FdbKey, LearnEvent, PortStats};
-use xnos_tests::{Netns, require_root, test_frame};
+use xnos_tests::{DatapathRig, Netns, require_root, test_frame};
 
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -43,12 +41,24 @@ macro_rules! both {
     };
 }
 
-/// A datapath with ports on veths in a private namespace (TEST_RUN needs real ifindexes).
+/// The shared datapath rig, driven through the XDP or the TC program.
 struct Rig {
     kind: Kind,
-    dp: Datapath,
-    ports: BTreeMap<&'static str, u32>,
-    ns: Netns,
+    rig: DatapathRig,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = DatapathRig;
+
+    fn deref(&self) -> &DatapathRig {
+        &self.rig
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut DatapathRig {
+        &mut self.rig
+    }
 }
 
 fn access(vlan: u16) -> PortMode {
@@ -63,57 +73,19 @@ fn trunk(vlans: &[u16], native_vlan: Option<u16>) -> PortMode {
 }
 
 impl Rig {
-    fn new(kind: Kind, ports: &[(&'static str, PortMode)]) -> Self {
-        let ns = Netns::new("xd").unwrap();
-        let mut dp = Datapath::load(None).expect("datapath loads through the verifier");
-        let mut map = BTreeMap::new();
-        for (slot, (name, mode)) in ports.iter().enumerate() {
-            ns.ip(&[
-                "link",
-                "add",
-                name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &format!("{name}p"),
-            ])
-            .unwrap();
-            let ifindex = ns.ifindex(name).unwrap();
-            // Devmap entries resolve the ifindex in the caller's namespace.
-            ns.enter(|| dp.set_port(ifindex, module::port_conf(slot as u32, mode)))
-                .unwrap()
-                .unwrap();
-            map.insert(*name, ifindex);
-        }
-        Self {
-            kind,
-            dp,
-            ports: map,
-            ns,
-        }
+    fn new(kind: Kind, ports: &[(&str, PortMode)]) -> Self {
+        let rig = DatapathRig::new(ports).expect("datapath rig");
+        Self { kind, rig }
     }
 
     /// Run the pipeline on `frame` arriving on `port`; the verdict in XDP's terms (a TC
     /// redirect, or a flood's clones, count as XDP_REDIRECT).
     fn run(&self, port: &str, frame: &[u8]) -> XdpRun {
-        let ifindex = self.ports[port];
         match self.kind {
-            Kind::Xdp => {
-                let fd = self.dp.ingress_fd().unwrap();
-                self.ns
-                    .enter(|| testrun::run_xdp(fd, ifindex, frame, 1))
-                    .unwrap()
-                    .expect("BPF_PROG_TEST_RUN")
-            }
+            Kind::Xdp => self.rig.run_xdp(port, frame).expect("BPF_PROG_TEST_RUN"),
             Kind::Tc => {
-                let fd = self.dp.tc_fd().unwrap();
                 let flooded = self.stats(port).flooded;
-                let mut run = self
-                    .ns
-                    .enter(|| testrun::run_tc(fd, ifindex, frame, 1))
-                    .unwrap()
-                    .expect("BPF_PROG_TEST_RUN");
+                let mut run = self.rig.run_tc(port, frame).expect("BPF_PROG_TEST_RUN");
                 // A TC flood sends clones and then drops the original.
                 let cloned = self.stats(port).flooded > flooded;
                 run.action = match run.action {
@@ -129,12 +101,7 @@ impl Rig {
     }
 
     fn stats(&self, port: &str) -> PortStats {
-        let conf = self.dp.ports().unwrap()[&self.ports[port]];
-        self.dp.port_stats(conf.stats_slot).unwrap()
-    }
-
-    fn fdb(&self, vlan: u16, mac: [u8; 6]) -> Option<FdbEntry> {
-        self.dp.fdb_get(&FdbKey { mac, vlan })
+        self.rig.stats(port).expect("port counters")
     }
 }
 
@@ -393,17 +360,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
     require_root!();
     let ns = Netns::new("xr").unwrap();
     for name in ["swp1", "swp2"] {
-        ns.ip(&[
-            "link",
-            "add",
-            name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{name}p"),
-        ])
-        .unwrap();
+        ns.veth(name, &format!("{name}p")).unwrap();
     }
     let (choice, mode) = match kind {
         Kind::Xdp => ("auto", "xdp-native"),
@@ -531,11 +488,10 @@ mod l3 {
     //! MAC rewrite, VLAN tagging on egress, and punts by reason.
 
     use etherparse::{Ethernet2Header, PacketBuilder, SlicedPacket};
-    use xnos::datapath::route::addr16;
     use xnos_common::{
-        L3Iface, L3Stats, MAX_ECMP, NEXTHOP_CONNECTED, Nexthop, NexthopGroup, PuntReason,
-        ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
+        L3Iface, L3Stats, Nexthop, PuntReason, ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
     };
+    use xnos_tests::{nexthop, nexthop_group};
 
     use super::*;
 
@@ -545,29 +501,9 @@ mod l3 {
         rig: Rig,
     }
 
-    fn nexthop(ifindex: u32, out: L3Iface, gateway: Option<&str>) -> Nexthop {
-        Nexthop {
-            ifindex,
-            out,
-            flags: if gateway.is_none() {
-                NEXTHOP_CONNECTED
-            } else {
-                0
-            },
-            gateway: gateway
-                .map(|g| addr16(g.parse().unwrap()))
-                .unwrap_or_default(),
-        }
-    }
-
-    fn group(nexthops: &[Nexthop]) -> NexthopGroup {
-        let mut group = NexthopGroup {
-            count: nexthops.len() as u32,
-            _pad: 0,
-            nexthops: [nexthop(0, L3Iface::default(), None); MAX_ECMP],
-        };
-        group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
-        group
+    /// A nexthop through `svi` (leaving as `out`) to the gateway `via`.
+    fn via(svi: u32, out: L3Iface, via: &str) -> Nexthop {
+        nexthop(svi, out, Some(via.parse().unwrap()))
     }
 
     fn route(rig: &mut Rig, prefix: &str, entry: RouteEntry) {
@@ -603,34 +539,20 @@ mod l3 {
                 ("vlan20i", access(20)),
             ],
         );
-        // The kernel-side SVI netdevs are the veth peers the rig made.
-        let svi10 = rig.ns.ifindex("vlan10ip").unwrap();
-        let svi20 = rig.ns.ifindex("vlan20ip").unwrap();
-        for (svi, port, vlan) in [(svi10, "vlan10i", 10), (svi20, "vlan20i", 20)] {
-            let iface = L3Iface {
-                port_ifindex: rig.ports[port],
-                vlan,
-                mac: ROUTER,
-            };
-            rig.dp.test_rig().add_l3_interface(svi, iface).unwrap();
-        }
-        let out20 = L3Iface {
-            port_ifindex: rig.ports["vlan20i"],
-            vlan: 20,
-            mac: ROUTER,
-        };
+        rig.add_svi("vlan10i", 10, ROUTER).unwrap();
+        let (svi20, out20) = rig.add_svi("vlan20i", 20, ROUTER).unwrap();
         let groups = [
-            (1, group(&[nexthop(svi20, out20, None)])),
-            (2, group(&[nexthop(svi20, out20, Some("10.0.20.3"))])),
-            (3, group(&[nexthop(svi20, out20, Some("10.0.20.2"))])),
+            (1, nexthop_group(&[nexthop(svi20, out20, None)])),
+            (2, nexthop_group(&[via(svi20, out20, "10.0.20.3")])),
+            (3, nexthop_group(&[via(svi20, out20, "10.0.20.2")])),
             (
                 4,
-                group(&[
-                    nexthop(svi20, out20, Some("10.0.20.2")),
-                    nexthop(svi20, out20, Some("10.0.20.3")),
+                nexthop_group(&[
+                    via(svi20, out20, "10.0.20.2"),
+                    via(svi20, out20, "10.0.20.3"),
                 ]),
             ),
-            (5, group(&[nexthop(svi20, out20, Some("10.0.20.9"))])),
+            (5, nexthop_group(&[via(svi20, out20, "10.0.20.9")])),
         ];
         for (id, g) in groups {
             rig.dp.test_rig().add_nexthop_group(id, g).unwrap();
