@@ -28,8 +28,14 @@ impl DatapathRig {
     /// A datapath with one port per entry of `ports` (stats slots in that order), each a
     /// veth whose peer is named `<port>p`.
     pub fn new(ports: &[(&str, PortMode)]) -> anyhow::Result<Self> {
+        Self::new_with(ports, false)
+    }
+
+    /// `new`, with the datapath's log on if `log` (see `Datapath::load_with`).
+    pub fn new_with(ports: &[(&str, PortMode)], log: bool) -> anyhow::Result<Self> {
         let ns = Netns::new("xd")?;
-        let mut dp = Datapath::load(None).context("loading the datapath through the verifier")?;
+        let mut dp =
+            Datapath::load_with(None, log).context("loading the datapath through the verifier")?;
         let mut map = BTreeMap::new();
         for (slot, (name, mode)) in ports.iter().enumerate() {
             ns.veth(name, &format!("{name}p"))?;

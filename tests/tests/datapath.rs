@@ -483,6 +483,63 @@ fn aging_removes_only_stale_learned_entries(kind: Kind) {
     assert!(rig.fdb(10, C).is_some(), "static entry never ages");
 }
 
+/// Log records, kept for the test to read.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.level(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn flush(&self) {}
+}
+
+// What this shows: with the datapath log on, a MAC the FDB has no room for is logged with
+// its VLAN (and the frame still flooded); with it off there is no log to read at all.
+#[test]
+fn a_full_fdb_is_logged_when_the_datapath_log_is_on() {
+    require_root!();
+    let off = DatapathRig::new(&[("swp1", access(10))]).unwrap();
+    let mut off = off.dp;
+    assert!(off.take_log(Capture::default()).is_none());
+
+    let mut rig = DatapathRig::new_with(&[("swp1", access(10)), ("swp2", access(10))], true)
+        .expect("datapath with logging through the verifier");
+    let capture = Capture::default();
+    let mut log = rig
+        .dp
+        .take_log(capture.clone())
+        .expect("log on")
+        .expect("log ring");
+    let swp2 = rig.ports["swp2"];
+    for i in 0..xnos_common::FDB_SIZE {
+        let mac = [2, 0xf, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let entry = FdbEntry {
+            ifindex: swp2,
+            flags: 0,
+            last_seen_ns: 1,
+        };
+        rig.dp.fdb_insert(FdbKey { mac, vlan: 10 }, entry).unwrap();
+    }
+    let out = rig
+        .run_xdp("swp1", &test_frame(BROADCAST, A, None, 1))
+        .unwrap();
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert!(rig.fdb(10, A).is_none(), "no room for A");
+    log.flush();
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        ["WARN FDB full: 02:00:00:00:00:0a not learned in VLAN 10"]
+    );
+}
+
 mod l3 {
     //! The L3 pipeline through BPF_PROG_TEST_RUN: LPM, ECMP, TTL/hop limit, checksum,
     //! MAC rewrite, VLAN tagging on egress, and punts by reason.
