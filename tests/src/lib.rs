@@ -17,6 +17,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
+use xnos::mac::MacAddr;
+
+mod rig;
+pub use rig::{DatapathRig, nexthop, nexthop_group};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -34,12 +38,28 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Skip (return early from) a test that needs root.
+/// Whether a test that needs root runs: true as root; without root, false (the test
+/// skips), except under CI (`CI` set in the environment), where a skipped test would count
+/// as passed without having run anything: there the test fails.
+pub fn needs_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "this test needs root (network namespaces, BPF) and CI is set: run the suite as \
+             root instead of letting it pass without running"
+        );
+    }
+    eprintln!("skipping: needs root (network namespaces, BPF)");
+    false
+}
+
+/// Skip (return early from) a test that needs root; fail it under CI (see [`needs_root`]).
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::is_root() {
-            eprintln!("skipping: needs root (network namespaces, BPF)");
+        if !$crate::needs_root() {
             return;
         }
     };
@@ -139,7 +159,34 @@ impl Netns {
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .with_context(|| format!("no MAC for {ifname}"))?;
-        parse_mac(mac)
+        Ok(mac
+            .parse::<MacAddr>()
+            .with_context(|| format!("MAC of {ifname}"))?
+            .0)
+    }
+
+    /// A veth pair `name` <-> `peer`, both in this namespace (down).
+    pub fn veth(&self, name: &str, peer: &str) -> anyhow::Result<()> {
+        self.ip(&["link", "add", name, "type", "veth", "peer", "name", peer])?;
+        Ok(())
+    }
+
+    /// A veth pair `name` (here) <-> `peer` (in `other`), both down: a cable between two
+    /// namespaces.
+    pub fn cable(&self, name: &str, other: &Netns, peer: &str) -> anyhow::Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            other.name(),
+        ])?;
+        Ok(())
     }
 }
 
@@ -152,20 +199,8 @@ impl Drop for Netns {
     }
 }
 
-pub fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 6 {
-        bail!("bad MAC {text}");
-    }
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        *byte = u8::from_str_radix(part, 16)?;
-    }
-    Ok(mac)
-}
-
 pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
+    MacAddr(mac).to_string()
 }
 
 /// A host: its own namespace with `eth0`, cabled to port `port` of a switch namespace.
@@ -180,18 +215,7 @@ impl Host {
     /// GRO is enabled on eth0 so that the switch can XDP-redirect into the pair.
     pub fn new(switch: &Netns, port: &str, mac: [u8; 6]) -> anyhow::Result<Self> {
         let ns = Netns::new("xh")?;
-        switch.ip(&[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
+        switch.cable(port, &ns, "eth0")?;
         ns.ip(&["link", "set", "eth0", "address", &format_mac(mac)])?;
         // No IPv6 autoconf chatter on the wire we observe.
         ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
@@ -616,6 +640,7 @@ impl PacketSocket {
             }
             let mut buf = vec![0u8; 65536];
             let mut cmsg = [0u64; 64];
+            // SAFETY: sockaddr_ll is plain data, valid when all zero.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut iov = libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
@@ -726,4 +751,48 @@ pub fn parse_test_frame(frame: &[u8]) -> Option<(Option<u16>, u32)> {
     let offset = 14 + if vlan.is_some() { 4 } else { 0 };
     let marker = u32::from_be_bytes(frame.get(offset..offset + 4)?.try_into().ok()?);
     Some((vlan, marker))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Set for the copy of the test binary that runs without root.
+    const PROBE: &str = "XNOS_TESTS_ROOT_PROBE";
+
+    // What this shows: a test that needs root, run without it (as nobody), skips and
+    // passes outside CI, and fails under CI, where a skip would pass unseen.
+    #[test]
+    fn without_root_a_test_skips_except_under_ci() {
+        if std::env::var_os(PROBE).is_some() {
+            require_root!();
+            return;
+        }
+        require_root!();
+        let exe = std::env::current_exe().unwrap();
+        let run = |ci: bool| {
+            let mut cmd = std::process::Command::new("setpriv");
+            cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+                .arg(&exe)
+                .args([
+                    "tests::without_root_a_test_skips_except_under_ci",
+                    "--exact",
+                    "--nocapture",
+                ])
+                .env(PROBE, "1")
+                .env_remove("CI");
+            if ci {
+                cmd.env("CI", "true");
+            }
+            let out = cmd.output().expect("running the test binary as nobody");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.success(), text)
+        };
+        let (passed, text) = run(false);
+        assert!(passed && text.contains("skipping: needs root"), "{text}");
+        let (passed, text) = run(true);
+        assert!(
+            !passed && text.contains("needs root") && text.contains("CI is set"),
+            "{text}"
+        );
+    }
 }

@@ -5,15 +5,13 @@
 //! the same pipeline code: both must give the same verdicts (compared in XDP's terms), the
 //! same bytes and the same map changes.
 
-use std::collections::BTreeMap;
-
 use xnos::{
     config::{Config, PortMode},
     datapath::{Datapath, module},
     testrun::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpRun},
 };
 use xnos_common::{DropReason, FDB_FLAG_STATIC, FdbEntry, FdbKey, LearnEvent, PortStats};
-use xnos_tests::{Netns, require_root, test_frame};
+use xnos_tests::{DatapathRig, Netns, require_root, test_frame};
 
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -43,12 +41,24 @@ macro_rules! both {
     };
 }
 
-/// A datapath with ports on veths in a private namespace (TEST_RUN needs real ifindexes).
+/// The shared datapath rig, driven through the XDP or the TC program.
 struct Rig {
     kind: Kind,
-    dp: Datapath,
-    ports: BTreeMap<&'static str, u32>,
-    ns: Netns,
+    rig: DatapathRig,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = DatapathRig;
+
+    fn deref(&self) -> &DatapathRig {
+        &self.rig
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut DatapathRig {
+        &mut self.rig
+    }
 }
 
 fn access(vlan: u16) -> PortMode {
@@ -63,57 +73,19 @@ fn trunk(vlans: &[u16], native_vlan: Option<u16>) -> PortMode {
 }
 
 impl Rig {
-    fn new(kind: Kind, ports: &[(&'static str, PortMode)]) -> Self {
-        let ns = Netns::new("xd").unwrap();
-        let mut dp = Datapath::load(None).expect("datapath loads through the verifier");
-        let mut map = BTreeMap::new();
-        for (slot, (name, mode)) in ports.iter().enumerate() {
-            ns.ip(&[
-                "link",
-                "add",
-                name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &format!("{name}p"),
-            ])
-            .unwrap();
-            let ifindex = ns.ifindex(name).unwrap();
-            // Devmap entries resolve the ifindex in the caller's namespace.
-            ns.enter(|| dp.set_port(ifindex, module::port_conf(slot as u32, mode)))
-                .unwrap()
-                .unwrap();
-            map.insert(*name, ifindex);
-        }
-        Self {
-            kind,
-            dp,
-            ports: map,
-            ns,
-        }
+    fn new(kind: Kind, ports: &[(&str, PortMode)]) -> Self {
+        let rig = DatapathRig::new(ports).expect("datapath rig");
+        Self { kind, rig }
     }
 
     /// Run the pipeline on `frame` arriving on `port`; the verdict in XDP's terms (a TC
     /// redirect, or a flood's clones, count as XDP_REDIRECT).
     fn run(&self, port: &str, frame: &[u8]) -> XdpRun {
-        let ifindex = self.ports[port];
         match self.kind {
-            Kind::Xdp => {
-                let fd = self.dp.ingress_fd().unwrap();
-                self.ns
-                    .enter(|| testrun::run_xdp(fd, ifindex, frame, 1))
-                    .unwrap()
-                    .expect("BPF_PROG_TEST_RUN")
-            }
+            Kind::Xdp => self.rig.run_xdp(port, frame).expect("BPF_PROG_TEST_RUN"),
             Kind::Tc => {
-                let fd = self.dp.tc_fd().unwrap();
                 let flooded = self.stats(port).flooded;
-                let mut run = self
-                    .ns
-                    .enter(|| testrun::run_tc(fd, ifindex, frame, 1))
-                    .unwrap()
-                    .expect("BPF_PROG_TEST_RUN");
+                let mut run = self.rig.run_tc(port, frame).expect("BPF_PROG_TEST_RUN");
                 // A TC flood sends clones and then drops the original.
                 let cloned = self.stats(port).flooded > flooded;
                 run.action = match run.action {
@@ -129,12 +101,7 @@ impl Rig {
     }
 
     fn stats(&self, port: &str) -> PortStats {
-        let conf = self.dp.ports().unwrap()[&self.ports[port]];
-        self.dp.port_stats(conf.stats_slot).unwrap()
-    }
-
-    fn fdb(&self, vlan: u16, mac: [u8; 6]) -> Option<FdbEntry> {
-        self.dp.fdb_get(&FdbKey { mac, vlan })
+        self.rig.stats(port).expect("port counters")
     }
 }
 
@@ -393,17 +360,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
     require_root!();
     let ns = Netns::new("xr").unwrap();
     for name in ["swp1", "swp2"] {
-        ns.ip(&[
-            "link",
-            "add",
-            name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{name}p"),
-        ])
-        .unwrap();
+        ns.veth(name, &format!("{name}p")).unwrap();
     }
     let (choice, mode) = match kind {
         Kind::Xdp => ("auto", "xdp-native"),
@@ -529,16 +486,72 @@ fn aging_removes_only_stale_learned_entries(kind: Kind) {
     assert!(rig.fdb(10, C).is_some(), "static entry never ages");
 }
 
+/// Log records, kept for the test to read.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.level(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn flush(&self) {}
+}
+
+// What this shows: with the datapath log on, a MAC the FDB has no room for is logged with
+// its VLAN (and the frame still flooded); with it off there is no log to read at all.
+#[test]
+fn a_full_fdb_is_logged_when_the_datapath_log_is_on() {
+    require_root!();
+    let off = DatapathRig::new(&[("swp1", access(10))]).unwrap();
+    let mut off = off.dp;
+    assert!(off.take_log(Capture::default()).is_none());
+
+    let mut rig = DatapathRig::new_with(&[("swp1", access(10)), ("swp2", access(10))], true)
+        .expect("datapath with logging through the verifier");
+    let capture = Capture::default();
+    let mut log = rig
+        .dp
+        .take_log(capture.clone())
+        .expect("log on")
+        .expect("log ring");
+    let swp2 = rig.ports["swp2"];
+    for i in 0..xnos_common::FDB_SIZE {
+        let mac = [2, 0xf, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let entry = FdbEntry {
+            ifindex: swp2,
+            flags: 0,
+            last_seen_ns: 1,
+        };
+        rig.dp.fdb_insert(FdbKey { mac, vlan: 10 }, entry).unwrap();
+    }
+    let out = rig
+        .run_xdp("swp1", &test_frame(BROADCAST, A, None, 1))
+        .unwrap();
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert!(rig.fdb(10, A).is_none(), "no room for A");
+    log.flush();
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        ["WARN FDB full: 02:00:00:00:00:0a not learned in VLAN 10"]
+    );
+}
+
 mod l3 {
     //! The L3 pipeline through BPF_PROG_TEST_RUN: LPM, ECMP, TTL/hop limit, checksum,
     //! MAC rewrite, VLAN tagging on egress, and punts by reason.
 
     use etherparse::{Ethernet2Header, PacketBuilder, SlicedPacket};
-    use xnos::datapath::route::addr16;
     use xnos_common::{
-        L3Iface, L3Stats, MAX_ECMP, NEXTHOP_CONNECTED, Nexthop, NexthopGroup, PuntReason,
-        ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
+        L3Iface, L3Stats, Nexthop, PuntReason, ROUTE_FORWARD, ROUTE_LOCAL, RouteEntry,
     };
+    use xnos_tests::{nexthop, nexthop_group};
 
     use super::*;
 
@@ -548,29 +561,9 @@ mod l3 {
         rig: Rig,
     }
 
-    fn nexthop(ifindex: u32, out: L3Iface, gateway: Option<&str>) -> Nexthop {
-        Nexthop {
-            ifindex,
-            out,
-            flags: if gateway.is_none() {
-                NEXTHOP_CONNECTED
-            } else {
-                0
-            },
-            gateway: gateway
-                .map(|g| addr16(g.parse().unwrap()))
-                .unwrap_or_default(),
-        }
-    }
-
-    fn group(nexthops: &[Nexthop]) -> NexthopGroup {
-        let mut group = NexthopGroup {
-            count: nexthops.len() as u32,
-            _pad: 0,
-            nexthops: [nexthop(0, L3Iface::default(), None); MAX_ECMP],
-        };
-        group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
-        group
+    /// A nexthop through `svi` (leaving as `out`) to the gateway `via`.
+    fn via(svi: u32, out: L3Iface, via: &str) -> Nexthop {
+        nexthop(svi, out, Some(via.parse().unwrap()))
     }
 
     fn route(rig: &mut Rig, prefix: &str, entry: RouteEntry) {
@@ -606,38 +599,20 @@ mod l3 {
                 ("vlan20i", access(20)),
             ],
         );
-        // The kernel-side SVI netdevs are the veth peers the rig made.
-        let svi10 = rig.ns.ifindex("vlan10ip").unwrap();
-        let svi20 = rig.ns.ifindex("vlan20ip").unwrap();
-        for (svi, port, vlan) in [(svi10, "vlan10i", 10), (svi20, "vlan20i", 20)] {
-            let iface = L3Iface {
-                port_ifindex: rig.ports[port],
-                vlan,
-                mac: ROUTER,
-                mtu: 1500,
-                _pad: 0,
-            };
-            rig.dp.test_rig().add_l3_interface(svi, iface).unwrap();
-        }
-        let out20 = L3Iface {
-            port_ifindex: rig.ports["vlan20i"],
-            vlan: 20,
-            mac: ROUTER,
-            mtu: 1500,
-            _pad: 0,
-        };
+        rig.add_svi("vlan10i", 10, ROUTER).unwrap();
+        let (svi20, out20) = rig.add_svi("vlan20i", 20, ROUTER).unwrap();
         let groups = [
-            (1, group(&[nexthop(svi20, out20, None)])),
-            (2, group(&[nexthop(svi20, out20, Some("10.0.20.3"))])),
-            (3, group(&[nexthop(svi20, out20, Some("10.0.20.2"))])),
+            (1, nexthop_group(&[nexthop(svi20, out20, None)])),
+            (2, nexthop_group(&[via(svi20, out20, "10.0.20.3")])),
+            (3, nexthop_group(&[via(svi20, out20, "10.0.20.2")])),
             (
                 4,
-                group(&[
-                    nexthop(svi20, out20, Some("10.0.20.2")),
-                    nexthop(svi20, out20, Some("10.0.20.3")),
+                nexthop_group(&[
+                    via(svi20, out20, "10.0.20.2"),
+                    via(svi20, out20, "10.0.20.3"),
                 ]),
             ),
-            (5, group(&[nexthop(svi20, out20, Some("10.0.20.9"))])),
+            (5, nexthop_group(&[via(svi20, out20, "10.0.20.9")])),
         ];
         for (id, g) in groups {
             rig.dp.test_rig().add_nexthop_group(id, g).unwrap();
@@ -982,4 +957,120 @@ mod l3 {
             "not sent to the kernel"
         );
     }
+}
+
+// What this shows: what the datapath could not write is published as such, and `show
+// routes` believes the publication, not the FIB: with the nexthop-group map full, a route
+// needing a new group has no fast path and says why, while a route whose group exists
+// is forwarded.
+#[test]
+fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
+    require_root!();
+    use std::net::IpAddr;
+
+    use xnos::{
+        api::Api,
+        datapath::route::L3,
+        statedb::{
+            FibNexthop, FibRoute, Hardware, LinkState, OperState, ProtocolName, RouteAction,
+            RouteKind, RouteProtocol, RouteTable, StateDb,
+        },
+    };
+    use xnos_common::{L3Iface, NHG_SIZE};
+    use xnos_tests::{nexthop, nexthop_group};
+
+    let text = "[[vlan]]\nid = 10\n[[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n";
+    let config = Config::parse("t.toml", text, |_| true).unwrap();
+    let db = StateDb::new(config, |_| true);
+    let writers = db.writers();
+    let link = |name: &str, ifindex: u32| LinkState {
+        name: name.into(),
+        ifindex,
+        oper_state: OperState::Up,
+        mac: None,
+        mtu: Some(1500),
+        alias: None,
+        switch_id: None,
+        master: None,
+        up: true,
+    };
+    let route = |prefix: &str, gateway: &str| FibRoute {
+        prefix: prefix.parse().unwrap(),
+        table: RouteTable::Main,
+        kind: RouteKind::Unicast,
+        protocol: RouteProtocol::Named(ProtocolName::Static),
+        nexthops: vec![FibNexthop {
+            gateway: Some(gateway.parse::<IpAddr>().unwrap()),
+            ifindex: 900,
+        }],
+        hardware: None::<Hardware>,
+    };
+    writers.kernel.write(|tx| {
+        tx.link("vlan10", Some(link("vlan10", 900)));
+        tx.link("vlan10i", Some(link("vlan10i", 901)));
+        for (prefix, gateway) in [("10.1.0.0/16", "10.0.10.2"), ("10.2.0.0/16", "10.0.10.3")] {
+            let r = route(prefix, gateway);
+            tx.fib(r.table, r.prefix, Some(r));
+        }
+    });
+
+    let mut dp = Datapath::load(None).unwrap();
+    let mut l3 = L3::load(&mut dp).unwrap();
+    // The first route's group goes in; then the map is filled to its capacity.
+    db.read(|state| {
+        let mut only_first = state.clone();
+        only_first
+            .observed
+            .fib
+            .retain(|(_, prefix), _| prefix.to_string() == "10.1.0.0/16");
+        l3.sync(&mut dp, &only_first).unwrap();
+    });
+    let out = L3Iface::default();
+    for id in 100..(100 + NHG_SIZE) {
+        if dp
+            .test_rig()
+            .add_nexthop_group(id, nexthop_group(&[nexthop(1, out, None)]))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let touched = db.read(|state| l3.sync(&mut dp, state).unwrap());
+    writers.datapath.write(|tx| l3.publish(tx, &touched));
+
+    db.read(|state| {
+        let first = &state.observed.datapath_routes[&"10.1.0.0/16".parse().unwrap()];
+        assert_eq!(
+            (first.action, first.error.as_deref()),
+            (Some(RouteAction::Forward), None)
+        );
+        let second = &state.observed.datapath_routes[&"10.2.0.0/16".parse().unwrap()];
+        assert_eq!(second.action, None, "{second:?}");
+        assert!(
+            second
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("nexthop group not written")),
+            "{second:?}"
+        );
+    });
+    let api = Api::new(
+        db.clone(),
+        None,
+        None,
+        "/dev/null".into(),
+        Default::default(),
+    );
+    let routes = api.routes().routes;
+    let shown = |prefix: &str| {
+        routes
+            .iter()
+            .find(|r| r.prefix.to_string() == prefix)
+            .unwrap()
+            .clone()
+    };
+    assert!(shown("10.1.0.0/16").fast_path);
+    let failed = shown("10.2.0.0/16");
+    assert!(!failed.fast_path, "{failed:?}");
+    assert!(failed.fast_path_error.is_some(), "{failed:?}");
 }

@@ -372,18 +372,26 @@ pub struct PortStats {
 mod user {
     use super::*;
 
-    // SAFETY: all of these are #[repr(C)] plain data without padding-sensitive invariants;
-    // any bit pattern is a valid value.
-    unsafe impl aya::Pod for PortConf {}
-    unsafe impl aya::Pod for FdbKey {}
-    unsafe impl aya::Pod for FdbEntry {}
-    unsafe impl aya::Pod for LearnEvent {}
-    unsafe impl aya::Pod for PortStats {}
-    unsafe impl aya::Pod for L3Iface {}
-    unsafe impl aya::Pod for RouteEntry {}
-    unsafe impl aya::Pod for NexthopGroup {}
-    unsafe impl aya::Pod for NeighKey {}
-    unsafe impl aya::Pod for NeighEntry {}
-    unsafe impl aya::Pod for L3Stats {}
-    unsafe impl aya::Pod for TraceRecord {}
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: every map key and value here is #[repr(C)] plain data; any bit
+            // pattern is a valid value.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+
+    pod!(
+        PortConf,
+        FdbKey,
+        FdbEntry,
+        LearnEvent,
+        PortStats,
+        L3Iface,
+        RouteEntry,
+        NexthopGroup,
+        NeighKey,
+        NeighEntry,
+        L3Stats,
+        TraceRecord,
+    );
 }

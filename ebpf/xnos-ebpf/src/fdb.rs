@@ -6,6 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, RingBuf},
 };
+use aya_log_ebpf::warn;
 use xnos_common::{FDB_FLAG_STATIC, FDB_SIZE, FdbEntry, FdbKey, LEARN_RING_BYTES, LearnEvent};
 
 use crate::{packet::ETH_ALEN, port::Stats};
@@ -13,6 +14,9 @@ use crate::{packet::ETH_ALEN, port::Stats};
 /// Refreshing last-seen on every frame would bounce the entry's cache line between CPUs;
 /// aging only needs it to the second.
 const REFRESH_NS: u64 = 1_000_000_000;
+
+/// What a hash map insert returns when the map is full.
+const E2BIG: i32 = 7;
 
 #[map]
 static FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(FDB_SIZE, 0);
@@ -58,8 +62,13 @@ pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
                 flags: 0,
                 last_seen_ns: now,
             };
-            // A full table or a racing CPU inserting the same MAC: nothing more to do.
-            if FDB.insert(&key, &entry, u64::from(BPF_NOEXIST)).is_err() {
+            // A racing CPU inserting the same MAC: nothing more to do. A full table is
+            // worth telling the operator about (in xnosd's log with `--datapath-log`;
+            // without it the verifier removes the logging code).
+            if let Err(e) = FDB.insert(&key, &entry, u64::from(BPF_NOEXIST)) {
+                if e == -E2BIG {
+                    warn!(&(), "FDB full: {:mac} not learned in VLAN {}", mac, vlan);
+                }
                 return;
             }
             0

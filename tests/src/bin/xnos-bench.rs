@@ -17,13 +17,11 @@ use etherparse::PacketBuilder;
 use serde_json::json;
 use xnos::{
     config::PortMode,
-    datapath::{Datapath, module::port_conf, route::addr16},
+    datapath::{Datapath, route::addr16},
     testrun,
 };
-use xnos_common::{
-    L3Iface, MAX_ECMP, NEXTHOP_CONNECTED, Nexthop, NexthopGroup, ROUTE_FORWARD, RouteEntry,
-};
-use xnos_tests::{Netns, PacketSocket, Topology, binary};
+use xnos_common::{ROUTE_FORWARD, RouteEntry};
+use xnos_tests::{DatapathRig, Netns, PacketSocket, Topology, binary, nexthop, nexthop_group};
 
 const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0];
 const FLOWS: usize = 64;
@@ -217,19 +215,6 @@ fn xdp_pass() -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn nexthop(ifindex: u32, out: L3Iface, gateway: Option<std::net::IpAddr>) -> Nexthop {
-    Nexthop {
-        ifindex,
-        out,
-        flags: if gateway.is_none() {
-            NEXTHOP_CONNECTED
-        } else {
-            0
-        },
-        gateway: gateway.map(addr16).unwrap_or_default(),
-    }
-}
-
 fn udp4(src: [u8; 6], dst: [u8; 4], sport: u16) -> Vec<u8> {
     let mut frame = Vec::new();
     PacketBuilder::ethernet2(src, ROUTER)
@@ -290,7 +275,6 @@ fn fill_routes(dp: &mut Datapath, count: usize, v6: bool) -> anyhow::Result<()> 
 
 fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     let calls = if opts.quick { 200 } else { 1000 };
-    let ns = Netns::new("xb")?;
     let ports = [
         ("swp1", PortMode::Access { vlan: 10 }),
         ("swp2", PortMode::Access { vlan: 10 }),
@@ -305,54 +289,11 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
         ("vlan10i", PortMode::Access { vlan: 10 }),
         ("vlan20i", PortMode::Access { vlan: 20 }),
     ];
-    let mut dp = Datapath::load(None)?;
-    let mut ifindex = BTreeMap::new();
-    for (slot, (name, mode)) in ports.iter().enumerate() {
-        ns.ip(&[
-            "link",
-            "add",
-            name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{name}p"),
-        ])?;
-        let index = ns.ifindex(name)?;
-        ns.enter(|| dp.set_port(index, port_conf(slot as u32, mode)))??;
-        ifindex.insert(*name, index);
-    }
-    let (svi10, svi20) = (ns.ifindex("vlan10ip")?, ns.ifindex("vlan20ip")?);
-    for (svi, port, vlan) in [(svi10, "vlan10i", 10), (svi20, "vlan20i", 20)] {
-        dp.test_rig().add_l3_interface(
-            svi,
-            L3Iface {
-                port_ifindex: ifindex[port],
-                vlan,
-                mac: ROUTER,
-                mtu: 1500,
-                _pad: 0,
-            },
-        )?;
-    }
-    let mut group = NexthopGroup {
-        count: 1,
-        _pad: 0,
-        nexthops: [nexthop(0, L3Iface::default(), None); MAX_ECMP],
-    };
-    group.nexthops[0] = nexthop(
-        svi20,
-        L3Iface {
-            port_ifindex: ifindex["vlan20i"],
-            vlan: 20,
-            mac: ROUTER,
-            mtu: 1500,
-            _pad: 0,
-        },
-        None,
-    );
-    let mut l3 = dp.test_rig();
-    l3.add_nexthop_group(1, group)?;
+    let mut rig = DatapathRig::new(&ports)?;
+    rig.add_svi("vlan10i", 10, ROUTER)?;
+    let (svi20, out20) = rig.add_svi("vlan20i", 20, ROUTER)?;
+    let mut l3 = rig.dp.test_rig();
+    l3.add_nexthop_group(1, nexthop_group(&[nexthop(svi20, out20, None)]))?;
     for prefix in ["10.0.20.0/24", "fd00:20::/64"] {
         l3.add_route(
             prefix.parse()?,
@@ -364,32 +305,18 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     }
 
     // Teach the FDB: B_i behind swp2 (access), C_i behind the trunk, hosts of VLAN 20 on swp4.
-    let ingress = dp.ingress_fd()?;
-    ns.enter(|| -> anyhow::Result<()> {
-        for i in 0..FLOWS {
-            testrun::run_xdp(
-                ingress,
-                ifindex["swp2"],
-                &l2_frame([0xff; 6], mac(0xb, i)),
-                1,
-            )?;
-            let mut tagged = l2_frame([0xff; 6], mac(0xc, i));
-            tagged.splice(12..12, [0x81, 0, 0, 10]);
-            testrun::run_xdp(ingress, ifindex["swp3"], &tagged, 1)?;
-            testrun::run_xdp(
-                ingress,
-                ifindex["swp4"],
-                &l2_frame([0xff; 6], mac(0xd, i)),
-                1,
-            )?;
-        }
-        Ok(())
-    })??;
+    for i in 0..FLOWS {
+        rig.run_xdp("swp2", &l2_frame([0xff; 6], mac(0xb, i)))?;
+        let mut tagged = l2_frame([0xff; 6], mac(0xc, i));
+        tagged.splice(12..12, [0x81, 0, 0, 10]);
+        rig.run_xdp("swp3", &tagged)?;
+        rig.run_xdp("swp4", &l2_frame([0xff; 6], mac(0xd, i)))?;
+    }
     for i in 0..FLOWS {
         let v4 = std::net::IpAddr::from([10, 0, 20, i as u8 + 2]);
         let v6 = std::net::IpAddr::from(addr16(format!("fd00:20::{:x}", i + 2).parse()?));
         for ip in [v4, v6] {
-            dp.test_rig().add_neighbour(svi20, ip, mac(0xd, i))?;
+            rig.dp.test_rig().add_neighbour(svi20, ip, mac(0xd, i))?;
         }
     }
 
@@ -414,14 +341,14 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             )
         })
         .collect();
-    let swp1 = ifindex["swp1"];
-    let (bare, _bare_map) = ns.enter(|| bare_redirect(ifindex["swp2"]))??;
-    let ingress = dp.ingress_fd()?;
+    let (ns, swp1) = (&rig.ns, rig.ports["swp1"]);
+    let (bare, _bare_map) = ns.enter(|| bare_redirect(rig.ports["swp2"]))??;
+    let ingress = rig.dp.ingress_fd()?;
     let mut costs = vec![
-        measure(&ns, bare.as_fd(), swp1, &unicast, calls, "bare redirect")?,
-        measure(&ns, ingress, swp1, &unicast, calls, "L2 known unicast")?,
-        measure(&ns, ingress, swp1, &push, calls, "L2 unicast + VLAN push")?,
-        measure(&ns, ingress, swp1, &flood, calls, "L2 flood decision")?,
+        measure(ns, bare.as_fd(), swp1, &unicast, calls, "bare redirect")?,
+        measure(ns, ingress, swp1, &unicast, calls, "L2 known unicast")?,
+        measure(ns, ingress, swp1, &push, calls, "L2 unicast + VLAN push")?,
+        measure(ns, ingress, swp1, &flood, calls, "L2 flood decision")?,
     ];
     let sizes: &[usize] = if opts.quick {
         &[1, 10_000]
@@ -431,8 +358,8 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     let mut installed = 1;
     for &size in sizes {
         if size > installed {
-            fill_routes(&mut dp, size - installed, false)?;
-            fill_routes(&mut dp, size - installed, true)?;
+            fill_routes(&mut rig.dp, size - installed, false)?;
+            fill_routes(&mut rig.dp, size - installed, true)?;
             installed = size;
         }
         let label = match size {
@@ -440,9 +367,9 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             n if n >= 1_000_000 => format!("{}M routes", n / 1_000_000),
             n => format!("{}k routes", n / 1000),
         };
-        let ingress = dp.ingress_fd()?;
+        let ingress = rig.dp.ingress_fd()?;
         costs.push(measure(
-            &ns,
+            &rig.ns,
             ingress,
             swp1,
             &routed4,
@@ -450,7 +377,7 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             &format!("IPv4 routed, {label}"),
         )?);
         costs.push(measure(
-            &ns,
+            &rig.ns,
             ingress,
             swp1,
             &routed6,
@@ -570,18 +497,7 @@ fn veth(
     a_mac: Option<[u8; 6]>,
     b_mac: Option<[u8; 6]>,
 ) -> anyhow::Result<()> {
-    a_ns.ip(&[
-        "link",
-        "add",
-        a,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b,
-        "netns",
-        b_ns.name(),
-    ])?;
+    a_ns.cable(a, b_ns, b)?;
     for (ns, name, mac) in [(a_ns, a, a_mac), (b_ns, b, b_mac)] {
         if let Some(mac) = mac {
             ns.ip(&["link", "set", name, "address", &xnos_tests::format_mac(mac)])?;

@@ -47,6 +47,10 @@ struct Args {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9417, [::]:9417).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Log the datapath's exceptional events (a MAC not learned because the FDB is full)
+    /// here. Off, the logging code is removed from the programs when they load.
+    #[arg(long)]
+    datapath_log: bool,
     /// Check the config and exit without touching any interface.
     #[arg(long)]
     check: bool,
@@ -123,7 +127,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     };
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
-    let datapath = Datapath::load(Some(pin_dir)).context("loading the datapath")?;
+    let mut datapath =
+        Datapath::load_with(Some(pin_dir), args.datapath_log).context("loading the datapath")?;
+    if let Some(logger) = datapath.take_log(log::logger()) {
+        tokio::spawn(datapath_log(
+            logger.context("reading the datapath's log ring")?,
+        ));
+    }
     let pin_path = datapath.pin_dir().expect("pinned above").to_path_buf();
     let stats = StatsReader::open(&pin_path).context("opening the pinned counters")?;
     // The datapath outlives module restarts: forwarding never stops because a module did.
@@ -229,4 +239,26 @@ async fn report_ready(db: &StateDb, starting: &Path, socket: &Path) -> anyhow::R
         tracing::warn!(error = %e, "cannot tell systemd READY=1 (NOTIFY_SOCKET)");
     }
     Ok(())
+}
+
+/// The datapath's log records into xnosd's log (through the `log` facade, which the
+/// tracing subscriber forwards), as they arrive.
+async fn datapath_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    use tokio::io::{Interest, unix::AsyncFd};
+    // SAFETY: the logger owns the ring buffer's fd and is moved into the AsyncFd, so the fd
+    // stays open and the same while registered.
+    let mut ring = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(ring) => ring,
+        Err(e) => {
+            tracing::warn!(error = %e, "watching the datapath's log ring failed; no datapath log");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut ready) = ring.readable_mut().await else {
+            return;
+        };
+        ready.get_inner_mut().flush();
+        ready.clear_ready();
+    }
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
     maps::{
         Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
         RingBuf, xdp::XdpMapError,
@@ -35,6 +35,8 @@ use crate::{bpffs::PinDir, config::DatapathChoice, kernel::xdp_features::xdp_fea
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos"));
 
 pub const INGRESS_PROGRAM: &str = "xnos_ingress";
+/// aya-log's ring buffer in the object.
+const LOG_MAP: &str = "AYA_LOGS";
 pub const EGRESS_PROGRAM: &str = "xnos_egress";
 pub const TRACE_PROGRAM: &str = "xnos_trace";
 /// The same pipeline as `xnos_ingress`, as a TC classifier.
@@ -177,6 +179,8 @@ struct L3Maps {
 
 pub struct Datapath {
     ebpf: Ebpf,
+    /// Whether the programs log (`load_with`).
+    log: bool,
     l3: L3Maps,
     ports: HashMap<MapData, u32, PortConf>,
     stats: PerCpuArray<MapData, PortStats>,
@@ -198,7 +202,18 @@ pub struct Datapath {
 impl Datapath {
     /// Load the programs and create the maps (through the verifier); optionally pin them.
     pub fn load(pin_dir: Option<PinDir>) -> Result<Self, DatapathError> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| DatapathError::Load(Box::new(e)))?;
+        Self::load_with(pin_dir, false)
+    }
+
+    /// `load`, and with `log` the datapath logs its exceptional events (a full FDB) for
+    /// [`Datapath::take_log`]. Without it the logging code is not even there: its level
+    /// is a read-only global the verifier knows, so it removes the code as dead.
+    pub fn load_with(pin_dir: Option<PinDir>, log: bool) -> Result<Self, DatapathError> {
+        let level = if log { aya_log::Level::Warn as u8 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
         for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
@@ -238,6 +253,7 @@ impl Datapath {
             neighs: HashMap::try_from(take("NEIGHS")?).map_err(map_err("NEIGHS"))?,
         };
         Ok(Self {
+            log,
             l3,
             ports: HashMap::try_from(ports).map_err(map_err("PORTS"))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err("PORT_STATS"))?,
@@ -274,6 +290,11 @@ impl Datapath {
             }
         }
         for (name, map) in ebpf.maps() {
+            // The log ring is xnosd's own, and data sections (`.rodata`: the log level) are
+            // not maps anyone reads.
+            if name == LOG_MAP || name.starts_with('.') {
+                continue;
+            }
             let path = root.join("maps").join(name);
             // A leftover from an instance that died without cleaning up is replaced.
             let _ = std::fs::remove_file(&path);
@@ -333,6 +354,21 @@ impl Datapath {
         }
         .map_err(prog_err(TC_PROGRAM))?;
         Ok(fd.as_fd())
+    }
+
+    /// The datapath's log records (`load_with(.., true)`), written to `logger` by
+    /// [`aya_log::EbpfLogger::flush`] when its fd is readable; taken once.
+    pub fn take_log<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Option<Result<aya_log::EbpfLogger<T>, aya_log::Error>> {
+        if !std::mem::take(&mut self.log) {
+            return None;
+        }
+        Some(aya_log::EbpfLogger::init_with_logger(
+            &mut self.ebpf,
+            logger,
+        ))
     }
 
     /// The ring buffer of learn events; the module that drains it takes it once.

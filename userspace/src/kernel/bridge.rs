@@ -707,7 +707,6 @@ async fn read_master(handle: &Handle, index: u32) -> Result<Option<u32>, rtnetli
 
 /// Static entries: those config no longer has go from our bridges, the others are
 /// (re)written. An entry is keyed by port, MAC and (on a VLAN-aware bridge) VLAN.
-#[allow(clippy::too_many_arguments)]
 async fn sync_static(
     handle: &Handle,
     config: &Config,
