@@ -957,6 +957,37 @@ mod l3 {
             "not sent to the kernel"
         );
     }
+
+    // What this shows: a GSO packet (TC: GRO merged several) is judged by its segments,
+    // as the kernel does (skb_gso_validate_network_len): routed when each segment fits
+    // the egress MTU, punted when one would not.
+    #[test]
+    fn gso_packets_fit_by_their_segments() {
+        require_root!();
+        let l3 = l3_rig(Kind::Tc);
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(A, ROUTER)
+            .ipv4([10, 0, 10, 2], [10, 0, 20, 2], 64)
+            .tcp(1000, 80, 1, 65535)
+            .write(&mut frame, &[7; 2 * 1400])
+            .unwrap();
+        let fd = l3.rig.dp.tc_fd().unwrap();
+        let swp1 = l3.rig.ports["swp1"];
+        let run = |gso_size| {
+            l3.rig
+                .ns
+                .enter(|| testrun::run_tc_gso(fd, swp1, &frame, 2, gso_size))
+                .unwrap()
+                .expect("BPF_PROG_TEST_RUN")
+        };
+        // 20 (IP) + 20 (TCP) + 1460 = 1500: fits; 1461 does not.
+        assert_eq!(run(1400).action, testrun::TC_ACT_REDIRECT);
+        assert_eq!(run(1460).action, testrun::TC_ACT_REDIRECT);
+        assert_eq!(l3_stats(&l3.rig).routed_v4, 2);
+        assert_eq!(run(1461).action, testrun::TC_ACT_REDIRECT);
+        assert_eq!(punts(&l3.rig, PuntReason::TooBig), 1);
+        assert_eq!(l3_stats(&l3.rig).routed_v4, 2);
+    }
 }
 
 // What this shows: what the datapath could not write is published as such, and `show

@@ -451,3 +451,148 @@ fn l3_config_changes_take_effect_at_runtime() {
         "still routed after the SVI was removed"
     );
 }
+
+/// `ping` from `host` with `args`; its output, whether or not every reply came back.
+fn ping_output(host: &Host, args: &[&str]) -> String {
+    let out = host.ns.command("ping").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The MTU of `name` in `ns`.
+fn mtu_of(ns: &xnos_tests::Netns, name: &str) -> u32 {
+    let link = ns.ip(&["-j", "link", "show", name]).unwrap();
+    let link: serde_json::Value = serde_json::from_str(&link).unwrap();
+    link[0]["mtu"].as_u64().unwrap() as u32
+}
+
+// What this shows: a packet routed into a VLAN whose port has a smaller MTU is no black
+// hole: `mtu` on a [[port]] sets the port's MTU and the VLAN's SVI takes the smallest MTU
+// of its ports; the fast path hands oversize packets to the kernel, which fragments them
+// (DF clear: the replies come back) or answers "fragmentation needed" (DF set) and, for
+// IPv6, "packet too big", with that MTU.
+#[test]
+fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2"]).unwrap();
+    let config = TWO_VLANS
+        .replace(
+            "name = \"swp2\"\nmode = \"access\"\nvlan = 20\n",
+            "name = \"swp2\"\nmode = \"access\"\nvlan = 20\nmtu = 1400\n",
+        )
+        .replace(
+            "[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 20\n",
+            "",
+        );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    h2.ns.ip(&["link", "set", "eth0", "mtu", "1400"]).unwrap();
+    address(h1, 10, 2);
+    address(h2, 20, 2);
+    assert!(h1.reachable("10.0.20.2") && h1.reachable("fd00:20::2"));
+    assert_eq!(
+        mtu_of(&topo.switch, "swp2"),
+        1400,
+        "[[port]] mtu not applied"
+    );
+    assert_eq!(
+        mtu_of(&topo.switch, "vlan20"),
+        1400,
+        "SVI MTU is not its port's"
+    );
+    assert_eq!(mtu_of(&topo.switch, "vlan10"), 1500);
+
+    // DF clear: the switch fragments, the replies come back.
+    let too_big = punts(&daemon, "too-big");
+    let before = routed(&daemon, "routed_v4");
+    let out = ping_output(
+        h1,
+        &[
+            "-c",
+            "2",
+            "-W",
+            "2",
+            "-M",
+            "dont",
+            "-s",
+            "1472",
+            "10.0.20.2",
+        ],
+    );
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    assert!(
+        punts(&daemon, "too-big") >= too_big + 2,
+        "oversize not punted"
+    );
+    assert!(
+        routed(&daemon, "routed_v4") > before,
+        "the fragmented replies did not take the fast path"
+    );
+
+    // DF set: "fragmentation needed" with the MTU of VLAN 20.
+    let out = ping_output(
+        h1,
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1472", "10.0.20.2"],
+    );
+    assert!(out.contains("Frag needed and DF set (mtu = 1400)"), "{out}");
+    let out = ping_output(
+        h1,
+        &[
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1452",
+            "fd00:20::2",
+        ],
+    );
+    assert!(out.contains("Packet too big: mtu=1400"), "{out}");
+    // And what fits still takes the fast path.
+    let before = routed(&daemon, "routed_v4");
+    assert!(h1.ping("10.0.20.2", 2));
+    assert!(routed(&daemon, "routed_v4") >= before + 4);
+}
+
+// What this shows: an IPv4 packet whose header checksum is wrong is not routed: the
+// far host never sees it, and the ingress port counts it as bad-checksum.
+#[test]
+fn packets_with_a_bad_checksum_are_not_routed() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    address(h1, 10, 2);
+    address(h2, 20, 2);
+    assert!(h1.reachable("10.0.20.2"));
+    let (s1, s2) = (h1.socket().unwrap(), h2.socket().unwrap());
+    let udp = |checksum_ok: bool| {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(h1.mac, ROUTER_MAC)
+            .ipv4([10, 0, 10, 2], [10, 0, 20, 2], 64)
+            .udp(4000, 9999)
+            .write(&mut frame, b"checksum")
+            .unwrap();
+        if !checksum_ok {
+            frame[24] ^= 0xff;
+        }
+        frame
+    };
+    let drops = |daemon: &Daemon| {
+        daemon.counters("swp1").unwrap()["drops"]["bad-checksum"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(drops(&daemon), 0);
+    s1.send(&udp(false)).unwrap();
+    assert_eq!(udp_count(&s2), 0, "a packet with a bad checksum was routed");
+    assert_eq!(drops(&daemon), 1);
+    s1.send(&udp(true)).unwrap();
+    assert_eq!(
+        udp_count(&s2),
+        1,
+        "the same packet with a good checksum is routed"
+    );
+}

@@ -136,6 +136,43 @@ pub fn run_tc(prog: BorrowedFd<'_>, ifindex: u32, frame: &[u8], repeat: u32) -> 
     run_with_ctx(prog, &ctx, frame, repeat)
 }
 
+/// `struct __sk_buff` up to `gso_size`, for a GSO packet (kernel >= 5.18 for `gso_size`).
+#[repr(C)]
+#[derive(Default)]
+struct SkBuffGso {
+    head: SkBuffHead,
+    /// From `tc_index` to `wire_len`: left zero.
+    _zero: [u32; 30],
+    gso_segs: u32,
+    /// `sk`, a pointer: zero.
+    _sk: u64,
+    gso_size: u32,
+    _pad: u32,
+}
+
+/// Run the TC program `prog` once on `frame` as a GSO packet of `segments` segments of
+/// `gso_size` bytes (one GRO merged), received on `ifindex`.
+pub fn run_tc_gso(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    frame: &[u8],
+    segments: u32,
+    gso_size: u32,
+) -> io::Result<XdpRun> {
+    const _: () = assert!(std::mem::offset_of!(SkBuffGso, gso_size) == 176);
+    let ctx = SkBuffGso {
+        head: SkBuffHead {
+            ingress_ifindex: ifindex,
+            ifindex,
+            ..Default::default()
+        },
+        gso_segs: segments,
+        gso_size,
+        ..Default::default()
+    };
+    run_with_ctx(prog, &ctx, frame, 1)
+}
+
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// Run `prog` `count` times in live-frames mode (kernel >= 5.18): each run gets a fresh

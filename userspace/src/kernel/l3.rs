@@ -218,6 +218,60 @@ async fn set_up(
     Ok(index)
 }
 
+/// Set the MTU of `name` unless StateDb saw it so already.
+async fn set_mtu(
+    handle: &Handle,
+    links: &BTreeMap<String, LinkState>,
+    name: &str,
+    mtu: u32,
+) -> anyhow::Result<()> {
+    if links.get(name).is_some_and(|l| l.mtu == Some(mtu)) {
+        return Ok(());
+    }
+    let message = LinkUnspec::new_with_index(ifindex(name)?).mtu(mtu).build();
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .with_context(|| format!("setting the MTU of {name} to {mtu}"))
+}
+
+/// The MTU an L3 interface should have: its own `mtu`, else, for an SVI, the smallest MTU
+/// of its VLAN's ports (a packet the kernel routes into the VLAN must fit every port of
+/// it, or it is lost without an ICMP error), else (a routed port) none: it stays as it is.
+fn interface_mtu(
+    config: &Config,
+    links: &BTreeMap<String, LinkState>,
+    iface: &InterfaceConfig,
+) -> Option<u32> {
+    if iface.mtu.is_some() {
+        return iface.mtu;
+    }
+    let vlan = iface.vlan?;
+    config
+        .ports
+        .values()
+        .filter(|p| p.mode.vlans().contains(&vlan))
+        .filter_map(|p| p.mtu.or_else(|| links.get(&p.name)?.mtu))
+        .min()
+}
+
+/// Give the ports the MTU their config asks for (the others are left as they are).
+async fn sync_port_mtus(handle: &Handle, config: &Config, links: &BTreeMap<String, LinkState>) {
+    for port in config.ports.values() {
+        if let Some(mtu) = port.mtu
+            && let Err(e) = set_mtu(handle, links, &port.name, mtu).await
+        {
+            tracing::warn!(
+                port = port.name,
+                error = format!("{e:#}"),
+                "port MTU not set"
+            );
+        }
+    }
+}
+
 fn address_of(message: &AddressMessage) -> Option<IpNet> {
     message.attributes.iter().find_map(|a| match a {
         AddressAttribute::Address(ip) => IpNet::new(*ip, message.header.prefix_len).ok(),
@@ -381,13 +435,15 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
         sysctl("net/ipv4/ip_forward", "1")?;
         sysctl("net/ipv6/conf/all/forwarding", "1")?;
     }
+    sync_port_mtus(handle, &config, &links).await;
     let mac = config.switch.router_mac();
     // One interface failing (a driver refusing a router interface, say) leaves the others
     // and the routes programmed; its error is in its `interface-status` row.
     let mut statuses = BTreeMap::new();
     for iface in config.interfaces.values() {
         let bridged = iface.vlan.is_some_and(|v| bridged.contains(&v));
-        let error = apply_interface(handle, &links, iface, mac, bridged)
+        let mtu = interface_mtu(&config, &links, iface);
+        let error = apply_interface(handle, &links, iface, mac, mtu, bridged)
             .await
             .err()
             .map(|e| format!("{e:#}"));
@@ -419,12 +475,21 @@ async fn apply_interface(
     links: &BTreeMap<String, LinkState>,
     iface: &InterfaceConfig,
     mac: MacAddr,
+    mtu: Option<u32>,
     bridged: bool,
 ) -> anyhow::Result<()> {
     match iface.vlan {
         Some(vlan) if bridged => ensure_bridged_svi(handle, vlan, mac).await?,
         Some(vlan) => ensure_svi(handle, vlan, mac).await?,
         None => {}
+    }
+    if let Some(mtu) = mtu {
+        set_mtu(handle, links, &iface.name, mtu).await?;
+        if let Some(vlan) = iface.vlan.filter(|_| !bridged) {
+            // The internal end receives what the kernel sends out of the SVI: a veth drops
+            // frames longer than the receiving end's MTU.
+            set_mtu(handle, links, &InterfaceConfig::svi_port_name(vlan), mtu).await?;
+        }
     }
     // Router addresses are configured, not autoconfigured: no duplicate detection delay.
     sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
