@@ -503,7 +503,7 @@ fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp() {
 
     // DF clear: the switch fragments, the replies come back.
     let too_big = punts(&daemon, "too-big");
-    let before = routed(&daemon, "routed_v4");
+    let before = routed(&daemon, "routed-v4");
     let out = ping_output(
         h1,
         &[
@@ -524,7 +524,7 @@ fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp() {
         "oversize not punted"
     );
     assert!(
-        routed(&daemon, "routed_v4") > before,
+        routed(&daemon, "routed-v4") > before,
         "the fragmented replies did not take the fast path"
     );
 
@@ -551,9 +551,9 @@ fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp() {
     );
     assert!(out.contains("Packet too big: mtu=1400"), "{out}");
     // And what fits still takes the fast path.
-    let before = routed(&daemon, "routed_v4");
+    let before = routed(&daemon, "routed-v4");
     assert!(h1.ping("10.0.20.2", 2));
-    assert!(routed(&daemon, "routed_v4") >= before + 4);
+    assert!(routed(&daemon, "routed-v4") >= before + 4);
 }
 
 // What this shows: an IPv4 packet whose header checksum is wrong is not routed: the
