@@ -2,6 +2,10 @@
 //! has the model), level-triggered like l3.rs, and read back what the kernel reports:
 //! bridge membership per port, and the bridge's FDB (learned and hardware-offloaded
 //! entries) into the `fdb-learned` table beside the fast path's.
+//!
+//! [`plan`] computes what the bridge should look like from config, the links the kernel
+//! has and what its bridge can do, without touching the kernel (unit-tested below);
+//! [`apply`] makes it so over netlink and reads the result back.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -429,40 +433,44 @@ fn fdb_vlan(msg: &NeighbourMessage) -> Option<u16> {
     })
 }
 
-/// Make the kernel bridge carry the switchdev ports of the config; record per port (and
-/// per CPU port) what was programmed and read back, with what failed. A failure stays
-/// with the port or VLAN it concerns: the others are programmed all the same.
-///
-/// On a kernel whose bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with
-/// every switchdev port (access and trunk) and one CPU port per VLAN; otherwise each VLAN
-/// has its own bridge `xbr<vid>` with its CPU port, and trunk ports cannot be bridged.
-pub async fn apply(handle: &Handle, db: &KernelWriter) {
-    let (config, links, features) = db.read(|s| {
-        (
-            s.config.clone(),
-            s.observed.links.clone(),
-            s.observed.kernel.clone(),
-        )
-    });
-    let ports = switchdev::ports(&config, &links, &features);
+/// What the kernel bridge should look like for a config, the links the kernel has and what
+/// its bridge can do: computed without touching the kernel, applied by [`apply`].
+#[derive(Debug)]
+pub struct BridgePlan<'a> {
+    /// The ports the kernel bridge forwards.
+    pub ports: BTreeMap<String, switchdev::SwitchdevPort<'a>>,
+    /// One VLAN-aware bridge (`xbr`), or one bridge per VLAN.
+    pub vlan_aware: bool,
+    /// The VLANs whose SVI is a VLAN upper of the bridge.
+    pub svis: BTreeSet<u16>,
+    /// The bridge's MAC: the router MAC when SVIs are on it.
+    pub router_mac: Option<MacAddr>,
+    /// Each bridge and the VLANs it carries (one CPU port each).
+    pub bridges: BTreeMap<String, BTreeSet<u16>>,
+    /// The bridge of each port, or why it has none.
+    pub member_of: BTreeMap<String, Result<String, String>>,
+    /// A `bridge-port` row per port and per CPU port (bridge end), before anything is
+    /// applied.
+    pub rows: BTreeMap<String, BridgePort>,
+    /// The netdevs of ours that stay: bridges and both ends of their CPU ports.
+    pub keep: BTreeSet<String>,
+    /// The VLANs each row's port carries on a VLAN-aware bridge.
+    pub port_vlans: BTreeMap<String, VlanFlags>,
+}
+
+/// The kernel bridge for `config`, given the `links` the kernel has and its `features`.
+pub fn plan<'a>(
+    config: &'a Config,
+    links: &BTreeMap<String, LinkState>,
+    features: &KernelFeatures,
+) -> BridgePlan<'a> {
+    let ports = switchdev::ports(config, links, features);
     let vlan_aware = features.bridge_vlan_filtering == Some(true);
-    let svis = switchdev::bridged_svis(&config, &links, &features);
+    let svis = switchdev::bridged_svis(config, links, features);
     let router_mac = (!svis.is_empty()).then(|| config.switch.router_mac());
-    if !ports.is_empty() {
-        // Without these the kernel does not tell when a driver offloads (or traps) a route
-        // after it was added, and `xnos show routes` would keep the add-time flags.
-        for path in [
-            "net/ipv4/fib_notify_on_flag_change",
-            "net/ipv6/fib_notify_on_flag_change",
-        ] {
-            if let Err(e) = std::fs::write(format!("/proc/sys/{path}"), "1") {
-                tracing::info!(path, error = %e, "cannot ask for route offload notifications");
-            }
-        }
-    }
 
     // Which bridge each port belongs to, and the VLANs (CPU ports) of each bridge.
-    let mut plans: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    let mut bridges: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     let mut member_of: BTreeMap<String, Result<String, String>> = BTreeMap::new();
     for (name, port) in &ports {
         let bridge = match (vlan_aware, port.vlan(), &features.bridge_vlan_filtering) {
@@ -478,7 +486,7 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) {
                 .to_string()),
         };
         if let Ok(bridge) = &bridge {
-            plans
+            bridges
                 .entry(bridge.clone())
                 .or_default()
                 .extend(port.config.mode.vlans());
@@ -500,15 +508,19 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) {
             (name.clone(), row)
         })
         .collect();
+    let mut port_vlans: BTreeMap<String, VlanFlags> = ports
+        .iter()
+        .map(|(name, port)| (name.clone(), self::port_vlans(&port.config.mode)))
+        .collect();
     // The bridge end of every CPU port has a row too: the datapath attaches to the XDP
     // end of those that were made.
-    for (bridge, vlans) in &plans {
+    for (bridge, vlans) in &bridges {
         for &vid in vlans {
             let cpu = switchdev::cpu_port_name(vid);
             rows.insert(
                 cpu.clone(),
                 BridgePort {
-                    port: cpu,
+                    port: cpu.clone(),
                     vlans: vec![vid],
                     bridge: Some(bridge.clone()),
                     member: false,
@@ -516,11 +528,10 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) {
                     error: None,
                 },
             );
+            port_vlans.insert(cpu, self::port_vlans(&PortMode::Access { vlan: vid }));
         }
     }
-
-    // Bridges and CPU ports no longer wanted go (members are released with them).
-    let wanted_names: BTreeSet<String> = plans
+    let keep = bridges
         .iter()
         .flat_map(|(bridge, vlans)| {
             std::iter::once(bridge.clone()).chain(vlans.iter().flat_map(|&vid| {
@@ -531,32 +542,110 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) {
             }))
         })
         .collect();
-    for link in links.values().filter(|l| ours(l)) {
+    BridgePlan {
+        ports,
+        vlan_aware,
+        svis,
+        router_mac,
+        bridges,
+        member_of,
+        rows,
+        keep,
+        port_vlans,
+    }
+}
+
+/// The netdevs of ours (bridges, CPU ports) the plan no longer has.
+pub fn unwanted<'l>(
+    plan: &BridgePlan<'_>,
+    links: &'l BTreeMap<String, LinkState>,
+) -> Vec<&'l LinkState> {
+    links
+        .values()
+        .filter(|l| ours(l) && !plan.keep.contains(&l.name))
+        .collect()
+}
+
+/// The links in a bridge of ours that the plan does not put there (CPU ports aside), each
+/// with that bridge's name.
+pub fn misplaced<'l>(
+    plan: &BridgePlan<'_>,
+    links: &'l BTreeMap<String, LinkState>,
+) -> Vec<(&'l LinkState, String)> {
+    let our_bridges: BTreeMap<u32, &str> = links
+        .values()
+        .filter(|l| ours(l) && plan.bridges.contains_key(&l.name))
+        .map(|l| (l.ifindex, l.name.as_str()))
+        .collect();
+    links
+        .values()
+        .filter_map(|link| {
+            let &bridge = link.master.and_then(|m| our_bridges.get(&m))?;
+            if switchdev::is_cpu_bridge_end(&link.name) {
+                return None;
+            }
+            let wanted = plan
+                .member_of
+                .get(&link.name)
+                .and_then(|b| b.as_deref().ok());
+            (wanted != Some(bridge)).then(|| (link, bridge.to_string()))
+        })
+        .collect()
+}
+
+/// Make the kernel bridge carry the switchdev ports of the config; record per port (and
+/// per CPU port) what was programmed and read back, with what failed. A failure stays
+/// with the port or VLAN it concerns: the others are programmed all the same.
+///
+/// On a kernel whose bridge filters VLANs there is one VLAN-aware bridge, `xbr`, with
+/// every switchdev port (access and trunk) and one CPU port per VLAN; otherwise each VLAN
+/// has its own bridge `xbr<vid>` with its CPU port, and trunk ports cannot be bridged.
+pub async fn apply(handle: &Handle, db: &KernelWriter) {
+    let (config, links, features) = db.read(|s| {
+        (
+            s.config.clone(),
+            s.observed.links.clone(),
+            s.observed.kernel.clone(),
+        )
+    });
+    let plan = plan(&config, &links, &features);
+    let unwanted = unwanted(&plan, &links);
+    let misplaced = misplaced(&plan, &links);
+    let BridgePlan {
+        ports,
+        vlan_aware,
+        svis,
+        router_mac,
+        bridges: plans,
+        member_of,
+        mut rows,
+        keep: _,
+        port_vlans,
+    } = plan;
+    if !ports.is_empty() {
+        // Without these the kernel does not tell when a driver offloads (or traps) a route
+        // after it was added, and `xnos show routes` would keep the add-time flags.
+        for path in [
+            "net/ipv4/fib_notify_on_flag_change",
+            "net/ipv6/fib_notify_on_flag_change",
+        ] {
+            if let Err(e) = std::fs::write(format!("/proc/sys/{path}"), "1") {
+                tracing::info!(path, error = %e, "cannot ask for route offload notifications");
+            }
+        }
+    }
+
+    // Bridges and CPU ports no longer wanted go (members are released with them).
+    for link in unwanted {
         // (The other end of a CPU port goes with the first.)
-        if !wanted_names.contains(&link.name)
-            && link::ifindex(&link.name) == Some(link.ifindex)
+        if link::ifindex(&link.name) == Some(link.ifindex)
             && let Err(e) = handle.link().del(link.ifindex).execute().await
         {
             tracing::warn!(link = link.name, error = %e, "cannot remove a netdev xnos no longer needs");
         }
     }
     // Ports left in a bridge of ours they no longer belong to are released.
-    let our_bridges: BTreeMap<u32, &str> = links
-        .values()
-        .filter(|l| ours(l) && plans.contains_key(&l.name))
-        .map(|l| (l.ifindex, l.name.as_str()))
-        .collect();
-    for link in links.values() {
-        let Some(&bridge) = link.master.and_then(|m| our_bridges.get(&m)) else {
-            continue;
-        };
-        if switchdev::is_cpu_bridge_end(&link.name) {
-            continue;
-        }
-        let wanted = member_of.get(&link.name).and_then(|b| b.as_deref().ok());
-        if wanted == Some(bridge) {
-            continue;
-        }
+    for (link, bridge) in misplaced {
         let released = handle
             .link()
             .set(
@@ -621,16 +710,13 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) {
             Ok(current) => {
                 let no_vlans = VlanFlags::new();
                 for (name, row) in &mut rows {
-                    let wanted = match ports.get(name) {
-                        Some(port) => port_vlans(&port.config.mode),
-                        None => port_vlans(&PortMode::Access { vlan: row.vlans[0] }),
-                    };
                     let Some(index) = link::ifindex(name) else {
                         continue;
                     };
                     if row.bridge.as_ref().is_some_and(|b| bridges[b].is_ok()) {
                         let have = current.get(&index).unwrap_or(&no_vlans);
-                        if let Err(e) = sync_vlans(handle, name, have, &wanted, false).await {
+                        let wanted = &port_vlans[name];
+                        if let Err(e) = sync_vlans(handle, name, have, wanted, false).await {
                             note(&mut row.error, text(e));
                         }
                     }
@@ -866,4 +952,152 @@ pub fn fdb_update(tx: &mut KernelTx<'_>, msg: &NeighbourMessage, present: bool) 
                 || msg.header.flags.contains(NeighbourFlags::ExtLearned),
         }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(name: &str, ifindex: u32, master: Option<u32>, ours: bool) -> (String, LinkState) {
+        (
+            name.to_string(),
+            LinkState {
+                name: name.into(),
+                ifindex,
+                oper_state: crate::statedb::OperState::Up,
+                mac: None,
+                mtu: None,
+                alias: ours.then(|| BRIDGE_ALIAS.to_string()),
+                switch_id: None,
+                master,
+                up: true,
+            },
+        )
+    }
+
+    fn features(filtering: Option<bool>) -> KernelFeatures {
+        KernelFeatures {
+            bridge_vlan_filtering: filtering,
+            vlan_devices: filtering,
+        }
+    }
+
+    const CONFIG: &str = "[[port]]\nname = \"sw1\"\nmode = \"access\"\nvlan = 10\ndatapath = \"switchdev\"\n\
+         [[port]]\nname = \"sw2\"\nmode = \"trunk\"\nvlans = [10, 20]\nnative-vlan = 30\ndatapath = \"switchdev\"\n\
+         [[port]]\nname = \"sw3\"\nmode = \"access\"\nvlan = 20\ndatapath = \"switchdev\"\n\
+         [[port]]\nname = \"eth1\"\nmode = \"access\"\nvlan = 10\n\
+         [[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n";
+
+    fn config() -> Config {
+        Config::parse("t.toml", CONFIG, |_| true).unwrap()
+    }
+
+    // What this shows: a kernel whose bridge filters VLANs gets one bridge `xbr` with every
+    // switchdev port, a CPU port per VLAN, the VLANs each port carries (untagged one as
+    // PVID), and the router MAC because an SVI sits on the bridge.
+    #[test]
+    fn a_vlan_aware_kernel_gets_one_bridge_with_every_port() {
+        let config = config();
+        let links = BTreeMap::new();
+        let plan = plan(&config, &links, &features(Some(true)));
+        assert!(plan.vlan_aware);
+        assert_eq!(
+            plan.bridges,
+            BTreeMap::from([("xbr".to_string(), BTreeSet::from([10, 20, 30]))])
+        );
+        assert_eq!(
+            plan.rows.keys().collect::<Vec<_>>(),
+            ["sw1", "sw2", "sw3", "xcpu10", "xcpu20", "xcpu30"]
+        );
+        assert!(
+            plan.rows
+                .values()
+                .all(|r| r.bridge.as_deref() == Some("xbr") && r.error.is_none())
+        );
+        assert_eq!(
+            plan.keep,
+            [
+                "xbr", "xcpu10", "xcpu10i", "xcpu20", "xcpu20i", "xcpu30", "xcpu30i"
+            ]
+            .map(String::from)
+            .into()
+        );
+        let untagged = BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged;
+        assert_eq!(
+            plan.port_vlans["sw2"],
+            VlanFlags::from([
+                (10, BridgeVlanInfoFlags::empty()),
+                (20, BridgeVlanInfoFlags::empty()),
+                (30, untagged)
+            ])
+        );
+        assert_eq!(plan.port_vlans["xcpu20"], VlanFlags::from([(20, untagged)]));
+        assert_eq!(plan.svis, BTreeSet::from([20]));
+        assert_eq!(plan.router_mac, Some(config.switch.router_mac()));
+    }
+
+    // What this shows: without bridge VLAN filtering each VLAN has its own bridge, and a
+    // trunk port gets no bridge but the reason, which says whether the kernel lacks the
+    // feature or has not been asked yet.
+    #[test]
+    fn without_vlan_filtering_each_vlan_has_a_bridge_and_trunks_say_why_not() {
+        let config = config();
+        let links = BTreeMap::new();
+        let plan = plan(&config, &links, &features(Some(false)));
+        assert!(!plan.vlan_aware);
+        assert_eq!(
+            plan.bridges,
+            BTreeMap::from([
+                ("xbr10".to_string(), BTreeSet::from([10])),
+                ("xbr20".to_string(), BTreeSet::from([20])),
+            ])
+        );
+        assert_eq!(plan.member_of["sw1"], Ok("xbr10".to_string()));
+        assert_eq!(plan.member_of["sw3"], Ok("xbr20".to_string()));
+        let trunk = &plan.rows["sw2"];
+        assert_eq!(trunk.bridge, None);
+        assert!(
+            trunk
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("not supported by this kernel")
+        );
+        assert!(plan.svis.is_empty() && plan.router_mac.is_none());
+
+        let unknown = super::plan(&config, &links, &features(None));
+        let error = unknown.rows["sw2"].error.clone().unwrap();
+        assert!(error.contains("not known yet"), "{error}");
+    }
+
+    // What this shows: what is ours and no longer planned goes (a bridge and CPU port of a
+    // VLAN left behind), someone else's netdev stays whatever its name; a port in one of our
+    // bridges it does not belong to is released, CPU ports aside.
+    #[test]
+    fn leftovers_of_ours_go_and_misplaced_ports_are_released() {
+        let config = config();
+        let links = BTreeMap::from([
+            link("xbr", 100, None, true),
+            link("xcpu10", 101, Some(100), true),
+            link("xcpu10i", 102, None, true),
+            link("xcpu40", 103, Some(100), true),
+            link("xcpu40i", 104, None, true),
+            link("xbr40", 105, None, true),
+            link("xbr41", 106, None, false),
+            link("sw1", 1, Some(100), false),
+            link("eth1", 2, Some(100), false),
+            link("eth2", 3, Some(106), false),
+        ]);
+        let plan = plan(&config, &links, &features(Some(true)));
+        let gone: Vec<&str> = unwanted(&plan, &links)
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(gone, ["xbr40", "xcpu40", "xcpu40i"]);
+        let released: Vec<(&str, String)> = misplaced(&plan, &links)
+            .into_iter()
+            .map(|(l, bridge)| (l.name.as_str(), bridge))
+            .collect();
+        assert_eq!(released, [("eth1", "xbr".to_string())]);
+    }
 }
