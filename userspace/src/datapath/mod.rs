@@ -113,6 +113,26 @@ fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
     }
 }
 
+/// Load a program, again when the kernel answers EAGAIN: BPF_PROG_LOAD does under load
+/// (several programs verified at once on a busy machine; libbpf retries it the same way,
+/// aya does not).
+fn load_retrying(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < ATTEMPTS =>
+            {
+                tracing::info!(attempt, "program load: EAGAIN, trying again");
+                std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How the datapath is attached to a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -220,14 +240,14 @@ impl Datapath {
                 .ok_or(ProgramError::NotLoaded)
                 .and_then(|p| p.try_into())
                 .map_err(prog_err(name))?;
-            program.load().map_err(prog_err(name))?;
+            load_retrying(|| program.load()).map_err(prog_err(name))?;
         }
         let tc: &mut SchedClassifier = ebpf
             .program_mut(TC_PROGRAM)
             .ok_or(ProgramError::NotLoaded)
             .and_then(|p| p.try_into())
             .map_err(prog_err(TC_PROGRAM))?;
-        tc.load().map_err(prog_err(TC_PROGRAM))?;
+        load_retrying(|| tc.load()).map_err(prog_err(TC_PROGRAM))?;
         let pins = match pin_dir {
             Some(dir) => Some(Self::pin(&mut ebpf, dir)?),
             None => None,

@@ -1,0 +1,383 @@
+//! The daemon's API: HTTP/1.1 with JSON bodies on a root-only unix socket. This file is
+//! the server; `views` holds what it sends (and the CLI decodes), `client` the other end.
+//! Endpoints are listed in docs/api.md.
+
+mod client;
+mod views;
+
+pub use self::{client::*, views::*};
+
+use std::{
+    convert::Infallible,
+    io,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use http_body_util::{BodyExt, Full, channel::Channel, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::broadcast,
+};
+
+use crate::{
+    config::Config,
+    datapath::StatsReader,
+    kernel::link,
+    statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
+    supervisor::{Faults, ModuleCtx},
+    trace::{TraceRequest, Tracer, unhex},
+};
+
+/// Body of `POST /v1/transact`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Transaction {
+    pub ops: Vec<Op>,
+}
+
+/// Body of `POST /v1/config/diff` and `/v1/config/apply`: a config file's text.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConfigText {
+    /// Name used in error messages.
+    pub file: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConfigDiff {
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub backup: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: String,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct Api {
+    db: Arc<StateDb>,
+    stats: Option<StatsReader>,
+    tracer: Option<Tracer>,
+    config_path: PathBuf,
+    faults: Faults,
+}
+
+impl Api {
+    pub fn new(
+        db: Arc<StateDb>,
+        stats: Option<StatsReader>,
+        tracer: Option<Tracer>,
+        config_path: PathBuf,
+        faults: Faults,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            stats,
+            tracer,
+            config_path,
+            faults,
+        })
+    }
+
+    pub fn ports(&self) -> Vec<PortView> {
+        self.db
+            .read(|state| views::ports(state, self.stats.as_ref()))
+    }
+
+    pub fn vlans(&self) -> Vec<VlanView> {
+        self.db.read(views::vlans)
+    }
+
+    pub fn fdb(&self) -> Vec<FdbView> {
+        self.db.read(views::fdb)
+    }
+
+    pub fn interfaces(&self) -> Vec<InterfaceView> {
+        self.db.read(views::interfaces)
+    }
+
+    pub fn routes(&self) -> RoutesView {
+        let counters = views::l3_counters(self.stats.as_ref());
+        self.db.read(|state| views::routes(state, counters))
+    }
+
+    pub fn neighbors(&self) -> Vec<NeighborView> {
+        self.db.read(views::neighbors)
+    }
+
+    fn trace(&self, request: &TraceRequest) -> Response<Body> {
+        let Some(tracer) = &self.tracer else {
+            return not_found("tracing is not available in this daemon".into());
+        };
+        let frame = match unhex(&request.frame) {
+            Ok(frame) => frame,
+            Err(e) => return bad_request(e),
+        };
+        match self
+            .db
+            .read(|state| tracer.trace(state, &request.port, &frame))
+        {
+            Ok(view) => json(StatusCode::OK, &view),
+            Err(e) => bad_request(e),
+        }
+    }
+
+    fn table_view(&self, table: Table) -> Vec<RowView> {
+        self.db
+            .rows(table)
+            .into_iter()
+            .map(|(key, row)| RowView { key, row })
+            .collect()
+    }
+
+    fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
+        let request: ConfigText =
+            serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))?;
+        Config::parse(&request.file, &request.text, |name| {
+            link::ifindex(name).is_some()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Write the running config to the config file: to a temporary file first, then the
+    /// current file becomes `<file>.bak`, then the new one takes its name (atomic rename).
+    fn save_config(&self) -> io::Result<Saved> {
+        let text = self.db.read(|s| s.config.to_toml());
+        let path = &self.config_path;
+        let tmp = path.with_extension("toml.tmp");
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(b"# Written by `xnos config save`.\n")?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+        }
+        let backup = if path.exists() {
+            let backup = path.with_extension("toml.bak");
+            std::fs::copy(path, &backup)?;
+            Some(backup)
+        } else {
+            None
+        };
+        std::fs::rename(&tmp, path)?;
+        Ok(Saved {
+            path: path.clone(),
+            backup,
+        })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Ok(bad_request(format!("reading request body: {e}"))),
+        };
+        let response = match (&method, segments.as_slice()) {
+            (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
+            (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
+            (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
+            (&Method::POST, ["v1", "trace"]) => match serde_json::from_slice::<TraceRequest>(&body)
+            {
+                Ok(request) => self.trace(&request),
+                Err(e) => bad_request(format!("bad trace request: {e}")),
+            },
+            (&Method::GET, ["v1", "interfaces"]) => json(StatusCode::OK, &self.interfaces()),
+            (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &self.routes()),
+            (&Method::GET, ["v1", "neighbors"]) => json(StatusCode::OK, &self.neighbors()),
+            (&Method::GET, ["v1", "ready"]) => {
+                json(StatusCode::OK, &self.db.read(crate::ready::Readiness::of))
+            }
+            (&Method::GET, ["v1", "modules"]) => {
+                json(StatusCode::OK, &self.table_view(Table::Module))
+            }
+            (&Method::GET, ["v1", "db"]) => json(StatusCode::OK, &Table::ALL.map(|t| t.name())),
+            (&Method::GET, ["v1", "db", table]) => match table.parse::<Table>() {
+                Ok(table) => json(StatusCode::OK, &self.table_view(table)),
+                Err(e) => not_found(e),
+            },
+            (&Method::GET, ["v1", "watch", table]) => match table.parse::<Table>() {
+                Ok(table) => self.watch(table),
+                Err(e) => not_found(e),
+            },
+            (&Method::POST, ["v1", "transact"]) => {
+                match serde_json::from_slice::<Transaction>(&body) {
+                    Ok(tx) => commit_response(self.db.transact(&tx.ops)),
+                    Err(e) => bad_request(format!("bad transaction: {e}")),
+                }
+            }
+            (&Method::GET, ["v1", "config"]) => {
+                let text = self.db.read(|s| s.config.to_toml());
+                Response::new(Full::new(Bytes::from(text)).boxed())
+            }
+            (&Method::POST, ["v1", "config", "diff"]) => match self.parse_config(&body) {
+                Ok(config) => {
+                    let changes = self.db.read(|s| diff_config(&s.config, &config));
+                    json(StatusCode::OK, &ConfigDiff { changes })
+                }
+                Err(error) => bad_request(error),
+            },
+            (&Method::POST, ["v1", "config", "apply"]) => match self.parse_config(&body) {
+                Ok(config) => commit_response(self.db.replace_config(config)),
+                Err(error) => bad_request(error),
+            },
+            (&Method::POST, ["v1", "config", "save"]) => match self.save_config() {
+                Ok(saved) => json(StatusCode::OK, &saved),
+                Err(e) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &ErrorBody {
+                        error: format!("saving to {}: {e}", self.config_path.display()),
+                    },
+                ),
+            },
+            (&Method::POST, ["v1", "debug", "fault", module])
+                if cfg!(feature = "fault-injection") =>
+            {
+                if self.faults.inject(module) {
+                    json(StatusCode::OK, &format!("fault injected into {module}"))
+                } else {
+                    not_found(format!("no module {module:?}"))
+                }
+            }
+            _ => not_found(format!("no such API endpoint: {method} {path}")),
+        };
+        Ok(response)
+    }
+
+    /// Stream a table: a snapshot, then each change in commit order; a watcher that
+    /// falls behind gets a fresh snapshot instead of a gap.
+    fn watch(&self, table: Table) -> Response<Body> {
+        let (mut tx, body) = Channel::<Bytes, Infallible>::new(64);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let line = |event: &WatchEvent| {
+                let mut bytes = serde_json::to_vec(event).expect("watch events serialise");
+                bytes.push(b'\n');
+                Bytes::from(bytes)
+            };
+            let snapshot = |state: &State| WatchEvent::Snapshot {
+                generation: state.generation,
+                rows: table_rows(state, table)
+                    .into_iter()
+                    .map(|(key, row)| RowView { key, row })
+                    .collect(),
+            };
+            let sub = db.subscribe();
+            let mut commits = sub.commits;
+            if tx.send_data(line(&snapshot(&sub.snapshot))).await.is_err() {
+                return;
+            }
+            loop {
+                let commit: Arc<Commit> = match commits.recv().await {
+                    Ok(commit) => commit,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let sub = db.subscribe();
+                        commits = sub.commits;
+                        if tx.send_data(line(&snapshot(&sub.snapshot))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for change in commit.changes.iter().filter(|c| c.table == table) {
+                    let event = WatchEvent::Change {
+                        generation: commit.generation,
+                        change: change.clone(),
+                    };
+                    if tx.send_data(line(&event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut response = Response::new(body.boxed());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            "application/x-ndjson".parse().expect("static header"),
+        );
+        response
+    }
+}
+
+fn commit_response(result: Result<Commit, TxError>) -> Response<Body> {
+    match result {
+        Ok(commit) => json(StatusCode::OK, &commit),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    let body = serde_json::to_vec(body).expect("API views serialise");
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
+    response
+}
+
+fn bad_request(error: String) -> Response<Body> {
+    json(StatusCode::BAD_REQUEST, &ErrorBody { error })
+}
+
+fn not_found(error: String) -> Response<Body> {
+    json(StatusCode::NOT_FOUND, &ErrorBody { error })
+}
+
+/// Bind the API socket (root-only), refusing to steal it from a live instance.
+pub async fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another xnosd is already listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// The API module: serves connections until shutdown. The listener outlives restarts.
+pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| api.clone().handle(req));
+                    if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                        tracing::debug!(error = %e, "API connection ended with an error");
+                    }
+                });
+            }
+            _ = ctx.fault() => {}
+            _ = ctx.stopping() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! The views `xnos show` prints and `GET /v1/<view>` sends: computed from one consistent
+//! StateDb state (and the live counters), never from what the datapath should have done.
+//! Pure functions of the state, so they are unit-tested without root.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use xnos_common::{DropReason, PortStats, PuntReason};
+
+use crate::{
+    config::{PortMode, PortModeName},
+    datapath::StatsReader,
+    mac::MacAddr,
+    statedb::{
+        Change, DatapathMode, Hardware, LearnedBy, NeighborState, OperState, RouteAction,
+        RouteKind, RouteProtocol, RouteTable, State, words,
+    },
+};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CountersView {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub flooded: u64,
+    /// Frames passed to the kernel's netdev of the port (control frames, routed-port
+    /// traffic not for the router); L3 punts are counted by reason in `show routes`.
+    pub to_kernel: u64,
+    pub learned: u64,
+    /// Drops by reason (every reason listed, zero or not).
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl From<PortStats> for CountersView {
+    fn from(s: PortStats) -> Self {
+        Self {
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            flooded: s.flooded,
+            to_kernel: s.to_kernel,
+            learned: s.learned,
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), s.drops[*r as usize]))
+                .collect(),
+        }
+    }
+}
+
+impl CountersView {
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+words! {
+    /// Where an FDB entry comes from.
+    pub enum FdbKind {
+        /// From config (`[[fdb]]`); learning never overwrites it.
+        Static = "static",
+        Learned = "learned",
+    }
+}
+
+words! {
+    /// What an L3 interface routes for.
+    pub enum InterfaceKind {
+        /// A VLAN's routed interface.
+        Svi = "svi",
+        /// A port that is not in any VLAN.
+        Routed = "routed",
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PortView {
+    pub name: String,
+    pub ifindex: u32,
+    pub mode: PortModeName,
+    /// The VLAN of untagged frames (access VLAN or trunk native VLAN).
+    pub untagged_vlan: Option<u16>,
+    /// VLANs carried tagged (trunk ports).
+    pub tagged_vlans: Vec<u16>,
+    /// How the port is forwarded.
+    pub datapath: DatapathMode,
+    /// Why the port uses that fast path.
+    pub datapath_reason: Option<String>,
+    /// The XDP features the port's driver reports (`basic,redirect,ndo-xmit,...`).
+    pub xdp_features: Option<String>,
+    /// Whether native-XDP ports can redirect frames to this port (the driver has
+    /// `ndo-xmit`); frames they send it are dropped otherwise.
+    pub xdp_redirect_target: Option<bool>,
+    /// Switchdev ports: the bridge that carries the port, and whether the kernel reports
+    /// the port in it.
+    pub bridge: Option<String>,
+    pub bridge_member: Option<bool>,
+    /// The link's operational state; None when the kernel has no such link.
+    pub link: Option<OperState>,
+    pub error: Option<String>,
+    pub counters: CountersView,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VlanView {
+    pub id: u16,
+    pub name: Option<String>,
+    pub untagged_ports: Vec<String>,
+    pub tagged_ports: Vec<String>,
+    pub fdb_entries: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FdbView {
+    pub vlan: u16,
+    pub mac: MacAddr,
+    pub port: String,
+    pub kind: FdbKind,
+    /// Station moves seen since it was learned.
+    pub moves: u64,
+    /// Who learned it; None for static entries.
+    pub learned_by: Option<LearnedBy>,
+    /// The kernel reports the entry as offloaded to the switch ASIC.
+    pub hardware: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InterfaceView {
+    pub name: String,
+    pub kind: InterfaceKind,
+    pub vlan: Option<u16>,
+    pub port: Option<String>,
+    pub addresses: Vec<IpNet>,
+    pub mac: MacAddr,
+    pub ifindex: u32,
+    /// The link's operational state; None when the kernel has no such link.
+    pub link: Option<OperState>,
+    /// What the kernel module could not program.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NexthopView {
+    pub gateway: Option<IpAddr>,
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RouteView {
+    pub prefix: IpNet,
+    pub table: RouteTable,
+    pub kind: RouteKind,
+    pub protocol: RouteProtocol,
+    pub nexthops: Vec<NexthopView>,
+    /// Whether the fast path forwards (or, for local routes, recognises) it, as the
+    /// datapath programmed it; the kernel handles the rest.
+    pub fast_path: bool,
+    /// What the fast path's maps hold for the prefix (None: nothing), as the datapath
+    /// reports it.
+    pub fast_path_action: Option<RouteAction>,
+    /// Why the maps do not hold what the kernel's route asks for.
+    pub fast_path_error: Option<String>,
+    /// What a switch ASIC does with it, as the kernel reports; None when no switchdev
+    /// driver took it.
+    pub hardware: Option<Hardware>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct L3CountersView {
+    pub routed_v4: u64,
+    pub routed_v6: u64,
+    /// Packets handed to the kernel, by reason.
+    pub punts: BTreeMap<String, u64>,
+    /// Punts dropped by the punt rate limiter.
+    pub punts_rate_limited: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RoutesView {
+    pub routes: Vec<RouteView>,
+    pub counters: L3CountersView,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NeighborView {
+    pub ip: IpAddr,
+    pub mac: Option<MacAddr>,
+    pub interface: String,
+    pub state: NeighborState,
+    /// Whether the fast path has it, as the datapath programmed it.
+    pub fast_path: bool,
+    /// Why the datapath could not write it.
+    pub fast_path_error: Option<String>,
+}
+
+/// One row of a raw table (`GET /v1/db/<table>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowView {
+    pub key: String,
+    pub row: Value,
+}
+
+/// One line of a watch stream (`GET /v1/watch/<table>`), newline-delimited JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum WatchEvent {
+    /// The whole table; sent first, and again after the watcher fell behind.
+    Snapshot { generation: u64, rows: Vec<RowView> },
+    /// One row changed in commit `generation`.
+    Change {
+        generation: u64,
+        #[serde(flatten)]
+        change: Change,
+    },
+}
+
+pub fn ports(state: &State, stats: Option<&StatsReader>) -> Vec<PortView> {
+    {
+        state
+            .config
+            .ports
+            .values()
+            .map(|port| {
+                let status = state.observed.port_status.get(&port.name);
+                let bridge = state.observed.bridge_ports.get(&port.name);
+                let counters = match (status, stats) {
+                    // A switchdev port has no fast-path counters (the bridge or
+                    // the ASIC forwards it).
+                    (Some(s), Some(stats))
+                        if s.ifindex != 0 && s.datapath != DatapathMode::Switchdev =>
+                    {
+                        stats.get(s.stats_slot).map(Into::into).unwrap_or_default()
+                    }
+                    _ => CountersView::from(PortStats::default()),
+                };
+                let (mode, tagged_vlans) = match &port.mode {
+                    PortMode::Access { .. } => (PortModeName::Access, Vec::new()),
+                    PortMode::Trunk { vlans, .. } => {
+                        (PortModeName::Trunk, vlans.iter().copied().collect())
+                    }
+                };
+                PortView {
+                    name: port.name.clone(),
+                    ifindex: status.map_or(0, |s| s.ifindex),
+                    mode,
+                    untagged_vlan: port.mode.untagged_vlan(),
+                    tagged_vlans,
+                    datapath: status.map_or(DatapathMode::None, |s| s.datapath),
+                    datapath_reason: status.and_then(|s| s.datapath_reason.clone()),
+                    xdp_features: status.and_then(|s| s.xdp_features.clone()),
+                    xdp_redirect_target: status.and_then(|s| s.xdp_redirect_target),
+                    link: state.observed.links.get(&port.name).map(|l| l.oper_state),
+                    bridge: bridge.and_then(|b| b.bridge.clone()),
+                    bridge_member: bridge.map(|b| b.member),
+                    error: status
+                        .and_then(|s| s.error.clone())
+                        .or_else(|| bridge.and_then(|b| b.error.clone())),
+                    counters,
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn vlans(state: &State) -> Vec<VlanView> {
+    {
+        state
+            .config
+            .vlans
+            .values()
+            .map(|vlan| {
+                let mut view = VlanView {
+                    id: vlan.id,
+                    name: vlan.name.clone(),
+                    untagged_ports: Vec::new(),
+                    tagged_ports: Vec::new(),
+                    fdb_entries: fdb_rows(state).filter(|f| f.vlan == vlan.id).count(),
+                };
+                for port in state.config.ports.values() {
+                    if port.mode.untagged_vlan() == Some(vlan.id) {
+                        view.untagged_ports.push(port.name.clone());
+                    } else if port.mode.vlans().contains(&vlan.id) {
+                        view.tagged_ports.push(port.name.clone());
+                    }
+                }
+                view
+            })
+            .collect()
+    }
+}
+
+pub fn fdb(state: &State) -> Vec<FdbView> {
+    {
+        let mut rows: Vec<FdbView> = fdb_rows(state).collect();
+        rows.sort_by_key(|r| (r.vlan, r.mac));
+        rows
+    }
+}
+
+pub fn interfaces(state: &State) -> Vec<InterfaceView> {
+    {
+        let mac = state.config.switch.router_mac();
+        state
+            .config
+            .interfaces
+            .values()
+            .map(|iface| {
+                let link = state.observed.links.get(&iface.name);
+                InterfaceView {
+                    name: iface.name.clone(),
+                    kind: if iface.vlan.is_some() {
+                        InterfaceKind::Svi
+                    } else {
+                        InterfaceKind::Routed
+                    },
+                    vlan: iface.vlan,
+                    port: iface
+                        .port
+                        .clone()
+                        .or_else(|| iface.vlan.map(|v| crate::switchdev::svi_port(state, v))),
+                    addresses: iface.addresses.clone(),
+                    mac,
+                    ifindex: link.map_or(0, |l| l.ifindex),
+                    link: link.map(|l| l.oper_state),
+                    error: state
+                        .observed
+                        .interface_status
+                        .get(&iface.name)
+                        .and_then(|s| s.error.clone()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The L3 counters, summed over CPUs; zeros without a counter reader.
+pub fn l3_counters(stats: Option<&StatsReader>) -> L3CountersView {
+    stats
+        .and_then(|s| s.l3().ok())
+        .map(|c| L3CountersView {
+            routed_v4: c.routed_v4,
+            routed_v6: c.routed_v6,
+            punts: PuntReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), c.punts[*r as usize]))
+                .collect(),
+            punts_rate_limited: c.punts_rate_limited,
+        })
+        .unwrap_or_default()
+}
+
+pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
+    {
+        let names = ifnames(state);
+        let routes = state
+            .observed
+            .fib
+            .iter()
+            .filter(|(_, r)| {
+                matches!(
+                    r.kind,
+                    RouteKind::Unicast
+                        | RouteKind::Local
+                        | RouteKind::Blackhole
+                        | RouteKind::Unreachable
+                        | RouteKind::Prohibit
+                )
+            })
+            .map(|((table, prefix), r)| {
+                (table, prefix, r, state.observed.datapath_routes.get(prefix))
+            })
+            .map(|(table, prefix, r, programmed)| RouteView {
+                prefix: *prefix,
+                table: *table,
+                kind: r.kind,
+                protocol: r.protocol,
+                nexthops: r
+                    .nexthops
+                    .iter()
+                    .map(|n| NexthopView {
+                        gateway: n.gateway,
+                        interface: names
+                            .get(&n.ifindex)
+                            .cloned()
+                            .unwrap_or_else(|| n.ifindex.to_string()),
+                    })
+                    .collect(),
+                // The maps are keyed by prefix: what they hold answers for the route
+                // of the table that decides (local before main, as the kernel does).
+                fast_path: programmed
+                    .and_then(|p| p.action)
+                    .is_some_and(|action| match table {
+                        RouteTable::Local => {
+                            action == RouteAction::Local && r.kind == RouteKind::Local
+                        }
+                        RouteTable::Main => action == RouteAction::Forward,
+                    }),
+                fast_path_action: programmed.and_then(|p| p.action),
+                fast_path_error: programmed.and_then(|p| p.error.clone()),
+                hardware: r.hardware,
+            })
+            .collect();
+        RoutesView { routes, counters }
+    }
+}
+
+pub fn neighbors(state: &State) -> Vec<NeighborView> {
+    {
+        let names = ifnames(state);
+        state
+            .observed
+            .neighbors
+            .values()
+            .filter(|n| !n.ip.is_multicast())
+            .map(|n| {
+                let interface = names
+                    .get(&n.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| n.ifindex.to_string());
+                let programmed = state.observed.datapath_neighbors.get(&(n.ifindex, n.ip));
+                NeighborView {
+                    ip: n.ip,
+                    mac: n.mac,
+                    fast_path: programmed.is_some_and(|p| p.mac.is_some()),
+                    fast_path_error: programmed.and_then(|p| p.error.clone()),
+                    interface,
+                    state: n.state,
+                }
+            })
+            .collect()
+    }
+}
+
+fn ifnames(state: &State) -> BTreeMap<u32, String> {
+    state
+        .observed
+        .links
+        .values()
+        .map(|l| (l.ifindex, l.name.clone()))
+        .collect()
+}
+
+fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
+    let statics = state.config.fdb.values().map(|f| FdbView {
+        vlan: f.vlan,
+        mac: f.mac,
+        port: f.port.clone(),
+        kind: FdbKind::Static,
+        moves: 0,
+        learned_by: None,
+        hardware: false,
+    });
+    let learned = state.observed.fdb_learned.values().map(|f| FdbView {
+        vlan: f.vlan,
+        mac: f.mac,
+        port: f.port.clone(),
+        kind: FdbKind::Learned,
+        moves: f.moves,
+        learned_by: Some(LearnedBy::Xdp),
+        hardware: false,
+    });
+    let bridge = state.observed.bridge_fdb.values().map(|f| FdbView {
+        vlan: f.vlan,
+        mac: f.mac,
+        port: f.port.clone(),
+        kind: FdbKind::Learned,
+        moves: f.moves,
+        learned_by: Some(LearnedBy::Bridge),
+        hardware: f.offloaded,
+    });
+    statics.chain(learned).chain(bridge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        statedb::{
+            BridgeMac, DatapathNeighbor, DatapathRoute, FibNexthop, FibRoute, LearnedMac,
+            LinkState, Neighbor, ProtocolName, StateDb,
+        },
+    };
+
+    /// A switch with SVI vlan10 (ifindex 9), two routes, a neighbor and two learned MACs,
+    /// as the kernel module wrote them; the datapath wrote `programmed`.
+    fn state(programmed: impl FnOnce(&mut crate::statedb::DatapathTx<'_>)) -> State {
+        let text = "[[vlan]]\nid = 10\n[[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n";
+        let db = StateDb::new(Config::parse("t.toml", text, |_| true).unwrap(), |_| true);
+        let w = db.writers();
+        w.kernel.write(|tx| {
+            tx.link(
+                "vlan10",
+                Some(LinkState {
+                    name: "vlan10".into(),
+                    ifindex: 9,
+                    oper_state: OperState::Up,
+                    mac: None,
+                    mtu: Some(1500),
+                    alias: None,
+                    switch_id: None,
+                    master: None,
+                    up: true,
+                }),
+            );
+            for prefix in ["10.1.0.0/16", "10.2.0.0/16"] {
+                let route = FibRoute {
+                    prefix: prefix.parse().unwrap(),
+                    table: RouteTable::Main,
+                    kind: RouteKind::Unicast,
+                    protocol: RouteProtocol::Named(ProtocolName::Bgp),
+                    nexthops: vec![FibNexthop {
+                        gateway: Some("10.0.10.2".parse().unwrap()),
+                        ifindex: 9,
+                    }],
+                    hardware: None,
+                };
+                tx.fib(route.table, route.prefix, Some(route));
+            }
+            let ip: IpAddr = "10.0.10.2".parse().unwrap();
+            tx.neighbor(
+                9,
+                ip,
+                Some(Neighbor {
+                    ip,
+                    ifindex: 9,
+                    mac: Some(MacAddr([2, 0, 0, 0, 0, 2])),
+                    state: NeighborState::Reachable,
+                }),
+            );
+            let mac = MacAddr([2, 0, 0, 0, 0, 7]);
+            tx.bridge_fdb(
+                10,
+                mac,
+                Some(BridgeMac {
+                    vlan: 10,
+                    mac,
+                    port: "swp9".into(),
+                    moves: 0,
+                    offloaded: true,
+                }),
+            );
+        });
+        w.datapath.write(|tx| {
+            let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+            tx.learned(
+                10,
+                mac,
+                Some(LearnedMac {
+                    vlan: 10,
+                    mac,
+                    port: "swp1".into(),
+                    moves: 2,
+                }),
+            );
+            programmed(tx);
+        });
+        db.read(Clone::clone)
+    }
+
+    // What this shows: a route's fast-path column is what the datapath published, not what
+    // the FIB suggests: a prefix the maps could not take says so, one never published says
+    // "no" with no error.
+    #[test]
+    fn routes_show_what_the_datapath_programmed() {
+        let s = state(|tx| {
+            let prefix = "10.1.0.0/16".parse().unwrap();
+            tx.route(
+                prefix,
+                Some(DatapathRoute {
+                    prefix,
+                    action: None,
+                    nexthop_group: None,
+                    error: Some("route not written: map ROUTES4: full".into()),
+                }),
+            );
+        });
+        let view = routes(&s, L3CountersView::default());
+        let by = |p: &str| {
+            view.routes
+                .iter()
+                .find(|r| r.prefix.to_string() == p)
+                .unwrap()
+                .clone()
+        };
+        let failed = by("10.1.0.0/16");
+        assert!(!failed.fast_path);
+        assert_eq!(failed.fast_path_action, None);
+        assert_eq!(
+            failed.fast_path_error.as_deref(),
+            Some("route not written: map ROUTES4: full")
+        );
+        assert_eq!(failed.nexthops[0].interface, "vlan10");
+        let unpublished = by("10.2.0.0/16");
+        assert!(!unpublished.fast_path && unpublished.fast_path_error.is_none());
+
+        let s = state(|tx| {
+            let prefix = "10.2.0.0/16".parse().unwrap();
+            tx.route(
+                prefix,
+                Some(DatapathRoute {
+                    prefix,
+                    action: Some(RouteAction::Forward),
+                    nexthop_group: Some(1),
+                    error: None,
+                }),
+            );
+        });
+        let view = routes(&s, L3CountersView::default());
+        assert!(view.routes.iter().any(|r| r.fast_path));
+        // The JSON keys are kebab-case like every key xnos shows.
+        let json = serde_json::to_value(&view).unwrap();
+        assert!(json["routes"][0].get("fast-path-error").is_some(), "{json}");
+    }
+
+    #[test]
+    fn neighbors_show_what_the_datapath_programmed() {
+        let ip: IpAddr = "10.0.10.2".parse().unwrap();
+        let s = state(|_| {});
+        let view = neighbors(&s);
+        assert_eq!((view.len(), view[0].fast_path), (1, false));
+        let s = state(|tx| {
+            tx.neighbor(
+                9,
+                ip,
+                Some(DatapathNeighbor {
+                    ip,
+                    ifindex: 9,
+                    mac: Some(MacAddr([2, 0, 0, 0, 0, 2])),
+                    error: None,
+                }),
+            )
+        });
+        let view = neighbors(&s);
+        assert_eq!(
+            (view[0].interface.as_str(), view[0].fast_path, view[0].state),
+            ("vlan10", true, NeighborState::Reachable)
+        );
+    }
+
+    #[test]
+    fn fdb_merges_both_learners_and_vlans_count_them() {
+        let s = state(|_| {});
+        let rows = fdb(&s);
+        let seen: Vec<(String, Option<LearnedBy>, bool)> = rows
+            .iter()
+            .map(|r| (r.port.clone(), r.learned_by, r.hardware))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("swp1".into(), Some(LearnedBy::Xdp), false),
+                ("swp9".into(), Some(LearnedBy::Bridge), true),
+            ]
+        );
+        assert_eq!(vlans(&s)[0].fdb_entries, 2);
+        let iface = &interfaces(&s)[0];
+        assert_eq!(
+            (iface.kind, iface.link),
+            (InterfaceKind::Svi, Some(OperState::Up))
+        );
+    }
+}
