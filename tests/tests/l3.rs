@@ -472,9 +472,19 @@ fn mtu_of(ns: &xnos_tests::Netns, name: &str) -> u32 {
 // IPv6, "packet too big", with that MTU.
 #[test]
 fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp() {
+    mtu_case(false);
+}
+
+// What this shows: the same with the host ports on the TC datapath.
+#[test]
+fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp_on_tc() {
+    mtu_case(true);
+}
+
+fn mtu_case(tc: bool) {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let config = TWO_VLANS
+    let mut config = TWO_VLANS
         .replace(
             "name = \"swp2\"\nmode = \"access\"\nvlan = 20\n",
             "name = \"swp2\"\nmode = \"access\"\nvlan = 20\nmtu = 1400\n",
@@ -483,7 +493,16 @@ fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp() {
             "[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 20\n",
             "",
         );
+    if tc {
+        config = config.replace(
+            "mode = \"access\"\n",
+            "mode = \"access\"\ndatapath = \"tc\"\n",
+        );
+    }
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    if tc {
+        assert_eq!(topo.tc_programs("swp1").unwrap(), ["xnos_tc_ingress"]);
+    }
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     h2.ns.ip(&["link", "set", "eth0", "mtu", "1400"]).unwrap();
     address(h1, 10, 2);
