@@ -368,6 +368,24 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
                     .contains("fault injected"),
                 "{modules}"
             );
+            // A reader that went away ends xnos quietly, as it would any filter (it
+            // panicked on the closed pipe once): its stdout is a pipe with no reader.
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let piped = std::process::Command::new(xnos_tests::binary("xnos").unwrap())
+                .arg("--socket")
+                .arg(&daemon.socket)
+                .args(["db", "get", "link"])
+                .stdout(writer)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&piped.stderr);
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&piped.status),
+                Some(libc::SIGPIPE),
+                "{stderr}"
+            );
             // The table shows it too (it read a key the rows no longer have, once).
             let shown = daemon.xnos(&["show", "modules"]).unwrap();
             assert!(

@@ -23,6 +23,12 @@ use xnos::{
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Like every Unix filter, end quietly when the reader goes away (`xnos ... | head`)
+    // instead of panicking on a write to a closed pipe.
+    // SAFETY: restoring a signal's default disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
