@@ -31,15 +31,20 @@ use crate::{
     supervisor::ModuleCtx,
 };
 
-/// Load the complete kernel state into StateDb in one commit.
-async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let links: Vec<_> = handle
+/// Every link the kernel has.
+async fn links(handle: &Handle) -> anyhow::Result<Vec<rtnetlink::packet_route::link::LinkMessage>> {
+    handle
         .link()
         .get()
         .execute()
         .try_collect()
         .await
-        .context("dumping links")?;
+        .context("dumping links")
+}
+
+/// Load the complete kernel state into StateDb in one commit.
+async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
+    let links = links(handle).await?;
     let mut routes = Vec::new();
     for request in route::dump_requests(handle) {
         routes.extend(
@@ -83,13 +88,7 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
 }
 
 async fn dump_links(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let links: Vec<_> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .context("dumping links")?;
+    let links = links(handle).await?;
     db.write(|tx| link::replace_all(tx, &links));
     Ok(())
 }
