@@ -33,9 +33,10 @@ use xnos::{
 /// Several instances can run side by side (for example one per network namespace) as long
 /// as each has its own --socket and --pin-dir.
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(name = "xnosd", version, about, long_about)]
 struct Args {
-    /// Switch configuration (TOML): [[vlan]], [[port]], [[fdb]], [switch].
+    /// Switch configuration (TOML): [switch], [[vlan]], [[port]], [[fdb]], [[interface]],
+    /// [[route]] (docs/configuration.md has every key).
     #[arg(long, short, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
     /// Unix socket for the API (created root-only).
@@ -260,5 +261,30 @@ async fn datapath_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         };
         ready.get_inner_mut().flush();
         ready.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Args;
+
+    #[test]
+    fn version_and_help_name_xnosd_and_every_config_table() {
+        let command = Args::command();
+        assert_eq!(command.get_name(), "xnosd");
+        assert!(command.render_version().starts_with("xnosd "));
+        let help = command.clone().render_long_help().to_string();
+        for table in [
+            "[switch]",
+            "[[vlan]]",
+            "[[port]]",
+            "[[fdb]]",
+            "[[interface]]",
+            "[[route]]",
+        ] {
+            assert!(help.contains(table), "{table} missing from --help");
+        }
     }
 }

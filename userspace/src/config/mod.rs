@@ -170,7 +170,7 @@ pub struct PortConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct VlanConfig {
     pub id: u16,
     /// None for VLANs that exist only because a port uses them.
@@ -179,7 +179,7 @@ pub struct VlanConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StaticFdb {
     pub mac: MacAddr,
     pub vlan: u16,
@@ -188,7 +188,7 @@ pub struct StaticFdb {
 
 /// Switch-wide settings (the single row of the `switch` table).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SwitchConfig {
     /// Seconds a learned MAC lives without being seen (`fdb-aging` in the file).
     #[serde(rename = "fdb-aging")]
@@ -228,7 +228,7 @@ impl SwitchConfig {
 /// Its name is the kernel netdev that carries the addresses: `vlan<ID>` for an SVI,
 /// the port's own name for a routed port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct InterfaceConfig {
     pub name: String,
     #[serde(default)]
@@ -258,7 +258,7 @@ impl InterfaceConfig {
 /// A static route from config, installed into the kernel (and from there mirrored into
 /// the fast path like every kernel route).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RouteConfig {
     pub prefix: IpNet,
     pub nexthops: Vec<IpAddr>,

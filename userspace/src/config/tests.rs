@@ -417,3 +417,10 @@ fn a_rule_the_file_cannot_name_a_field_for_falls_back_to_its_row() {
         "test.toml:2: port[0].vlans: a trunk must carry at least one VLAN: tagged (vlans) and/or native"
     );
 }
+
+#[test]
+fn a_native_vlan_that_is_also_tagged_is_refused_at_its_line() {
+    let e = err(&GOOD.replace("native-vlan = 1      # optional", "native-vlan = 20"));
+    assert_eq!((e.key.as_str(), e.line), ("port[1].native-vlan", 18), "{e}");
+    assert!(e.message.starts_with("VLAN 20 is also in vlans"), "{e}");
+}

@@ -71,6 +71,17 @@ impl Config {
                     }
                     if let Some(native) = native_vlan {
                         vlan_exists(name, "native-vlan", *native)?;
+                        if vlans.contains(native) {
+                            return Err(field_error(
+                                "port",
+                                name,
+                                "native-vlan",
+                                format!(
+                                    "VLAN {native} is also in vlans: a trunk carries a VLAN \
+                                     either untagged (native-vlan) or tagged (vlans), not both"
+                                ),
+                            ));
+                        }
                     }
                 }
             }

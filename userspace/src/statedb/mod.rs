@@ -368,6 +368,26 @@ mod tests {
                 )],
                 "fdb-static 10/02:00:00:00:00:01: port: \"swp9\" is not a configured port",
             ),
+            (
+                vec![insert(Table::Vlan, json!({"id": 30, "colour": "red"}))],
+                "op 0 (vlan): bad row: unknown field `colour`, expected `id` or `name`",
+            ),
+            (
+                vec![insert(
+                    Table::Port,
+                    json!({"name": "swp2", "mode": "access", "vlan": 10, "colour": "red"}),
+                )],
+                "op 0 (port): bad row: unknown field `colour`, expected one of `name`, `mode`, \
+                 `vlan`, `vlans`, `native-vlan`, `datapath`, `mtu`",
+            ),
+            (
+                vec![insert(
+                    Table::Port,
+                    json!({"name": "swp2", "mode": "trunk", "vlans": [10], "native-vlan": 10}),
+                )],
+                "port swp2: native-vlan: VLAN 10 is also in vlans: a trunk carries a VLAN either \
+                 untagged (native-vlan) or tagged (vlans), not both",
+            ),
         ] {
             assert_eq!(db.transact(&ops).unwrap_err().to_string(), expected);
         }

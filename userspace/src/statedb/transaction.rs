@@ -185,6 +185,35 @@ fn parse_row<R: DeserializeOwned>(row: &Value) -> Result<R, String> {
     serde_json::from_value(row.clone()).map_err(|e| format!("bad row: {e}"))
 }
 
+/// The fields a port row may have. (Its mode's fields are flattened into it, which serde
+/// cannot check for unknown fields itself, as it does for the other rows.)
+const PORT_FIELDS: &[&str] = &[
+    "name",
+    "mode",
+    "vlan",
+    "vlans",
+    "native-vlan",
+    "datapath",
+    "mtu",
+];
+
+fn parse_port(row: &Value) -> Result<PortConfig, String> {
+    if let Some(unknown) = row
+        .as_object()
+        .and_then(|fields| fields.keys().find(|k| !PORT_FIELDS.contains(&k.as_str())))
+    {
+        return Err(format!(
+            "bad row: unknown field `{unknown}`, expected one of {}",
+            PORT_FIELDS
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    parse_row(row)
+}
+
 /// Insert/update/delete one row of a config map; `key` is the row's key as text.
 fn apply_row<K: Ord + Clone, R>(
     map: &mut BTreeMap<K, R>,
@@ -248,7 +277,7 @@ pub(super) fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
         Table::Port => apply_row(
             &mut config.ports,
             op,
-            |row| parse_row::<PortConfig>(row).map(|p| (p.name.clone(), p)),
+            |row| parse_port(row).map(|p| (p.name.clone(), p)),
             |key| Ok(key.to_string()),
         ),
         Table::FdbStatic => apply_row(

@@ -117,7 +117,7 @@ pub struct CountersArgs {
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
     /// With --watch: stop after this many refreshes.
-    #[arg(long)]
+    #[arg(long, requires = "watch")]
     pub count: Option<u32>,
     #[command(flatten)]
     pub format: Format,
@@ -306,6 +306,16 @@ mod tests {
             "\"10-5\" is not a VLAN or a range like 30-39"
         );
         assert!(parse_vlan_list("x").is_err());
+    }
+
+    #[test]
+    fn flags_that_do_nothing_alone_are_refused() {
+        let refused = Cli::try_parse_from(["xnos", "show", "counters", "--count", "3"]);
+        let error = refused.err().expect("--count without --watch").to_string();
+        assert!(error.contains("--watch"), "{error}");
+        assert!(
+            Cli::try_parse_from(["xnos", "show", "counters", "--watch", "--count", "3"]).is_ok()
+        );
     }
 
     #[test]

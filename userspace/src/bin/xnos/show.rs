@@ -167,7 +167,11 @@ fn render_fdb(fdb: &Vec<FdbView>) -> String {
         ]);
     }
     let mut out = table(&rows);
-    out.push_str(&format!("{} entries\n", fdb.len()));
+    let n = fdb.len();
+    out.push_str(&format!(
+        "{n} {}\n",
+        if n == 1 { "entry" } else { "entries" }
+    ));
     out
 }
 
