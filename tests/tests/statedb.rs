@@ -102,8 +102,15 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
     daemon
         .xnos(&["vlan", "add", "30", "--name", "lab"])
         .unwrap();
+    daemon.xnos(&["vlan", "add", "40"]).unwrap();
+    // (A native VLAN that is also tagged is refused: a trunk carries a VLAN one way.)
+    assert!(
+        daemon
+            .xnos(&["port", "set", "swp2", "--trunk", "30", "--native", "30"])
+            .is_err()
+    );
     daemon
-        .xnos(&["port", "set", "swp2", "--trunk", "30", "--native", "30"])
+        .xnos(&["port", "set", "swp2", "--trunk", "40", "--native", "30"])
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while h1.ping("10.0.0.2", 1) {
