@@ -326,7 +326,8 @@ mod tests {
         for (ops, expected) in [
             (
                 vec![insert(Table::Vlan, json!({"id": 10}))],
-                "op 0 (vlan): a row with this key exists already (use update)",
+                "op 0 (vlan): a row with this key exists already (an insert adds a row; an \
+                 update changes one, as `xnos port set` does)",
             ),
             (
                 vec![insert(Table::Vlan, json!({"id": 4095}))],
@@ -348,7 +349,8 @@ mod tests {
                     table: Table::Vlan,
                     key: "10".into(),
                 }],
-                "port swp1: vlan: VLAN 10 does not exist (add it to the vlan table first)",
+                "op 0 (vlan): vlan 10 is used by port swp1: change or remove them first (in the \
+                 same transaction, before this op)",
             ),
             (
                 vec![Op::Delete {
@@ -392,6 +394,53 @@ mod tests {
             assert_eq!(db.transact(&ops).unwrap_err().to_string(), expected);
         }
         assert_eq!(db.read(|s| s.config.clone()), before);
+    }
+
+    // What this shows: deleting what others use names the users, and the same delete
+    // after them in one transaction goes through.
+    #[test]
+    fn deleting_a_row_in_use_names_its_users() {
+        let db = db();
+        db.transact(&[
+            insert(
+                Table::Port,
+                json!({"name": "swp4", "mode": "trunk", "vlans": [20], "native-vlan": 10}),
+            ),
+            insert(Table::Vlan, json!({"id": 20})),
+            insert(
+                Table::FdbStatic,
+                json!({"mac": "02:00:00:00:00:01", "vlan": 10, "port": "swp1"}),
+            ),
+            insert(
+                Table::Interface,
+                json!({"name": "vlan10", "vlan": 10, "addresses": ["10.0.10.1/24"]}),
+            ),
+        ])
+        .unwrap();
+        let delete = |table, key: &str| Op::Delete {
+            table,
+            key: key.into(),
+        };
+        assert_eq!(
+            db.transact(&[delete(Table::Vlan, "10")])
+                .unwrap_err()
+                .to_string(),
+            "op 0 (vlan): vlan 10 is used by ports swp1, swp4, interface vlan10 and static \
+             entry 10/02:00:00:00:00:01: change or remove them first (in the same transaction, \
+             before this op)"
+        );
+        assert_eq!(
+            db.transact(&[delete(Table::Port, "swp1")])
+                .unwrap_err()
+                .to_string(),
+            "op 0 (port): port swp1 is used by static entry 10/02:00:00:00:00:01: change or \
+             remove them first (in the same transaction, before this op)"
+        );
+        db.transact(&[
+            delete(Table::FdbStatic, "10/02:00:00:00:00:01"),
+            delete(Table::Port, "swp1"),
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -225,7 +225,11 @@ fn apply_row<K: Ord + Clone, R>(
         Op::Insert { row, .. } => {
             let (key, row) = parse(row)?;
             if map.contains_key(&key) {
-                return Err("a row with this key exists already (use update)".into());
+                return Err(
+                    "a row with this key exists already (an insert adds a row; an update \
+                     changes one, as `xnos port set` does)"
+                        .into(),
+                );
             }
             map.insert(key, row);
         }
@@ -233,7 +237,13 @@ fn apply_row<K: Ord + Clone, R>(
             let (key, row) = parse(row)?;
             match map.get_mut(&key) {
                 Some(slot) => *slot = row,
-                None => return Err("no row with this key to update (use insert)".into()),
+                None => {
+                    return Err(
+                        "no row with this key to update (an update changes a row; an insert \
+                         adds one)"
+                            .into(),
+                    );
+                }
             }
         }
         Op::Delete { key, .. } => {
@@ -259,7 +269,98 @@ fn parse_fdb_key(key: &str) -> Result<(u16, MacAddr), String> {
     Ok((vlan, mac))
 }
 
+/// What in `config` uses VLAN `vlan`, in words ("ports swp1, swp4 and interface vlan10").
+fn vlan_users(config: &Config, vlan: u16) -> Option<String> {
+    let ports: Vec<&str> = config
+        .ports
+        .values()
+        .filter(|p| p.mode.vlans().contains(&vlan))
+        .map(|p| p.name.as_str())
+        .collect();
+    let interfaces: Vec<&str> = config
+        .interfaces
+        .values()
+        .filter(|i| i.vlan == Some(vlan))
+        .map(|i| i.name.as_str())
+        .collect();
+    let entries: Vec<String> = config
+        .fdb
+        .values()
+        .filter(|f| f.vlan == vlan)
+        .map(|f| fdb_key(f.vlan, &f.mac))
+        .collect();
+    let mut users = Vec::new();
+    for (one, many, names) in [
+        (
+            "port",
+            "ports",
+            ports.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ),
+        (
+            "interface",
+            "interfaces",
+            interfaces.iter().map(|n| n.to_string()).collect(),
+        ),
+        ("static entry", "static entries", entries),
+    ] {
+        match names.len() {
+            0 => {}
+            1 => users.push(format!("{one} {}", names[0])),
+            _ => users.push(format!("{many} {}", names.join(", "))),
+        }
+    }
+    match users.len() {
+        0 => None,
+        1 => Some(users.remove(0)),
+        _ => {
+            let last = users.pop().expect("two or more");
+            Some(format!("{} and {last}", users.join(", ")))
+        }
+    }
+}
+
+/// Refuse to delete a row that others refer to, naming them: the whole-config validation
+/// would only see the dangling reference ("VLAN 10 does not exist") afterwards.
+fn refuse_delete_in_use(config: &Config, table: Table, key: &str) -> Result<(), String> {
+    let users = match table {
+        Table::Vlan => key
+            .parse::<u16>()
+            .ok()
+            .and_then(|vlan| vlan_users(config, vlan)),
+        Table::Port => {
+            let entries: Vec<String> = config
+                .fdb
+                .values()
+                .filter(|f| f.port == key)
+                .map(|f| fdb_key(f.vlan, &f.mac))
+                .collect();
+            (!entries.is_empty()).then(|| {
+                format!(
+                    "static {} {}",
+                    if entries.len() == 1 {
+                        "entry"
+                    } else {
+                        "entries"
+                    },
+                    entries.join(", ")
+                )
+            })
+        }
+        _ => None,
+    };
+    match users {
+        Some(users) => Err(format!(
+            "{table} {key} is used by {users}: change or remove them first (in the same \
+             transaction, before this op)"
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
+    if let Op::Delete { table, key } = op {
+        refuse_delete_in_use(config, *table, key)?;
+    }
     match op_table(op) {
         Table::Switch => match op {
             Op::Update { row, .. } => {
