@@ -223,7 +223,7 @@ fn bad_changes_are_refused_and_change_nothing() {
         ),
         (
             vec!["vlan", "del", "10"],
-            "port swp1: vlan: VLAN 10 does not exist",
+            "vlan 10 is used by ports swp1, swp3: change or remove them first",
         ),
         (
             vec!["port", "set", "swp9", "--access", "10"],
