@@ -452,20 +452,12 @@ fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Resu
     })?;
     let Reconciled { ports, flood } = reconciled;
     db.write(|tx| {
-        tx.replace_named(|o| &o.port_status, DatapathTx::port_status, ports);
-        let stale: Vec<u16> = tx
-            .observed()
-            .datapath_flood
-            .keys()
-            .filter(|vlan| !flood.contains_key(vlan))
-            .copied()
-            .collect();
-        for vlan in stale {
-            tx.flood(vlan, None);
-        }
-        for (vlan, row) in flood {
-            tx.flood(vlan, Some(row));
-        }
+        tx.replace_all(
+            |o| &o.port_status,
+            |tx, name, row| tx.port_status(&name, row),
+            ports,
+        );
+        tx.replace_all(|o| &o.datapath_flood, DatapathTx::flood, flood);
     });
     sync_learned(db, &guard)?;
     drop(guard);

@@ -779,7 +779,13 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) {
             Err(e) => note(&mut row.error, format!("reading {} back: {e}", row.port)),
         }
     }
-    db.write(|tx| tx.replace_named(|o| &o.bridge_ports, KernelTx::bridge_port, rows));
+    db.write(|tx| {
+        tx.replace_all(
+            |o| &o.bridge_ports,
+            |tx, name, row| tx.bridge_port(&name, row),
+            rows,
+        )
+    });
 }
 
 /// The master of link `index`, as the kernel has it now.

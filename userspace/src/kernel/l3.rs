@@ -33,9 +33,7 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{
-        FibRoute, InterfaceStatus, KernelTx, KernelWriter, LinkState, ProtocolName, RouteTable,
-    },
+    statedb::{FibRoute, InterfaceStatus, KernelWriter, LinkState, ProtocolName, RouteTable},
     switchdev,
 };
 
@@ -459,9 +457,9 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
         );
     }
     db.write(|tx| {
-        tx.replace_named(
+        tx.replace_all(
             |o| &o.interface_status,
-            KernelTx::interface_status,
+            |tx, name, row| tx.interface_status(&name, row),
             statuses,
         )
     });

@@ -122,24 +122,24 @@ impl<'a, O> ObservedTx<'a, O> {
         self.observed
     }
 
-    /// Make a table keyed by name (`current` reads it, `put` writes a row) hold exactly
-    /// `rows`: the rows not among them go.
-    pub fn replace_named<R>(
+    /// Make a table (`current` reads it, `put` writes a row) hold exactly `rows`: the rows
+    /// not among them go.
+    pub fn replace_all<K: Ord + Clone, R>(
         &mut self,
-        current: fn(&Observed) -> &BTreeMap<String, R>,
-        put: fn(&mut Self, &str, Option<R>),
-        rows: BTreeMap<String, R>,
+        current: fn(&Observed) -> &BTreeMap<K, R>,
+        put: fn(&mut Self, K, Option<R>),
+        rows: BTreeMap<K, R>,
     ) {
-        let stale: Vec<String> = current(self.observed)
+        let stale: Vec<K> = current(self.observed)
             .keys()
-            .filter(|name| !rows.contains_key(*name))
+            .filter(|key| !rows.contains_key(*key))
             .cloned()
             .collect();
-        for name in stale {
-            put(self, &name, None);
+        for key in stale {
+            put(self, key, None);
         }
-        for (name, row) in rows {
-            put(self, &name, Some(row));
+        for (key, row) in rows {
+            put(self, key, Some(row));
         }
     }
 
