@@ -25,7 +25,7 @@ use crate::{
     mac::MacAddr,
     statedb::{
         Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx, DatapathWriter,
-        FloodMember, LearnedMac, Observed, PortStatus, Table,
+        FloodMember, LearnedMac, Observed, Owner, PortStatus, Table,
     },
     supervisor::ModuleCtx,
 };
@@ -513,10 +513,22 @@ struct Work {
     all: bool,
     prefixes: BTreeSet<IpNet>,
     neighbors: BTreeSet<(u32, std::net::IpAddr)>,
+    /// The newest commit of another writer in the batch: once the batch is done, the maps
+    /// reflect it (what the datapath does not act on needs nothing of it).
+    seen: u64,
 }
 
 impl Work {
     fn add(&mut self, commit: &Commit) {
+        // Its own commits say what it did; counting them would make each report the
+        // cause of the next.
+        if commit
+            .changes
+            .iter()
+            .any(|c| c.table.owner() != Owner::Datapath)
+        {
+            self.seen = self.seen.max(commit.generation);
+        }
         for change in &commit.changes {
             match change.table {
                 t if t.is_config()
@@ -558,6 +570,19 @@ impl Work {
         drop(guard);
         report(db, dp, l3, &touched, generation)
     }
+}
+
+/// The maps reflect `generation` (no change in it concerned them): say so, so that whoever
+/// waits for the datapath to catch up (readiness) is not left waiting for a change that
+/// never comes.
+fn advance(db: &DatapathWriter, generation: u64) {
+    db.write(|tx| {
+        let mut status = tx.observed().datapath.clone();
+        if status.generation < generation {
+            status.generation = generation;
+            tx.datapath(status);
+        }
+    });
 }
 
 /// Record in StateDb, in one commit, what the maps now hold for the routes and
@@ -621,7 +646,9 @@ pub async fn run(
                         Err(_) => break,
                     };
                 }
+                let seen = work.seen;
                 work.run(&db, &dp, &mut l3)?;
+                advance(&db, seen);
             }
             guard = ring.fd().readable_mut() => {
                 let mut guard = guard.context("learn-event ring buffer")?;
@@ -652,5 +679,39 @@ pub async fn run(
             _ = ctx.fault() => {}
             _ = ctx.stopping() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statedb::{Change, ChangeOp};
+
+    fn commit(generation: u64, table: Table) -> Commit {
+        Commit {
+            generation,
+            changes: vec![Change {
+                table,
+                key: "k".into(),
+                op: ChangeOp::Insert,
+                row: None,
+                old: None,
+            }],
+        }
+    }
+
+    // What this shows: a batch of commits the datapath need not act on (a module row, the
+    // kernel's interface status) still moves the generation it reflects, so readiness,
+    // which waits for it, cannot hang; its own commits do not, or each report would cause
+    // the next.
+    #[test]
+    fn a_batch_reflects_other_writers_commits_but_not_its_own() {
+        let mut work = Work::default();
+        work.add(&commit(7, Table::Module));
+        work.add(&commit(8, Table::InterfaceStatus));
+        work.add(&commit(9, Table::Datapath));
+        work.add(&commit(10, Table::FdbLearned));
+        assert_eq!(work.seen, 8);
+        assert!(!work.all && work.prefixes.is_empty() && work.neighbors.is_empty());
     }
 }

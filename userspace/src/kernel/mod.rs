@@ -250,11 +250,14 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
 
     // Notifications that race with the dump queue up and are applied after it.
     dump(&handle, &db).await?;
-    apply(&writer, &db).await?;
+    let applied = apply(&writer, &db).await;
     // The netdevs apply made (SVIs, CPU ports) go into StateDb before the sync counts as
     // done, so that the datapath has attached to them too when xnosd reports ready.
     dump_links(&handle, &db).await?;
+    // Synced even when apply failed: the kernel's state is read, what failed is in the
+    // status rows and the module's error, and the API must come up to show it.
     ctx.synced();
+    applied?;
     let mut audit = tokio::time::interval(AUDIT_INTERVAL);
     audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
