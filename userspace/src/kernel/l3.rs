@@ -481,14 +481,22 @@ async fn apply_interface(
         Some(vlan) => ensure_svi(handle, vlan, mac).await?,
         None => {}
     }
-    if let Some(mtu) = mtu {
-        set_mtu(handle, links, &iface.name, mtu).await?;
-        if let Some(vlan) = iface.vlan.filter(|_| !bridged) {
-            // The internal end receives what the kernel sends out of the SVI: a veth drops
-            // frames longer than the receiving end's MTU.
-            set_mtu(handle, links, &InterfaceConfig::svi_port_name(vlan), mtu).await?;
+    // An MTU the kernel refuses (a veth with native XDP caps it at about 3.5 KB) must not
+    // leave the interface down and without addresses: the rest is done, then it is told.
+    let mtu_set = match mtu {
+        Some(mtu) => {
+            let mut result = set_mtu(handle, links, &iface.name, mtu).await;
+            if let Some(vlan) = iface.vlan.filter(|_| !bridged)
+                && result.is_ok()
+            {
+                // The internal end receives what the kernel sends out of the SVI: a veth
+                // drops frames longer than the receiving end's MTU.
+                result = set_mtu(handle, links, &InterfaceConfig::svi_port_name(vlan), mtu).await;
+            }
+            result.with_context(|| format!("MTU {mtu} not set; the interface keeps its own"))
         }
-    }
+        None => Ok(()),
+    };
     // Router addresses are configured, not autoconfigured: no duplicate detection delay.
     sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
     let index = set_up(handle, links, &iface.name, Some(mac)).await?;
@@ -503,5 +511,6 @@ async fn apply_interface(
             set_up(handle, links, &InterfaceConfig::svi_port_name(vlan), None).await?;
         }
     }
-    sync_addresses(handle, index, &iface.name, &iface.addresses).await
+    sync_addresses(handle, index, &iface.name, &iface.addresses).await?;
+    mtu_set
 }
