@@ -261,7 +261,9 @@ fn fits<F: Frame>(ctx: &F, len: usize, mtu: u16, l4: usize, ip_header: usize, pr
             Some(offset) => usize::from(unsafe { *offset } >> 4) * 4,
             None => return false,
         },
-        _ => 0,
+        // Another header (an IPv6 extension header, say) would have to be walked to size
+        // the segments: the kernel does that (skb_gso_validate_network_len).
+        _ => return false,
     };
     ip_header + l4_header + gso <= mtu
 }
