@@ -57,13 +57,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
-        Task::Setup => setup::run().map(drop),
+        Task::Setup => setup::run(true).map(drop),
         Task::Build { release } => {
-            let env = setup::run()?;
+            let env = setup::run(false)?;
             build(&env, release, &[])
         }
         Task::Test { args } => {
-            let env = setup::run()?;
+            let env = setup::run(true)?;
             // The tests inject faults into modules; release builds never have this.
             build(&env, false, &["fault-injection"])?;
             step("running the test suite");
@@ -84,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             test(&mut cargo)
         }
         Task::Bench { quick } => {
-            let env = setup::run()?;
+            let env = setup::run(false)?;
             build(&env, true, &[])?;
             let mut cargo = cargo(&env);
             cargo.args([
@@ -106,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             status(&mut bench)
         }
         Task::Demo => {
-            let env = setup::run()?;
+            let env = setup::run(false)?;
             build(&env, false, &[])?;
             demo::run()
         }
