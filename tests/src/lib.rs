@@ -478,13 +478,20 @@ impl Daemon {
         Ok(serde_json::from_str(&self.xnos(args)?)?)
     }
 
+    /// The API's view of `table` (`GET /v1/<table>`: ports, vlans, fdb, routes, ...), the
+    /// typed state `xnos show` renders. (`show --json` flattens it into the table's
+    /// columns; tests of what xnosd knows read the view.)
     pub fn json(&self, table: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_str(
-            &self.xnos(&["show", table, "--json"])?,
-        )?)
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = xnos::api::Client::new(&self.socket);
+        runtime
+            .block_on(client.get(&format!("/v1/{table}")))
+            .with_context(|| format!("GET /v1/{table}"))
     }
 
-    /// The counters of one port from `xnos show ports --json`.
+    /// The counters of one port from `GET /v1/ports`.
     pub fn counters(&self, port: &str) -> anyhow::Result<serde_json::Value> {
         let ports = self.json("ports")?;
         ports
@@ -494,7 +501,7 @@ impl Daemon {
             .with_context(|| format!("port {port} not in show ports"))
     }
 
-    /// Wait until `xnos show fdb --json` has `mac` in `vlan` on `port`.
+    /// Wait until `GET /v1/fdb` has `mac` in `vlan` on `port`.
     pub fn wait_fdb(
         &self,
         vlan: u16,

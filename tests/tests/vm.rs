@@ -197,7 +197,7 @@ check h4 10.0.10.3
 check h3 10.0.20.4
 check h3 10.0.40.5
 check h5 10.0.20.4
-echo "VMTEST routed $($X show routes --json | tr -d '\n ' | grep -o '"routed-v4":[0-9]*')"
+echo "VMTEST routed $($X show routes | grep -o 'fast path: [0-9]* IPv4')"
 echo "VMTEST macs $(cat /sys/class/net/xbr/address) $(cat /sys/class/net/vlan10/address)"
 echo "VMTEST bridge-fdb $(/usr/bin/bridge -j fdb show br xbr | tr -d '\n')"
 # (Before the changes below: removing a port's VLAN flushes what the bridge learned on it.)
@@ -407,7 +407,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
         eprintln!("vm: {key}: {}", found.get(key).map_or("-", String::as_str));
     }
     let ports = json("ports");
-    let port = |name: &str| find_by(&ports, "name", name);
+    let port = |name: &str| find_by(&ports, "port", name);
     for name in ["swp1", "swp2", "swp4", "nsw1", "nsw2"] {
         let p = port(name);
         assert_eq!(p["datapath"], "switchdev", "{p}\n{console}");
@@ -536,13 +536,14 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
     assert_eq!(macs[0], macs[1], "xbr and its SVIs have the router MAC");
     let interfaces = json("interfaces");
     assert_eq!(
-        find_by(&interfaces, "name", "vlan10")["port"],
+        find_by(&interfaces, "interface", "vlan10")["port"],
         "xcpu10i",
         "{interfaces}"
     );
     let routed = get("routed");
     let routed: u64 = routed
-        .trim_start_matches("\"routed-v4\":")
+        .trim_start_matches("fast path: ")
+        .trim_end_matches(" IPv4")
         .parse()
         .unwrap_or_else(|_| panic!("{routed}\n{console}"));
     assert!(routed > 0, "nothing routed by the fast path\n{console}");
@@ -587,7 +588,7 @@ fn vlan_aware_switchdev_bridge_in_a_vm() {
 
     // Route offload flags, as the driver set them and the kernel reported them.
     let routes = json("routes");
-    let hardware = |prefix: &str| find_by(&routes["routes"], "prefix", prefix)["hardware"].clone();
+    let hardware = |prefix: &str| find_by(&routes, "prefix", prefix)["hw"].clone();
     assert_eq!(
         hardware("198.51.100.0/24"),
         "trap",

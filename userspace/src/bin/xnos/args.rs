@@ -16,8 +16,17 @@ use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table}
 ///   xnos config save                    write the running config to xnosd's config file
 ///   xnos db watch fdb-learned           stream changes of a StateDb table
 ///   xnos --socket /run/xnos/sw1.sock show fdb --json
+///
+/// Verbs and tables may be abbreviated to any unambiguous prefix, as in iproute2:
+///   xnos sh po, xnos show int, xnos show neigh, xnos show route
 #[derive(Parser)]
-#[command(version, about, long_about, verbatim_doc_comment)]
+#[command(
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    infer_subcommands = true
+)]
 pub struct Cli {
     /// API socket of the xnosd instance to talk to.
     #[arg(long, global = true, env = "XNOS_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -91,19 +100,20 @@ pub enum Command {
 #[derive(Subcommand, Clone, Copy)]
 pub enum Show {
     /// Ports: mode, VLANs, datapath in use and why, link state and counters.
-    Ports(Format),
+    Ports(ShowFormat),
     /// VLANs with their untagged and tagged member ports.
-    Vlans(Format),
+    Vlans(ShowFormat),
     /// Forwarding database: static (config) and learned MAC addresses per VLAN.
-    Fdb(Format),
+    Fdb(ShowFormat),
     /// The daemon's modules: state, restarts, last error.
-    Modules(Format),
+    Modules(ShowFormat),
     /// L3 interfaces (SVIs and routed ports) with their addresses.
-    Interfaces(Format),
+    Interfaces(ShowFormat),
     /// Routes of the kernel FIB, whether the fast path carries each, routed/punt counters.
-    Routes(Format),
+    Routes(ShowFormat),
     /// ARP/ND neighbors and whether the fast path uses each.
-    Neighbors(Format),
+    #[command(visible_alias = "neighbours")]
+    Neighbors(ShowFormat),
     /// Per-port counters with current rates (sampled over --interval).
     Counters(CountersArgs),
 }
@@ -120,7 +130,7 @@ pub struct CountersArgs {
     #[arg(long, requires = "watch")]
     pub count: Option<u32>,
     #[command(flatten)]
-    pub format: Format,
+    pub format: ShowFormat,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -128,6 +138,19 @@ pub struct Format {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How `show` prints a table: fitted to 80 columns, `--wide`, or `--json` (an array of
+/// objects keyed by the column headers, every column included).
+#[derive(Args, Clone, Copy)]
+pub struct ShowFormat {
+    /// Print JSON: an array of objects whose keys are the table's headers in lower case,
+    /// with every column --wide shows.
+    #[arg(long)]
+    pub json: bool,
+    /// Show every column, nothing elided (the default fits 80 columns).
+    #[arg(long, conflicts_with = "json")]
+    pub wide: bool,
 }
 
 #[derive(Args)]

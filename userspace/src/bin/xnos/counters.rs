@@ -2,12 +2,16 @@
 
 use xnos::api::{Client, ClientError, PortView};
 
-use crate::{args::CountersArgs, render::table};
+use crate::{
+    args::CountersArgs,
+    render::{Cell, Column, RateUnit, Widths, json_rows, table_in},
+};
 
-/// One port's counters and rates, for `show counters --json`.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct CounterRow {
+/// The widest rate [`crate::render::rate`] writes (`123kpps`, `2.27Mbps`).
+const RATE_WIDTH: usize = 8;
+
+/// One port's counters and rates over the last sample.
+pub(crate) struct CounterRow {
     port: String,
     rx_packets: u64,
     tx_packets: u64,
@@ -19,7 +23,7 @@ struct CounterRow {
     tx_pps: f64,
     rx_bps: f64,
     tx_bps: f64,
-    drops_per_sec: f64,
+    drop_pps: f64,
 }
 
 fn counter_rows(before: &[PortView], after: &[PortView], secs: f64) -> Vec<CounterRow> {
@@ -46,51 +50,35 @@ fn counter_rows(before: &[PortView], after: &[PortView], secs: f64) -> Vec<Count
                 tx_pps: rate(c.tx_packets, old.map(|o| o.tx_packets)),
                 rx_bps: 8.0 * rate(c.rx_bytes, old.map(|o| o.rx_bytes)),
                 tx_bps: 8.0 * rate(c.tx_bytes, old.map(|o| o.tx_bytes)),
-                drops_per_sec: rate(c.total_drops(), old.map(|o| o.total_drops())),
+                drop_pps: rate(c.total_drops(), old.map(|o| o.total_drops())),
             }
         })
         .collect()
 }
 
-fn human_rate(value: f64, unit: &str) -> String {
-    match value {
-        v if v >= 1e9 => format!("{:.2}G{unit}", v / 1e9),
-        v if v >= 1e6 => format!("{:.2}M{unit}", v / 1e6),
-        v if v >= 1e3 => format!("{:.1}k{unit}", v / 1e3),
-        v => format!("{v:.0}{unit}"),
+pub(crate) fn columns() -> Vec<Column<CounterRow>> {
+    fn pps(r: f64) -> Cell {
+        Cell::Rate(r, RateUnit::Pps)
     }
-}
-
-fn render_counters(rows: &[CounterRow]) -> String {
-    let mut table_rows = vec![
-        [
-            "PORT",
-            "RX-PKTS",
-            "TX-PKTS",
-            "DROPS",
-            "RX-RATE",
-            "TX-RATE",
-            "RX-BITS",
-            "TX-BITS",
-            "DROP-RATE",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for r in rows {
-        table_rows.push(vec![
-            r.port.clone(),
-            r.rx_packets.to_string(),
-            r.tx_packets.to_string(),
-            r.drops.to_string(),
-            human_rate(r.rx_pps, "pps"),
-            human_rate(r.tx_pps, "pps"),
-            human_rate(r.rx_bps, "bps"),
-            human_rate(r.tx_bps, "bps"),
-            human_rate(r.drops_per_sec, "/s"),
-        ]);
+    fn bps(r: f64) -> Cell {
+        Cell::Rate(r, RateUnit::Bps)
     }
-    table(&table_rows)
+    vec![
+        Column::new("PORT", |r: &CounterRow| Cell::text(&r.port)).elide(8),
+        Column::new("RX-PACKETS", |r: &CounterRow| Cell::Count(r.rx_packets)),
+        Column::new("TX-PACKETS", |r: &CounterRow| Cell::Count(r.tx_packets)),
+        Column::new("DROPS", |r: &CounterRow| Cell::Count(r.drops)),
+        Column::new("RX-PPS", |r: &CounterRow| pps(r.rx_pps)).min_width(RATE_WIDTH),
+        Column::new("TX-PPS", |r: &CounterRow| pps(r.tx_pps)).min_width(RATE_WIDTH),
+        Column::new("RX-BPS", |r: &CounterRow| bps(r.rx_bps)).min_width(RATE_WIDTH),
+        Column::new("TX-BPS", |r: &CounterRow| bps(r.tx_bps)).min_width(RATE_WIDTH),
+        Column::new("RX-BYTES", |r: &CounterRow| Cell::Count(r.rx_bytes)).wide(),
+        Column::new("TX-BYTES", |r: &CounterRow| Cell::Count(r.tx_bytes)).wide(),
+        Column::new("FLOODED", |r: &CounterRow| Cell::Count(r.flooded)).wide(),
+        Column::new("DROP-PPS", |r: &CounterRow| pps(r.drop_pps))
+            .min_width(RATE_WIDTH)
+            .wide(),
+    ]
 }
 
 pub async fn run(client: &Client, args: CountersArgs) -> Result<(), ClientError> {
@@ -101,20 +89,34 @@ pub async fn run(client: &Client, args: CountersArgs) -> Result<(), ClientError>
     }
     let interval = std::time::Duration::from_secs_f64(args.interval);
     let mut before: Vec<PortView> = client.get("/v1/ports").await?;
+    let mut widths = Widths::default();
     let mut shown = 0;
     loop {
         tokio::time::sleep(interval).await;
         let after: Vec<PortView> = client.get("/v1/ports").await?;
         let rows = counter_rows(&before, &after, args.interval);
-        if args.format.json {
-            println!("{}", serde_json::to_string(&rows).expect("serialises"));
+        let json = json_rows(&columns(), &rows);
+        if args.format.json && args.watch {
+            // One sample per line, for `jq` or a log.
+            println!(
+                "{}",
+                serde_json::to_string(&json).expect("JSON values serialise")
+            );
+        } else if args.format.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("JSON values serialise")
+            );
         } else {
             if args.watch {
                 // Clear the screen and go home, like top.
                 print!("\x1b[H\x1b[2J");
                 println!("xnos counters, every {}s (Ctrl-C to stop)\n", args.interval);
             }
-            print!("{}", render_counters(&rows));
+            print!(
+                "{}",
+                table_in(&columns(), &rows, args.format.wide, &mut widths)
+            );
         }
         shown += 1;
         if !args.watch || args.count.is_some_and(|c| shown >= c) {
@@ -124,15 +126,21 @@ pub async fn run(client: &Client, args: CountersArgs) -> Result<(), ClientError>
     }
 }
 
+/// A port with long counters and rates, for the table tests of `show`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates_in_human_units() {
-        assert_eq!(human_rate(0.0, "pps"), "0pps");
-        assert_eq!(human_rate(1500.0, "pps"), "1.5kpps");
-        assert_eq!(human_rate(2_500_000.0, "bps"), "2.50Mbps");
-        assert_eq!(human_rate(10e9, "bps"), "10.00Gbps");
-    }
+pub(crate) fn sample_rows() -> Vec<CounterRow> {
+    vec![CounterRow {
+        port: "enp0s31f6-uplink-to-core".into(),
+        rx_packets: 123_456_789_012,
+        tx_packets: 123_456_789_012,
+        rx_bytes: 1,
+        tx_bytes: 2,
+        drops: 1_234_567,
+        flooded: 3,
+        rx_pps: 1_234_567.0,
+        tx_pps: 999.0,
+        rx_bps: 9.87e9,
+        tx_bps: 0.0,
+        drop_pps: 12.0,
+    }]
 }
