@@ -390,10 +390,20 @@ fn key_fields(table: Table) -> &'static [&'static str] {
 fn toml_value(value: &Value) -> String {
     match value {
         Value::Null => "(none)".into(),
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
-        ),
+        // VLAN lists as ranges, as `--trunk` takes them: 40 VLANs stay one short line.
+        Value::Array(items) => match items
+            .iter()
+            .map(|i| i.as_u64().and_then(|n| u16::try_from(n).ok()))
+            .collect::<Option<Vec<u16>>>()
+        {
+            Some(vlans) if !vlans.is_empty() => {
+                format!("[{}]", vlan_ranges(&vlans).replace(',', ", "))
+            }
+            _ => format!(
+                "[{}]",
+                items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+            ),
+        },
         other => other.to_string(),
     }
 }
@@ -625,7 +635,7 @@ mod tests {
                     "swp2",
                     ChangeOp::Update,
                     Some(
-                        json!({"name": "swp2", "mode": "trunk", "vlans": [10, 30], "native-vlan": 10}),
+                        json!({"name": "swp2", "mode": "trunk", "vlans": [10, 30, 31, 32], "native-vlan": 10}),
                     ),
                     Some(
                         json!({"name": "swp2", "mode": "trunk", "vlans": [10], "native-vlan": null}),
@@ -651,7 +661,7 @@ mod tests {
             render_commit(&commit),
             "committed generation 7:\n\
              + [[vlan]] id = 30: name = \"storage\"\n\
-             ~ [[port]] name = \"swp2\": native-vlan = (none) -> 10, vlans = [10] -> [10, 30]\n\
+             ~ [[port]] name = \"swp2\": native-vlan = (none) -> 10, vlans = [10] -> [10, 30-32]\n\
              ~ [switch] fdb-aging = 300 -> 600\n\
              - [[fdb]] vlan = 10, mac = \"02:00:00:00:00:10\"\n"
         );
