@@ -229,7 +229,7 @@ fn route_columns() -> Vec<Column<RouteView>> {
         Column::new("TABLE", |r: &RouteView| Cell::text(r.table)),
         Column::new("TYPE", |r: &RouteView| Cell::text(r.kind)),
         Column::new("PROTO", |r: &RouteView| Cell::text(r.protocol)),
-        Column::new("NEXTHOPS", |r: &RouteView| Cell::List(route_nexthops(r))).elide(20),
+        Column::new("NEXTHOPS", |r: &RouteView| Cell::List(route_nexthops(r))).elide(24),
         Column::new("FAST-PATH", |r: &RouteView| Cell::Bool(r.fast_path)),
         Column::new("HW", |r: &RouteView| Cell::maybe(r.hardware)).wide(),
         Column::new("FAST-PATH-ACTION", |r: &RouteView| {
@@ -390,7 +390,7 @@ mod tests {
         view(json!({
             "routes": [{
                 "prefix": "2001:db8:1234:5678:9abc:def0:1234:0/112", "table": "local",
-                "kind": "unreachable", "protocol": "static",
+                "kind": "unicast", "protocol": "static",
                 "nexthops": [
                     {"gateway": "2001:db8:10:20:30:40:50:2", "interface": "vlan4094"},
                     {"gateway": "2001:db8:10:20:30:40:50:3", "interface": "vlan4094"},
