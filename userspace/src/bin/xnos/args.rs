@@ -8,7 +8,7 @@ use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table}
 /// Show and change an xnos switch.
 ///
 /// Examples:
-///   xnos show ports                     ports, VLANs, datapath (XDP/TC/switchdev), link, counters
+///   xnos show ports                     ports, VLANs, datapath (XDP/TC/switchdev), link, drops
 ///   xnos vlan add 30 --name storage     create VLAN 30
 ///   xnos port set swp2 --trunk 10,30 --native 1
 ///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
