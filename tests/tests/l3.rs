@@ -408,7 +408,8 @@ fn l3_config_changes_take_effect_at_runtime() {
         .xnos(&["config", "apply", more.to_str().unwrap()])
         .unwrap();
     assert!(
-        applied.contains("+ interface vlan20") && applied.contains("+ route 10.99.0.0/16"),
+        applied.contains("+ [[interface]] name = \"vlan20\"")
+            && applied.contains("+ [[route]] prefix = \"10.99.0.0/16\""),
         "{applied}"
     );
     assert!(
@@ -431,7 +432,8 @@ fn l3_config_changes_take_effect_at_runtime() {
         .xnos(&["config", "apply", again.to_str().unwrap()])
         .unwrap();
     assert!(
-        applied.contains("- interface vlan20") && applied.contains("- route 10.99.0.0/16"),
+        applied.contains("- [[interface]] name = \"vlan20\"")
+            && applied.contains("- [[route]] prefix = \"10.99.0.0/16\""),
         "{applied}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -360,7 +360,7 @@ fn show_counters_reports_rates_and_watch_refreshes() {
         .unwrap();
     assert_eq!(watch.matches("\x1b[H\x1b[2J").count(), 2, "{watch:?}");
     assert!(
-        watch.contains("RX-RATE") && watch.contains("swp1"),
+        watch.contains("RX-PPS") && watch.contains("swp1"),
         "{watch}"
     );
     let _ = ping.kill();

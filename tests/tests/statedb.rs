@@ -93,7 +93,10 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
     let out = daemon
         .xnos(&["port", "set", "swp2", "--access", "10"])
         .unwrap();
-    assert!(out.contains("~ port swp2"), "{out}");
+    assert!(
+        out.contains("~ [[port]] name = \"swp2\": vlan = 20 -> 10"),
+        "{out}"
+    );
     assert!(
         h1.reachable("10.0.0.2"),
         "h2 unreachable after joining VLAN 10"
@@ -294,7 +297,10 @@ fn applied_and_saved_config_survives_a_restart() {
     let diff = daemon
         .xnos(&["config", "diff", new.to_str().unwrap()])
         .unwrap();
-    assert!(diff.contains("~ port swp2"), "{diff}");
+    assert!(
+        diff.contains("~ [[port]] name = \"swp2\": vlan = 20 -> 10"),
+        "{diff}"
+    );
     assert!(
         daemon
             .xnos(&["config", "show"])
