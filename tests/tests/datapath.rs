@@ -758,7 +758,8 @@ mod l3 {
     }
 
     // What this shows: what the fast path must not or cannot route goes, untagged, to
-    // the SVI's internal port (the kernel), counted by reason.
+    // the SVI's internal port (the kernel), counted by reason and on its ingress port as
+    // punted (not as to-kernel, which is the L2 pipeline's).
     both!(punts_go_to_the_kernel_counted_by_reason);
     fn punts_go_to_the_kernel_counted_by_reason(kind: Kind) {
         require_root!();
@@ -788,6 +789,12 @@ mod l3 {
                 i as u64 + 1,
                 "{reason:?} not sent to the kernel"
             );
+            let swp1 = l3.rig.stats("swp1");
+            assert_eq!(
+                (swp1.punted, swp1.to_kernel),
+                (i as u64 + 1, 0),
+                "{reason:?} not counted as punted on its ingress port"
+            );
         }
         // A tagged packet from the trunk is punted untagged (the internal port is access).
         let tagged = with_tag(&udp4([10, 0, 20, 2], 1, 1), 10);
@@ -796,6 +803,7 @@ mod l3 {
             (out.action, out.frame),
             (XDP_REDIRECT, udp4([10, 0, 20, 2], 1, 1))
         );
+        assert_eq!(l3.rig.stats("swp3").punted, 1, "punt from the trunk");
         assert_eq!(l3_stats(&l3.rig).routed_v4, 0);
     }
 

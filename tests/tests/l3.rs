@@ -454,6 +454,89 @@ fn l3_config_changes_take_effect_at_runtime() {
     );
 }
 
+/// The MAC `host` holds for `ip` in its neighbour table, if any.
+fn neighbor_mac(host: &Host, ip: &str) -> Option<String> {
+    let out = host.ns.ip(&["neigh", "show", ip, "dev", "eth0"]).unwrap();
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
+/// The sum of the L3 punt counters over every reason.
+fn all_punts(daemon: &Daemon) -> u64 {
+    routes(daemon)["counters"]["punts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+// What this shows: a packet L3 punts to the kernel (a ping to the router itself) counts as
+// punted on its ingress port, one for one with the global punt counters; and a new router
+// MAC applied at runtime reaches the hosts at once (gratuitous ARP, unsolicited neighbour
+// advertisement), without their probing, so they keep reaching and routing through their
+// gateway.
+#[test]
+fn punts_count_per_port_and_a_new_router_mac_is_announced() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2"]).unwrap();
+    let config = TWO_VLANS.replace(
+        "\n[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 20\n",
+        "",
+    );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
+    address(h1, 10, 2);
+    address(h2, 20, 2);
+    assert!(h1.reachable("10.0.10.1") && h1.reachable("fd00:10::1"));
+    assert!(h1.reachable("10.0.20.2") && h1.reachable("fd00:20::2"));
+
+    let punted = |port: &str| daemon.counters(port).unwrap()["punted"].as_u64().unwrap();
+    let (before, global_before) = (punted("swp1"), all_punts(&daemon));
+    let to_self = punts(&daemon, "to-self");
+    assert!(h1.ping("10.0.10.1", 5));
+    assert_eq!(
+        punts(&daemon, "to-self") - to_self,
+        5,
+        "echo requests to the router"
+    );
+    let (after, global_after) = (punted("swp1"), all_punts(&daemon));
+    assert!(after - before >= 5, "swp1 punted {before} -> {after}");
+    assert_eq!(
+        after - before,
+        global_after - global_before,
+        "every punt is h1's, through swp1"
+    );
+    assert_eq!(daemon.counters("swp1").unwrap()["to-kernel"], 0);
+
+    let old = "02:00:00:00:01:00";
+    let new = "02:00:00:00:01:99";
+    for gateway in ["10.0.10.1", "fd00:10::1"] {
+        assert_eq!(neighbor_mac(h1, gateway).as_deref(), Some(old), "{gateway}");
+    }
+    let changed = daemon.dir.join("new-mac.toml");
+    std::fs::write(&changed, config.replace(old, new)).unwrap();
+    daemon
+        .xnos(&["config", "apply", changed.to_str().unwrap()])
+        .unwrap();
+    // h1 sends nothing meanwhile: only an announcement can change its entries.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for gateway in ["10.0.10.1", "fd00:10::1"] {
+        while neighbor_mac(h1, gateway).as_deref() != Some(new) {
+            assert!(
+                Instant::now() < deadline,
+                "h1 still has {:?} for {gateway} 2 s after the router MAC changed",
+                neighbor_mac(h1, gateway)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(neighbor_mac(h2, "10.0.20.1").as_deref(), Some(new));
+    assert!(h1.ping("10.0.10.1", 1) && h1.ping("fd00:10::1", 1));
+    assert!(h1.ping("10.0.20.2", 3) && h1.ping("fd00:20::2", 3));
+}
+
 /// `ping` from `host` with `args`; its output, whether or not every reply came back.
 fn ping_output(host: &Host, args: &[&str]) -> String {
     let out = host.ns.command("ping").args(args).output().unwrap();

@@ -192,6 +192,87 @@ fn port_set_changes_only_what_it_names() {
     }
 }
 
+// What this shows: xnosd logs one line per config commit, naming its generation, where it
+// came from (the file at start, the CLI, another API client) and what changed; its log,
+// not a terminal here, carries no colour codes.
+#[test]
+fn each_commit_is_logged_with_its_source_and_no_colour_codes() {
+    require_root!();
+    let topo = Topology::new(&["swp1"]).unwrap();
+    let config = THREE_PORTS
+        .replace(
+            "
+[[port]]
+name = \"swp2\"
+mode = \"access\"
+vlan = 20
+",
+            "",
+        )
+        .replace(
+            "
+[[port]]
+name = \"swp3\"
+mode = \"access\"
+vlan = 10
+",
+            "",
+        );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+    daemon.xnos(&["vlan", "add", "30"]).unwrap();
+    daemon
+        .xnos(&["port", "set", "swp1", "--access", "20"])
+        .unwrap();
+    let body = r#"{"ops":[{"op":"delete","table":"vlan","key":"30"}]}"#;
+    let socket = daemon.socket.to_str().unwrap();
+    // Any client but the CLI counts as "api".
+    xnos_tests::run(
+        "curl",
+        &[
+            "-sf",
+            "--unix-socket",
+            socket,
+            "-d",
+            body,
+            "http://xnosd/v1/transact",
+        ],
+    )
+    .unwrap();
+
+    let log = daemon.log();
+    assert!(!log.contains('\x1b'), "colour codes in the log: {log:?}");
+    let commits: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(" commit ").map(|(_, rest)| rest))
+        .collect();
+    assert_eq!(commits.len(), 4, "{log}");
+    assert!(
+        commits[0].starts_with("1 from file: vlan 10 added, vlan 20 added, port swp1 added ("),
+        "{log}"
+    );
+    let after_from = |line: &str| line.split_once(" from ").map(|(_, rest)| rest.to_string());
+    assert_eq!(
+        commits[1..]
+            .iter()
+            .map(|l| after_from(l))
+            .collect::<Vec<_>>(),
+        [
+            Some("cli: vlan 30 added".to_string()),
+            Some("cli: port swp1 updated (vlan 10 -> 20)".to_string()),
+            Some("api: vlan 30 removed".to_string()),
+        ],
+        "{log}"
+    );
+    let generations: Vec<u64> = commits
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        generations.windows(2).all(|w| w[0] < w[1]),
+        "generations not increasing: {generations:?}"
+    );
+}
+
 // What this shows: bad changes (a bad config file, bad CLI values, references to things
 // that do not exist) are refused with an error naming the problem, and the running state,
 // forwarding included, is exactly as before.

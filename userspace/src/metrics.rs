@@ -103,7 +103,13 @@ impl Metrics {
         let to_kernel = counter(
             registry,
             "xnos_port_to_kernel_packets_total",
-            "Frames received on a port and passed to the kernel (control protocols, routed-port traffic).",
+            "Frames received on a port and passed to the kernel by the L2 pipeline (control protocols, routed-port traffic not for the router MAC); not L3 punts.",
+            &["port"],
+        );
+        let punted = counter(
+            registry,
+            "xnos_port_punted_packets_total",
+            "Packets received on a port that the L3 fast path punted to the kernel (per-port share of xnos_punted_packets_total).",
             &["port"],
         );
         let learned = counter(
@@ -155,6 +161,7 @@ impl Metrics {
             tx_bytes.with_label_values(&[name]).inc_by(s.tx_bytes);
             flooded.with_label_values(&[name]).inc_by(s.flooded);
             to_kernel.with_label_values(&[name]).inc_by(s.to_kernel);
+            punted.with_label_values(&[name]).inc_by(s.punted);
             learned.with_label_values(&[name]).inc_by(s.learned);
             for reason in DropReason::ALL {
                 drops

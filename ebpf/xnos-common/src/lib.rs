@@ -363,6 +363,10 @@ pub struct PortStats {
     /// (link-local control frames, routed-port traffic not for the router MAC). "Punt"
     /// is reserved for what L3 hands to the kernel (`L3Stats::punts`).
     pub to_kernel: u64,
+    /// Packets received on this port that L3 handed to the kernel (`PuntReason`: to the
+    /// router itself, TTL expiry, unresolved neighbour...): the per-port share of
+    /// `L3Stats::punts`. Punts the rate limit dropped are not counted here.
+    pub punted: u64,
     /// MACs learned or moved on this port.
     pub learned: u64,
     pub drops: [u64; DROP_REASONS],

@@ -102,7 +102,7 @@ fn try_pipeline<const TRACE: bool, F: Frame>(
         // (ARP, ND, frames for other hosts) belong to the kernel's netdev of the port.
         return match route::iface(ifindex) {
             Some(iface) if tag.is_none() && iface.mac == dst => {
-                route::forward::<TRACE, F>(ctx, tag, iface)
+                route::forward::<TRACE, F>(ctx, tag, iface, stats)
             }
             _ => {
                 stats.to_kernel();
@@ -131,7 +131,7 @@ fn try_pipeline<const TRACE: bool, F: Frame>(
         && let Some(iface) = route::svi(vid)
         && iface.mac == dst
     {
-        return route::forward::<TRACE, F>(ctx, tag, iface);
+        return route::forward::<TRACE, F>(ctx, tag, iface, stats);
     }
     if dst[0] & 1 == 0
         && let Some(entry) = fdb::lookup(vid, dst)

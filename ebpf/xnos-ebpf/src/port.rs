@@ -84,6 +84,11 @@ impl Stats {
     }
 
     #[inline(always)]
+    pub fn punted(&self) {
+        self.update(|s| s.punted += 1);
+    }
+
+    #[inline(always)]
     pub fn learned(&self) {
         self.update(|s| s.learned += 1);
     }

@@ -127,12 +127,14 @@ fn punt_allowed() -> bool {
 }
 
 /// Hand the packet to the kernel's netdev of `iface`: an SVI's packets go (untagged)
-/// through its internal port, a routed port's straight up its own stack.
+/// through its internal port, a routed port's straight up its own stack. Counted on
+/// `stats`, the ingress port's counters the pipeline already holds (no second lookup).
 #[inline(always)]
 pub fn punt<const TRACE: bool, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
+    stats: &Stats,
     reason: PuntReason,
 ) -> Result<u32, DropReason> {
     // SAFETY: reading a local; keeps the index check the verifier needs (see Stats::drop).
@@ -153,6 +155,7 @@ pub fn punt<const TRACE: bool, F: Frame>(
             *count += 1;
         }
     });
+    stats.punted();
     if iface.vlan == 0 {
         return Ok(F::PASS);
     }
@@ -169,12 +172,13 @@ pub fn forward<const TRACE: bool, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
+    stats: &Stats,
 ) -> Result<u32, DropReason> {
     // Two copies with constant offsets keep every packet access simple for the verifier.
     if tag.is_some_and(|t| t.in_frame()) {
-        forward_at::<18, TRACE, F>(ctx, tag, iface)
+        forward_at::<18, TRACE, F>(ctx, tag, iface, stats)
     } else {
-        forward_at::<14, TRACE, F>(ctx, tag, iface)
+        forward_at::<14, TRACE, F>(ctx, tag, iface, stats)
     }
 }
 
@@ -183,13 +187,14 @@ fn forward_at<const L3: usize, const TRACE: bool, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
+    stats: &Stats,
 ) -> Result<u32, DropReason> {
     let proto: *const [u8; 2] = ctx.ptr_at(L3 - 2).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at.
     match u16::from_be_bytes(unsafe { *proto }) {
-        ETH_P_IP => ipv4::<L3, TRACE, F>(ctx, tag, iface),
-        ETH_P_IPV6 => ipv6::<L3, TRACE, F>(ctx, tag, iface),
-        _ => punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported),
+        ETH_P_IP => ipv4::<L3, TRACE, F>(ctx, tag, iface, stats),
+        ETH_P_IPV6 => ipv6::<L3, TRACE, F>(ctx, tag, iface, stats),
+        _ => punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported),
     }
 }
 
@@ -393,6 +398,7 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
+    stats: &Stats,
 ) -> Result<u32, DropReason> {
     let ip: *mut Ipv4Hdr = ctx.ptr_at(L3).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at; the header stays valid until we adjust the frame.
@@ -407,7 +413,7 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     }
     if ip.vihl != 0x45 {
         // The kernel checks the rest of a header with options.
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::IpOptions);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::IpOptions);
     }
     if !checksum_ok::<L3, F>(ctx) {
         return Err(DropReason::BadChecksum);
@@ -419,20 +425,20 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     }
     // Multicast, broadcast, loopback and "this network" destinations are never routed.
     if ip.dst[0] >= 224 || ip.dst[0] == 127 || ip.dst[0] == 0 {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported);
     }
     if martian_source4(&ip.src) {
         return Err(DropReason::MartianSource);
     }
     if ip.ttl <= 1 {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TtlExpired);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TtlExpired);
     }
     let Some(route) = ROUTES4.get(Key::new(32, ip.dst)) else {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::NoRoute);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::NoRoute);
     };
     let group = match group::<TRACE>(route) {
         Ok(group) => group,
-        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
     // The flow hash is only worth its cost when ECMP has a choice to make.
     let hash = if group.count > 1 {
@@ -459,17 +465,17 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     dst[12..].copy_from_slice(&ip.dst);
     let (mac, out, egress) = match resolve::<TRACE>(group, hash, &dst) {
         Ok(resolved) => resolved,
-        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
     // The fast path neither fragments nor sends ICMP: the kernel does either (DF decides).
     if !fits(ctx, len, out.mtu, L3 + 20, 20, ip.proto) {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TooBig);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TooBig);
     }
     let ip = if len < room {
         // Padding after the packet (Ethernet's minimum frame) goes, as pskb_trim_rcsum
         // cuts it in ip_rcv_core.
         if !ctx.trim(room - len) {
-            return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+            return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported);
         }
         let ip: *mut Ipv4Hdr = ctx.ptr_at(L3).ok_or(DropReason::Malformed)?;
         // SAFETY: bounds checked by ptr_at.
@@ -495,6 +501,7 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
+    stats: &Stats,
 ) -> Result<u32, DropReason> {
     let ip: *mut Ipv6Hdr = ctx.ptr_at(L3).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at; the header stays valid until we adjust the frame.
@@ -510,7 +517,7 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     let len = 40 + usize::from(u16::from_be_bytes(ip.payload_len));
     if len == 40 && ip.next_header == 0 {
         // A jumbogram's length is in its hop-by-hop options (RFC 2675): the kernel's.
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported);
     }
     let room = ctx.buffer_len().saturating_sub(L3);
     if len > room {
@@ -522,19 +529,19 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
         || (ip.dst[0] == 0xfe && ip.dst[1] & 0xc0 == 0x80)
         || (ip.src[0] == 0xfe && ip.src[1] & 0xc0 == 0x80)
     {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported);
     }
     if ip.hop_limit <= 1 {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TtlExpired);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TtlExpired);
     }
     let Some(route) = ROUTES6.get(Key::new(128, ip.dst)) else {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::NoRoute);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::NoRoute);
     };
     let word = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let fold = |a: &[u8; 16]| word(a, 0) ^ word(a, 4) ^ word(a, 8) ^ word(a, 12);
     let group = match group::<TRACE>(route) {
         Ok(group) => group,
-        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
     // ip6_forward drops the unspecified source only in packets it forwards (one to the
     // router itself is delivered).
@@ -554,16 +561,16 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     let dst = ip.dst;
     let (mac, out, egress) = match resolve::<TRACE>(group, hash, &dst) {
         Ok(resolved) => resolved,
-        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, reason),
+        Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
     // IPv6 routers never fragment: the kernel sends ICMPv6 "packet too big" (RFC 4443).
     if !fits(ctx, len, out.mtu, L3 + 40, 40, ip.next_header) {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::TooBig);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TooBig);
     }
     let hop_limit = ip.hop_limit;
     // Padding after the packet goes, as ip6_rcv_core trims it.
     if len < room && !ctx.trim(room - len) {
-        return punt::<TRACE, F>(ctx, tag, iface, PuntReason::Unsupported);
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported);
     }
     // IPv6 has no header checksum to keep the packet's sum unchanged, as IPv4's does.
     ctx.set_uncovered_byte(L3 + 7, hop_limit - 1)?;

@@ -74,6 +74,7 @@ impl Client {
             .uri(path)
             .header(hyper::header::HOST, "xnosd")
             .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, super::CLI_USER_AGENT)
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.protocol(e))?;
         let response = sender

@@ -33,7 +33,9 @@ use crate::{
     config::Config,
     datapath::StatsReader,
     kernel::link,
-    statedb::{Change, Commit, Op, State, StateDb, Table, TxError, diff_config, table_rows},
+    statedb::{
+        Change, Commit, CommitSource, Op, State, StateDb, Table, TxError, diff_config, table_rows,
+    },
     supervisor::{Faults, ModuleCtx},
     trace::{TraceRequest, Tracer, unhex},
 };
@@ -185,6 +187,7 @@ impl Api {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let source = commit_source(req.headers());
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let body = match req.into_body().collect().await {
             Ok(body) => body.to_bytes(),
@@ -219,7 +222,7 @@ impl Api {
             },
             (&Method::POST, ["v1", "transact"]) => {
                 match serde_json::from_slice::<Transaction>(&body) {
-                    Ok(tx) => commit_response(self.db.transact(&tx.ops)),
+                    Ok(tx) => commit_response(source, self.db.transact(&tx.ops)),
                     Err(e) => bad_request(format!("bad transaction: {e}")),
                 }
             }
@@ -235,7 +238,7 @@ impl Api {
                 Err(error) => bad_request(error),
             },
             (&Method::POST, ["v1", "config", "apply"]) => match self.parse_config(&body) {
-                Ok(config) => commit_response(self.db.replace_config(config)),
+                Ok(config) => commit_response(source, self.db.replace_config(config)),
                 Err(error) => bad_request(error),
             },
             (&Method::POST, ["v1", "config", "save"]) => match self.save_config() {
@@ -317,9 +320,26 @@ impl Api {
     }
 }
 
-fn commit_response(result: Result<Commit, TxError>) -> Response<Body> {
+/// What the CLI's client sends as its User-Agent: its commits are logged as the CLI's.
+pub const CLI_USER_AGENT: &str = concat!("xnos-cli/", env!("CARGO_PKG_VERSION"));
+
+fn commit_source(headers: &hyper::HeaderMap) -> CommitSource {
+    let cli = headers
+        .get(hyper::header::USER_AGENT)
+        .is_some_and(|agent| agent == CLI_USER_AGENT);
+    if cli {
+        CommitSource::Cli
+    } else {
+        CommitSource::Api
+    }
+}
+
+fn commit_response(source: CommitSource, result: Result<Commit, TxError>) -> Response<Body> {
     match result {
-        Ok(commit) => json(StatusCode::OK, &commit),
+        Ok(commit) => {
+            tracing::info!("{}", commit.summary(source));
+            json(StatusCode::OK, &commit)
+        }
         Err(e) => bad_request(e.to_string()),
     }
 }

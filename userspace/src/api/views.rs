@@ -27,9 +27,13 @@ pub struct CountersView {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub flooded: u64,
-    /// Frames passed to the kernel's netdev of the port (control frames, routed-port
-    /// traffic not for the router); L3 punts are counted by reason in `show routes`.
+    /// Frames passed to the kernel's netdev of the port by the L2 pipeline (control
+    /// frames, routed-port traffic not for the router); not L3 punts.
     pub to_kernel: u64,
+    /// Packets received on the port that L3 punted to the kernel (by reason, for all ports
+    /// together, in `show routes`). Absent from a daemon older than this counter.
+    #[serde(default)]
+    pub punted: u64,
     pub learned: u64,
     /// Drops by reason (every reason listed, zero or not).
     pub drops: BTreeMap<String, u64>,
@@ -44,6 +48,7 @@ impl From<PortStats> for CountersView {
             tx_bytes: s.tx_bytes,
             flooded: s.flooded,
             to_kernel: s.to_kernel,
+            punted: s.punted,
             learned: s.learned,
             drops: DropReason::ALL
                 .iter()

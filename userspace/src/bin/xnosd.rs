@@ -1,6 +1,7 @@
 //! xnosd: the xnos switch daemon.
 
 use std::{
+    io::IsTerminal as _,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::{Arc, Mutex},
@@ -18,7 +19,7 @@ use xnos::{
     kernel::{self, link},
     metrics::{self, Metrics},
     ready::{self, Readiness},
-    statedb::StateDb,
+    statedb::{Commit, CommitSource, StateDb, diff_config},
     supervisor::{self, Faults, Module},
     trace::Tracer,
 };
@@ -64,6 +65,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let config = match Config::load(&args.config, |name| link::ifindex(name).is_some()) {
@@ -140,7 +143,17 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     // The datapath outlives module restarts: forwarding never stops because a module did.
     let datapath = Arc::new(Mutex::new(datapath));
 
+    let changes = diff_config(&Config::default(), &config);
     let db = StateDb::new(config, |name| link::ifindex(name).is_some());
+    let loaded = Commit {
+        generation: db.generation(),
+        changes,
+    };
+    tracing::info!(
+        "{} ({})",
+        loaded.summary(CommitSource::File),
+        args.config.display()
+    );
     // Each module gets the writer of its own tables, and no other.
     let writers = db.writers();
     let (kernel_writer, datapath_writer) = (writers.kernel, writers.datapath);

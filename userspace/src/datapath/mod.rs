@@ -708,6 +708,7 @@ pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats 
         total.tx_bytes += s.tx_bytes;
         total.flooded += s.flooded;
         total.to_kernel += s.to_kernel;
+        total.punted += s.punted;
         total.learned += s.learned;
         for (t, d) in total.drops.iter_mut().zip(s.drops) {
             *t += d;

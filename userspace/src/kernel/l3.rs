@@ -499,6 +499,12 @@ async fn apply_interface(
     };
     // Router addresses are configured, not autoconfigured: no duplicate detection delay.
     sysctl(&format!("net/ipv6/conf/{}/accept_dad", iface.name), "0")?;
+    // A new router MAC must reach the hosts at once, not when their neighbour entries for
+    // the gateway time out: on the MAC change (NETDEV_CHANGEADDR) the kernel then sends a
+    // gratuitous ARP for each IPv4 address and an unsolicited neighbour advertisement with
+    // the override flag for each IPv6 address.
+    sysctl(&format!("net/ipv4/conf/{}/arp_notify", iface.name), "1")?;
+    sysctl(&format!("net/ipv6/conf/{}/ndisc_notify", iface.name), "1")?;
     let index = set_up(handle, links, &iface.name, Some(mac)).await?;
     if let Some(vlan) = iface.vlan {
         // What the kernel sends through the SVI may go through XDP (the veth's internal

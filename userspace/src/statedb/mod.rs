@@ -33,7 +33,8 @@ pub use self::{
     rows::*,
     table::{Owner, Table},
     transaction::{
-        Change, ChangeOp, Commit, Op, TxError, diff_config, fdb_key, fib_key, neighbor_key,
+        Change, ChangeOp, Commit, CommitSource, Op, TxError, diff_config, fdb_key, fib_key,
+        neighbor_key,
     },
     writer::{
         DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx, SupervisorTx,
@@ -300,6 +301,33 @@ mod tests {
                 }
             );
         });
+    }
+
+    #[test]
+    fn a_commit_summary_names_source_tables_keys_and_changed_fields() {
+        let db = db();
+        let commit = db
+            .transact(&[
+                insert(Table::Vlan, json!({"id": 20})),
+                Op::Update {
+                    table: Table::Port,
+                    row: json!({"name": "swp1", "mode": "access", "vlan": 20}),
+                },
+                Op::Delete {
+                    table: Table::Vlan,
+                    key: "10".into(),
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            commit.summary(CommitSource::Cli),
+            "commit 2 from cli: vlan 20 added, vlan 10 removed, port swp1 updated (vlan 10 -> 20)"
+        );
+        let unchanged = db.transact(&[]).unwrap();
+        assert_eq!(
+            unchanged.summary(CommitSource::Api),
+            "no commit from api: nothing changed (generation stays 2)"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::{RouteTable, Table};
+use super::{RouteTable, Table, words};
 use crate::{
     config::{
         Config, FieldError, InterfaceConfig, PortConfig, RouteConfig, StaticFdb, SwitchConfig,
@@ -43,6 +43,100 @@ pub struct Change {
 pub struct Commit {
     pub generation: u64,
     pub changes: Vec<Change>,
+}
+
+words! {
+    /// Where a config commit came from, for the log.
+    pub enum CommitSource {
+        /// The config file, read at start.
+        File = "file",
+        /// The `xnos` CLI (through the API).
+        Cli = "cli",
+        /// Any other API client.
+        Api = "api",
+    }
+}
+
+/// How many changes a commit's summary names before it only counts the rest.
+const SUMMARY_CHANGES: usize = 8;
+
+impl Commit {
+    /// One log line for a config commit: its generation, its source and what changed, as
+    /// "commit 7 from api: port swp2 updated (vlan 10 -> 20), vlan 30 added".
+    pub fn summary(&self, source: CommitSource) -> String {
+        if self.changes.is_empty() {
+            return format!(
+                "no commit from {source}: nothing changed (generation stays {})",
+                self.generation
+            );
+        }
+        let mut parts: Vec<String> = self
+            .changes
+            .iter()
+            .take(SUMMARY_CHANGES)
+            .map(Change::summary)
+            .collect();
+        if self.changes.len() > SUMMARY_CHANGES {
+            parts.push(format!(
+                "{} more changes",
+                self.changes.len() - SUMMARY_CHANGES
+            ));
+        }
+        format!(
+            "commit {} from {source}: {}",
+            self.generation,
+            parts.join(", ")
+        )
+    }
+}
+
+impl Change {
+    /// "port swp2 updated (vlan 10 -> 20)", "vlan 30 added", "route 10.9.0.0/16 removed".
+    fn summary(&self) -> String {
+        let name = if self.table == Table::Switch {
+            self.table.to_string()
+        } else {
+            format!("{} {}", self.table, self.key)
+        };
+        match self.op {
+            ChangeOp::Insert => format!("{name} added"),
+            ChangeOp::Delete => format!("{name} removed"),
+            ChangeOp::Update => {
+                let fields = changed_fields(self.old.as_ref(), self.row.as_ref());
+                format!("{name} updated ({})", fields.join(", "))
+            }
+        }
+    }
+}
+
+/// "field old -> new" for each top-level field that differs between two rows.
+fn changed_fields(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let old = old.and_then(Value::as_object).unwrap_or(&empty);
+    let new = new.and_then(Value::as_object).unwrap_or(&empty);
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| {
+            format!(
+                "{k} {} -> {}",
+                short_value(old.get(k)),
+                short_value(new.get(k))
+            )
+        })
+        .collect()
+}
+
+/// A field's value as a person writes it: strings without quotes, absent or null as
+/// "none", the rest as compact JSON.
+fn short_value(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "none".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
 }
 
 /// A transaction operation on a config table, as the API receives it.
