@@ -31,8 +31,7 @@ pub struct CountersView {
     /// frames, routed-port traffic not for the router); not L3 punts.
     pub to_kernel: u64,
     /// Packets received on the port that L3 punted to the kernel (by reason, for all ports
-    /// together, in `show routes`). Absent from a daemon older than this counter.
-    #[serde(default)]
+    /// together, in `show routes`).
     pub punted: u64,
     pub learned: u64,
     /// Drops by reason (every reason listed, zero or not).

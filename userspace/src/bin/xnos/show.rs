@@ -107,6 +107,7 @@ fn port_columns() -> Vec<Column<PortView>> {
             Cell::Count(p.counters.to_kernel)
         })
         .wide(),
+        Column::new("PUNTED", |p: &PortView| Cell::Count(p.counters.punted)).wide(),
         Column::new("LEARNED", |p: &PortView| Cell::Count(p.counters.learned)).wide(),
         Column::new("DROP-REASONS", |p: &PortView| {
             Cell::Counts(p.counters.drops.clone())
@@ -324,7 +325,7 @@ mod tests {
             "link": "up",
             "counters": {
                 "rx-packets": 5, "rx-bytes": 500, "tx-packets": 4, "tx-bytes": 400,
-                "flooded": 1, "to-kernel": 0, "learned": 1,
+                "flooded": 1, "to-kernel": 0, "punted": 0, "learned": 1,
                 "drops": {"vlan-not-allowed": 0, "no-egress": 0},
             },
         });
@@ -350,7 +351,7 @@ mod tests {
                     "datapath-reason": "the driver has no native XDP",
                     "counters": {
                         "rx-packets": 123_456_789, "rx-bytes": 500, "tx-packets": 4,
-                        "tx-bytes": 400, "flooded": 1, "to-kernel": 0, "learned": 1,
+                        "tx-bytes": 400, "flooded": 1, "to-kernel": 0, "punted": 0, "learned": 1,
                         "drops": {"vlan-not-allowed": 1_234_567, "no-egress": 0},
                     },
                 }),
@@ -523,7 +524,7 @@ mod tests {
                     "xdp-features": "basic",
                     "counters": {
                         "rx-packets": 0, "rx-bytes": 0, "tx-packets": 0, "tx-bytes": 0,
-                        "flooded": 0, "to-kernel": 0, "learned": 0,
+                        "flooded": 0, "to-kernel": 0, "punted": 0, "learned": 0,
                         "drops": {"vlan-not-allowed": 3, "no-egress": 0},
                     },
                 }),
