@@ -160,6 +160,8 @@ pub struct NexthopView {
 pub struct RouteView {
     pub prefix: IpNet,
     pub table: RouteTable,
+    /// Of routes to one prefix, the kernel uses the one of lowest metric.
+    pub metric: u32,
     pub kind: RouteKind,
     pub protocol: RouteProtocol,
     pub nexthops: Vec<NexthopView>,
@@ -380,12 +382,11 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                         | RouteKind::Prohibit
                 )
             })
-            .map(|((table, prefix), r)| {
-                (table, prefix, r, state.observed.datapath_routes.get(prefix))
-            })
-            .map(|(table, prefix, r, programmed)| RouteView {
-                prefix: *prefix,
-                table: *table,
+            .map(|(key, r)| (key, r, state.observed.datapath_routes.get(key)))
+            .map(|(key, r, programmed)| RouteView {
+                prefix: key.prefix,
+                table: key.table,
+                metric: key.metric,
                 kind: r.kind,
                 protocol: r.protocol,
                 nexthops: r
@@ -400,15 +401,16 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                     })
                     .collect(),
                 // The maps are keyed by prefix: what they hold answers for the route
-                // of the table that decides (local before main, as the kernel does).
-                fast_path: programmed
-                    .and_then(|p| p.action)
-                    .is_some_and(|action| match table {
+                // that decides (local before main, then the lowest metric, as the
+                // kernel does), which alone has a `datapath-route` row.
+                fast_path: programmed.and_then(|p| p.action).is_some_and(|action| {
+                    match key.table {
                         RouteTable::Local => {
                             action == RouteAction::Local && r.kind == RouteKind::Local
                         }
                         RouteTable::Main => action == RouteAction::Forward,
-                    }),
+                    }
+                }),
                 fast_path_action: programmed.and_then(|p| p.action),
                 fast_path_error: programmed.and_then(|p| p.error.clone()),
                 hardware: r.hardware,
@@ -491,7 +493,7 @@ mod tests {
     use crate::{
         config::Config,
         statedb::{
-            BridgeMac, DatapathNeighbor, DatapathRoute, FibNexthop, FibRoute, LearnedMac,
+            BridgeMac, DatapathNeighbor, DatapathRoute, FibKey, FibNexthop, FibRoute, LearnedMac,
             LinkState, Neighbor, ProtocolName, StateDb,
         },
     };
@@ -521,6 +523,8 @@ mod tests {
                 let route = FibRoute {
                     prefix: prefix.parse().unwrap(),
                     table: RouteTable::Main,
+                    tos: 0,
+                    metric: 0,
                     kind: RouteKind::Unicast,
                     protocol: RouteProtocol::Named(ProtocolName::Bgp),
                     nexthops: vec![FibNexthop {
@@ -529,7 +533,7 @@ mod tests {
                     }],
                     hardware: None,
                 };
-                tx.fib(route.table, route.prefix, Some(route));
+                tx.fib(route.key(), Some(route));
             }
             let ip: IpAddr = "10.0.10.2".parse().unwrap();
             tx.neighbor(
@@ -572,17 +576,28 @@ mod tests {
         db.read(Clone::clone)
     }
 
+    fn main_key(prefix: &str) -> FibKey {
+        FibKey {
+            table: RouteTable::Main,
+            prefix: prefix.parse().unwrap(),
+            tos: 0,
+            metric: 0,
+            ifindex: 0,
+        }
+    }
+
     // What this shows: a route's fast-path column is what the datapath published, not what
     // the FIB suggests: a prefix the maps could not take says so, one never published says
     // "no" with no error.
     #[test]
     fn routes_show_what_the_datapath_programmed() {
         let s = state(|tx| {
-            let prefix = "10.1.0.0/16".parse().unwrap();
+            let route = main_key("10.1.0.0/16");
             tx.route(
-                prefix,
+                route,
                 Some(DatapathRoute {
-                    prefix,
+                    prefix: route.prefix,
+                    route,
                     action: None,
                     nexthop_group: None,
                     error: Some("route not written: map ROUTES4: full".into()),
@@ -609,11 +624,12 @@ mod tests {
         assert!(!unpublished.fast_path && unpublished.fast_path_error.is_none());
 
         let s = state(|tx| {
-            let prefix = "10.2.0.0/16".parse().unwrap();
+            let route = main_key("10.2.0.0/16");
             tx.route(
-                prefix,
+                route,
                 Some(DatapathRoute {
-                    prefix,
+                    prefix: route.prefix,
+                    route,
                     action: Some(RouteAction::Forward),
                     nexthop_group: Some(1),
                     error: None,

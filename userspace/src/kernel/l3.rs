@@ -33,7 +33,9 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{FibRoute, InterfaceStatus, KernelWriter, LinkState, ProtocolName, RouteTable},
+    statedb::{
+        FibKey, FibRoute, InterfaceStatus, KernelWriter, LinkState, ProtocolName, RouteTable,
+    },
     switchdev,
 };
 
@@ -367,15 +369,15 @@ fn same_route(kernel: &FibRoute, route: &RouteConfig) -> bool {
 async fn sync_routes(
     handle: &Handle,
     config: &Config,
-    fib: &BTreeMap<(RouteTable, IpNet), FibRoute>,
+    fib: &BTreeMap<FibKey, FibRoute>,
 ) -> anyhow::Result<()> {
     let ours: BTreeMap<IpNet, &FibRoute> = fib
         .iter()
-        .filter(|((table, _), r)| {
-            *table == RouteTable::Main
+        .filter(|(key, r)| {
+            key.table == RouteTable::Main
                 && r.protocol == crate::statedb::RouteProtocol::Named(ProtocolName::Xnos)
         })
-        .map(|((_, prefix), r)| (*prefix, r))
+        .map(|(key, r)| (key.prefix, r))
         .collect();
     for (prefix, route) in &config.routes {
         if ours.get(prefix).is_some_and(|k| same_route(k, route)) {

@@ -32,9 +32,7 @@ pub use self::{
     kinds::*,
     rows::*,
     table::{Owner, Table},
-    transaction::{
-        Change, ChangeOp, Commit, Op, TxError, diff_config, fdb_key, fib_key, neighbor_key,
-    },
+    transaction::{Change, ChangeOp, Commit, Op, TxError, diff_config, fdb_key, neighbor_key},
     writer::{
         DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx, SupervisorTx,
         SupervisorWriter, Writer, Writers, owner,
@@ -52,13 +50,12 @@ pub struct Observed {
     pub port_status: BTreeMap<String, PortStatus>,
     pub fdb_learned: BTreeMap<(u16, MacAddr), LearnedMac>,
     pub bridge_fdb: BTreeMap<(u16, MacAddr), BridgeMac>,
-    /// Keyed by (table, prefix).
-    pub fib: BTreeMap<(RouteTable, IpNet), FibRoute>,
+    pub fib: BTreeMap<FibKey, FibRoute>,
     /// Keyed by (ifindex, address).
     pub neighbors: BTreeMap<(u32, IpAddr), Neighbor>,
     pub modules: BTreeMap<String, ModuleStatus>,
     pub datapath: DatapathStatus,
-    pub datapath_routes: BTreeMap<IpNet, DatapathRoute>,
+    pub datapath_routes: BTreeMap<FibKey, DatapathRoute>,
     /// Keyed by (ifindex, address).
     pub datapath_neighbors: BTreeMap<(u32, IpAddr), DatapathNeighbor>,
     pub datapath_flood: BTreeMap<u16, DatapathFlood>,
@@ -222,7 +219,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::Link => rows(&s.observed.links, String::clone),
         Table::PortStatus => rows(&s.observed.port_status, String::clone),
         Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
-        Table::Fib => rows(&s.observed.fib, |(t, p)| fib_key(*t, p)),
+        Table::Fib => rows(&s.observed.fib, FibKey::to_string),
         Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
         Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
         Table::Module => rows(&s.observed.modules, String::clone),
@@ -230,7 +227,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
         Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
         Table::BridgeFdb => rows(&s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
-        Table::DatapathRoute => rows(&s.observed.datapath_routes, IpNet::to_string),
+        Table::DatapathRoute => rows(&s.observed.datapath_routes, FibKey::to_string),
         Table::DatapathNeighbor => {
             rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
         }

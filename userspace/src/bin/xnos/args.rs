@@ -101,7 +101,12 @@ pub enum Show {
     /// L3 interfaces (SVIs and routed ports) with their addresses.
     Interfaces(Format),
     /// Routes of the kernel FIB, whether the fast path carries each, routed/punt counters.
-    Routes(Format),
+    ///
+    /// Every route the kernel has is a row (routes to one prefix through several
+    /// interfaces, or with several metrics, each); local-table and link-local routes
+    /// (fe80::/10, 169.254.0.0/16) only with --all. A config route the kernel refused is
+    /// shown with its error.
+    Routes(RoutesArgs),
     /// ARP/ND neighbors and whether the fast path uses each.
     Neighbors(Format),
     /// Per-port counters with current rates (sampled over --interval).
@@ -119,6 +124,15 @@ pub struct CountersArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long, requires = "watch")]
     pub count: Option<u32>,
+    #[command(flatten)]
+    pub format: Format,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct RoutesArgs {
+    /// Show the local table's routes and link-local routes too.
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub format: Format,
 }

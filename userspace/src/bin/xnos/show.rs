@@ -1,5 +1,6 @@
 //! `xnos show`: the views of the switch state as tables.
 
+use ipnet::IpNet;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use xnos::{
@@ -7,11 +8,11 @@ use xnos::{
         Client, ClientError, FdbView, InterfaceView, NeighborView, PortView, RouteView, RoutesView,
         RowView, VlanView,
     },
-    statedb::{DatapathMode, LearnedBy},
+    statedb::{DatapathMode, LearnedBy, RouteTable},
 };
 
 use crate::{
-    args::{Format, Show},
+    args::{Format, RoutesArgs, Show},
     counters,
     render::table,
 };
@@ -23,7 +24,7 @@ pub async fn run(client: &Client, table: Show) -> Result<(), ClientError> {
         Show::Fdb(f) => show(client, "/v1/fdb", f, render_fdb).await,
         Show::Modules(f) => show(client, "/v1/modules", f, render_modules).await,
         Show::Interfaces(f) => show(client, "/v1/interfaces", f, render_interfaces).await,
-        Show::Routes(f) => show(client, "/v1/routes", f, render_routes).await,
+        Show::Routes(args) => routes(client, args).await,
         Show::Neighbors(f) => show(client, "/v1/neighbors", f, render_neighbors).await,
         Show::Counters(args) => counters::run(client, args).await,
     }
@@ -224,11 +225,39 @@ fn route_nexthops(r: &RouteView) -> String {
         .join(", ")
 }
 
+/// `show routes`: without --all, the routes an operator routes by (no local-table or
+/// link-local routes), in the table and in JSON alike.
+async fn routes(client: &Client, args: RoutesArgs) -> Result<(), ClientError> {
+    let mut view: RoutesView = client.get("/v1/routes").await?;
+    if !args.all {
+        view.routes.retain(|r| !hidden_route(r));
+    }
+    if args.format.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).expect("views serialise")
+        );
+    } else {
+        print!("{}", render_routes(&view));
+    }
+    Ok(())
+}
+
+fn hidden_route(r: &RouteView) -> bool {
+    const LINK_LOCAL: [&str; 2] = ["fe80::/10", "169.254.0.0/16"];
+    r.table == RouteTable::Local
+        || LINK_LOCAL
+            .iter()
+            .filter_map(|net| net.parse::<IpNet>().ok())
+            .any(|net| net.contains(&r.prefix))
+}
+
 fn render_routes(view: &RoutesView) -> String {
     let mut rows = vec![
         [
             "PREFIX",
             "TABLE",
+            "METRIC",
             "TYPE",
             "PROTO",
             "NEXTHOPS",
@@ -242,6 +271,7 @@ fn render_routes(view: &RoutesView) -> String {
         rows.push(vec![
             r.prefix.to_string(),
             r.table.to_string(),
+            r.metric.to_string(),
             r.kind.to_string(),
             r.protocol.to_string(),
             route_nexthops(r),

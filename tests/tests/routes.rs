@@ -1,0 +1,189 @@
+//! End-to-end tests of routes: every kernel route shown, and the fast path following the
+//! route the kernel uses.
+
+use std::time::{Duration, Instant};
+
+use xnos_tests::{Daemon, Topology, format_mac, require_root};
+
+const TWO_VLANS: &str = r#"
+[switch]
+router-mac = "02:00:00:00:01:00"
+
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp2"
+mode = "access"
+vlan = 20
+
+[[port]]
+name = "swp3"
+mode = "access"
+vlan = 20
+
+[[interface]]
+vlan = 10
+addresses = ["10.0.10.1/24"]
+
+[[interface]]
+vlan = 20
+addresses = ["10.0.20.1/24"]
+"#;
+
+/// Poll `f` until it returns Some, for up to 10 seconds.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn routes(daemon: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut full = vec!["show", "routes", "--json"];
+    full.extend_from_slice(args);
+    let view = daemon.json_raw(&full).unwrap();
+    view["routes"].as_array().unwrap().clone()
+}
+
+// What this shows: `show routes --all` has every route the kernel has, fe80::/64 once per
+// interface as `ip -6 route` lists it; without --all, no link-local or local-table route.
+#[test]
+fn show_routes_has_every_kernel_route_and_hides_link_local_ones() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    for sysctl in [
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.default.disable_ipv6=0",
+    ] {
+        topo.switch.exec("sysctl", &["-qw", sysctl]).unwrap();
+    }
+    for i in 0..3 {
+        let (a, b) = (format!("lla{i}"), format!("llb{i}"));
+        topo.switch.veth(&a, &b).unwrap();
+        for end in [&a, &b] {
+            topo.switch
+                .exec(
+                    "sysctl",
+                    &["-qw", &format!("net.ipv6.conf.{end}.disable_ipv6=0")],
+                )
+                .unwrap();
+            topo.switch.ip(&["link", "set", end, "up"]).unwrap();
+        }
+    }
+    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let kernel = || {
+        topo.switch
+            .ip(&["-6", "route", "show", "table", "main", "fe80::/64"])
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let shown = wait_for("every fe80::/64 route", || {
+        let count = routes(&daemon, &["--all"])
+            .iter()
+            .filter(|r| r["prefix"] == "fe80::/64" && r["table"] == "main")
+            .count();
+        (count >= 6 && count == kernel()).then_some(count)
+    });
+    assert!(shown >= 6, "{shown}");
+    let all = routes(&daemon, &["--all"]);
+    assert!(all.iter().any(|r| r["table"] == "local"));
+    let default = routes(&daemon, &[]);
+    assert!(
+        default
+            .iter()
+            .all(|r| r["table"] == "main" && !r["prefix"].as_str().unwrap().starts_with("fe80:")),
+        "{default:?}"
+    );
+    assert!(default.iter().any(|r| r["prefix"] == "10.0.20.0/24"));
+}
+
+// What this shows: of two kernel routes to one prefix with different metrics, the fast
+// path forwards by the lower one (the real program says so, through `trace`), and by the
+// other once the lower one is deleted; `show routes` shows both, fast path on the one used.
+#[test]
+fn the_fast_path_follows_the_lowest_metric() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let (h2, h3) = (&topo.hosts[1], &topo.hosts[2]);
+    h2.add_address("10.0.20.2/24").unwrap();
+    h3.add_address("10.0.20.3/24").unwrap();
+    // The switch resolves both gateways (the fast path needs their MACs).
+    for gateway in ["10.0.20.2", "10.0.20.3"] {
+        topo.switch
+            .exec("ping", &["-c", "1", "-W", "2", gateway])
+            .unwrap();
+    }
+    for (gateway, metric) in [("10.0.20.2", "10"), ("10.0.20.3", "20")] {
+        topo.switch
+            .ip(&[
+                "route",
+                "add",
+                "10.99.0.0/16",
+                "via",
+                gateway,
+                "metric",
+                metric,
+            ])
+            .unwrap();
+    }
+    let trace = || -> serde_json::Value {
+        serde_json::from_str(
+            &daemon
+                .xnos(&["trace", "--json", "--port", "swp1", "--dst-ip", "10.99.1.1"])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let used = |metric: u64| {
+        wait_for(
+            &format!("the fast path on the metric {metric} route"),
+            || {
+                let rows = routes(&daemon, &[]);
+                let mine: Vec<_> = rows
+                    .iter()
+                    .filter(|r| r["prefix"] == "10.99.0.0/16")
+                    .collect();
+                mine.iter()
+                    .any(|r| r["metric"] == metric && r["fast-path"] == true)
+                    .then_some(mine.len())
+            },
+        )
+    };
+    assert_eq!(used(10), 2, "both routes shown");
+    let t = trace();
+    assert_eq!(
+        (t["verdict"].as_str(), t["egress"].as_str()),
+        (Some("route"), Some("swp2")),
+        "{t}"
+    );
+    assert_eq!(t["neighbor"], format_mac(h2.mac), "{t}");
+
+    topo.switch
+        .ip(&[
+            "route",
+            "del",
+            "10.99.0.0/16",
+            "via",
+            "10.0.20.2",
+            "metric",
+            "10",
+        ])
+        .unwrap();
+    assert_eq!(used(20), 1);
+    let t = trace();
+    assert_eq!(
+        (t["verdict"].as_str(), t["egress"].as_str()),
+        (Some("route"), Some("swp3")),
+        "{t}"
+    );
+    assert_eq!(t["neighbor"], format_mac(h3.mac), "{t}");
+}
