@@ -1,9 +1,9 @@
-//! End-to-end tests of routes: every kernel route shown, and the fast path following the
-//! route the kernel uses.
+//! End-to-end tests of routes: every kernel route shown, the fast path following the route
+//! the kernel uses, and config routes the kernel refuses failing alone.
 
 use std::time::{Duration, Instant};
 
-use xnos_tests::{Daemon, Topology, format_mac, require_root};
+use xnos_tests::{Daemon, Topology, find_by, format_mac, require_root};
 
 const TWO_VLANS: &str = r#"
 [switch]
@@ -50,6 +50,98 @@ fn routes(daemon: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
     full.extend_from_slice(args);
     let view = daemon.json_raw(&full).unwrap();
     view["routes"].as_array().unwrap().clone()
+}
+
+fn kernel_restarts(daemon: &Daemon) -> u64 {
+    let modules = daemon.json_raw(&["db", "get", "module", "--json"]).unwrap();
+    find_by(&modules, "key", "kernel")["row"]["restarts"]
+        .as_u64()
+        .unwrap()
+}
+
+// What this shows: a config route whose nexthop no subnet reaches fails alone: the other
+// config route is installed, the kernel module does not restart, `show routes` shows the
+// error on that route; once an address puts the nexthop on a connected subnet, the route
+// is installed without a restart. The CLI's `route add` refuses such a nexthop up front,
+// naming the route, and takes one on a subnet only the kernel has (no xnos interface).
+#[test]
+fn a_route_the_kernel_refuses_fails_alone_until_its_nexthop_is_reachable() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    // A management interface xnos does not configure, without an address yet (as before
+    // DHCP answered at boot).
+    topo.switch.veth("mgmt0", "mgmt1").unwrap();
+    topo.switch.ip(&["link", "set", "mgmt0", "up"]).unwrap();
+    topo.switch.ip(&["link", "set", "mgmt1", "up"]).unwrap();
+    let config = format!(
+        "{TWO_VLANS}\n[[route]]\nprefix = \"10.98.0.0/16\"\nnexthops = [\"10.0.20.2\"]\n\
+         [[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"192.0.2.5\"]\n"
+    );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+
+    let kernel_route = |prefix: &str| topo.switch.ip(&["route", "show", prefix]).unwrap();
+    wait_for("the reachable config route", || {
+        kernel_route("10.98.0.0/16")
+            .contains("via 10.0.20.2")
+            .then_some(())
+    });
+    let refused = wait_for("the refused route's error", || {
+        routes(&daemon, &[])
+            .into_iter()
+            .find(|r| r["prefix"] == "10.99.0.0/16" && r["error"].is_string())
+    });
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("192.0.2.5") && error.contains("unreachable"),
+        "{error}"
+    );
+    let table = daemon.xnos(&["show", "routes"]).unwrap();
+    assert!(
+        table.contains("10.99.0.0/16 (config route): installing route 10.99.0.0/16 via 192.0.2.5"),
+        "{table}"
+    );
+    assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
+
+    topo.switch
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "mgmt0"])
+        .unwrap();
+    wait_for("the route installed once its nexthop is reachable", || {
+        kernel_route("10.99.0.0/16")
+            .contains("via 192.0.2.5")
+            .then_some(())
+    });
+    wait_for("the error cleared", || {
+        let shown = find_by(
+            &serde_json::Value::from(routes(&daemon, &[])),
+            "prefix",
+            "10.99.0.0/16",
+        );
+        (shown["error"].is_null() && shown["protocol"] == "xnos").then_some(())
+    });
+    assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
+
+    let e = daemon
+        .xnos(&["route", "add", "10.97.0.0/16", "--via", "198.51.100.9"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("route 10.97.0.0/16: nexthops: nexthop 198.51.100.9 is on no subnet"),
+        "{e}"
+    );
+    let added = daemon
+        .xnos(&["route", "add", "10.97.0.0/16", "--via", "192.0.2.7"])
+        .unwrap();
+    assert!(added.contains("10.97.0.0/16"), "{added}");
+    wait_for("the CLI's route in the kernel", || {
+        kernel_route("10.97.0.0/16")
+            .contains("via 192.0.2.7")
+            .then_some(())
+    });
+    daemon.xnos(&["route", "del", "10.97.0.0/16"]).unwrap();
+    wait_for("the CLI's route gone from the kernel", || {
+        kernel_route("10.97.0.0/16").trim().is_empty().then_some(())
+    });
+    assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
 }
 
 // What this shows: `show routes --all` has every route the kernel has, fe80::/64 once per

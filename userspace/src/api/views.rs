@@ -14,8 +14,8 @@ use crate::{
     datapath::StatsReader,
     mac::MacAddr,
     statedb::{
-        Change, DatapathMode, Hardware, LearnedBy, NeighborState, OperState, RouteAction,
-        RouteKind, RouteProtocol, RouteTable, State, words,
+        Change, DatapathMode, FibKey, Hardware, LearnedBy, NeighborState, OperState, ProtocolName,
+        RouteAction, RouteKind, RouteProtocol, RouteTable, State, words,
     },
 };
 
@@ -176,6 +176,10 @@ pub struct RouteView {
     /// What a switch ASIC does with it, as the kernel reports; None when no switchdev
     /// driver took it.
     pub hardware: Option<Hardware>,
+    /// For a config route: why the kernel does not have it as configured (a config route
+    /// the kernel refused is shown with it, though not in the FIB).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,10 +418,57 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                 fast_path_action: programmed.and_then(|p| p.action),
                 fast_path_error: programmed.and_then(|p| p.error.clone()),
                 hardware: r.hardware,
+                error: (r.protocol == RouteProtocol::Named(ProtocolName::Xnos))
+                    .then(|| route_error(state, &key.prefix))
+                    .flatten(),
             })
+            .chain(refused_routes(state))
             .collect();
         RoutesView { routes, counters }
     }
+}
+
+fn route_error(state: &State, prefix: &IpNet) -> Option<String> {
+    state.observed.route_status.get(prefix)?.error.clone()
+}
+
+/// The config routes the kernel refused and has no route of xnos for: they are not in the
+/// FIB, and are shown with their error.
+fn refused_routes(state: &State) -> impl Iterator<Item = RouteView> + '_ {
+    let xnos = RouteProtocol::Named(ProtocolName::Xnos);
+    state
+        .config
+        .routes
+        .values()
+        .filter(move |route| {
+            !state
+                .observed
+                .fib
+                .range(FibKey::bounds(RouteTable::Main, route.prefix))
+                .any(|(_, r)| r.protocol == xnos)
+        })
+        .filter_map(move |route| {
+            Some(RouteView {
+                prefix: route.prefix,
+                table: RouteTable::Main,
+                metric: 0,
+                kind: RouteKind::Unicast,
+                protocol: xnos,
+                nexthops: route
+                    .nexthops
+                    .iter()
+                    .map(|gateway| NexthopView {
+                        gateway: Some(*gateway),
+                        interface: String::new(),
+                    })
+                    .collect(),
+                fast_path: false,
+                fast_path_action: None,
+                fast_path_error: None,
+                hardware: None,
+                error: Some(route_error(state, &route.prefix)?),
+            })
+        })
 }
 
 pub fn neighbors(state: &State) -> Vec<NeighborView> {
@@ -641,6 +692,54 @@ mod tests {
         // The JSON keys are kebab-case like every key xnos shows.
         let json = serde_json::to_value(&view).unwrap();
         assert!(json["routes"][0].get("fast-path-error").is_some(), "{json}");
+    }
+
+    // What this shows: a config route the kernel refused is shown with the kernel's error
+    // though it is not in the FIB; one the kernel has shows no error.
+    #[test]
+    fn routes_show_a_refused_config_route_with_its_error() {
+        let mut s = state(|_| {});
+        for (prefix, gateway, error) in [
+            ("10.8.0.0/16", "192.0.2.5", Some("Network is unreachable")),
+            ("10.9.0.0/16", "10.0.10.2", None),
+        ] {
+            let prefix: IpNet = prefix.parse().unwrap();
+            s.config.routes.insert(
+                prefix,
+                crate::config::RouteConfig {
+                    prefix,
+                    nexthops: vec![gateway.parse().unwrap()],
+                },
+            );
+            s.observed.route_status.insert(
+                prefix,
+                crate::statedb::RouteStatus {
+                    prefix,
+                    error: error.map(String::from),
+                },
+            );
+        }
+        let view = routes(&s, L3CountersView::default());
+        let refused: Vec<_> = view.routes.iter().filter(|r| r.error.is_some()).collect();
+        assert_eq!(refused.len(), 1, "{view:?}");
+        assert_eq!(
+            (
+                refused[0].prefix.to_string(),
+                refused[0].protocol,
+                refused[0].error.as_deref()
+            ),
+            (
+                "10.8.0.0/16".into(),
+                RouteProtocol::Named(ProtocolName::Xnos),
+                Some("Network is unreachable")
+            )
+        );
+        assert!(
+            !view
+                .routes
+                .iter()
+                .any(|r| r.prefix.to_string() == "10.9.0.0/16")
+        );
     }
 
     #[test]

@@ -184,6 +184,17 @@ fn notification(tx: &mut KernelTx<'_>, message: RouteNetlinkMessage) -> bool {
     false
 }
 
+/// Whether a notification may make a nexthop reachable that was not.
+fn may_change_reachability(message: &RouteNetlinkMessage) -> bool {
+    matches!(
+        message,
+        RouteNetlinkMessage::NewLink(_)
+            | RouteNetlinkMessage::NewAddress(_)
+            | RouteNetlinkMessage::NewRoute(_)
+            | RouteNetlinkMessage::DelRoute(_)
+    )
+}
+
 /// Does a commit change what the kernel should carry?
 fn relevant(commit: &Commit) -> bool {
     commit.changes.iter().any(|c| {
@@ -274,23 +285,30 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
                 while let Ok(more) = messages.try_recv() {
                     batch.push(more);
                 }
-                let ((reapply, overrun), _) = db.write(|tx| {
-                    let (mut reapply, mut overrun) = (false, false);
+                let ((reapply, overrun, reachability), _) = db.write(|tx| {
+                    let (mut reapply, mut overrun, mut reachability) = (false, false, false);
                     for (message, _) in batch {
                         match message.payload {
-                            NetlinkPayload::InnerMessage(message) => reapply |= notification(tx, message),
+                            NetlinkPayload::InnerMessage(message) => {
+                                reachability |= may_change_reachability(&message);
+                                reapply |= notification(tx, message);
+                            }
                             NetlinkPayload::Overrun(_) => overrun = true,
                             _ => {}
                         }
                     }
-                    (reapply, overrun)
+                    (reapply, overrun, reachability)
                 });
+                // A config route the kernel refused is tried again when what it needs
+                // (an address on its nexthop's subnet, a link up) may have come.
+                let retry = reachability
+                    && db.read(|s| s.observed.route_status.values().any(|r| r.error.is_some()));
                 if overrun {
                     // Notifications were lost: the kernel's tables are the truth, read them.
                     tracing::warn!("netlink notifications overran; reading the kernel tables again");
                     dump(&handle, &db).await?;
                 }
-                if reapply || overrun {
+                if reapply || overrun || retry {
                     apply(&writer, &db).await?;
                 }
             }

@@ -62,6 +62,18 @@ pub struct Observed {
     pub bridge_ports: BTreeMap<String, BridgePort>,
     pub kernel: KernelFeatures,
     pub interface_status: BTreeMap<String, InterfaceStatus>,
+    pub route_status: BTreeMap<IpNet, RouteStatus>,
+}
+
+impl Observed {
+    /// The subnets the kernel has connected routes to (what its nexthops may be on).
+    pub fn connected(&self) -> Vec<IpNet> {
+        self.fib
+            .values()
+            .filter(|r| r.is_connected())
+            .map(|r| r.prefix)
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +160,9 @@ impl StateDb {
             .validate(&*self.link_exists)
             .map_err(TxError::Invalid)?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        config
+            .validate_nexthops(Some(&state.config), &state.observed.connected())
+            .map_err(TxError::Invalid)?;
         let changes = diff_config(&state.config, &config);
         state.config = config;
         Ok(self.commit(&mut state, changes))
@@ -166,6 +181,9 @@ impl StateDb {
         }
         config
             .validate(&*self.link_exists)
+            .map_err(TxError::Invalid)?;
+        config
+            .validate_nexthops(Some(&state.config), &state.observed.connected())
             .map_err(TxError::Invalid)?;
         let changes = diff_config(&state.config, &config);
         state.config = config;
@@ -226,6 +244,7 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
         Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
         Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
+        Table::RouteStatus => rows(&s.observed.route_status, IpNet::to_string),
         Table::BridgeFdb => rows(&s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
         Table::DatapathRoute => rows(&s.observed.datapath_routes, FibKey::to_string),
         Table::DatapathNeighbor => {

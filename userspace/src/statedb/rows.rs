@@ -124,6 +124,16 @@ pub struct InterfaceStatus {
     pub error: Option<String>,
 }
 
+/// What the kernel module made of one config route (a row of the `route-status` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RouteStatus {
+    pub prefix: IpNet,
+    /// Why the kernel does not have the route (the other routes are installed all the
+    /// same; it is tried again when the kernel's links, addresses or routes change).
+    pub error: Option<String>,
+}
+
 /// One nexthop of a kernel route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -212,6 +222,15 @@ impl FibRoute {
             metric: self.metric,
             ifindex,
         }
+    }
+
+    /// A route to a subnet the switch is on (`scope link`, no gateway): its addresses are
+    /// reachable as nexthops.
+    pub fn is_connected(&self) -> bool {
+        self.table == RouteTable::Main
+            && self.kind == RouteKind::Unicast
+            && !self.nexthops.is_empty()
+            && self.nexthops.iter().all(|n| n.gateway.is_none())
     }
 }
 

@@ -4,13 +4,14 @@
 
 use std::{collections::BTreeMap, marker::PhantomData, net::IpAddr, sync::Arc};
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{
     BridgeMac, BridgePort, Change, ChangeOp, Commit, DatapathFlood, DatapathNeighbor,
     DatapathRoute, DatapathStatus, FibKey, FibRoute, InterfaceStatus, KernelFeatures, LearnedMac,
-    LinkState, ModuleStatus, Neighbor, Observed, PortStatus, StateDb, Table, fdb_key, neighbor_key,
-    row_value,
+    LinkState, ModuleStatus, Neighbor, Observed, PortStatus, RouteStatus, StateDb, Table, fdb_key,
+    neighbor_key, row_value,
 };
 use crate::mac::MacAddr;
 
@@ -225,6 +226,16 @@ impl ObservedTx<'_, owner::Kernel> {
 
     pub fn kernel_features(&mut self, row: KernelFeatures) {
         self.put_single(Table::KernelFeatures, |o| &mut o.kernel, "kernel", row);
+    }
+
+    pub fn route_status(&mut self, prefix: IpNet, row: Option<RouteStatus>) {
+        self.put(
+            Table::RouteStatus,
+            |o| &mut o.route_status,
+            prefix,
+            prefix.to_string(),
+            row,
+        );
     }
 
     pub fn interface_status(&mut self, name: &str, row: Option<InterfaceStatus>) {

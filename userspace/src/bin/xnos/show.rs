@@ -218,6 +218,8 @@ fn route_nexthops(r: &RouteView) -> String {
     r.nexthops
         .iter()
         .map(|n| match n.gateway {
+            // A refused config route has no interface.
+            Some(gw) if n.interface.is_empty() => format!("via {gw}"),
             Some(gw) => format!("via {gw} dev {}", n.interface),
             None => format!("dev {}", n.interface),
         })
@@ -276,6 +278,7 @@ fn render_routes(view: &RoutesView) -> String {
             r.protocol.to_string(),
             route_nexthops(r),
             match (r.fast_path, &r.fast_path_error) {
+                _ if r.error.is_some() => "no (refused)",
                 (_, Some(_)) => "no (error)",
                 (true, None) => "yes",
                 (false, None) => "no (kernel)",
@@ -286,6 +289,9 @@ fn render_routes(view: &RoutesView) -> String {
     }
     let mut out = table(&rows);
     for r in &view.routes {
+        if let Some(error) = &r.error {
+            out.push_str(&format!("{} (config route): {error}\n", r.prefix));
+        }
         if let Some(error) = &r.fast_path_error {
             out.push_str(&format!("{} ({}): {error}\n", r.prefix, r.table));
         }
