@@ -373,6 +373,7 @@ async fn sync_routes(
     handle: &Handle,
     config: &Config,
     fib: &BTreeMap<FibKey, FibRoute>,
+    before: &BTreeMap<IpNet, RouteStatus>,
 ) -> BTreeMap<IpNet, RouteStatus> {
     let ours: Vec<&FibRoute> = fib
         .iter()
@@ -392,7 +393,10 @@ async fn sync_routes(
         } else {
             install_route(handle, route).await.err()
         };
-        if let Some(error) = &error {
+        // Tried again on every kernel change: said once, not at each try.
+        if let Some(error) = &error
+            && before.get(prefix).and_then(|s| s.error.as_ref()) != Some(error)
+        {
             tracing::warn!(%prefix, error, "config route not installed");
         }
         statuses.insert(
@@ -442,6 +446,11 @@ async fn install_route(handle: &Handle, route: &RouteConfig) -> Result<(), Strin
         .await
         .map_err(|e| {
             let via: Vec<String> = route.nexthops.iter().map(IpAddr::to_string).collect();
+            // The kernel's own words ("Network is unreachable"), not the wrapper's.
+            let e = match e {
+                rtnetlink::Error::NetlinkError(message) => message.to_io().to_string(),
+                e => e.to_string(),
+            };
             format!(
                 "installing route {} via {}: {e}",
                 route.prefix,
@@ -452,13 +461,14 @@ async fn install_route(handle: &Handle, route: &RouteConfig) -> Result<(), Strin
 
 /// Write the desired L3 state to the kernel, changing only what differs.
 pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let (config, links, fib, bridged) = db.read(|s| {
+    let (config, links, fib, bridged, route_status) = db.read(|s| {
         let o = &s.observed;
         (
             s.config.clone(),
             o.links.clone(),
             o.fib.clone(),
             switchdev::bridged_svis(&s.config, &o.links, &o.kernel),
+            o.route_status.clone(),
         )
     });
     let stale_svis: Vec<u32> = links
@@ -501,7 +511,7 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             },
         );
     }
-    let routes = sync_routes(handle, &config, &fib).await;
+    let routes = sync_routes(handle, &config, &fib, &route_status).await;
     db.write(|tx| {
         tx.replace_all(
             |o| &o.interface_status,
