@@ -14,8 +14,8 @@ use crate::{
     datapath::StatsReader,
     mac::MacAddr,
     statedb::{
-        Change, DatapathMode, FibKey, Hardware, LearnedBy, NeighborState, OperState, ProtocolName,
-        RouteAction, RouteKind, RouteProtocol, RouteTable, State, words,
+        Change, DatapathMode, DatapathRoute, FibKey, Hardware, LearnedBy, NeighborState, OperState,
+        ProtocolName, RouteAction, RouteKind, RouteProtocol, RouteTable, State, words,
     },
 };
 
@@ -386,7 +386,7 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                         | RouteKind::Prohibit
                 )
             })
-            .map(|(key, r)| (key, r, state.observed.datapath_routes.get(key)))
+            .map(|(key, r)| (key, r, published(state, key)))
             .map(|(key, r, programmed)| RouteView {
                 prefix: key.prefix,
                 table: key.table,
@@ -426,6 +426,22 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
             .collect();
         RoutesView { routes, counters }
     }
+}
+
+/// What the datapath published for a FIB route. The maps hold an address as local
+/// whichever interface has it: every local route to it shares the row of the one the
+/// datapath followed.
+fn published<'a>(state: &'a State, key: &FibKey) -> Option<&'a DatapathRoute> {
+    let rows = &state.observed.datapath_routes;
+    rows.get(key).or_else(|| {
+        (key.table == RouteTable::Local)
+            .then(|| {
+                rows.range(FibKey::bounds(RouteTable::Local, key.prefix))
+                    .next()
+            })
+            .flatten()
+            .map(|(_, row)| row)
+    })
 }
 
 fn route_error(state: &State, prefix: &IpNet) -> Option<String> {
@@ -740,6 +756,50 @@ mod tests {
                 .iter()
                 .any(|r| r.prefix.to_string() == "10.9.0.0/16")
         );
+    }
+
+    // What this shows: an address local on two interfaces (the router MAC's link-local
+    // address on every SVI) has one entry in the maps, and both local routes show it.
+    #[test]
+    fn every_local_route_to_an_address_shows_its_fast_path() {
+        let mut s = state(|_| {});
+        let prefix: IpNet = "fe80::ff:fe00:100/128".parse().unwrap();
+        let mut keys = Vec::new();
+        for ifindex in [9, 10] {
+            let route = FibRoute {
+                prefix,
+                table: RouteTable::Local,
+                tos: 0,
+                metric: 0,
+                kind: RouteKind::Local,
+                protocol: RouteProtocol::Named(ProtocolName::Kernel),
+                nexthops: vec![FibNexthop {
+                    gateway: None,
+                    ifindex,
+                }],
+                hardware: None,
+            };
+            keys.push(route.key());
+            s.observed.fib.insert(route.key(), route);
+        }
+        s.observed.datapath_routes.insert(
+            keys[0],
+            DatapathRoute {
+                prefix,
+                route: keys[0],
+                action: Some(RouteAction::Local),
+                nexthop_group: None,
+                error: None,
+            },
+        );
+        let view = routes(&s, L3CountersView::default());
+        let shown: Vec<bool> = view
+            .routes
+            .iter()
+            .filter(|r| r.prefix == prefix)
+            .map(|r| r.fast_path)
+            .collect();
+        assert_eq!(shown, [true, true]);
     }
 
     #[test]
