@@ -394,10 +394,13 @@ async fn sync_routes(
             install_route(handle, route).await.err()
         };
         // Tried again on every kernel change: said once, not at each try.
-        if let Some(error) = &error
-            && before.get(prefix).and_then(|s| s.error.as_ref()) != Some(error)
-        {
-            tracing::warn!(%prefix, error, "config route not installed");
+        let was = before.get(prefix).and_then(|s| s.error.as_ref());
+        match &error {
+            Some(error) if was != Some(error) => {
+                tracing::warn!(%prefix, error, "config route not installed");
+            }
+            None if was.is_some() => tracing::info!(%prefix, "config route installed"),
+            _ => {}
         }
         statuses.insert(
             *prefix,
