@@ -120,6 +120,26 @@ fn a_route_the_kernel_refuses_fails_alone_until_its_nexthop_is_reachable() {
     });
     assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
 
+    // The address goes: the kernel drops the route without a word for it; it is refused
+    // again, and installed again when the address is back.
+    topo.switch
+        .ip(&["addr", "del", "192.0.2.1/24", "dev", "mgmt0"])
+        .unwrap();
+    wait_for("the route refused again", || {
+        routes(&daemon, &[])
+            .into_iter()
+            .any(|r| r["prefix"] == "10.99.0.0/16" && r["error"].is_string())
+            .then_some(())
+    });
+    topo.switch
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "mgmt0"])
+        .unwrap();
+    wait_for("the route installed again", || {
+        kernel_route("10.99.0.0/16")
+            .contains("via 192.0.2.5")
+            .then_some(())
+    });
+
     let e = daemon
         .xnos(&["route", "add", "10.97.0.0/16", "--via", "198.51.100.9"])
         .unwrap_err()
