@@ -1036,6 +1036,8 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
     let route = |prefix: &str, gateway: &str| FibRoute {
         prefix: prefix.parse().unwrap(),
         table: RouteTable::Main,
+        tos: 0,
+        metric: 0,
         kind: RouteKind::Unicast,
         protocol: RouteProtocol::Named(ProtocolName::Static),
         nexthops: vec![FibNexthop {
@@ -1049,7 +1051,7 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
         tx.link("vlan10i", Some(link("vlan10i", 901)));
         for (prefix, gateway) in [("10.1.0.0/16", "10.0.10.2"), ("10.2.0.0/16", "10.0.10.3")] {
             let r = route(prefix, gateway);
-            tx.fib(r.table, r.prefix, Some(r));
+            tx.fib(r.key(), Some(r));
         }
     });
 
@@ -1061,7 +1063,7 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
         only_first
             .observed
             .fib
-            .retain(|(_, prefix), _| prefix.to_string() == "10.1.0.0/16");
+            .retain(|key, _| key.prefix.to_string() == "10.1.0.0/16");
         l3.sync(&mut dp, &only_first).unwrap();
     });
     let out = L3Iface::default();
@@ -1078,12 +1080,20 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
     writers.datapath.write(|tx| l3.publish(tx, &touched));
 
     db.read(|state| {
-        let first = &state.observed.datapath_routes[&"10.1.0.0/16".parse().unwrap()];
+        let published = |prefix: &str| {
+            state
+                .observed
+                .datapath_routes
+                .values()
+                .find(|r| r.prefix.to_string() == prefix)
+                .unwrap()
+        };
+        let first = published("10.1.0.0/16");
         assert_eq!(
             (first.action, first.error.as_deref()),
             (Some(RouteAction::Forward), None)
         );
-        let second = &state.observed.datapath_routes[&"10.2.0.0/16".parse().unwrap()];
+        let second = published("10.2.0.0/16");
         assert_eq!(second.action, None, "{second:?}");
         assert!(
             second

@@ -273,10 +273,10 @@ impl Metrics {
             "Routes of the kernel FIB mirrored by xnos, by table and protocol.",
             &["table", "protocol"],
         );
-        for ((table, _), route) in &state.observed.fib {
+        for (key, route) in &state.observed.fib {
             if matches!(route.kind, RouteKind::Unicast | RouteKind::Local) {
                 routes
-                    .with_label_values(&[table.name(), &route.protocol.to_string()])
+                    .with_label_values(&[key.table.name(), &route.protocol.to_string()])
                     .inc();
             }
         }

@@ -198,11 +198,22 @@ fn matched_route(state: &State, frame: &[u8]) -> Option<String> {
         .observed
         .fib
         .iter()
-        .filter(|((_, p), r)| {
-            p.contains(&dst) && matches!(r.kind, RouteKind::Unicast | RouteKind::Local)
+        .filter(|(k, r)| {
+            k.prefix.contains(&dst) && matches!(r.kind, RouteKind::Unicast | RouteKind::Local)
         })
-        .max_by_key(|((table, p), _)| (p.prefix_len(), *table == RouteTable::Local))
-        .map(|((table, p), r)| format!("{p} ({table}, {}, proto {})", r.kind, r.protocol))
+        .max_by_key(|(k, _)| {
+            (
+                k.prefix.prefix_len(),
+                k.table == RouteTable::Local,
+                std::cmp::Reverse(k.metric),
+            )
+        })
+        .map(|(k, r)| {
+            format!(
+                "{} ({}, {}, proto {}, metric {})",
+                k.prefix, k.table, r.kind, r.protocol, k.metric
+            )
+        })
 }
 
 impl Tracer {

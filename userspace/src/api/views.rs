@@ -14,8 +14,8 @@ use crate::{
     datapath::StatsReader,
     mac::MacAddr,
     statedb::{
-        Change, DatapathMode, Hardware, LearnedBy, NeighborState, OperState, RouteAction,
-        RouteKind, RouteProtocol, RouteTable, State, words,
+        Change, DatapathMode, DatapathRoute, FibKey, Hardware, LearnedBy, NeighborState, OperState,
+        ProtocolName, RouteAction, RouteKind, RouteProtocol, RouteTable, State, words,
     },
 };
 
@@ -164,6 +164,8 @@ pub struct NexthopView {
 pub struct RouteView {
     pub prefix: IpNet,
     pub table: RouteTable,
+    /// Of routes to one prefix, the kernel uses the one of lowest metric.
+    pub metric: u32,
     pub kind: RouteKind,
     pub protocol: RouteProtocol,
     pub nexthops: Vec<NexthopView>,
@@ -178,6 +180,10 @@ pub struct RouteView {
     /// What a switch ASIC does with it, as the kernel reports; None when no switchdev
     /// driver took it.
     pub hardware: Option<Hardware>,
+    /// For a config route: why the kernel does not have it as configured (a config route
+    /// the kernel refused is shown with it, though not in the FIB).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,12 +390,11 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                         | RouteKind::Prohibit
                 )
             })
-            .map(|((table, prefix), r)| {
-                (table, prefix, r, state.observed.datapath_routes.get(prefix))
-            })
-            .map(|(table, prefix, r, programmed)| RouteView {
-                prefix: *prefix,
-                table: *table,
+            .map(|(key, r)| (key, r, published(state, key)))
+            .map(|(key, r, programmed)| RouteView {
+                prefix: key.prefix,
+                table: key.table,
+                metric: key.metric,
                 kind: r.kind,
                 protocol: r.protocol,
                 nexthops: r
@@ -404,22 +409,86 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                     })
                     .collect(),
                 // The maps are keyed by prefix: what they hold answers for the route
-                // of the table that decides (local before main, as the kernel does).
-                fast_path: programmed
-                    .and_then(|p| p.action)
-                    .is_some_and(|action| match table {
+                // that decides (local before main, then the lowest metric, as the
+                // kernel does), which alone has a `datapath-route` row.
+                fast_path: programmed.and_then(|p| p.action).is_some_and(|action| {
+                    match key.table {
                         RouteTable::Local => {
                             action == RouteAction::Local && r.kind == RouteKind::Local
                         }
                         RouteTable::Main => action == RouteAction::Forward,
-                    }),
+                    }
+                }),
                 fast_path_action: programmed.and_then(|p| p.action),
                 fast_path_error: programmed.and_then(|p| p.error.clone()),
                 hardware: r.hardware,
+                error: (r.protocol == RouteProtocol::Named(ProtocolName::Xnos))
+                    .then(|| route_error(state, &key.prefix))
+                    .flatten(),
             })
+            .chain(refused_routes(state))
             .collect();
         RoutesView { routes, counters }
     }
+}
+
+/// What the datapath published for a FIB route. The maps hold an address as local
+/// whichever interface has it: every local route to it shares the row of the one the
+/// datapath followed.
+fn published<'a>(state: &'a State, key: &FibKey) -> Option<&'a DatapathRoute> {
+    let rows = &state.observed.datapath_routes;
+    rows.get(key).or_else(|| {
+        (key.table == RouteTable::Local)
+            .then(|| {
+                rows.range(FibKey::bounds(RouteTable::Local, key.prefix))
+                    .next()
+            })
+            .flatten()
+            .map(|(_, row)| row)
+    })
+}
+
+fn route_error(state: &State, prefix: &IpNet) -> Option<String> {
+    state.observed.route_status.get(prefix)?.error.clone()
+}
+
+/// The config routes the kernel refused and has no route of xnos for: they are not in the
+/// FIB, and are shown with their error.
+fn refused_routes(state: &State) -> impl Iterator<Item = RouteView> + '_ {
+    let xnos = RouteProtocol::Named(ProtocolName::Xnos);
+    state
+        .config
+        .routes
+        .values()
+        .filter(move |route| {
+            !state
+                .observed
+                .fib
+                .range(FibKey::bounds(RouteTable::Main, route.prefix))
+                .any(|(_, r)| r.protocol == xnos)
+        })
+        .filter_map(move |route| {
+            Some(RouteView {
+                prefix: route.prefix,
+                table: RouteTable::Main,
+                metric: 0,
+                kind: RouteKind::Unicast,
+                protocol: xnos,
+                nexthops: route
+                    .nexthops
+                    .iter()
+                    .map(|gateway| NexthopView {
+                        gateway: Some(*gateway),
+                        interface: String::new(),
+                    })
+                    .collect(),
+                fast_path: false,
+                fast_path_action: None,
+                fast_path_error: None,
+                hardware: None,
+                error: Some(route_error(state, &route.prefix)?),
+            })
+        })
 }
 
 pub fn neighbors(state: &State) -> Vec<NeighborView> {
@@ -495,7 +564,7 @@ mod tests {
     use crate::{
         config::Config,
         statedb::{
-            BridgeMac, DatapathNeighbor, DatapathRoute, FibNexthop, FibRoute, LearnedMac,
+            BridgeMac, DatapathNeighbor, DatapathRoute, FibKey, FibNexthop, FibRoute, LearnedMac,
             LinkState, Neighbor, ProtocolName, StateDb,
         },
     };
@@ -525,6 +594,8 @@ mod tests {
                 let route = FibRoute {
                     prefix: prefix.parse().unwrap(),
                     table: RouteTable::Main,
+                    tos: 0,
+                    metric: 0,
                     kind: RouteKind::Unicast,
                     protocol: RouteProtocol::Named(ProtocolName::Bgp),
                     nexthops: vec![FibNexthop {
@@ -533,7 +604,7 @@ mod tests {
                     }],
                     hardware: None,
                 };
-                tx.fib(route.table, route.prefix, Some(route));
+                tx.fib(route.key(), Some(route));
             }
             let ip: IpAddr = "10.0.10.2".parse().unwrap();
             tx.neighbor(
@@ -576,17 +647,28 @@ mod tests {
         db.read(Clone::clone)
     }
 
+    fn main_key(prefix: &str) -> FibKey {
+        FibKey {
+            table: RouteTable::Main,
+            prefix: prefix.parse().unwrap(),
+            tos: 0,
+            metric: 0,
+            ifindex: 0,
+        }
+    }
+
     // What this shows: a route's fast-path column is what the datapath published, not what
     // the FIB suggests: a prefix the maps could not take says so, one never published says
     // "no" with no error.
     #[test]
     fn routes_show_what_the_datapath_programmed() {
         let s = state(|tx| {
-            let prefix = "10.1.0.0/16".parse().unwrap();
+            let route = main_key("10.1.0.0/16");
             tx.route(
-                prefix,
+                route,
                 Some(DatapathRoute {
-                    prefix,
+                    prefix: route.prefix,
+                    route,
                     action: None,
                     nexthop_group: None,
                     error: Some("route not written: map ROUTES4: full".into()),
@@ -613,11 +695,12 @@ mod tests {
         assert!(!unpublished.fast_path && unpublished.fast_path_error.is_none());
 
         let s = state(|tx| {
-            let prefix = "10.2.0.0/16".parse().unwrap();
+            let route = main_key("10.2.0.0/16");
             tx.route(
-                prefix,
+                route,
                 Some(DatapathRoute {
-                    prefix,
+                    prefix: route.prefix,
+                    route,
                     action: Some(RouteAction::Forward),
                     nexthop_group: Some(1),
                     error: None,
@@ -629,6 +712,98 @@ mod tests {
         // The JSON keys are kebab-case like every key xnos shows.
         let json = serde_json::to_value(&view).unwrap();
         assert!(json["routes"][0].get("fast-path-error").is_some(), "{json}");
+    }
+
+    // What this shows: a config route the kernel refused is shown with the kernel's error
+    // though it is not in the FIB; one the kernel has shows no error.
+    #[test]
+    fn routes_show_a_refused_config_route_with_its_error() {
+        let mut s = state(|_| {});
+        for (prefix, gateway, error) in [
+            ("10.8.0.0/16", "192.0.2.5", Some("Network is unreachable")),
+            ("10.9.0.0/16", "10.0.10.2", None),
+        ] {
+            let prefix: IpNet = prefix.parse().unwrap();
+            s.config.routes.insert(
+                prefix,
+                crate::config::RouteConfig {
+                    prefix,
+                    nexthops: vec![gateway.parse().unwrap()],
+                },
+            );
+            s.observed.route_status.insert(
+                prefix,
+                crate::statedb::RouteStatus {
+                    prefix,
+                    error: error.map(String::from),
+                },
+            );
+        }
+        let view = routes(&s, L3CountersView::default());
+        let refused: Vec<_> = view.routes.iter().filter(|r| r.error.is_some()).collect();
+        assert_eq!(refused.len(), 1, "{view:?}");
+        assert_eq!(
+            (
+                refused[0].prefix.to_string(),
+                refused[0].protocol,
+                refused[0].error.as_deref()
+            ),
+            (
+                "10.8.0.0/16".into(),
+                RouteProtocol::Named(ProtocolName::Xnos),
+                Some("Network is unreachable")
+            )
+        );
+        assert!(
+            !view
+                .routes
+                .iter()
+                .any(|r| r.prefix.to_string() == "10.9.0.0/16")
+        );
+    }
+
+    // What this shows: an address local on two interfaces (the router MAC's link-local
+    // address on every SVI) has one entry in the maps, and both local routes show it.
+    #[test]
+    fn every_local_route_to_an_address_shows_its_fast_path() {
+        let mut s = state(|_| {});
+        let prefix: IpNet = "fe80::ff:fe00:100/128".parse().unwrap();
+        let mut keys = Vec::new();
+        for ifindex in [9, 10] {
+            let route = FibRoute {
+                prefix,
+                table: RouteTable::Local,
+                tos: 0,
+                metric: 0,
+                kind: RouteKind::Local,
+                protocol: RouteProtocol::Named(ProtocolName::Kernel),
+                nexthops: vec![FibNexthop {
+                    gateway: None,
+                    ifindex,
+                }],
+                hardware: None,
+            };
+            keys.push(route.key());
+            s.observed.fib.insert(route.key(), route);
+        }
+        s.observed.datapath_routes.insert(
+            keys[0],
+            DatapathRoute {
+                prefix,
+                route: keys[0],
+                action: Some(RouteAction::Local),
+                nexthop_group: None,
+                error: None,
+            },
+        );
+        let view = routes(&s, L3CountersView::default());
+        let shown: Vec<bool> = view
+            .routes
+            .iter()
+            .filter(|r| r.prefix == prefix)
+            .map(|r| r.fast_path)
+            .collect();
+        assert_eq!(shown, [true, true]);
     }
 
     #[test]

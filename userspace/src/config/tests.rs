@@ -424,3 +424,43 @@ fn a_native_vlan_that_is_also_tagged_is_refused_at_its_line() {
     assert_eq!((e.key.as_str(), e.line), ("port[1].native-vlan", 18), "{e}");
     assert!(e.message.starts_with("VLAN 20 is also in vlans"), "{e}");
 }
+
+// What this shows: a config route whose nexthop no subnet the switch is on reaches is
+// refused with its key and what to do; a nexthop on an interface's subnet, or on a subnet
+// the kernel has a connected route to, is accepted; a route the config had alike is not
+// checked again (a connected route lost for a while blocks no other change) unless the
+// interfaces change. A nexthop that is the switch's own address is refused too.
+#[test]
+fn a_route_needs_a_nexthop_on_a_subnet_the_switch_is_on() {
+    let text = "[[vlan]]\nid = 10\n[[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n\
+                [[route]]\nprefix = \"10.9.0.0/16\"\nnexthops = [\"10.0.10.2\", \"192.0.2.5\"]\n";
+    let config = parse(text).unwrap();
+    let e = config.validate_nexthops(None, &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "route 10.9.0.0/16: nexthops: nexthop 192.0.2.5 is on no subnet the switch is on: \
+         no interface address and no connected kernel route reaches it (give an \
+         [[interface]] an address on its subnet, or use a nexthop on a connected subnet)"
+    );
+    let connected: Vec<IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+    assert_eq!(config.validate_nexthops(None, &connected), Ok(()));
+
+    let mut without_iface = config.clone();
+    without_iface.interfaces.clear();
+    let e = without_iface
+        .validate_nexthops(Some(&config), &connected)
+        .unwrap_err();
+    assert!(e.message.contains("nexthop 10.0.10.2"), "{e}");
+    assert_eq!(config.validate_nexthops(Some(&config), &[]), Ok(()));
+
+    let mut own = config.clone();
+    own.routes
+        .values_mut()
+        .for_each(|r| r.nexthops = vec!["10.0.10.1".parse().unwrap()]);
+    let e = own.validate_nexthops(None, &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "route 10.9.0.0/16: nexthops: nexthop 10.0.10.1 is an address of interface vlan10, \
+         the switch itself (use the address of the next router on that subnet)"
+    );
+}

@@ -230,4 +230,66 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Refuse a config route whose nexthop no subnet the switch is on reaches: none of
+    /// the configured interfaces' subnets, none of the kernel's `connected` subnets (its
+    /// routes without a gateway). The kernel would refuse the route ("Network is
+    /// unreachable").
+    ///
+    /// Given the config this one replaces, a route it had alike is not checked again
+    /// unless the interfaces changed: a connected route the kernel lost for a while (a
+    /// link down) must not block every other change.
+    pub fn validate_nexthops(
+        &self,
+        before: Option<&Config>,
+        connected: &[IpNet],
+    ) -> Result<(), FieldError> {
+        let unchanged = |prefix: &IpNet, route: &RouteConfig| {
+            before.is_some_and(|b| {
+                b.interfaces == self.interfaces && b.routes.get(prefix) == Some(route)
+            })
+        };
+        let on_link = |nh: &IpAddr| {
+            self.interfaces
+                .values()
+                .flat_map(|i| &i.addresses)
+                .chain(connected)
+                .any(|net| net.contains(nh))
+        };
+        for (prefix, route) in &self.routes {
+            if unchanged(prefix, route) {
+                continue;
+            }
+            let own = route.nexthops.iter().find_map(|nh| {
+                self.interfaces
+                    .values()
+                    .find(|i| i.addresses.iter().any(|a| a.addr() == *nh))
+                    .map(|i| (nh, &i.name))
+            });
+            if let Some((nh, iface)) = own {
+                return Err(field_error(
+                    "route",
+                    prefix,
+                    "nexthops",
+                    format!(
+                        "nexthop {nh} is an address of interface {iface}, the switch itself \
+                         (use the address of the next router on that subnet)"
+                    ),
+                ));
+            }
+            if let Some(nh) = route.nexthops.iter().find(|nh| !on_link(nh)) {
+                return Err(field_error(
+                    "route",
+                    prefix,
+                    "nexthops",
+                    format!(
+                        "nexthop {nh} is on no subnet the switch is on: no interface address \
+                         and no connected kernel route reaches it (give an [[interface]] an \
+                         address on its subnet, or use a nexthop on a connected subnet)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }

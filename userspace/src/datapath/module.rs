@@ -537,9 +537,13 @@ impl Work {
                     self.all = true
                 }
                 Table::Fib => {
-                    if let Some(prefix) =
-                        change.key.split_once('/').and_then(|(_, p)| p.parse().ok())
-                    {
+                    // The maps are keyed by prefix: any route to it may change what the
+                    // prefix gets.
+                    let prefix =
+                        change.row.as_ref().or(change.old.as_ref()).and_then(|row| {
+                            serde_json::from_value(row.get("prefix")?.clone()).ok()
+                        });
+                    if let Some(prefix) = prefix {
                         self.prefixes.insert(prefix);
                     }
                 }

@@ -19,8 +19,8 @@ use xnos_common::{
 
 use super::{Datapath, DatapathError, map_err};
 use crate::statedb::{
-    DatapathNeighbor, DatapathRoute, DatapathTx, FibRoute, RouteAction, RouteKind, RouteTable,
-    State,
+    DatapathNeighbor, DatapathRoute, DatapathTx, FibKey, FibRoute, RouteAction, RouteKind,
+    RouteTable, State,
 };
 
 /// An IP address in the 16-byte form the maps use (IPv4 as IPv4-mapped IPv6).
@@ -139,16 +139,37 @@ fn main_route(route: &FibRoute, ifaces: &Ifaces) -> Desired {
     Desired::Forward(nexthops)
 }
 
-fn desired_route(state: &State, ifaces: &Ifaces, prefix: &IpNet) -> Option<Desired> {
-    let fib = &state.observed.fib;
-    if fib
-        .get(&(RouteTable::Local, *prefix))
-        .is_some_and(|r| r.kind == RouteKind::Local)
-    {
-        return Some(Desired::Local);
+/// The route the kernel uses among those of one table to one prefix, if the fast path can
+/// tell which: the one of lowest metric. It cannot when a route is for a TOS (the maps
+/// do not look at it), or when several share the lowest metric (the kernel's order among
+/// them is its own): then the kernel must decide, and `Err` names the first of them.
+fn preferred<'a>(
+    routes: impl IntoIterator<Item = (&'a FibKey, &'a FibRoute)>,
+) -> Option<Result<(&'a FibKey, &'a FibRoute), &'a FibKey>> {
+    let routes: Vec<_> = routes.into_iter().collect();
+    let lowest = routes.iter().map(|(k, _)| k.metric).min()?;
+    let mut best = routes.iter().filter(|(k, _)| k.metric == lowest);
+    let first = *best.next()?;
+    if best.next().is_some() || routes.iter().any(|(k, _)| k.tos != 0) {
+        return Some(Err(first.0));
     }
-    fib.get(&(RouteTable::Main, *prefix))
-        .map(|r| main_route(r, ifaces))
+    Some(Ok(first))
+}
+
+/// How the fast path should handle `prefix`, and the `fib` route that decides it.
+fn desired_route(state: &State, ifaces: &Ifaces, prefix: &IpNet) -> Option<(FibKey, Desired)> {
+    let fib = &state.observed.fib;
+    // Local before main, as the kernel's rules look them up.
+    if let Some((key, _)) = fib
+        .range(FibKey::bounds(RouteTable::Local, *prefix))
+        .find(|(_, r)| r.kind == RouteKind::Local)
+    {
+        return Some((*key, Desired::Local));
+    }
+    match preferred(fib.range(FibKey::bounds(RouteTable::Main, *prefix)))? {
+        Ok((key, route)) => Some((*key, main_route(route, ifaces))),
+        Err(key) => Some((*key, Desired::Kernel)),
+    }
 }
 
 fn desired_neighbor(
@@ -185,6 +206,8 @@ pub struct L3 {
     nhgs: BTreeMap<Vec<Nexthop>, (u32, usize)>,
     neighs: BTreeMap<NeighKey, NeighEntry>,
     route_errors: BTreeMap<IpNet, String>,
+    /// The `fib` route each prefix follows (the key of its `datapath-route` row).
+    deciding: BTreeMap<IpNet, FibKey>,
     neigh_errors: BTreeMap<NeighKey, String>,
 }
 
@@ -325,7 +348,7 @@ impl L3 {
             .observed
             .fib
             .keys()
-            .map(|(_, p)| *p)
+            .map(|k| k.prefix)
             .chain(self.routes.keys().copied())
             .collect();
         self.sync_routes(dp, state, &ifaces, prefixes, &mut touched)?;
@@ -435,7 +458,11 @@ impl L3 {
     ) -> Result<(), DatapathError> {
         for prefix in prefixes {
             touched.prefixes.insert(prefix);
-            let want = desired_route(state, ifaces, &prefix);
+            let (deciding, want) = desired_route(state, ifaces, &prefix).unzip();
+            match deciding {
+                Some(key) => self.deciding.insert(prefix, key),
+                None => self.deciding.remove(&prefix),
+            };
             let have = self.routes.get(&prefix).map(|(_, d)| d.clone());
             if want == have {
                 self.route_errors.remove(&prefix);
@@ -524,15 +551,38 @@ impl L3 {
         for prefix in &touched.prefixes {
             let programmed = self.routes.get(prefix);
             let error = self.route_errors.get(prefix).cloned();
-            let row = (programmed.is_some() || error.is_some()).then(|| DatapathRoute {
-                prefix: *prefix,
-                action: programmed.map(|(_, desired)| desired.action()),
-                nexthop_group: programmed
-                    .filter(|(entry, _)| entry.kind == ROUTE_FORWARD)
-                    .map(|(entry, _)| entry.nhg),
-                error,
-            });
-            tx.route(*prefix, row);
+            let row = self
+                .deciding
+                .get(prefix)
+                .filter(|_| programmed.is_some() || error.is_some())
+                .map(|key| DatapathRoute {
+                    prefix: *prefix,
+                    route: *key,
+                    action: programmed.map(|(_, desired)| desired.action()),
+                    nexthop_group: programmed
+                        .filter(|(entry, _)| entry.kind == ROUTE_FORWARD)
+                        .map(|(entry, _)| entry.nhg),
+                    error,
+                });
+            // The row follows the route that decides: a row under another route to the
+            // prefix (the one that decided before) goes.
+            let stale: Vec<FibKey> = [RouteTable::Main, RouteTable::Local]
+                .into_iter()
+                .flat_map(|table| {
+                    tx.observed()
+                        .datapath_routes
+                        .range(FibKey::bounds(table, *prefix))
+                        .map(|(k, _)| *k)
+                        .filter(|k| row.as_ref().is_none_or(|r| r.route != *k))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for key in stale {
+                tx.route(key, None);
+            }
+            if let Some(row) = row {
+                tx.route(row.route, Some(row));
+            }
         }
         for key in &touched.neighbors {
             let ip = ip_of(key.addr);
@@ -562,5 +612,59 @@ impl L3 {
             neighbors: self.neighs.len(),
             interfaces: self.ifaces.len(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statedb::{FibNexthop, ProtocolName, RouteProtocol};
+
+    fn route(prefix: &str, tos: u8, metric: u32, ifindex: u32) -> (FibKey, FibRoute) {
+        let route = FibRoute {
+            prefix: prefix.parse().unwrap(),
+            table: RouteTable::Main,
+            tos,
+            metric,
+            kind: RouteKind::Unicast,
+            protocol: RouteProtocol::Named(ProtocolName::Static),
+            nexthops: vec![FibNexthop {
+                gateway: None,
+                ifindex,
+            }],
+            hardware: None,
+        };
+        (route.key(), route)
+    }
+
+    fn choice(routes: &[(FibKey, FibRoute)]) -> Option<Result<u32, u32>> {
+        preferred(routes.iter().map(|(k, r)| (k, r)))
+            .map(|c| c.map(|(k, _)| k.ifindex).map_err(|k| k.ifindex))
+    }
+
+    // What this shows: of several routes to a prefix the fast path follows the one the
+    // kernel uses, the lowest metric, and leaves to the kernel what it cannot tell: equal
+    // lowest metrics, or a TOS route.
+    #[test]
+    fn the_lowest_metric_decides_and_the_rest_is_the_kernels() {
+        assert_eq!(choice(&[]), None);
+        let p = "10.1.0.0/16";
+        assert_eq!(
+            choice(&[route(p, 0, 20, 2), route(p, 0, 10, 3)]),
+            Some(Ok(3))
+        );
+        assert_eq!(choice(&[route(p, 0, 20, 2)]), Some(Ok(2)));
+        assert_eq!(
+            choice(&[
+                route(p, 0, 256, 2),
+                route(p, 0, 256, 3),
+                route(p, 0, 300, 4)
+            ]),
+            Some(Err(2))
+        );
+        assert_eq!(
+            choice(&[route(p, 0, 10, 2), route(p, 8, 20, 3)]),
+            Some(Err(2))
+        );
     }
 }

@@ -33,7 +33,10 @@ use crate::{
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
-    statedb::{FibRoute, InterfaceStatus, KernelWriter, LinkState, ProtocolName, RouteTable},
+    statedb::{
+        FibKey, FibRoute, InterfaceStatus, KernelWriter, LinkState, ProtocolName, RouteStatus,
+        RouteTable,
+    },
     switchdev,
 };
 
@@ -364,56 +367,111 @@ fn same_route(kernel: &FibRoute, route: &RouteConfig) -> bool {
     have == want
 }
 
+/// Make the kernel's xnos routes the config routes; returns what became of each config
+/// route: one the kernel refuses (its nexthop unreachable, say) fails alone.
 async fn sync_routes(
     handle: &Handle,
     config: &Config,
-    fib: &BTreeMap<(RouteTable, IpNet), FibRoute>,
-) -> anyhow::Result<()> {
-    let ours: BTreeMap<IpNet, &FibRoute> = fib
+    fib: &BTreeMap<FibKey, FibRoute>,
+    before: &BTreeMap<IpNet, RouteStatus>,
+) -> BTreeMap<IpNet, RouteStatus> {
+    let ours: Vec<&FibRoute> = fib
         .iter()
-        .filter(|((table, _), r)| {
-            *table == RouteTable::Main
+        .filter(|(key, r)| {
+            key.table == RouteTable::Main
                 && r.protocol == crate::statedb::RouteProtocol::Named(ProtocolName::Xnos)
         })
-        .map(|((_, prefix), r)| (*prefix, r))
+        .map(|(_, r)| r)
         .collect();
+    let mut statuses = BTreeMap::new();
     for (prefix, route) in &config.routes {
-        if ours.get(prefix).is_some_and(|k| same_route(k, route)) {
-            continue;
+        let error = if ours
+            .iter()
+            .any(|k| k.prefix == *prefix && same_route(k, route))
+        {
+            None
+        } else {
+            install_route(handle, route).await.err()
+        };
+        // Tried again on every kernel change: said once, not at each try.
+        let was = before.get(prefix).and_then(|s| s.error.as_ref());
+        match &error {
+            Some(error) if was != Some(error) => {
+                tracing::warn!(%prefix, error, "config route not installed");
+            }
+            None if was.is_some() => tracing::info!(%prefix, "config route installed"),
+            _ => {}
         }
-        handle
-            .route()
-            .add(route_message(route)?)
-            .replace()
-            .execute()
-            .await
-            .with_context(|| format!("installing route {prefix} via {:?}", route.nexthops))?;
+        statuses.insert(
+            *prefix,
+            RouteStatus {
+                prefix: *prefix,
+                error,
+            },
+        );
     }
-    for (prefix, kernel) in ours {
-        if config.routes.contains_key(&prefix) {
+    for kernel in ours {
+        if config.routes.contains_key(&kernel.prefix) {
             continue;
         }
         let stale = RouteConfig {
-            prefix,
+            prefix: kernel.prefix,
             nexthops: kernel.nexthops.iter().filter_map(|n| n.gateway).collect(),
         };
-        let message = route_message(&stale)?;
-        if let Err(e) = handle.route().del(message).execute().await {
-            tracing::warn!(%prefix, error = %e, "removing a route xnos no longer has in its config");
+        let removed = match route_message(&stale) {
+            Ok(mut message) => {
+                message
+                    .attributes
+                    .push(RouteAttribute::Priority(kernel.metric));
+                handle
+                    .route()
+                    .del(message)
+                    .execute()
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("{e:#}")),
+        };
+        if let Err(error) = removed {
+            tracing::warn!(prefix = %kernel.prefix, error, "removing a route xnos no longer has in its config");
         }
     }
-    Ok(())
+    statuses
+}
+
+async fn install_route(handle: &Handle, route: &RouteConfig) -> Result<(), String> {
+    let message = route_message(route).map_err(|e| format!("{e:#}"))?;
+    handle
+        .route()
+        .add(message)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| {
+            let via: Vec<String> = route.nexthops.iter().map(IpAddr::to_string).collect();
+            // The kernel's own words ("Network is unreachable"), not the wrapper's.
+            let e = match e {
+                rtnetlink::Error::NetlinkError(message) => message.to_io().to_string(),
+                e => e.to_string(),
+            };
+            format!(
+                "installing route {} via {}: {e}",
+                route.prefix,
+                via.join(", ")
+            )
+        })
 }
 
 /// Write the desired L3 state to the kernel, changing only what differs.
 pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let (config, links, fib, bridged) = db.read(|s| {
+    let (config, links, fib, bridged, route_status) = db.read(|s| {
         let o = &s.observed;
         (
             s.config.clone(),
             o.links.clone(),
             o.fib.clone(),
             switchdev::bridged_svis(&s.config, &o.links, &o.kernel),
+            o.route_status.clone(),
         )
     });
     let stale_svis: Vec<u32> = links
@@ -456,14 +514,20 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             },
         );
     }
+    let routes = sync_routes(handle, &config, &fib, &route_status).await;
     db.write(|tx| {
         tx.replace_all(
             |o| &o.interface_status,
             |tx, name, row| tx.interface_status(&name, row),
             statuses,
-        )
+        );
+        tx.replace_all(
+            |o| &o.route_status,
+            |tx, prefix, row| tx.route_status(prefix, row),
+            routes,
+        );
     });
-    sync_routes(handle, &config, &fib).await
+    Ok(())
 }
 
 /// Make the kernel carry one L3 interface: its netdev (an SVI's veth pair, or its VLAN

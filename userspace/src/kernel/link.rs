@@ -147,8 +147,8 @@ pub fn update(tx: &mut KernelTx<'_>, msg: &LinkMessage, present: bool) {
         .filter(|(_, route)| route.nexthops.iter().any(|nh| nh.ifindex == link.ifindex))
         .map(|(key, _)| *key)
         .collect();
-    for (table, prefix) in gone {
-        tx.fib(table, prefix, None);
+    for key in gone {
+        tx.fib(key, None);
     }
 }
 

@@ -42,9 +42,10 @@ async fn links(handle: &Handle) -> anyhow::Result<Vec<rtnetlink::packet_route::l
         .context("dumping links")
 }
 
-/// Load the complete kernel state into StateDb in one commit.
-async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let links = links(handle).await?;
+/// Every route of every table, IPv4 and IPv6.
+async fn routes(
+    handle: &Handle,
+) -> anyhow::Result<Vec<rtnetlink::packet_route::route::RouteMessage>> {
     let mut routes = Vec::new();
     for request in route::dump_requests(handle) {
         routes.extend(
@@ -54,6 +55,13 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
                 .context("dumping routes")?,
         );
     }
+    Ok(routes)
+}
+
+/// Load the complete kernel state into StateDb in one commit.
+async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
+    let links = links(handle).await?;
+    let routes = routes(handle).await?;
     let neighbours: Vec<_> = handle
         .neighbours()
         .get()
@@ -84,6 +92,14 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             bridge::fdb_update(tx, message, true);
         }
     });
+    Ok(())
+}
+
+/// Read the routes again: the kernel deletes IPv4 routes through a subnet whose address
+/// goes without a notification for each.
+async fn dump_routes(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
+    let routes = routes(handle).await?;
+    db.write(|tx| route::replace_all(tx, &routes));
     Ok(())
 }
 
@@ -184,6 +200,17 @@ fn notification(tx: &mut KernelTx<'_>, message: RouteNetlinkMessage) -> bool {
     false
 }
 
+/// Whether a notification may make a nexthop reachable that was not.
+fn may_change_reachability(message: &RouteNetlinkMessage) -> bool {
+    matches!(
+        message,
+        RouteNetlinkMessage::NewLink(_)
+            | RouteNetlinkMessage::NewAddress(_)
+            | RouteNetlinkMessage::NewRoute(_)
+            | RouteNetlinkMessage::DelRoute(_)
+    )
+}
+
 /// Does a commit change what the kernel should carry?
 fn relevant(commit: &Commit) -> bool {
     commit.changes.iter().any(|c| {
@@ -274,23 +301,35 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
                 while let Ok(more) = messages.try_recv() {
                     batch.push(more);
                 }
-                let ((reapply, overrun), _) = db.write(|tx| {
-                    let (mut reapply, mut overrun) = (false, false);
+                let ((reapply, overrun, reachability, address_gone), _) = db.write(|tx| {
+                    let (mut reapply, mut overrun, mut reachability, mut address_gone) =
+                        (false, false, false, false);
                     for (message, _) in batch {
                         match message.payload {
-                            NetlinkPayload::InnerMessage(message) => reapply |= notification(tx, message),
+                            NetlinkPayload::InnerMessage(message) => {
+                                reachability |= may_change_reachability(&message);
+                                address_gone |=
+                                    matches!(message, RouteNetlinkMessage::DelAddress(_));
+                                reapply |= notification(tx, message);
+                            }
                             NetlinkPayload::Overrun(_) => overrun = true,
                             _ => {}
                         }
                     }
-                    (reapply, overrun)
+                    (reapply, overrun, reachability, address_gone)
                 });
+                // A config route the kernel refused is tried again when what it needs
+                // (an address on its nexthop's subnet, a link up) may have come.
+                let retry = reachability
+                    && db.read(|s| s.observed.route_status.values().any(|r| r.error.is_some()));
                 if overrun {
                     // Notifications were lost: the kernel's tables are the truth, read them.
                     tracing::warn!("netlink notifications overran; reading the kernel tables again");
                     dump(&handle, &db).await?;
+                } else if address_gone {
+                    dump_routes(&handle, &db).await?;
                 }
-                if reapply || overrun {
+                if reapply || overrun || retry {
                     apply(&writer, &db).await?;
                 }
             }

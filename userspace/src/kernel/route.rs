@@ -118,6 +118,7 @@ pub fn fib_route(msg: &RouteMessage) -> Option<FibRoute> {
     let mut destination = None;
     let mut gateway = None;
     let mut oif = 0;
+    let mut metric = 0;
     let mut multipath = Vec::new();
     for attr in &msg.attributes {
         match attr {
@@ -126,6 +127,7 @@ pub fn fib_route(msg: &RouteMessage) -> Option<FibRoute> {
             RouteAttribute::Gateway(a) => gateway = address(a),
             RouteAttribute::Via(v) => gateway = via(v),
             RouteAttribute::Oif(i) => oif = *i,
+            RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::MultiPath(hops) => {
                 for hop in hops {
                     let gateway = hop.attributes.iter().find_map(|a| match a {
@@ -164,6 +166,8 @@ pub fn fib_route(msg: &RouteMessage) -> Option<FibRoute> {
     Some(FibRoute {
         prefix,
         table,
+        tos: msg.header.tos,
+        metric,
         kind: kind(msg.header.kind),
         protocol: protocol(msg.header.protocol),
         nexthops,
@@ -186,26 +190,141 @@ fn hardware(flags: RouteFlags) -> Option<Hardware> {
 }
 
 pub fn replace_all(tx: &mut KernelTx<'_>, messages: &[RouteMessage]) {
-    let routes: Vec<FibRoute> = messages.iter().filter_map(fib_route).collect();
-    let present: std::collections::BTreeSet<(RouteTable, IpNet)> =
-        routes.iter().map(|r| (r.table, r.prefix)).collect();
-    let gone: Vec<(RouteTable, IpNet)> = tx
-        .observed()
-        .fib
-        .keys()
-        .filter(|key| !present.contains(key))
-        .copied()
+    let routes = messages
+        .iter()
+        .filter_map(fib_route)
+        .map(|r| (r.key(), r))
         .collect();
-    for (table, prefix) in gone {
-        tx.fib(table, prefix, None);
-    }
-    for route in routes {
-        tx.fib(route.table, route.prefix, Some(route));
-    }
+    tx.replace_all(|o| &o.fib, |tx, key, row| tx.fib(key, row), routes);
 }
 
 pub fn update(tx: &mut KernelTx<'_>, msg: &RouteMessage, present: bool) {
-    if let Some(route) = fib_route(msg) {
-        tx.fib(route.table, route.prefix, present.then_some(route));
+    let Some(route) = fib_route(msg) else {
+        return;
+    };
+    let key = route.key();
+    let row = if present {
+        Some(route)
+    } else {
+        remaining(tx.observed().fib.get(&key), &route)
+    };
+    tx.fib(key, row);
+}
+
+/// What is left of `current` once the kernel deleted `deleted`: an IPv6 multipath route
+/// loses one nexthop at a time (`ip -6 route del P via G` deletes that sibling and
+/// notifies it alone), while any other deletion names every nexthop.
+fn remaining(current: Option<&FibRoute>, deleted: &FibRoute) -> Option<FibRoute> {
+    let current = current?;
+    let nexthops: Vec<FibNexthop> = current
+        .nexthops
+        .iter()
+        .filter(|n| !deleted.nexthops.contains(n))
+        .cloned()
+        .collect();
+    (!nexthops.is_empty() && nexthops.len() < current.nexthops.len()).then(|| FibRoute {
+        nexthops,
+        ..current.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::AddressFamily;
+
+    use super::*;
+    use crate::{config::Config, statedb::StateDb};
+
+    fn message(prefix: &str, metric: u32, hops: &[(Option<&str>, u32)]) -> RouteMessage {
+        let prefix: IpNet = prefix.parse().unwrap();
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = match prefix {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.destination_prefix_length = prefix.prefix_len();
+        msg.header.table = TABLE_MAIN as u8;
+        msg.header.kind = RouteType::Unicast;
+        let addr = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        };
+        msg.attributes
+            .push(RouteAttribute::Destination(addr(prefix.addr())));
+        msg.attributes.push(RouteAttribute::Priority(metric));
+        let gateway =
+            |g: Option<&str>| g.map(|g| RouteAttribute::Gateway(addr(g.parse().unwrap())));
+        match hops {
+            [(g, oif)] => {
+                msg.attributes.push(RouteAttribute::Oif(*oif));
+                msg.attributes.extend(gateway(*g));
+            }
+            _ => msg.attributes.push(RouteAttribute::MultiPath(
+                hops.iter()
+                    .map(|(g, oif)| {
+                        let mut hop = rtnetlink::packet_route::route::RouteNextHop::default();
+                        hop.interface_index = *oif;
+                        hop.attributes.extend(gateway(*g));
+                        hop
+                    })
+                    .collect(),
+            )),
+        }
+        msg
+    }
+
+    fn fib(messages: &[RouteMessage]) -> Vec<String> {
+        let db = StateDb::new(Config::parse("t.toml", "", |_| true).unwrap(), |_| true);
+        let w = db.writers();
+        w.kernel.write(|tx| replace_all(tx, messages));
+        db.read(|s| s.observed.fib.keys().map(ToString::to_string).collect())
+    }
+
+    // What this shows: every route the kernel has is a row of its own: the same prefix
+    // through several interfaces (fe80::/64 on each), or with several metrics.
+    #[test]
+    fn routes_to_one_prefix_are_rows_of_their_own() {
+        let keys = fib(&[
+            message("fe80::/64", 256, &[(None, 2)]),
+            message("fe80::/64", 256, &[(None, 3)]),
+            message("10.1.0.0/16", 20, &[(Some("10.0.0.2"), 2)]),
+            message("10.1.0.0/16", 10, &[(Some("10.0.1.2"), 3)]),
+        ]);
+        assert_eq!(
+            keys,
+            [
+                "main/10.1.0.0/16/0/10/0",
+                "main/10.1.0.0/16/0/20/0",
+                "main/fe80::/64/0/256/2",
+                "main/fe80::/64/0/256/3",
+            ]
+        );
+    }
+
+    // What this shows: IPv6 multipath siblings are one route with several nexthops; the
+    // deletion of one sibling (which the kernel notifies alone) leaves the others.
+    #[test]
+    fn a_deleted_ipv6_sibling_leaves_the_others() {
+        let db = StateDb::new(Config::parse("t.toml", "", |_| true).unwrap(), |_| true);
+        let w = db.writers();
+        let both = message(
+            "2001:db8:1::/64",
+            1024,
+            &[(Some("2001:db8::2"), 2), (Some("2001:db8::3"), 2)],
+        );
+        w.kernel.write(|tx| update(tx, &both, true));
+        let one = message("2001:db8:1::/64", 1024, &[(Some("2001:db8::2"), 2)]);
+        w.kernel.write(|tx| update(tx, &one, false));
+        let left: Vec<_> = db.read(|s| {
+            s.observed
+                .fib
+                .values()
+                .flat_map(|r| r.nexthops.iter().filter_map(|n| n.gateway))
+                .collect()
+        });
+        assert_eq!(left, ["2001:db8::3".parse::<IpAddr>().unwrap()]);
+        let last = message("2001:db8:1::/64", 1024, &[(Some("2001:db8::3"), 2)]);
+        w.kernel.write(|tx| update(tx, &last, false));
+        assert!(db.read(|s| s.observed.fib.is_empty()));
     }
 }

@@ -33,8 +33,7 @@ pub use self::{
     rows::*,
     table::{Owner, Table},
     transaction::{
-        Change, ChangeOp, Commit, CommitSource, Op, TxError, diff_config, fdb_key, fib_key,
-        neighbor_key,
+        Change, ChangeOp, Commit, CommitSource, Op, TxError, diff_config, fdb_key, neighbor_key,
     },
     writer::{
         DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx, SupervisorTx,
@@ -53,19 +52,30 @@ pub struct Observed {
     pub port_status: BTreeMap<String, PortStatus>,
     pub fdb_learned: BTreeMap<(u16, MacAddr), LearnedMac>,
     pub bridge_fdb: BTreeMap<(u16, MacAddr), BridgeMac>,
-    /// Keyed by (table, prefix).
-    pub fib: BTreeMap<(RouteTable, IpNet), FibRoute>,
+    pub fib: BTreeMap<FibKey, FibRoute>,
     /// Keyed by (ifindex, address).
     pub neighbors: BTreeMap<(u32, IpAddr), Neighbor>,
     pub modules: BTreeMap<String, ModuleStatus>,
     pub datapath: DatapathStatus,
-    pub datapath_routes: BTreeMap<IpNet, DatapathRoute>,
+    pub datapath_routes: BTreeMap<FibKey, DatapathRoute>,
     /// Keyed by (ifindex, address).
     pub datapath_neighbors: BTreeMap<(u32, IpAddr), DatapathNeighbor>,
     pub datapath_flood: BTreeMap<u16, DatapathFlood>,
     pub bridge_ports: BTreeMap<String, BridgePort>,
     pub kernel: KernelFeatures,
     pub interface_status: BTreeMap<String, InterfaceStatus>,
+    pub route_status: BTreeMap<IpNet, RouteStatus>,
+}
+
+impl Observed {
+    /// The subnets the kernel has connected routes to (what its nexthops may be on).
+    pub fn connected(&self) -> Vec<IpNet> {
+        self.fib
+            .values()
+            .filter(|r| r.is_connected())
+            .map(|r| r.prefix)
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +162,9 @@ impl StateDb {
             .validate(&*self.link_exists)
             .map_err(TxError::Invalid)?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        config
+            .validate_nexthops(Some(&state.config), &state.observed.connected())
+            .map_err(TxError::Invalid)?;
         let changes = diff_config(&state.config, &config);
         state.config = config;
         Ok(self.commit(&mut state, changes))
@@ -170,6 +183,9 @@ impl StateDb {
         }
         config
             .validate(&*self.link_exists)
+            .map_err(TxError::Invalid)?;
+        config
+            .validate_nexthops(Some(&state.config), &state.observed.connected())
             .map_err(TxError::Invalid)?;
         let changes = diff_config(&state.config, &config);
         state.config = config;
@@ -223,15 +239,16 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::Link => rows(&s.observed.links, String::clone),
         Table::PortStatus => rows(&s.observed.port_status, String::clone),
         Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
-        Table::Fib => rows(&s.observed.fib, |(t, p)| fib_key(*t, p)),
+        Table::Fib => rows(&s.observed.fib, FibKey::to_string),
         Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
         Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
         Table::Module => rows(&s.observed.modules, String::clone),
         Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
         Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
         Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
+        Table::RouteStatus => rows(&s.observed.route_status, IpNet::to_string),
         Table::BridgeFdb => rows(&s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
-        Table::DatapathRoute => rows(&s.observed.datapath_routes, IpNet::to_string),
+        Table::DatapathRoute => rows(&s.observed.datapath_routes, FibKey::to_string),
         Table::DatapathNeighbor => {
             rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
         }

@@ -124,6 +124,16 @@ pub struct InterfaceStatus {
     pub error: Option<String>,
 }
 
+/// What the kernel module made of one config route (a row of the `route-status` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RouteStatus {
+    pub prefix: IpNet,
+    /// Why the kernel does not have the route (the other routes are installed all the
+    /// same; it is tried again when the kernel's links, addresses or routes change).
+    pub error: Option<String>,
+}
+
 /// One nexthop of a kernel route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -133,12 +143,63 @@ pub struct FibNexthop {
     pub ifindex: u32,
 }
 
+/// The kernel's identity of a route: routes that differ in any of these are different
+/// routes, even to one prefix (the key of the `fib` table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FibKey {
+    pub table: RouteTable,
+    pub prefix: IpNet,
+    pub tos: u8,
+    pub metric: u32,
+    /// The interface of a route without a gateway (the kernel keeps such a route per
+    /// interface: `fe80::/64` on each); 0 for a route through gateways.
+    pub ifindex: u32,
+}
+
+impl FibKey {
+    /// The first and last keys of the routes of `table` to `prefix`: the keys sort by
+    /// table and prefix first, so these bound a `BTreeMap` range holding exactly them.
+    pub fn bounds(table: RouteTable, prefix: IpNet) -> std::ops::RangeInclusive<FibKey> {
+        let first = FibKey {
+            table,
+            prefix,
+            tos: 0,
+            metric: 0,
+            ifindex: 0,
+        };
+        first..=FibKey {
+            tos: u8::MAX,
+            metric: u32::MAX,
+            ifindex: u32::MAX,
+            ..first
+        }
+    }
+}
+
+impl std::fmt::Display for FibKey {
+    /// `main/10.0.0.0/8/0/20/0`: table, prefix, TOS, metric, ifindex.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}/{}",
+            self.table, self.prefix, self.tos, self.metric, self.ifindex
+        )
+    }
+}
+
 /// A route of the kernel's FIB (main and local tables), as the kernel module mirrors it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct FibRoute {
     pub prefix: IpNet,
     pub table: RouteTable,
+    /// The TOS (DSCP) the route is for; 0 for any.
+    #[serde(default)]
+    pub tos: u8,
+    /// The route's metric (priority): of routes to one prefix, the kernel uses the lowest.
+    #[serde(default)]
+    pub metric: u32,
     pub kind: RouteKind,
     /// Who installed it.
     pub protocol: RouteProtocol,
@@ -146,6 +207,31 @@ pub struct FibRoute {
     /// What hardware does with it, as the kernel reports; None when no driver took it.
     #[serde(default)]
     pub hardware: Option<Hardware>,
+}
+
+impl FibRoute {
+    pub fn key(&self) -> FibKey {
+        let ifindex = match self.nexthops.as_slice() {
+            [only] if only.gateway.is_none() => only.ifindex,
+            _ => 0,
+        };
+        FibKey {
+            table: self.table,
+            prefix: self.prefix,
+            tos: self.tos,
+            metric: self.metric,
+            ifindex,
+        }
+    }
+
+    /// A route to a subnet the switch is on (`scope link`, no gateway): its addresses are
+    /// reachable as nexthops.
+    pub fn is_connected(&self) -> bool {
+        self.table == RouteTable::Main
+            && self.kind == RouteKind::Unicast
+            && !self.nexthops.is_empty()
+            && self.nexthops.iter().all(|n| n.gateway.is_none())
+    }
 }
 
 /// A kernel neighbour (ARP/ND) entry.
@@ -190,12 +276,15 @@ pub struct ModuleStatus {
 }
 
 /// What the datapath programmed for one prefix of the kernel's FIB (a row of
-/// `datapath-route`): views, trace and metrics read this, never what the datapath
-/// should have done.
+/// `datapath-route`, keyed like the `fib` row of the route the datapath followed: of
+/// several routes to a prefix, the one the kernel uses): views, trace and metrics read
+/// this, never what the datapath should have done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DatapathRoute {
     pub prefix: IpNet,
+    /// The `fib` route the maps follow for the prefix.
+    pub route: FibKey,
     /// What the maps hold for the prefix; None when nothing could be written (then a
     /// shorter prefix, or none, decides: see `error`).
     pub action: Option<RouteAction>,

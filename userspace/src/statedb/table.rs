@@ -22,6 +22,7 @@ pub enum Table {
     BridgePort,
     KernelFeatures,
     InterfaceStatus,
+    RouteStatus,
     BridgeFdb,
     DatapathRoute,
     DatapathNeighbor,
@@ -29,7 +30,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 20] = [
+    pub const ALL: [Table; 21] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -46,6 +47,7 @@ impl Table {
         Table::BridgePort,
         Table::KernelFeatures,
         Table::InterfaceStatus,
+        Table::RouteStatus,
         Table::BridgeFdb,
         Table::DatapathRoute,
         Table::DatapathNeighbor,
@@ -70,6 +72,7 @@ impl Table {
             Table::BridgePort => "bridge-port",
             Table::KernelFeatures => "kernel-features",
             Table::InterfaceStatus => "interface-status",
+            Table::RouteStatus => "route-status",
             Table::BridgeFdb => "bridge-fdb",
             Table::DatapathRoute => "datapath-route",
             Table::DatapathNeighbor => "datapath-neighbor",
@@ -95,7 +98,8 @@ impl Table {
             | Table::BridgePort
             | Table::BridgeFdb
             | Table::KernelFeatures
-            | Table::InterfaceStatus => Owner::Kernel,
+            | Table::InterfaceStatus
+            | Table::RouteStatus => Owner::Kernel,
             Table::PortStatus
             | Table::FdbLearned
             | Table::Datapath

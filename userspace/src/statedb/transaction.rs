@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::{RouteTable, Table, words};
+use super::{Table, words};
 use crate::{
     config::{
         Config, FieldError, InterfaceConfig, PortConfig, RouteConfig, StaticFdb, SwitchConfig,
@@ -167,10 +167,6 @@ pub enum TxError {
 /// Row keys as they appear in changes, the API and the CLI.
 pub fn fdb_key(vlan: u16, mac: &MacAddr) -> String {
     format!("{vlan}/{mac}")
-}
-
-pub fn fib_key(table: RouteTable, prefix: &IpNet) -> String {
-    format!("{table}/{prefix}")
 }
 
 pub fn neighbor_key(ifindex: u32, ip: &IpAddr) -> String {

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::{
     BridgeMac, BridgePort, Change, ChangeOp, Commit, DatapathFlood, DatapathNeighbor,
-    DatapathRoute, DatapathStatus, FibRoute, InterfaceStatus, KernelFeatures, LearnedMac,
-    LinkState, ModuleStatus, Neighbor, Observed, PortStatus, RouteTable, StateDb, Table, fdb_key,
-    fib_key, neighbor_key, row_value,
+    DatapathRoute, DatapathStatus, FibKey, FibRoute, InterfaceStatus, KernelFeatures, LearnedMac,
+    LinkState, ModuleStatus, Neighbor, Observed, PortStatus, RouteStatus, StateDb, Table, fdb_key,
+    neighbor_key, row_value,
 };
 use crate::mac::MacAddr;
 
@@ -188,9 +188,8 @@ impl ObservedTx<'_, owner::Kernel> {
         self.put(Table::Link, |o| &mut o.links, name.into(), name.into(), row);
     }
 
-    pub fn fib(&mut self, table: RouteTable, prefix: IpNet, row: Option<FibRoute>) {
-        let key = fib_key(table, &prefix);
-        self.put(Table::Fib, |o| &mut o.fib, (table, prefix), key, row);
+    pub fn fib(&mut self, key: FibKey, row: Option<FibRoute>) {
+        self.put(Table::Fib, |o| &mut o.fib, key, key.to_string(), row);
     }
 
     pub fn neighbor(&mut self, ifindex: u32, ip: IpAddr, row: Option<Neighbor>) {
@@ -227,6 +226,16 @@ impl ObservedTx<'_, owner::Kernel> {
 
     pub fn kernel_features(&mut self, row: KernelFeatures) {
         self.put_single(Table::KernelFeatures, |o| &mut o.kernel, "kernel", row);
+    }
+
+    pub fn route_status(&mut self, prefix: IpNet, row: Option<RouteStatus>) {
+        self.put(
+            Table::RouteStatus,
+            |o| &mut o.route_status,
+            prefix,
+            prefix.to_string(),
+            row,
+        );
     }
 
     pub fn interface_status(&mut self, name: &str, row: Option<InterfaceStatus>) {
@@ -266,12 +275,12 @@ impl ObservedTx<'_, owner::Datapath> {
         self.put_single(Table::Datapath, |o| &mut o.datapath, "datapath", row);
     }
 
-    pub fn route(&mut self, prefix: IpNet, row: Option<DatapathRoute>) {
+    pub fn route(&mut self, key: FibKey, row: Option<DatapathRoute>) {
         self.put(
             Table::DatapathRoute,
             |o| &mut o.datapath_routes,
-            prefix,
-            prefix.to_string(),
+            key,
+            key.to_string(),
             row,
         );
     }

@@ -1,8 +1,9 @@
 //! The command line: every verb and option as clap derive types, each doc comment its help.
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table};
 
 /// Show and change an xnos switch.
@@ -12,6 +13,7 @@ use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table}
 ///   xnos vlan add 30 --name storage     create VLAN 30
 ///   xnos port set swp2 --trunk 10,30 --native 1
 ///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
+///   xnos route add 10.99.0.0/16 --via 10.0.20.2
 ///   xnos config apply new.toml          validate, show the diff, apply atomically
 ///   xnos config save                    write the running config to xnosd's config file
 ///   xnos db watch fdb-learned           stream changes of a StateDb table
@@ -56,6 +58,19 @@ pub enum Command {
     Fdb {
         #[command(subcommand)]
         action: FdbAction,
+    },
+    /// Add or remove config routes (the config's [[route]] rows), which xnosd installs
+    /// into the kernel; `show routes` shows what the kernel made of them.
+    ///
+    /// Examples:
+    ///   xnos route add 10.99.0.0/16 --via 10.0.20.2
+    ///   xnos route add 10.98.0.0/16 --via 10.0.20.2,10.0.20.3     ECMP
+    ///   xnos route add 2001:db8:99::/48 --via fd00:20::2
+    ///   xnos route del 10.99.0.0/16
+    #[command(verbatim_doc_comment)]
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
     },
     /// Work with whole configs: apply, diff, show, save.
     Config {
@@ -110,7 +125,12 @@ pub enum Show {
     /// L3 interfaces (SVIs and routed ports) with their addresses.
     Interfaces(ShowFormat),
     /// Routes of the kernel FIB, whether the fast path carries each, routed/punt counters.
-    Routes(ShowFormat),
+    ///
+    /// Every route the kernel has is a row (routes to one prefix through several
+    /// interfaces, or with several metrics, each); local-table and link-local routes
+    /// (fe80::/10, 169.254.0.0/16) only with --all. A config route the kernel refused is
+    /// shown with its error.
+    Routes(RoutesArgs),
     /// ARP/ND neighbors and whether the fast path uses each.
     #[command(visible_alias = "neighbours")]
     Neighbors(ShowFormat),
@@ -129,6 +149,15 @@ pub struct CountersArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long, requires = "watch")]
     pub count: Option<u32>,
+    #[command(flatten)]
+    pub format: ShowFormat,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct RoutesArgs {
+    /// Show the local table's routes and link-local routes too.
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub format: ShowFormat,
 }
@@ -199,6 +228,21 @@ pub enum VlanAction {
     },
     /// Delete a VLAN (no port may use it).
     Del { id: u16 },
+}
+
+#[derive(Subcommand)]
+pub enum RouteAction {
+    /// Add a config route. Each nexthop must be on a subnet the switch is on (an
+    /// interface's address, or a connected route of the kernel).
+    Add {
+        /// Destination, address/prefix-length; host bits are cleared.
+        prefix: IpNet,
+        /// Gateway; several (repeated or comma-separated, up to 8) make an ECMP route.
+        #[arg(long, required = true, value_delimiter = ',')]
+        via: Vec<IpAddr>,
+    },
+    /// Delete a config route (xnosd removes it from the kernel).
+    Del { prefix: IpNet },
 }
 
 #[derive(Subcommand)]

@@ -8,6 +8,7 @@ mod fdb;
 mod port;
 mod ready;
 mod render;
+mod route;
 mod show;
 mod trace;
 mod vlan;
@@ -56,6 +57,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Vlan { action } => vlan::run(&client, action).await,
         Command::Port { action } => port::run(&client, action).await,
         Command::Fdb { action } => fdb::run(&client, action).await,
+        Command::Route { action } => route::run(&client, action).await,
         Command::Config { action } => config::run(&client, action).await,
         Command::Trace(args) => trace::run(&client, args).await,
         Command::Db { action } => db::run(&client, action).await,

@@ -1,12 +1,13 @@
 //! `xnos show`: the views of the switch state as tables.
 
+use ipnet::IpNet;
 use serde_json::Value;
 use xnos::{
     api::{
         Client, ClientError, FdbView, InterfaceView, NeighborView, PortView, RouteView, RoutesView,
         RowView, VlanView,
     },
-    statedb::{DatapathMode, Hardware},
+    statedb::{DatapathMode, Hardware, RouteTable},
 };
 
 use crate::{
@@ -45,9 +46,14 @@ pub async fn run(client: &Client, table: Show) -> Result<(), ClientError> {
                     .collect()
             });
         }
-        Show::Routes(f) => {
-            let view: RoutesView = client.get("/v1/routes").await?;
-            print(f, &route_columns(), &view.routes, || route_notes(&view));
+        Show::Routes(args) => {
+            let mut view: RoutesView = client.get("/v1/routes").await?;
+            if !args.all {
+                view.routes.retain(|r| !hidden_route(r));
+            }
+            print(args.format, &route_columns(), &view.routes, || {
+                route_notes(&view)
+            });
         }
         Show::Neighbors(f) => {
             let neighbors: Vec<NeighborView> = client.get("/v1/neighbors").await?;
@@ -218,6 +224,8 @@ fn route_nexthops(r: &RouteView) -> Vec<String> {
     r.nexthops
         .iter()
         .map(|n| match n.gateway {
+            // A config route the kernel refused has no interface yet.
+            Some(gw) if n.interface.is_empty() => format!("via {gw}"),
             Some(gw) => format!("via {gw} dev {}", n.interface),
             None => format!("dev {}", n.interface),
         })
@@ -227,7 +235,10 @@ fn route_nexthops(r: &RouteView) -> Vec<String> {
 fn route_columns() -> Vec<Column<RouteView>> {
     vec![
         Column::new("PREFIX", |r: &RouteView| Cell::text(r.prefix)).elide(18),
-        Column::new("TABLE", |r: &RouteView| Cell::text(r.table)),
+        // Without --all every row is of the main table; the local table's rows say `local`
+        // in TYPE.
+        Column::new("TABLE", |r: &RouteView| Cell::text(r.table)).wide(),
+        Column::new("METRIC", |r: &RouteView| Cell::Count(r.metric.into())),
         Column::new("TYPE", |r: &RouteView| Cell::text(r.kind)),
         Column::new("PROTO", |r: &RouteView| Cell::text(r.protocol)),
         Column::new("NEXTHOPS", |r: &RouteView| Cell::List(route_nexthops(r))).elide(24),
@@ -241,15 +252,30 @@ fn route_columns() -> Vec<Column<RouteView>> {
             Cell::maybe(r.fast_path_error.as_ref())
         })
         .wide(),
+        Column::new("ERROR", |r: &RouteView| Cell::maybe(r.error.as_ref())).wide(),
     ]
 }
 
 /// Each route the fast path or the switch ASIC failed to take, then the L3 counters (in `GET /v1/routes`
 /// and the metrics for programs).
+/// Without --all, `show routes` leaves out what an operator does not route by: the local
+/// table and link-local prefixes (fe80::/10, 169.254.0.0/16), in the table and JSON alike.
+fn hidden_route(r: &RouteView) -> bool {
+    const LINK_LOCAL: [&str; 2] = ["fe80::/10", "169.254.0.0/16"];
+    r.table == RouteTable::Local
+        || LINK_LOCAL
+            .iter()
+            .filter_map(|net| net.parse::<IpNet>().ok())
+            .any(|net| net.contains(&r.prefix))
+}
+
 fn route_notes(view: &RoutesView) -> String {
     let mut out = String::new();
     for r in &view.routes {
         let subject = format!("{} ({})", r.prefix, r.table);
+        if let Some(error) = &r.error {
+            out.push_str(&note(&format!("{} (config route)", r.prefix), error));
+        }
         if let Some(error) = &r.fast_path_error {
             out.push_str(&note(&subject, error));
         }
@@ -390,7 +416,7 @@ mod tests {
     fn long_routes() -> RoutesView {
         view(json!({
             "routes": [{
-                "prefix": "2001:db8:1234:5678:9abc:def0:1234:0/112", "table": "local",
+                "prefix": "2001:db8:1234:5678:9abc:def0:1234:0/112", "table": "local", "metric": 1024,
                 "kind": "unicast", "protocol": "static",
                 "nexthops": [
                     {"gateway": "2001:db8:10:20:30:40:50:2", "interface": "vlan4094"},
@@ -398,6 +424,7 @@ mod tests {
                 ],
                 "fast-path": false, "fast-path-action": null,
                 "fast-path-error": "map ROUTES6: full", "hardware": "offload-failed",
+                "error": "installing route: Network is unreachable (os error 101)",
             }],
             "counters": {"routed-v4": 1, "routed-v6": 2, "punts": {}, "punts-rate-limited": 0},
         }))

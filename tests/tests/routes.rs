@@ -1,0 +1,301 @@
+//! End-to-end tests of routes: every kernel route shown, the fast path following the route
+//! the kernel uses, and config routes the kernel refuses failing alone.
+
+use std::time::{Duration, Instant};
+
+use xnos_tests::{Daemon, Topology, find_by, format_mac, require_root};
+
+const TWO_VLANS: &str = r#"
+[switch]
+router-mac = "02:00:00:00:01:00"
+
+[[port]]
+name = "swp1"
+mode = "access"
+vlan = 10
+
+[[port]]
+name = "swp2"
+mode = "access"
+vlan = 20
+
+[[port]]
+name = "swp3"
+mode = "access"
+vlan = 20
+
+[[interface]]
+vlan = 10
+addresses = ["10.0.10.1/24"]
+
+[[interface]]
+vlan = 20
+addresses = ["10.0.20.1/24"]
+"#;
+
+/// Poll `f` until it returns Some, for up to 10 seconds.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn routes(daemon: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut full = vec!["show", "routes", "--json"];
+    full.extend_from_slice(args);
+    let view = daemon.json_raw(&full).unwrap();
+    view["routes"].as_array().unwrap().clone()
+}
+
+fn kernel_restarts(daemon: &Daemon) -> u64 {
+    let modules = daemon.json_raw(&["db", "get", "module", "--json"]).unwrap();
+    find_by(&modules, "key", "kernel")["row"]["restarts"]
+        .as_u64()
+        .unwrap()
+}
+
+// What this shows: a config route whose nexthop no subnet reaches fails alone: the other
+// config route is installed, the kernel module does not restart, `show routes` shows the
+// error on that route; once an address puts the nexthop on a connected subnet, the route
+// is installed without a restart. The CLI's `route add` refuses such a nexthop up front,
+// naming the route, and takes one on a subnet only the kernel has (no xnos interface).
+#[test]
+fn a_route_the_kernel_refuses_fails_alone_until_its_nexthop_is_reachable() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    // A management interface xnos does not configure, without an address yet (as before
+    // DHCP answered at boot).
+    topo.switch.veth("mgmt0", "mgmt1").unwrap();
+    topo.switch.ip(&["link", "set", "mgmt0", "up"]).unwrap();
+    topo.switch.ip(&["link", "set", "mgmt1", "up"]).unwrap();
+    let config = format!(
+        "{TWO_VLANS}\n[[route]]\nprefix = \"10.98.0.0/16\"\nnexthops = [\"10.0.20.2\"]\n\
+         [[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"192.0.2.5\"]\n"
+    );
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
+
+    let kernel_route = |prefix: &str| topo.switch.ip(&["route", "show", prefix]).unwrap();
+    wait_for("the reachable config route", || {
+        kernel_route("10.98.0.0/16")
+            .contains("via 10.0.20.2")
+            .then_some(())
+    });
+    let refused = wait_for("the refused route's error", || {
+        routes(&daemon, &[])
+            .into_iter()
+            .find(|r| r["prefix"] == "10.99.0.0/16" && r["error"].is_string())
+    });
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("192.0.2.5") && error.contains("unreachable"),
+        "{error}"
+    );
+    let table = daemon.xnos(&["show", "routes"]).unwrap();
+    assert!(
+        table.contains("10.99.0.0/16 (config route): installing route 10.99.0.0/16 via 192.0.2.5"),
+        "{table}"
+    );
+    assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
+
+    topo.switch
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "mgmt0"])
+        .unwrap();
+    wait_for("the route installed once its nexthop is reachable", || {
+        kernel_route("10.99.0.0/16")
+            .contains("via 192.0.2.5")
+            .then_some(())
+    });
+    wait_for("the error cleared", || {
+        let shown = find_by(
+            &serde_json::Value::from(routes(&daemon, &[])),
+            "prefix",
+            "10.99.0.0/16",
+        );
+        (shown["error"].is_null() && shown["protocol"] == "xnos").then_some(())
+    });
+    assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
+
+    // The address goes: the kernel drops the route without a word for it; it is refused
+    // again, and installed again when the address is back.
+    topo.switch
+        .ip(&["addr", "del", "192.0.2.1/24", "dev", "mgmt0"])
+        .unwrap();
+    wait_for("the route refused again", || {
+        routes(&daemon, &[])
+            .into_iter()
+            .any(|r| r["prefix"] == "10.99.0.0/16" && r["error"].is_string())
+            .then_some(())
+    });
+    topo.switch
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", "mgmt0"])
+        .unwrap();
+    wait_for("the route installed again", || {
+        kernel_route("10.99.0.0/16")
+            .contains("via 192.0.2.5")
+            .then_some(())
+    });
+
+    let e = daemon
+        .xnos(&["route", "add", "10.97.0.0/16", "--via", "198.51.100.9"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("route 10.97.0.0/16: nexthops: nexthop 198.51.100.9 is on no subnet"),
+        "{e}"
+    );
+    let added = daemon
+        .xnos(&["route", "add", "10.97.0.0/16", "--via", "192.0.2.7"])
+        .unwrap();
+    assert!(added.contains("10.97.0.0/16"), "{added}");
+    wait_for("the CLI's route in the kernel", || {
+        kernel_route("10.97.0.0/16")
+            .contains("via 192.0.2.7")
+            .then_some(())
+    });
+    daemon.xnos(&["route", "del", "10.97.0.0/16"]).unwrap();
+    wait_for("the CLI's route gone from the kernel", || {
+        kernel_route("10.97.0.0/16").trim().is_empty().then_some(())
+    });
+    assert_eq!(kernel_restarts(&daemon), 0, "{}", daemon.log());
+}
+
+// What this shows: `show routes --all` has every route the kernel has, fe80::/64 once per
+// interface as `ip -6 route` lists it; without --all, no link-local or local-table route.
+#[test]
+fn show_routes_has_every_kernel_route_and_hides_link_local_ones() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    for sysctl in [
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.default.disable_ipv6=0",
+    ] {
+        topo.switch.exec("sysctl", &["-qw", sysctl]).unwrap();
+    }
+    for i in 0..3 {
+        let (a, b) = (format!("lla{i}"), format!("llb{i}"));
+        topo.switch.veth(&a, &b).unwrap();
+        for end in [&a, &b] {
+            topo.switch
+                .exec(
+                    "sysctl",
+                    &["-qw", &format!("net.ipv6.conf.{end}.disable_ipv6=0")],
+                )
+                .unwrap();
+            topo.switch.ip(&["link", "set", end, "up"]).unwrap();
+        }
+    }
+    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let kernel = || {
+        topo.switch
+            .ip(&["-6", "route", "show", "table", "main", "fe80::/64"])
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let shown = wait_for("every fe80::/64 route", || {
+        let count = routes(&daemon, &["--all"])
+            .iter()
+            .filter(|r| r["prefix"] == "fe80::/64" && r["table"] == "main")
+            .count();
+        (count >= 6 && count == kernel()).then_some(count)
+    });
+    assert!(shown >= 6, "{shown}");
+    let all = routes(&daemon, &["--all"]);
+    assert!(all.iter().any(|r| r["table"] == "local"));
+    let default = routes(&daemon, &[]);
+    assert!(
+        default
+            .iter()
+            .all(|r| r["table"] == "main" && !r["prefix"].as_str().unwrap().starts_with("fe80:")),
+        "{default:?}"
+    );
+    assert!(default.iter().any(|r| r["prefix"] == "10.0.20.0/24"));
+}
+
+// What this shows: of two kernel routes to one prefix with different metrics, the fast
+// path forwards by the lower one (the real program says so, through `trace`), and by the
+// other once the lower one is deleted; `show routes` shows both, fast path on the one used.
+#[test]
+fn the_fast_path_follows_the_lowest_metric() {
+    require_root!();
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let (h2, h3) = (&topo.hosts[1], &topo.hosts[2]);
+    h2.add_address("10.0.20.2/24").unwrap();
+    h3.add_address("10.0.20.3/24").unwrap();
+    // The switch resolves both gateways (the fast path needs their MACs).
+    for gateway in ["10.0.20.2", "10.0.20.3"] {
+        topo.switch
+            .exec("ping", &["-c", "1", "-W", "2", gateway])
+            .unwrap();
+    }
+    for (gateway, metric) in [("10.0.20.2", "10"), ("10.0.20.3", "20")] {
+        topo.switch
+            .ip(&[
+                "route",
+                "add",
+                "10.99.0.0/16",
+                "via",
+                gateway,
+                "metric",
+                metric,
+            ])
+            .unwrap();
+    }
+    let trace = || -> serde_json::Value {
+        serde_json::from_str(
+            &daemon
+                .xnos(&["trace", "--json", "--port", "swp1", "--dst-ip", "10.99.1.1"])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let used = |metric: u64| {
+        wait_for(
+            &format!("the fast path on the metric {metric} route"),
+            || {
+                let rows = routes(&daemon, &[]);
+                let mine: Vec<_> = rows
+                    .iter()
+                    .filter(|r| r["prefix"] == "10.99.0.0/16")
+                    .collect();
+                mine.iter()
+                    .any(|r| r["metric"] == metric && r["fast-path"] == true)
+                    .then_some(mine.len())
+            },
+        )
+    };
+    assert_eq!(used(10), 2, "both routes shown");
+    let t = trace();
+    assert_eq!(
+        (t["verdict"].as_str(), t["egress"].as_str()),
+        (Some("route"), Some("swp2")),
+        "{t}"
+    );
+    assert_eq!(t["neighbor"], format_mac(h2.mac), "{t}");
+
+    topo.switch
+        .ip(&[
+            "route",
+            "del",
+            "10.99.0.0/16",
+            "via",
+            "10.0.20.2",
+            "metric",
+            "10",
+        ])
+        .unwrap();
+    assert_eq!(used(20), 1);
+    let t = trace();
+    assert_eq!(
+        (t["verdict"].as_str(), t["egress"].as_str()),
+        (Some("route"), Some("swp3")),
+        "{t}"
+    );
+    assert_eq!(t["neighbor"], format_mac(h3.mac), "{t}");
+}
