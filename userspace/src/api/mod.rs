@@ -149,10 +149,7 @@ impl Api {
     fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
         let request: ConfigText =
             serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))?;
-        Config::parse(&request.file, &request.text, |name| {
-            link::ifindex(name).is_some()
-        })
-        .map_err(|e| e.to_string())
+        Config::parse(&request.file, &request.text, link::KernelLinks).map_err(|e| e.to_string())
     }
 
     /// Write the running config to the config file: to a temporary file first, then the

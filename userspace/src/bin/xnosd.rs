@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = match Config::load(&args.config, |name| link::ifindex(name).is_some()) {
+    let config = match Config::load(&args.config, link::KernelLinks) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("xnosd: invalid config, nothing attached: {e}");
@@ -140,7 +140,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     // The datapath outlives module restarts: forwarding never stops because a module did.
     let datapath = Arc::new(Mutex::new(datapath));
 
-    let db = StateDb::new(config, |name| link::ifindex(name).is_some());
+    let db = StateDb::new(config, link::KernelLinks);
     // Each module gets the writer of its own tables, and no other.
     let writers = db.writers();
     let (kernel_writer, datapath_writer) = (writers.kernel, writers.datapath);
