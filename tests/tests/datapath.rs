@@ -1086,7 +1086,7 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
         );
     });
     let api = Api::new(
-        db.clone(),
+        writers.api,
         None,
         None,
         "/dev/null".into(),

@@ -150,7 +150,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let faults = Faults::new(&["kernel", "datapath", "api", "metrics"]);
     let tracer = Tracer::open(&pin_path).context("opening the pinned trace program")?;
     let api = Api::new(
-        db.clone(),
+        writers.api,
         Some(stats),
         Some(tracer),
         config_path,

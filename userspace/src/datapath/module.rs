@@ -25,7 +25,7 @@ use crate::{
     mac::MacAddr,
     statedb::{
         Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx, DatapathWriter,
-        FloodMember, LearnedMac, Observed, Owner, PortStatus, Table,
+        FdbCleared, FloodMember, LearnedMac, Observed, Owner, PortStatus, Table,
     },
     supervisor::ModuleCtx,
 };
@@ -390,6 +390,52 @@ fn sync_learned(db: &DatapathWriter, dp: &Datapath) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Carry out the `fdb-clear` request if it is new: remove the learned entries it names
+/// from the FDB map, and answer in `fdb-cleared` once `fdb-learned` shows it.
+fn clear_fdb(db: &DatapathWriter, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
+    let (request, ifindex) = db.read(|s| {
+        let request = s.observed.fdb_clear.clone();
+        let ifindex = request.port.as_ref().map(|port| {
+            s.observed
+                .port_status
+                .get(port)
+                .map_or(0, |status| status.ifindex)
+        });
+        (
+            (request.request > s.observed.fdb_cleared.request).then_some(request),
+            ifindex,
+        )
+    });
+    let Some(request) = request else {
+        return Ok(());
+    };
+    let mut answer = FdbCleared {
+        request: request.request,
+        ..Default::default()
+    };
+    let mut guard = lock(dp);
+    if ifindex == Some(0) {
+        answer.error = Some(format!(
+            "port {} is not on the fast path: the FDB map has no entries of its",
+            request.port.as_deref().unwrap_or_default()
+        ));
+    } else {
+        for (key, entry) in guard.fdb_entries()? {
+            let named = entry.flags & FDB_FLAG_STATIC == 0
+                && request.vlan.is_none_or(|vlan| vlan == key.vlan)
+                && ifindex.is_none_or(|ifindex| ifindex == entry.ifindex);
+            if named {
+                guard.fdb_remove(&key)?;
+                answer.removed += 1;
+            }
+        }
+    }
+    sync_learned(db, &guard)?;
+    drop(guard);
+    db.write(|tx| tx.fdb_cleared(answer));
+    Ok(())
+}
+
 fn port_names(observed: &Observed) -> BTreeMap<u32, String> {
     observed
         .port_status
@@ -511,6 +557,8 @@ impl Drop for LearnRing {
 struct Work {
     /// Config or links changed: reconcile everything.
     all: bool,
+    /// The API asked for learned MACs to be cleared.
+    clear: bool,
     prefixes: BTreeSet<IpNet>,
     neighbors: BTreeSet<(u32, std::net::IpAddr)>,
     /// The newest commit of another writer in the batch: once the batch is done, the maps
@@ -536,6 +584,7 @@ impl Work {
                 {
                     self.all = true
                 }
+                Table::FdbClear => self.clear = true,
                 Table::Fib => {
                     if let Some(prefix) =
                         change.key.split_once('/').and_then(|(_, p)| p.parse().ok())
@@ -624,6 +673,8 @@ pub async fn run(
     let mut commits = db.subscribe().commits;
     let mut l3 = L3::load(&mut lock(&dp))?;
     apply(&db, &dp, &mut l3)?;
+    // A request the previous run of the module did not answer is answered now.
+    clear_fdb(&db, &dp)?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
@@ -646,8 +697,11 @@ pub async fn run(
                         Err(_) => break,
                     };
                 }
-                let seen = work.seen;
+                let (seen, clear) = (work.seen, work.clear);
                 work.run(&db, &dp, &mut l3)?;
+                if clear {
+                    clear_fdb(&db, &dp)?;
+                }
                 advance(&db, seen);
             }
             guard = ring.fd().readable_mut() => {

@@ -36,8 +36,8 @@ pub use self::{
         Change, ChangeOp, Commit, Op, TxError, diff_config, fdb_key, fib_key, neighbor_key,
     },
     writer::{
-        DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx, SupervisorTx,
-        SupervisorWriter, Writer, Writers, owner,
+        ApiTx, ApiWriter, DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx,
+        SupervisorTx, SupervisorWriter, Writer, Writers, owner,
     },
 };
 use crate::{
@@ -68,6 +68,8 @@ pub struct Observed {
     pub bridge_ports: BTreeMap<String, BridgePort>,
     pub kernel: KernelFeatures,
     pub interface_status: BTreeMap<String, InterfaceStatus>,
+    pub fdb_clear: FdbClear,
+    pub fdb_cleared: FdbCleared,
 }
 
 #[derive(Clone, Debug)]
@@ -232,6 +234,8 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
             rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
         }
         Table::DatapathFlood => rows(&s.observed.datapath_flood, u16::to_string),
+        Table::FdbClear => vec![("fdb-clear".into(), row_value(&s.observed.fdb_clear))],
+        Table::FdbCleared => vec![("fdb-cleared".into(), row_value(&s.observed.fdb_cleared))],
     }
 }
 

@@ -26,10 +26,12 @@ pub enum Table {
     DatapathRoute,
     DatapathNeighbor,
     DatapathFlood,
+    FdbClear,
+    FdbCleared,
 }
 
 impl Table {
-    pub const ALL: [Table; 20] = [
+    pub const ALL: [Table; 22] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -50,6 +52,8 @@ impl Table {
         Table::DatapathRoute,
         Table::DatapathNeighbor,
         Table::DatapathFlood,
+        Table::FdbClear,
+        Table::FdbCleared,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -74,6 +78,8 @@ impl Table {
             Table::DatapathRoute => "datapath-route",
             Table::DatapathNeighbor => "datapath-neighbor",
             Table::DatapathFlood => "datapath-flood",
+            Table::FdbClear => "fdb-clear",
+            Table::FdbCleared => "fdb-cleared",
         }
     }
 
@@ -101,8 +107,10 @@ impl Table {
             | Table::Datapath
             | Table::DatapathRoute
             | Table::DatapathNeighbor
-            | Table::DatapathFlood => Owner::Datapath,
+            | Table::DatapathFlood
+            | Table::FdbCleared => Owner::Datapath,
             Table::Module => Owner::Supervisor,
+            Table::FdbClear => Owner::Api,
         }
     }
 
@@ -158,6 +166,8 @@ pub enum Owner {
     Datapath,
     /// The supervisor: module states.
     Supervisor,
+    /// The API: requests the datapath module acts on (`fdb-clear`).
+    Api,
 }
 
 impl Owner {
@@ -167,6 +177,7 @@ impl Owner {
             Owner::Kernel => "kernel",
             Owner::Datapath => "datapath",
             Owner::Supervisor => "supervisor",
+            Owner::Api => "api",
         }
     }
 }

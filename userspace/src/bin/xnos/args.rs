@@ -12,6 +12,7 @@ use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table}
 ///   xnos vlan add 30 --name storage     create VLAN 30
 ///   xnos port set swp2 --trunk 10,30 --native 1
 ///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
+///   xnos fdb clear --port swp1          forget the MACs learned on swp1
 ///   xnos config apply new.toml          validate, show the diff, apply atomically
 ///   xnos config save                    write the running config to xnosd's config file
 ///   xnos db watch fdb-learned           stream changes of a StateDb table
@@ -43,7 +44,7 @@ pub enum Command {
         #[command(subcommand)]
         action: PortAction,
     },
-    /// Add or remove static FDB entries.
+    /// Add or remove static FDB entries; clear learned ones.
     Fdb {
         #[command(subcommand)]
         action: FdbAction,
@@ -180,8 +181,9 @@ pub enum VlanAction {
 
 #[derive(Subcommand)]
 pub enum PortAction {
-    /// Make an interface a switch port, or change one (its VLANs must exist). Only what
-    /// the options name changes: the rest of an existing port stays as it is.
+    /// Make an interface a switch port, or change one (a VLAN it names that the vlan table
+    /// lacks is added to it). Only what the options name changes: the rest of an existing
+    /// port stays as it is.
     Set(PortSet),
     /// Remove a port from the switch (its XDP or TC program is detached).
     Del { name: String },
@@ -226,6 +228,23 @@ pub enum FdbAction {
         mac: MacAddr,
         #[arg(long)]
         vlan: u16,
+    },
+    /// Forget learned entries (static ones stay): all, or those of a VLAN and/or a port.
+    /// Waits until the datapath has removed them and says how many went; the stations
+    /// are learned again from their next frame.
+    ///
+    /// Examples:
+    ///   xnos fdb clear
+    ///   xnos fdb clear --port swp1
+    ///   xnos fdb clear --vlan 10 --port swp3
+    #[command(verbatim_doc_comment)]
+    Clear {
+        /// Only entries of this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Only entries learned on this port.
+        #[arg(long)]
+        port: Option<String>,
     },
 }
 
