@@ -14,7 +14,11 @@ use xnos::{
     api::{self, Api},
     bpffs::PinDir,
     config::Config,
-    datapath::{Datapath, StatsReader, module},
+    datapath::{
+        Datapath, StatsReader,
+        claim::{CLAIM_DIR, Claims},
+        module,
+    },
     kernel::{self, link},
     metrics::{self, Metrics},
     ready::{self, Readiness},
@@ -130,6 +134,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let mut datapath =
         Datapath::load_with(Some(pin_dir), args.datapath_log).context("loading the datapath")?;
+    let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
+    datapath.set_claims(
+        Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?,
+    );
     if let Some(logger) = datapath.take_log(log::logger()) {
         tokio::spawn(datapath_log(
             logger.context("reading the datapath's log ring")?,

@@ -30,6 +30,9 @@ use crate::{
     supervisor::ModuleCtx,
 };
 
+/// How often a port another instance holds is claimed again.
+const CLAIM_RETRY: Duration = Duration::from_secs(5);
+
 /// How the datapath treats a port.
 enum PortKind {
     /// A switch port (configured, or the internal port of an SVI or of a CPU port).
@@ -143,6 +146,7 @@ pub fn reconcile(
 ) -> anyhow::Result<Reconciled> {
     let switchdev = &backends.switchdev;
     let current = dp.ports()?;
+    dp.forget_refused();
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
     for conf in current.values() {
         free_slots.remove(&conf.stats_slot);
@@ -183,6 +187,13 @@ pub fn reconcile(
             statuses.insert(name, status);
             continue;
         };
+        if let Err(e) = dp.claim(ifindex) {
+            // Another instance drives it: nothing of ours goes onto it, the others go on.
+            tracing::warn!(port = %name, ifindex, error = %e, "port not attached");
+            status.error = Some(format!("not attached: {e}"));
+            statuses.insert(name, status);
+            continue;
+        }
 
         let slot = match current.get(&ifindex) {
             Some(conf) => conf.stats_slot,
@@ -253,6 +264,7 @@ pub fn reconcile(
     for ifindex in current.keys().filter(|i| !desired.contains_key(i)) {
         dp.remove_port(*ifindex)?;
     }
+    dp.release_claims(|ifindex| desired.contains_key(&ifindex));
 
     let desired_static: BTreeMap<FdbKey, u32> = config
         .fdb
@@ -678,6 +690,7 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
+    let mut last_claim = Instant::now();
     loop {
         tokio::select! {
             commit = commits.recv() => {
@@ -718,6 +731,12 @@ pub async fn run(
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                // Level-triggered has nothing to trigger it when another instance lets a
+                // port go: ask again now and then.
+                if last_claim.elapsed() >= CLAIM_RETRY && lock(&dp).claims_refused() {
+                    last_claim = Instant::now();
+                    apply(&db, &dp, &mut l3)?;
+                }
                 // Scan a few times per aging period: a MAC goes within aging * 1.25.
                 let aging = Duration::from_secs(db.read(|s| s.config.switch.fdb_aging_secs));
                 let period = (aging / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
