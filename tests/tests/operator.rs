@@ -117,18 +117,19 @@ fn loopback_and_netdevs_of_xnos_are_refused_as_ports() {
 
 // What this shows: a second xnosd in the namespace whose config names a port the first
 // drives does not attach to it; its port status and `show ports` name the owner (socket
-// and pid), and it serves its other ports. A crashed owner leaves no claim: restarted, it
+// and pid) and its log says so once; it serves its other ports and leaves the first's SVI
+// alone. A crashed owner leaves no claim: restarted, it
 // takes its ports back at once; stopped, the second instance takes the port over.
 #[test]
 fn a_port_another_instance_drives_is_refused_naming_it() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let first_config = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\n\
-                        [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n";
+    let first_config = SVI;
     let second_config = "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\n\
                          [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n";
     let mut first = Daemon::start(&topo.switch, first_config).unwrap();
+    let svi = topo.switch.ifindex("vlan10").unwrap();
     let second = Daemon::start_instance(&topo.switch, "second", second_config).unwrap();
     let owner = format!(
         "claimed by another xnosd (socket {}, pid {})",
@@ -155,6 +156,19 @@ fn a_port_another_instance_drives_is_refused_naming_it() {
         topo.hosts[0].ping("10.0.10.3", 2),
         "the first instance stopped forwarding"
     );
+    // The second instance's config has no SVI; the first's is not its to remove.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        topo.switch.ifindex("vlan10").unwrap(),
+        svi,
+        "the SVI was made again"
+    );
+    assert!(
+        topo.hosts[0].ping("10.0.10.1", 2),
+        "the first instance stopped routing"
+    );
+    let warned = second.log().matches("port not attached").count();
+    assert_eq!(warned, 1, "{}", second.log());
     drop(second);
 
     first.crash().unwrap();

@@ -1,7 +1,6 @@
 //! The datapath: loads the XDP programs, pins them, and is the only code that writes the
 //! BPF maps. [`module::run`] is the module that keeps the maps in line with StateDb.
 
-pub mod claim;
 pub mod module;
 #[cfg(feature = "test-rig")]
 pub mod rig;
@@ -217,7 +216,7 @@ pub struct Datapath {
     /// Why each attached port uses its mode.
     reasons: BTreeMap<u32, String>,
     /// The ports this instance claimed (xnosd claims; the datapath alone, in tests, not).
-    claims: Option<claim::Claims>,
+    claims: Option<crate::claim::Claims>,
     /// Ports another instance holds: the claim is tried again now and then.
     refused: std::collections::BTreeSet<u32>,
     // Declared last: pins are removed after the links are gone.
@@ -347,17 +346,17 @@ impl Datapath {
     }
 
     /// Claim every port before attaching to it from now on (see claim.rs).
-    pub fn set_claims(&mut self, claims: claim::Claims) {
+    pub fn set_claims(&mut self, claims: crate::claim::Claims) {
         self.claims = Some(claims);
     }
 
     /// Claim port `ifindex` for this instance; fails naming the instance that holds it.
-    pub fn claim(&mut self, ifindex: u32) -> Result<(), claim::ClaimError> {
+    pub fn claim(&mut self, ifindex: u32) -> Result<(), crate::claim::ClaimError> {
         let Some(claims) = &mut self.claims else {
             return Ok(());
         };
         let result = claims.claim(ifindex);
-        if matches!(result, Err(claim::ClaimError::Taken { .. })) {
+        if matches!(result, Err(crate::claim::ClaimError::Taken { .. })) {
             self.refused.insert(ifindex);
         } else {
             self.refused.remove(&ifindex);
@@ -372,9 +371,9 @@ impl Datapath {
         }
     }
 
-    /// Forget which ports were refused: a reconcile claims every port anew.
-    pub fn forget_refused(&mut self) {
-        self.refused.clear();
+    /// Forget which ports were refused, returning them: a reconcile claims every port anew.
+    pub fn forget_refused(&mut self) -> std::collections::BTreeSet<u32> {
+        std::mem::take(&mut self.refused)
     }
 
     /// Whether a port is refused because another instance holds it.

@@ -146,7 +146,7 @@ pub fn reconcile(
 ) -> anyhow::Result<Reconciled> {
     let switchdev = &backends.switchdev;
     let current = dp.ports()?;
-    dp.forget_refused();
+    let refused_before = dp.forget_refused();
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
     for conf in current.values() {
         free_slots.remove(&conf.stats_slot);
@@ -189,7 +189,9 @@ pub fn reconcile(
         };
         if let Err(e) = dp.claim(ifindex) {
             // Another instance drives it: nothing of ours goes onto it, the others go on.
-            tracing::warn!(port = %name, ifindex, error = %e, "port not attached");
+            if !refused_before.contains(&ifindex) {
+                tracing::warn!(port = %name, ifindex, error = %e, "port not attached");
+            }
             status.error = Some(format!("not attached: {e}"));
             statuses.insert(name, status);
             continue;

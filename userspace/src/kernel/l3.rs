@@ -30,6 +30,7 @@ use rtnetlink::{
 
 use super::route::{PROTOCOL_XNOS, TABLE_MAIN};
 use crate::{
+    claim,
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
@@ -416,10 +417,19 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             switchdev::bridged_svis(&s.config, &o.links, &o.kernel),
         )
     });
+    // Not an SVI whose internal port another xnosd of this namespace drives: its config
+    // has the SVI.
+    let elsewhere = |svi: &str| {
+        links.get(&format!("{svi}i")).is_some_and(|port| {
+            claim::held_elsewhere(std::path::Path::new(claim::CLAIM_DIR), port.ifindex)
+        })
+    };
     let stale_svis: Vec<u32> = links
         .values()
         .filter(|l| {
-            l.alias.as_deref() == Some(SVI_ALIAS) && !config.interfaces.contains_key(&l.name)
+            l.alias.as_deref() == Some(SVI_ALIAS)
+                && !config.interfaces.contains_key(&l.name)
+                && !elsewhere(&l.name)
         })
         .map(|l| l.ifindex)
         .collect();

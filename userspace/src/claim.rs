@@ -2,7 +2,8 @@
 //! to it, by an flock'd file named by the network namespace and the port's ifindex that
 //! holds the owner's API socket and pid. The kernel drops the lock when its holder dies,
 //! so a crashed instance leaves no claim behind, and a restarted one takes its ports back
-//! at once.
+//! at once. The kernel module asks [`held_elsewhere`] before it removes a netdev of xnos
+//! (an SVI) that its config lacks: it may be another instance's.
 
 use std::{
     collections::BTreeMap,
@@ -36,6 +37,31 @@ pub enum ClaimError {
     },
 }
 
+fn claim_path(dir: &Path, netns: u64, ifindex: u32) -> PathBuf {
+    dir.join(format!("netns-{netns}-ifindex-{ifindex}"))
+}
+
+/// Whether another live process (another xnosd) holds the claim of port `ifindex` of this
+/// network namespace in `dir`.
+pub fn held_elsewhere(dir: &Path, ifindex: u32) -> bool {
+    let Ok(netns) = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()) else {
+        return false;
+    };
+    let Ok(mut file) = File::open(claim_path(dir, netns, ifindex)) else {
+        return false;
+    };
+    let mut owner = String::new();
+    let _ = file.read_to_string(&mut owner);
+    // This process's own claim conflicts with a second lock too: it is not another's.
+    if owner.ends_with(&format!(", pid {}", std::process::id())) {
+        return false;
+    }
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
+}
+
 /// The ports this instance holds, and who it says it is to the others.
 pub struct Claims {
     dir: PathBuf,
@@ -64,8 +90,7 @@ impl Claims {
     }
 
     fn path(&self, ifindex: u32) -> PathBuf {
-        self.dir
-            .join(format!("netns-{}-ifindex-{ifindex}", self.netns))
+        claim_path(&self.dir, self.netns, ifindex)
     }
 
     /// Claim port `ifindex`, unless this instance holds it already; fails naming the
@@ -154,6 +179,7 @@ mod tests {
         );
         b.claim(8).unwrap();
         a.release_others(|_| false);
+        assert!(!held_elsewhere(&dir, 7));
         b.claim(7).unwrap();
         drop(b);
         a.claim(7).unwrap();
