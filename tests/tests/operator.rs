@@ -118,7 +118,7 @@ fn loopback_and_netdevs_of_xnos_are_refused_as_ports() {
 // What this shows: a second xnosd in the namespace whose config names a port the first
 // drives does not attach to it; its port status and `show ports` name the owner (socket
 // and pid) and its log says so once; it serves its other ports and leaves the first's SVI
-// alone. A crashed owner leaves no claim: restarted, it
+// and the port's MTU alone. A crashed owner leaves no claim: restarted, it
 // takes its ports back at once; stopped, the second instance takes the port over.
 #[test]
 fn a_port_another_instance_drives_is_refused_naming_it() {
@@ -126,7 +126,7 @@ fn a_port_another_instance_drives_is_refused_naming_it() {
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
     let first_config = SVI;
-    let second_config = "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\n\
+    let second_config = "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\nmtu = 1400\n\n\
                          [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n";
     let mut first = Daemon::start(&topo.switch, first_config).unwrap();
     let svi = topo.switch.ifindex("vlan10").unwrap();
@@ -162,6 +162,11 @@ fn a_port_another_instance_drives_is_refused_naming_it() {
         topo.switch.ifindex("vlan10").unwrap(),
         svi,
         "the SVI was made again"
+    );
+    let swp2 = topo.switch.ip(&["link", "show", "dev", "swp2"]).unwrap();
+    assert!(
+        swp2.contains("mtu 1500"),
+        "the second instance set its MTU: {swp2}"
     );
     assert!(
         topo.hosts[0].ping("10.0.10.1", 2),

@@ -259,7 +259,12 @@ fn interface_mtu(
 /// Give the ports the MTU their config asks for (the others are left as they are).
 async fn sync_port_mtus(handle: &Handle, config: &Config, links: &BTreeMap<String, LinkState>) {
     for port in config.ports.values() {
+        // A port another xnosd drives (the datapath refused it) keeps the MTU that one set.
+        let elsewhere = links.get(&port.name).is_some_and(|link| {
+            claim::held_elsewhere(std::path::Path::new(claim::CLAIM_DIR), link.ifindex)
+        });
         if let Some(mtu) = port.mtu
+            && !elsewhere
             && let Err(e) = set_mtu(handle, links, &port.name, mtu).await
         {
             tracing::warn!(
