@@ -375,6 +375,18 @@ impl Daemon {
         Self::spawn(switch, dir, env)
     }
 
+    /// `start` of another instance in the same namespace, with its own directory (config,
+    /// socket, pins, log) named by `instance`.
+    pub fn start_instance(switch: &Netns, instance: &str, config: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("xnos-{}-{instance}", switch.name()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("xnos.toml"), config)?;
+        std::fs::write(dir.join("args"), "")?;
+        let mut daemon = Self::spawn(switch, dir, &[])?;
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
     /// Wait until the API socket is there (xnosd is ready then); fails at once, with the
     /// log, if xnosd exits.
     pub fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -466,6 +478,50 @@ impl Daemon {
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// POST `body` (JSON) to the API at `path`, as any HTTP client would; returns the
+    /// status code and the body.
+    pub fn api_post(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<(u16, String)> {
+        use std::io::{Read as _, Write as _};
+        let body = body.to_string();
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: xnosd\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no HTTP status in {response:?}"))?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// Kill xnosd with SIGKILL, as a crash would, and wait for it to be gone.
+    pub fn crash(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Start again with the same directory after `crash` (or `stop`).
+    pub fn start_again(&mut self, switch: &Netns) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "xnosd is still running");
+        let mut fresh = Self::spawn(switch, self.dir.clone(), &[])?;
+        fresh.wait_ready()?;
+        self.child = fresh.child.take();
+        fresh.dir = PathBuf::new();
+        Ok(())
     }
 
     /// The process id of xnosd.

@@ -371,7 +371,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
          [[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10, 20]\ndatapath = \"{choice}\"\n\
          [[fdb]]\nmac = \"02:00:00:00:00:0b\"\nvlan = 10\nport = \"swp1\"\n"
     );
-    let config = Config::parse("t.toml", &text, |_| true).unwrap();
+    let config = Config::parse("t.toml", &text, |_: &str| true).unwrap();
     let mut dp = Datapath::load(None).unwrap();
     ns.enter(|| {
         let statuses = module::reconcile(
@@ -425,7 +425,7 @@ fn reconcile_converges_and_is_idempotent(kind: Kind) {
         let text = format!(
             "[[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [10]\ndatapath = \"{choice}\"\n"
         );
-        let smaller = Config::parse("t.toml", &text, |_| true).unwrap();
+        let smaller = Config::parse("t.toml", &text, |_: &str| true).unwrap();
         let statuses = module::reconcile(
             &mut dp,
             &smaller,
@@ -1019,8 +1019,8 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
     use xnos_tests::{nexthop, nexthop_group};
 
     let text = "[[vlan]]\nid = 10\n[[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n";
-    let config = Config::parse("t.toml", text, |_| true).unwrap();
-    let db = StateDb::new(config, |_| true);
+    let config = Config::parse("t.toml", text, |_: &str| true).unwrap();
+    let db = StateDb::new(config, |_: &str| true);
     let writers = db.writers();
     let link = |name: &str, ifindex: u32| LinkState {
         name: name.into(),
@@ -1104,7 +1104,7 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
         );
     });
     let api = Api::new(
-        db.clone(),
+        writers.api,
         None,
         None,
         "/dev/null".into(),

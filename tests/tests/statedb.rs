@@ -314,8 +314,8 @@ fn bad_changes_are_refused_and_change_nothing() {
             "port swp9: name: no kernel interface named \"swp9\"",
         ),
         (
-            vec!["port", "set", "swp1", "--access", "99"],
-            "port swp1: vlan: VLAN 99 does not exist",
+            vec!["port", "set", "swp1", "--access", "4095"],
+            "port swp1: vlan: VLAN 4095 is out of range 1..4094",
         ),
         (
             vec![

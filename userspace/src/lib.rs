@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bpffs;
+pub mod claim;
 pub mod config;
 pub mod datapath;
 pub mod kernel;

@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn ready_once_the_datapath_reflects_the_kernel_sync() {
-        let db = StateDb::new(Config::default(), |_| true);
+        let db = StateDb::new(Config::default(), |_: &str| true);
         let w = db.writers();
         let readiness = || db.read(Readiness::of);
         assert!(!readiness().ready);
@@ -115,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn wait_completes_on_the_commit_that_makes_it_ready() {
-        let db = StateDb::new(Config::default(), |_| true);
+        let db = StateDb::new(Config::default(), |_: &str| true);
         let w = db.writers();
         w.supervisor
             .write(|tx| tx.module("kernel", Some(module_row(Some(3)))));

@@ -241,7 +241,7 @@ mod tests {
     // recorded, while a healthy module keeps running untouched.
     #[tokio::test(start_paused = true)]
     async fn failing_modules_are_restarted_and_recorded() {
-        let db = StateDb::new(Config::default(), |_| true);
+        let db = StateDb::new(Config::default(), |_: &str| true);
         let (stop_tx, stop_rx) = watch::channel(false);
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();

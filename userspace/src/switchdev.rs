@@ -226,7 +226,7 @@ mod tests {
              [[port]]\nname = \"sw2\"\nmode = \"trunk\"\nvlans = [10]\n\
              [[port]]\nname = \"eth1\"\nmode = \"access\"\nvlan = 10\n\
              [[port]]\nname = \"eth2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"switchdev\"\n",
-            |_| true,
+            |_: &str| true,
         )
         .unwrap();
         let links = BTreeMap::from([
@@ -256,7 +256,7 @@ mod tests {
             "[[port]]\nname = \"sw1\"\nmode = \"access\"\nvlan = 10\n\
              [[port]]\nname = \"sw2\"\nmode = \"trunk\"\nvlans = [10]\n\
              [[port]]\nname = \"sw3\"\nmode = \"trunk\"\nvlans = [10]\ndatapath = \"switchdev\"\n",
-            |_| true,
+            |_: &str| true,
         )
         .unwrap();
         let links = BTreeMap::from([
@@ -300,7 +300,7 @@ mod tests {
              [[port]]\nname = \"eth1\"\nmode = \"access\"\nvlan = 20\n\
              [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n\
              [[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n",
-            |_| true,
+            |_: &str| true,
         )
         .unwrap();
         let links = BTreeMap::from([link("sw1", Some("00aa")), link("eth1", None)]);

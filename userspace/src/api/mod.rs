@@ -34,7 +34,8 @@ use crate::{
     datapath::StatsReader,
     kernel::link,
     statedb::{
-        Change, Commit, CommitSource, Op, State, StateDb, Table, TxError, diff_config, table_rows,
+        ApiWriter, Change, Commit, CommitSource, FdbClear, FdbCleared, Op, State, Table, TxError,
+        diff_config, table_rows,
     },
     supervisor::{Faults, ModuleCtx},
     trace::{TraceRequest, Tracer, unhex},
@@ -53,6 +54,28 @@ pub struct ConfigText {
     pub file: String,
     pub text: String,
 }
+
+/// Body of `POST /v1/fdb/clear`: which learned MACs to forget (every one if neither is
+/// given).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FdbClearRequest {
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+/// Answer of `POST /v1/fdb/clear`, once the datapath has done it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FdbClearedView {
+    /// How many learned entries went.
+    pub removed: u64,
+}
+
+/// How long `POST /v1/fdb/clear` waits for the datapath module.
+const FDB_CLEAR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConfigDiff {
@@ -73,7 +96,10 @@ pub(crate) struct ErrorBody {
 type Body = BoxBody<Bytes, Infallible>;
 
 pub struct Api {
-    db: Arc<StateDb>,
+    /// Reads StateDb, and writes the API's one table (`fdb-clear`).
+    db: ApiWriter,
+    /// One `fdb-clear` request at a time: each waits for the answer to its own.
+    clearing: tokio::sync::Mutex<()>,
     stats: Option<StatsReader>,
     tracer: Option<Tracer>,
     config_path: PathBuf,
@@ -82,7 +108,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(
-        db: Arc<StateDb>,
+        db: ApiWriter,
         stats: Option<StatsReader>,
         tracer: Option<Tracer>,
         config_path: PathBuf,
@@ -90,6 +116,7 @@ impl Api {
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
+            clearing: Default::default(),
             stats,
             tracer,
             config_path,
@@ -140,6 +167,59 @@ impl Api {
         }
     }
 
+    /// Ask the datapath module, through `fdb-clear`, to forget the learned MACs `request`
+    /// names, and wait for its answer in `fdb-cleared`.
+    async fn clear_fdb(&self, request: FdbClearRequest) -> Result<FdbClearedView, String> {
+        if let Some(vlan) = request.vlan
+            && let Some(message) = crate::config::vlan_range_error(i64::from(vlan))
+        {
+            return Err(format!("vlan: {message}"));
+        }
+        if let Some(port) = &request.port
+            && !self.db.read(|s| s.config.ports.contains_key(port))
+        {
+            return Err(format!("port: {port:?} is not a switch port"));
+        }
+        let _one_at_a_time = self.clearing.lock().await;
+        // Subscribed before the request is written, so that the answer cannot slip by.
+        let mut commits = self.db.subscribe().commits;
+        let (asked, _) = self.db.write(|tx| {
+            let asked = tx.observed().fdb_clear.request + 1;
+            tx.fdb_clear(FdbClear {
+                request: asked,
+                vlan: request.vlan,
+                port: request.port,
+            });
+            asked
+        });
+        let deadline = tokio::time::sleep(FDB_CLEAR_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            let answer: Option<FdbCleared> = self.db.read(|s| {
+                (s.observed.fdb_cleared.request >= asked).then(|| s.observed.fdb_cleared.clone())
+            });
+            match answer {
+                Some(FdbCleared { error: Some(e), .. }) => return Err(e),
+                Some(FdbCleared { removed, .. }) => return Ok(FdbClearedView { removed }),
+                None => {}
+            }
+            tokio::select! {
+                commit = commits.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = commit {
+                        return Err("xnosd is stopping".into());
+                    }
+                }
+                _ = &mut deadline => {
+                    return Err(format!(
+                        "the datapath module did not answer request {asked} within {} s \
+                         (see `xnos show modules`)",
+                        FDB_CLEAR_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
     fn table_view(&self, table: Table) -> Vec<RowView> {
         self.db
             .rows(table)
@@ -151,10 +231,7 @@ impl Api {
     fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
         let request: ConfigText =
             serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))?;
-        Config::parse(&request.file, &request.text, |name| {
-            link::ifindex(name).is_some()
-        })
-        .map_err(|e| e.to_string())
+        Config::parse(&request.file, &request.text, link::KernelLinks).map_err(|e| e.to_string())
     }
 
     /// Write the running config to the config file: to a temporary file first, then the
@@ -197,6 +274,15 @@ impl Api {
             (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
             (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
             (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
+            (&Method::POST, ["v1", "fdb", "clear"]) => {
+                match serde_json::from_slice::<FdbClearRequest>(&body) {
+                    Ok(request) => match self.clear_fdb(request).await {
+                        Ok(cleared) => json(StatusCode::OK, &cleared),
+                        Err(e) => bad_request(e),
+                    },
+                    Err(e) => bad_request(format!("bad fdb clear request: {e}")),
+                }
+            }
             (&Method::POST, ["v1", "trace"]) => match serde_json::from_slice::<TraceRequest>(&body)
             {
                 Ok(request) => self.trace(&request),

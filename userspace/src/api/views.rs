@@ -573,7 +573,10 @@ mod tests {
     /// as the kernel module wrote them; the datapath wrote `programmed`.
     fn state(programmed: impl FnOnce(&mut crate::statedb::DatapathTx<'_>)) -> State {
         let text = "[[vlan]]\nid = 10\n[[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n";
-        let db = StateDb::new(Config::parse("t.toml", text, |_| true).unwrap(), |_| true);
+        let db = StateDb::new(
+            Config::parse("t.toml", text, |_: &str| true).unwrap(),
+            |_: &str| true,
+        );
         let w = db.writers();
         w.kernel.write(|tx| {
             tx.link(

@@ -14,6 +14,7 @@ use xnos::{
     DEFAULT_CONFIG, DEFAULT_PIN_DIR, DEFAULT_SOCKET,
     api::{self, Api},
     bpffs::PinDir,
+    claim::{CLAIM_DIR, Claims},
     config::Config,
     datapath::{Datapath, StatsReader, module},
     kernel::{self, link},
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
-    let config = match Config::load(&args.config, |name| link::ifindex(name).is_some()) {
+    let config = match Config::load(&args.config, link::KernelLinks) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("xnosd: invalid config, nothing attached: {e}");
@@ -133,6 +134,10 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let mut datapath =
         Datapath::load_with(Some(pin_dir), args.datapath_log).context("loading the datapath")?;
+    let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
+    datapath.set_claims(
+        Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?,
+    );
     if let Some(logger) = datapath.take_log(log::logger()) {
         tokio::spawn(datapath_log(
             logger.context("reading the datapath's log ring")?,
@@ -144,7 +149,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let datapath = Arc::new(Mutex::new(datapath));
 
     let changes = diff_config(&Config::default(), &config);
-    let db = StateDb::new(config, |name| link::ifindex(name).is_some());
+    let db = StateDb::new(config, link::KernelLinks);
     let loaded = Commit {
         generation: db.generation(),
         changes,
@@ -163,7 +168,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let faults = Faults::new(&["kernel", "datapath", "api", "metrics"]);
     let tracer = Tracer::open(&pin_path).context("opening the pinned trace program")?;
     let api = Api::new(
-        db.clone(),
+        writers.api,
         Some(stats),
         Some(tracer),
         config_path,

@@ -42,7 +42,7 @@ fn field_error(
 }
 
 /// Why a VLAN ID is not usable, if it is not.
-fn vlan_range_error(id: i64) -> Option<String> {
+pub(crate) fn vlan_range_error(id: i64) -> Option<String> {
     (id < i64::from(VLAN_MIN) || id > i64::from(VLAN_MAX))
         .then(|| format!("VLAN {id} is out of range {VLAN_MIN}..{VLAN_MAX}"))
 }
@@ -62,6 +62,26 @@ fn fdb_aging_error(secs: i64) -> Option<String> {
 
 /// An L3 interface is an SVI or a routed port, never both or neither.
 const INTERFACE_KIND: &str = "give exactly one of vlan (an SVI) or port (a routed port)";
+
+/// What validation needs to know of a kernel interface that exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkFacts {
+    /// The kernel flags it IFF_LOOPBACK.
+    pub loopback: bool,
+}
+
+/// The kernel interfaces a config is validated against: tests give a closure saying which
+/// names exist, xnosd asks the kernel ([`crate::kernel::link::KernelLinks`]).
+pub trait Links {
+    /// None: no interface of that name.
+    fn facts(&self, name: &str) -> Option<LinkFacts>;
+}
+
+impl<F: Fn(&str) -> bool> Links for F {
+    fn facts(&self, name: &str) -> Option<LinkFacts> {
+        self(name).then(LinkFacts::default)
+    }
+}
 
 /// A config file error: the file, line and key (as written in the file) at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -241,6 +261,21 @@ pub struct InterfaceConfig {
     /// VLAN's ports, a routed port keeps its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+}
+
+impl Config {
+    /// A VLAN a port names exists without a row of its own: give it one (unnamed), as the
+    /// file, the CLI and the API all do. IDs out of range are left to validation to name.
+    pub fn add_port_vlans(&mut self) {
+        let used: BTreeSet<u16> = self.ports.values().flat_map(|p| p.mode.vlans()).collect();
+        for id in used {
+            if vlan_range_error(i64::from(id)).is_none() {
+                self.vlans
+                    .entry(id)
+                    .or_insert(VlanConfig { id, name: None });
+            }
+        }
+    }
 }
 
 impl InterfaceConfig {

@@ -178,9 +178,9 @@ impl Locations {
 }
 
 impl Config {
-    /// Read and validate a config file. `link_exists` says whether a kernel interface of
-    /// that name exists (so tests can validate without real interfaces).
-    pub fn load(path: &Path, link_exists: impl Fn(&str) -> bool) -> Result<Config, ConfigError> {
+    /// Read and validate a config file against the kernel interfaces `links` (tests
+    /// name them without real interfaces).
+    pub fn load(path: &Path, links: impl Links) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
@@ -188,14 +188,10 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&file, &text, link_exists)
+        Self::parse(&file, &text, links)
     }
 
-    pub fn parse(
-        file: &str,
-        text: &str,
-        link_exists: impl Fn(&str) -> bool,
-    ) -> Result<Config, ConfigError> {
+    pub fn parse(file: &str, text: &str, links: impl Links) -> Result<Config, ConfigError> {
         let src = Source { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -329,13 +325,6 @@ impl Config {
                     PortMode::Trunk { vlans, native_vlan }
                 }
             };
-            // A VLAN a port names exists without a [[vlan]] of its own.
-            for id in mode.vlans() {
-                config
-                    .vlans
-                    .entry(id)
-                    .or_insert(VlanConfig { id, name: None });
-            }
             let datapath = port
                 .datapath
                 .as_ref()
@@ -564,9 +553,8 @@ impl Config {
                 .insert(prefix, RouteConfig { prefix, nexthops });
         }
 
-        config
-            .validate(&link_exists)
-            .map_err(|e| at.error(&src, e))?;
+        config.add_port_vlans();
+        config.validate(&links).map_err(|e| at.error(&src, e))?;
         Ok(config)
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::parse("test.toml", text, |name| name.starts_with("swp"))
+    Config::parse("test.toml", text, |name: &str| name.starts_with("swp"))
 }
 
 fn err(text: &str) -> ConfigError {
@@ -276,7 +276,7 @@ fn mtu_on_ports_and_interfaces() {
     );
     let mut config = config;
     config.ports.get_mut("swp1").unwrap().mtu = Some(10);
-    let e = config.validate(&|_| true).unwrap_err();
+    let e = config.validate(&|_: &str| true).unwrap_err();
     assert_eq!(
         (e.table.as_str(), e.field.as_str(), e.message.as_str()),
         ("port", "mtu", "MTU 10 is out of range 68..65535"),
@@ -328,7 +328,7 @@ fn to_toml_round_trips() {
 fn validate_checks_references_between_tables() {
     let mut config = parse(GOOD).unwrap();
     config.vlans.remove(&20);
-    let e = config.validate(&|_| true).unwrap_err();
+    let e = config.validate(&|_: &str| true).unwrap_err();
     assert_eq!(
         e.to_string(),
         "port swp3: vlans: VLAN 20 does not exist (add it to the vlan table first)"
@@ -353,7 +353,7 @@ fn file_and_typed_rows_are_refused_in_the_same_words() {
         let mut config = parse(text).unwrap();
         change(&mut config);
         config
-            .validate(&|name| name.starts_with("swp"))
+            .validate(&|name: &str| name.starts_with("swp"))
             .unwrap_err()
     };
     type Case = (String, &'static str, &'static str, Box<dyn Fn(&mut Config)>);
@@ -463,4 +463,74 @@ fn a_route_needs_a_nexthop_on_a_subnet_the_switch_is_on() {
         "route 10.9.0.0/16: nexthops: nexthop 10.0.10.1 is an address of interface vlan10, \
          the switch itself (use the address of the next router on that subnet)"
     );
+}
+
+/// Interfaces as the kernel of a box with a loopback device named `lo0` sees them.
+struct WithLoopback;
+
+impl Links for WithLoopback {
+    fn facts(&self, name: &str) -> Option<LinkFacts> {
+        Some(LinkFacts {
+            loopback: name == "lo0",
+        })
+    }
+}
+
+// What this shows: the loopback device (by its flag or the name `lo`) and the netdevs xnos
+// makes itself cannot be ports, switched or routed; the refusal names the port, what it
+// is, and the key and line.
+#[test]
+fn loopback_and_netdevs_of_xnos_are_refused_as_ports() {
+    let port =
+        |name: &str| format!("{L3}\n[[port]]\nname = \"{name}\"\nmode = \"access\"\nvlan = 10\n");
+    for (name, message) in [
+        ("lo", "lo is the loopback device; it cannot be a port"),
+        ("lo0", "lo0 is the loopback device; it cannot be a port"),
+        (
+            "vlan10",
+            "vlan10 is the kernel side of interface vlan10, made by xnos; it cannot be a port",
+        ),
+        (
+            "vlan10i",
+            "vlan10i is the internal port of interface vlan10, made by xnos; it cannot be a port",
+        ),
+        (
+            "xbr",
+            "xbr is the kernel bridge of the switchdev ports, made by xnos; it cannot be a port",
+        ),
+        (
+            "xbr20",
+            "xbr20 is the kernel bridge of VLAN 20's switchdev ports, made by xnos; it cannot \
+             be a port",
+        ),
+        (
+            "xcpu20i",
+            "xcpu20i is an end of the CPU port of VLAN 20 (between the kernel bridge and the \
+             fast path), made by xnos; it cannot be a port",
+        ),
+    ] {
+        let e = Config::parse("test.toml", &port(name), WithLoopback).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("port[1].name", 26), "{e}");
+        assert_eq!(e.message, message);
+    }
+    // A vlan20 of the operator's own (no SVI of VLAN 20 configured) may be a port.
+    Config::parse("test.toml", &port("vlan20"), WithLoopback).unwrap();
+    let routed = L3.replace("port = \"swp5\"", "port = \"lo\"");
+    let e = Config::parse("test.toml", &routed, WithLoopback).unwrap_err();
+    assert_eq!(e.key, "interface[1].port");
+    assert_eq!(e.message, "lo is the loopback device; it cannot be a port");
+}
+
+// What this shows: a VLAN a port uses exists, whether the port comes from the file or
+// from typed rows (the API and the CLI): it gets an unnamed row of the vlan table.
+#[test]
+fn a_vlan_a_port_uses_exists() {
+    let mut config = parse(GOOD).unwrap();
+    assert_eq!(config.vlans[&20], VlanConfig { id: 20, name: None });
+    config.ports.get_mut("swp3").unwrap().mode = PortMode::Access { vlan: 30 };
+    config.add_port_vlans();
+    assert_eq!(config.vlans[&30], VlanConfig { id: 30, name: None });
+    config
+        .validate(&|name: &str| name.starts_with("swp"))
+        .unwrap();
 }

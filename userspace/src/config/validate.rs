@@ -8,8 +8,8 @@ use super::*;
 
 impl Config {
     /// Check the config as a whole: ranges, references between tables, uniqueness, and that
-    /// every port is a kernel interface. The first problem is returned.
-    pub fn validate(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+    /// every port is a kernel interface that can be one. The first problem is returned.
+    pub fn validate(&self, links: &dyn Links) -> Result<(), FieldError> {
         let aging = i64::try_from(self.switch.fdb_aging_secs).unwrap_or(i64::MAX);
         if let Some(message) = fdb_aging_error(aging) {
             return Err(field_error("switch", "switch", "fdb-aging", message));
@@ -44,13 +44,8 @@ impl Config {
             None => Ok(()),
         };
         for (name, port) in &self.ports {
-            if !link_exists(name) {
-                return Err(field_error(
-                    "port",
-                    name,
-                    "name",
-                    format!("no kernel interface named {name:?}"),
-                ));
+            if let Some(message) = self.port_refusal(name, links) {
+                return Err(field_error("port", name, "name", message));
             }
             if let Some(message) = port.mtu.and_then(|m| mtu_range_error(i64::from(m))) {
                 return Err(field_error("port", name, "mtu", message));
@@ -113,10 +108,66 @@ impl Config {
                 ));
             }
         }
-        self.validate_l3(link_exists)
+        self.validate_l3(links)
     }
 
-    fn validate_l3(&self, link_exists: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+    /// Why the kernel interface `name` cannot be a port (switched or routed), if it cannot:
+    /// it is missing, the loopback device, or a netdev xnos makes itself (attaching the
+    /// fast path to those breaks what xnos made them for).
+    fn port_refusal(&self, name: &str, links: &dyn Links) -> Option<String> {
+        let made = |what: String| {
+            Some(format!(
+                "{name} is {what}, made by xnos; it cannot be a port"
+            ))
+        };
+        let vlan_of = |prefix: &str, suffix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .and_then(|vid| vid.parse::<u16>().ok())
+        };
+        let svi = |vlan: u16| {
+            self.interfaces
+                .values()
+                .any(|i| i.vlan == Some(vlan) && i.name == InterfaceConfig::svi_name(vlan))
+        };
+        if let Some(vlan) = vlan_of("vlan", "i").filter(|v| svi(*v)) {
+            return made(format!(
+                "the internal port of interface {}",
+                InterfaceConfig::svi_name(vlan)
+            ));
+        }
+        if let Some(vlan) = vlan_of("vlan", "").filter(|v| svi(*v)) {
+            return made(format!(
+                "the kernel side of interface {}",
+                InterfaceConfig::svi_name(vlan)
+            ));
+        }
+        if name == crate::switchdev::VLAN_AWARE_BRIDGE {
+            return made("the kernel bridge of the switchdev ports".into());
+        }
+        if let Some(vlan) = crate::switchdev::bridge_vlan(name) {
+            return made(format!(
+                "the kernel bridge of VLAN {vlan}'s switchdev ports"
+            ));
+        }
+        if let Some(vlan) = vlan_of("xcpu", "i").or_else(|| vlan_of("xcpu", "")) {
+            return made(format!(
+                "an end of the CPU port of VLAN {vlan} (between the kernel bridge and the fast path)"
+            ));
+        }
+        if name.starts_with(crate::kernel::bridge::PROBE_PREFIX) {
+            return made("a netdev that probes what the kernel's bridge can do".into());
+        }
+        match links.facts(name) {
+            None => Some(format!("no kernel interface named {name:?}")),
+            Some(facts) if facts.loopback || name == "lo" => Some(format!(
+                "{name} is the loopback device; it cannot be a port"
+            )),
+            Some(_) => None,
+        }
+    }
+
+    fn validate_l3(&self, links: &dyn Links) -> Result<(), FieldError> {
         if let Some(mac) = self.switch.router_mac
             && (mac.is_multicast() || mac.is_zero())
         {
@@ -171,13 +222,8 @@ impl Config {
                             format!("{port:?} is a switch port; a routed port must not be"),
                         ));
                     }
-                    if !link_exists(port) {
-                        return Err(field_error(
-                            "interface",
-                            name,
-                            "port",
-                            format!("no kernel interface named {port:?}"),
-                        ));
+                    if let Some(message) = self.port_refusal(port, links) {
+                        return Err(field_error("interface", name, "port", message));
                     }
                 }
                 _ => {

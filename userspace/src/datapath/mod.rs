@@ -215,6 +215,10 @@ pub struct Datapath {
     slots_used: std::collections::BTreeSet<u32>,
     /// Why each attached port uses its mode.
     reasons: BTreeMap<u32, String>,
+    /// The ports this instance claimed (xnosd claims; the datapath alone, in tests, not).
+    claims: Option<crate::claim::Claims>,
+    /// Ports another instance holds: the claim is tried again now and then.
+    refused: std::collections::BTreeSet<u32>,
     // Declared last: pins are removed after the links are gone.
     pins: Option<Pins>,
 }
@@ -285,6 +289,8 @@ impl Datapath {
             port_slots: Array::try_from(port_slots).map_err(map_err("PORT_SLOTS"))?,
             port_slots_end: Array::try_from(port_slots_end).map_err(map_err("PORT_SLOTS_END"))?,
             reasons: BTreeMap::new(),
+            claims: None,
+            refused: Default::default(),
             slots_used: Default::default(),
             ebpf,
             pins,
@@ -337,6 +343,42 @@ impl Datapath {
             pins.files.push(path);
         }
         Ok(pins)
+    }
+
+    /// Claim every port before attaching to it from now on (see claim.rs).
+    pub fn set_claims(&mut self, claims: crate::claim::Claims) {
+        self.claims = Some(claims);
+    }
+
+    /// Claim port `ifindex` for this instance; fails naming the instance that holds it.
+    pub fn claim(&mut self, ifindex: u32) -> Result<(), crate::claim::ClaimError> {
+        let Some(claims) = &mut self.claims else {
+            return Ok(());
+        };
+        let result = claims.claim(ifindex);
+        if matches!(result, Err(crate::claim::ClaimError::Taken { .. })) {
+            self.refused.insert(ifindex);
+        } else {
+            self.refused.remove(&ifindex);
+        }
+        result
+    }
+
+    /// Release the claims of the ports `keep` does not name.
+    pub fn release_claims(&mut self, keep: impl Fn(u32) -> bool) {
+        if let Some(claims) = &mut self.claims {
+            claims.release_others(keep);
+        }
+    }
+
+    /// Forget which ports were refused, returning them: a reconcile claims every port anew.
+    pub fn forget_refused(&mut self) -> std::collections::BTreeSet<u32> {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// Whether a port is refused because another instance holds it.
+    pub fn claims_refused(&self) -> bool {
+        !self.refused.is_empty()
     }
 
     pub fn pin_dir(&self) -> Option<&Path> {

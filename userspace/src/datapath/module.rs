@@ -25,10 +25,13 @@ use crate::{
     mac::MacAddr,
     statedb::{
         Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx, DatapathWriter,
-        FloodMember, LearnedMac, Observed, Owner, PortStatus, Table,
+        FdbCleared, FloodMember, LearnedMac, Observed, Owner, PortStatus, Table,
     },
     supervisor::ModuleCtx,
 };
+
+/// How often a port another instance holds is claimed again.
+const CLAIM_RETRY: Duration = Duration::from_secs(5);
 
 /// How the datapath treats a port.
 enum PortKind {
@@ -143,6 +146,7 @@ pub fn reconcile(
 ) -> anyhow::Result<Reconciled> {
     let switchdev = &backends.switchdev;
     let current = dp.ports()?;
+    let refused_before = dp.forget_refused();
     let mut free_slots: BTreeSet<u32> = (0..MAX_PORTS).collect();
     for conf in current.values() {
         free_slots.remove(&conf.stats_slot);
@@ -183,6 +187,15 @@ pub fn reconcile(
             statuses.insert(name, status);
             continue;
         };
+        if let Err(e) = dp.claim(ifindex) {
+            // Another instance drives it: nothing of ours goes onto it, the others go on.
+            if !refused_before.contains(&ifindex) {
+                tracing::warn!(port = %name, ifindex, error = %e, "port not attached");
+            }
+            status.error = Some(format!("not attached: {e}"));
+            statuses.insert(name, status);
+            continue;
+        }
 
         let slot = match current.get(&ifindex) {
             Some(conf) => conf.stats_slot,
@@ -253,6 +266,7 @@ pub fn reconcile(
     for ifindex in current.keys().filter(|i| !desired.contains_key(i)) {
         dp.remove_port(*ifindex)?;
     }
+    dp.release_claims(|ifindex| desired.contains_key(&ifindex));
 
     let desired_static: BTreeMap<FdbKey, u32> = config
         .fdb
@@ -390,6 +404,52 @@ fn sync_learned(db: &DatapathWriter, dp: &Datapath) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Carry out the `fdb-clear` request if it is new: remove the learned entries it names
+/// from the FDB map, and answer in `fdb-cleared` once `fdb-learned` shows it.
+fn clear_fdb(db: &DatapathWriter, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
+    let (request, ifindex) = db.read(|s| {
+        let request = s.observed.fdb_clear.clone();
+        let ifindex = request.port.as_ref().map(|port| {
+            s.observed
+                .port_status
+                .get(port)
+                .map_or(0, |status| status.ifindex)
+        });
+        (
+            (request.request > s.observed.fdb_cleared.request).then_some(request),
+            ifindex,
+        )
+    });
+    let Some(request) = request else {
+        return Ok(());
+    };
+    let mut answer = FdbCleared {
+        request: request.request,
+        ..Default::default()
+    };
+    let mut guard = lock(dp);
+    if ifindex == Some(0) {
+        answer.error = Some(format!(
+            "port {} is not on the fast path: the FDB map has no entries of its",
+            request.port.as_deref().unwrap_or_default()
+        ));
+    } else {
+        for (key, entry) in guard.fdb_entries()? {
+            let named = entry.flags & FDB_FLAG_STATIC == 0
+                && request.vlan.is_none_or(|vlan| vlan == key.vlan)
+                && ifindex.is_none_or(|ifindex| ifindex == entry.ifindex);
+            if named {
+                guard.fdb_remove(&key)?;
+                answer.removed += 1;
+            }
+        }
+    }
+    sync_learned(db, &guard)?;
+    drop(guard);
+    db.write(|tx| tx.fdb_cleared(answer));
+    Ok(())
+}
+
 fn port_names(observed: &Observed) -> BTreeMap<u32, String> {
     observed
         .port_status
@@ -511,6 +571,8 @@ impl Drop for LearnRing {
 struct Work {
     /// Config or links changed: reconcile everything.
     all: bool,
+    /// The API asked for learned MACs to be cleared.
+    clear: bool,
     prefixes: BTreeSet<IpNet>,
     neighbors: BTreeSet<(u32, std::net::IpAddr)>,
     /// The newest commit of another writer in the batch: once the batch is done, the maps
@@ -536,6 +598,7 @@ impl Work {
                 {
                     self.all = true
                 }
+                Table::FdbClear => self.clear = true,
                 Table::Fib => {
                     // The maps are keyed by prefix: any route to it may change what the
                     // prefix gets.
@@ -628,9 +691,12 @@ pub async fn run(
     let mut commits = db.subscribe().commits;
     let mut l3 = L3::load(&mut lock(&dp))?;
     apply(&db, &dp, &mut l3)?;
+    // A request the previous run of the module did not answer is answered now.
+    clear_fdb(&db, &dp)?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
+    let mut last_claim = Instant::now();
     loop {
         tokio::select! {
             commit = commits.recv() => {
@@ -650,8 +716,11 @@ pub async fn run(
                         Err(_) => break,
                     };
                 }
-                let seen = work.seen;
+                let (seen, clear) = (work.seen, work.clear);
                 work.run(&db, &dp, &mut l3)?;
+                if clear {
+                    clear_fdb(&db, &dp)?;
+                }
                 advance(&db, seen);
             }
             guard = ring.fd().readable_mut() => {
@@ -668,6 +737,12 @@ pub async fn run(
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                // Level-triggered has nothing to trigger it when another instance lets a
+                // port go: ask again now and then.
+                if last_claim.elapsed() >= CLAIM_RETRY && lock(&dp).claims_refused() {
+                    last_claim = Instant::now();
+                    apply(&db, &dp, &mut l3)?;
+                }
                 // Scan a few times per aging period: a MAC goes within aging * 1.25.
                 let aging = Duration::from_secs(db.read(|s| s.config.switch.fdb_aging_secs));
                 let period = (aging / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));

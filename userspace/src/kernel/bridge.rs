@@ -199,13 +199,16 @@ async fn ensure_cpu_port(
     set_up(handle, links, cpu_xdp, None).await
 }
 
+/// The names of the netdevs [`probe`] makes for a moment.
+pub const PROBE_PREFIX: &str = "xnosvlanprobe";
+
 /// What this kernel's bridge can do: filter VLANs (needed for trunk ports), and carry
 /// VLAN netdevs (SVIs on the bridge). A throwaway bridge (named so that its own link events
 /// trigger nothing) is made with VLAN filtering on, and a VLAN netdev on it. A kernel
 /// without the feature refuses with EOPNOTSUPP; any other failure leaves the answer
 /// unknown (Err), to be asked again.
 pub async fn probe(handle: &Handle) -> Result<KernelFeatures, String> {
-    const PROBE: &str = "xnosvlanprobe";
+    const PROBE: &str = PROBE_PREFIX;
     const PROBE_VLAN: &str = "xnosvlanprobe.1";
     let remove = || async {
         for name in [PROBE_VLAN, PROBE] {
@@ -995,7 +998,7 @@ mod tests {
          [[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n";
 
     fn config() -> Config {
-        Config::parse("t.toml", CONFIG, |_| true).unwrap()
+        Config::parse("t.toml", CONFIG, |_: &str| true).unwrap()
     }
 
     // What this shows: a kernel whose bridge filters VLANs gets one bridge `xbr` with every

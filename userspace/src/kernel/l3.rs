@@ -30,6 +30,7 @@ use rtnetlink::{
 
 use super::route::{PROTOCOL_XNOS, TABLE_MAIN};
 use crate::{
+    claim,
     config::{Config, InterfaceConfig, RouteConfig},
     kernel::link,
     mac::MacAddr,
@@ -261,7 +262,12 @@ fn interface_mtu(
 /// Give the ports the MTU their config asks for (the others are left as they are).
 async fn sync_port_mtus(handle: &Handle, config: &Config, links: &BTreeMap<String, LinkState>) {
     for port in config.ports.values() {
+        // A port another xnosd drives (the datapath refused it) keeps the MTU that one set.
+        let elsewhere = links.get(&port.name).is_some_and(|link| {
+            claim::held_elsewhere(std::path::Path::new(claim::CLAIM_DIR), link.ifindex)
+        });
         if let Some(mtu) = port.mtu
+            && !elsewhere
             && let Err(e) = set_mtu(handle, links, &port.name, mtu).await
         {
             tracing::warn!(
@@ -474,10 +480,19 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             o.route_status.clone(),
         )
     });
+    // Not an SVI whose internal port another xnosd of this namespace drives: its config
+    // has the SVI.
+    let elsewhere = |svi: &str| {
+        links.get(&format!("{svi}i")).is_some_and(|port| {
+            claim::held_elsewhere(std::path::Path::new(claim::CLAIM_DIR), port.ifindex)
+        })
+    };
     let stale_svis: Vec<u32> = links
         .values()
         .filter(|l| {
-            l.alias.as_deref() == Some(SVI_ALIAS) && !config.interfaces.contains_key(&l.name)
+            l.alias.as_deref() == Some(SVI_ALIAS)
+                && !config.interfaces.contains_key(&l.name)
+                && !elsewhere(&l.name)
         })
         .map(|l| l.ifindex)
         .collect();

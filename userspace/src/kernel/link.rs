@@ -9,7 +9,10 @@ use rtnetlink::{
     packet_route::link::{InfoData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
 };
 
+use nix::net::if_::InterfaceFlags;
+
 use crate::{
+    config::{LinkFacts, Links},
     mac::MacAddr,
     statedb::{KernelTx, LinkState, OperState},
 };
@@ -21,6 +24,20 @@ pub fn ifindex(name: &str) -> Option<u32> {
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {
         0 => None,
         index => Some(index),
+    }
+}
+
+/// The kernel interfaces of this network namespace, as config validation sees them.
+pub struct KernelLinks;
+
+impl Links for KernelLinks {
+    fn facts(&self, name: &str) -> Option<LinkFacts> {
+        ifindex(name)?;
+        // getifaddrs has an AF_PACKET entry, with the link's flags, for every link.
+        let loopback = nix::ifaddrs::getifaddrs().ok().is_some_and(|mut all| {
+            all.any(|a| a.interface_name == name && a.flags.contains(InterfaceFlags::IFF_LOOPBACK))
+        });
+        Some(LinkFacts { loopback })
     }
 }
 

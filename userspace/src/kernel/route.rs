@@ -274,7 +274,10 @@ mod tests {
     }
 
     fn fib(messages: &[RouteMessage]) -> Vec<String> {
-        let db = StateDb::new(Config::parse("t.toml", "", |_| true).unwrap(), |_| true);
+        let db = StateDb::new(
+            Config::parse("t.toml", "", |_: &str| true).unwrap(),
+            |_: &str| true,
+        );
         let w = db.writers();
         w.kernel.write(|tx| replace_all(tx, messages));
         db.read(|s| s.observed.fib.keys().map(ToString::to_string).collect())
@@ -305,7 +308,10 @@ mod tests {
     // deletion of one sibling (which the kernel notifies alone) leaves the others.
     #[test]
     fn a_deleted_ipv6_sibling_leaves_the_others() {
-        let db = StateDb::new(Config::parse("t.toml", "", |_| true).unwrap(), |_| true);
+        let db = StateDb::new(
+            Config::parse("t.toml", "", |_: &str| true).unwrap(),
+            |_: &str| true,
+        );
         let w = db.writers();
         let both = message(
             "2001:db8:1::/64",

@@ -36,11 +36,14 @@ pub use self::{
         Change, ChangeOp, Commit, CommitSource, Op, TxError, diff_config, fdb_key, neighbor_key,
     },
     writer::{
-        DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx, SupervisorTx,
-        SupervisorWriter, Writer, Writers, owner,
+        ApiTx, ApiWriter, DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx,
+        SupervisorTx, SupervisorWriter, Writer, Writers, owner,
     },
 };
-use crate::{config::Config, mac::MacAddr};
+use crate::{
+    config::{Config, Links},
+    mac::MacAddr,
+};
 
 /// How many commits a subscriber may fall behind before it must resynchronise.
 const SUBSCRIBER_BACKLOG: usize = 4096;
@@ -65,6 +68,8 @@ pub struct Observed {
     pub kernel: KernelFeatures,
     pub interface_status: BTreeMap<String, InterfaceStatus>,
     pub route_status: BTreeMap<IpNet, RouteStatus>,
+    pub fdb_clear: FdbClear,
+    pub fdb_cleared: FdbCleared,
 }
 
 impl Observed {
@@ -91,22 +96,19 @@ pub struct Subscription {
     pub commits: broadcast::Receiver<Arc<Commit>>,
 }
 
-type LinkCheck = dyn Fn(&str) -> bool + Send + Sync;
+type LinkCheck = dyn Links + Send + Sync;
 
 pub struct StateDb {
     state: RwLock<State>,
     commits: broadcast::Sender<Arc<Commit>>,
-    link_exists: Box<LinkCheck>,
+    links: Box<LinkCheck>,
     writers_taken: std::sync::atomic::AtomicBool,
 }
 
 impl StateDb {
-    /// A database holding `config`. `link_exists` tells whether a kernel interface exists,
-    /// for validating ports in transactions.
-    pub fn new(
-        config: Config,
-        link_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
-    ) -> Arc<Self> {
+    /// A database holding `config`; transactions are validated against the kernel
+    /// interfaces `links`.
+    pub fn new(config: Config, links: impl Links + Send + Sync + 'static) -> Arc<Self> {
         Arc::new(Self {
             state: RwLock::new(State {
                 generation: 1,
@@ -114,7 +116,7 @@ impl StateDb {
                 observed: Observed::default(),
             }),
             commits: broadcast::Sender::new(SUBSCRIBER_BACKLOG),
-            link_exists: Box::new(link_exists),
+            links: Box::new(links),
             writers_taken: Default::default(),
         })
     }
@@ -158,9 +160,7 @@ impl StateDb {
 
     /// Validate `config` as a whole and make it the desired config in one commit.
     pub fn replace_config(&self, config: Config) -> Result<Commit, TxError> {
-        config
-            .validate(&*self.link_exists)
-            .map_err(TxError::Invalid)?;
+        config.validate(&*self.links).map_err(TxError::Invalid)?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         config
             .validate_nexthops(Some(&state.config), &state.observed.connected())
@@ -181,9 +181,8 @@ impl StateDb {
                 message,
             })?;
         }
-        config
-            .validate(&*self.link_exists)
-            .map_err(TxError::Invalid)?;
+        config.add_port_vlans();
+        config.validate(&*self.links).map_err(TxError::Invalid)?;
         config
             .validate_nexthops(Some(&state.config), &state.observed.connected())
             .map_err(TxError::Invalid)?;
@@ -253,6 +252,8 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
             rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
         }
         Table::DatapathFlood => rows(&s.observed.datapath_flood, u16::to_string),
+        Table::FdbClear => vec![("fdb-clear".into(), row_value(&s.observed.fdb_clear))],
+        Table::FdbCleared => vec![("fdb-cleared".into(), row_value(&s.observed.fdb_cleared))],
     }
 }
 
@@ -269,10 +270,10 @@ mod tests {
         let config = Config::parse(
             "t.toml",
             "[[vlan]]\nid = 10\nname = \"a\"\n[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n",
-            |_| true,
+            |_: &str| true,
         )
         .unwrap();
-        StateDb::new(config, |name| name.starts_with("swp"))
+        StateDb::new(config, |name: &str| name.starts_with("swp"))
     }
 
     fn insert(table: Table, row: Value) -> Op {
@@ -351,19 +352,19 @@ mod tests {
     fn a_rejected_transaction_changes_nothing_and_names_row_and_field() {
         let db = db();
         let before = db.read(|s| s.config.clone());
-        // The first op is fine, the second references a VLAN that does not exist.
+        // The first op is fine, the second names a VLAN out of range.
         let err = db
             .transact(&[
                 insert(Table::Vlan, json!({"id": 30})),
                 insert(
                     Table::Port,
-                    json!({"name": "swp2", "mode": "access", "vlan": 40}),
+                    json!({"name": "swp2", "mode": "access", "vlan": 5000}),
                 ),
             ])
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "port swp2: vlan: VLAN 40 does not exist (add it to the vlan table first)"
+            "port swp2: vlan: VLAN 5000 is out of range 1..4094"
         );
         assert_eq!(db.read(|s| s.config.clone()), before);
         assert_eq!(db.generation(), 1);
@@ -441,6 +442,38 @@ mod tests {
         assert_eq!(db.read(|s| s.config.clone()), before);
     }
 
+    // What this shows: a port in a VLAN the vlan table lacks makes the VLAN exist, in the
+    // same commit, as a port of the config file does; the VLAN stays when the port goes.
+    #[test]
+    fn a_vlan_a_port_uses_exists_in_the_same_commit() {
+        let db = db();
+        let commit = db
+            .transact(&[insert(
+                Table::Port,
+                json!({"name": "swp2", "mode": "trunk", "vlans": [40], "native-vlan": 41}),
+            )])
+            .unwrap();
+        let inserted: Vec<(Table, &str)> = commit
+            .changes
+            .iter()
+            .map(|c| (c.table, c.key.as_str()))
+            .collect();
+        assert_eq!(
+            inserted,
+            [
+                (Table::Vlan, "40"),
+                (Table::Vlan, "41"),
+                (Table::Port, "swp2")
+            ]
+        );
+        db.transact(&[Op::Delete {
+            table: Table::Port,
+            key: "swp2".into(),
+        }])
+        .unwrap();
+        assert!(db.read(|s| s.config.vlans.contains_key(&40)));
+    }
+
     // What this shows: deleting what others use names the users, and the same delete
     // after them in one transaction goes through.
     #[test]
@@ -478,8 +511,9 @@ mod tests {
             db.transact(&[delete(Table::Port, "swp1")])
                 .unwrap_err()
                 .to_string(),
-            "op 0 (port): port swp1 is used by static entry 10/02:00:00:00:00:01: change or \
-             remove them first (in the same transaction, before this op)"
+            "op 0 (port): port swp1 is used by static entry 02:00:00:00:00:01 in VLAN 10: \
+             remove it first (xnos fdb del 02:00:00:00:00:01 --vlan 10; in the API, an \
+             earlier op of the same transaction)"
         );
         db.transact(&[
             delete(Table::FdbStatic, "10/02:00:00:00:00:01"),
@@ -622,7 +656,7 @@ mod tests {
              [[fdb]]\nmac = \"02:00:00:00:00:01\"\nvlan = 10\nport = \"swp1\"\n\
              [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n\
              [[route]]\nprefix = \"10.9.0.0/16\"\nnexthops = [\"10.0.10.2\"]\n",
-            |_| true,
+            |_: &str| true,
         )
         .unwrap();
         let tables: std::collections::BTreeSet<Table> =
@@ -638,7 +672,7 @@ mod tests {
         let new = Config::parse(
             "t.toml",
             "[[vlan]]\nid = 10\nname = \"renamed\"\n[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n",
-            |_| true,
+            |_: &str| true,
         )
         .unwrap();
         let commit = db.replace_config(new).unwrap();
@@ -667,7 +701,7 @@ mod owner_tests {
         for table in Table::ALL {
             assert_eq!(table.is_config(), table.owner() == Owner::Config, "{table}");
         }
-        let db = StateDb::new(Config::default(), |_| true);
+        let db = StateDb::new(Config::default(), |_: &str| true);
         let writers = db.writers();
         // The kernel writes links; the datapath module learned MACs; the supervisor modules.
         let (_, commit) = writers.kernel.write(|tx| tx.interface_status("x", None));

@@ -261,6 +261,32 @@ pub struct DatapathStatus {
     pub station_moves: u64,
 }
 
+/// A request to forget learned MACs (the single row of `fdb-clear`, written by the API):
+/// the datapath module, the only writer of the FDB map, acts once on each new `request`
+/// and answers in `fdb-cleared`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FdbClear {
+    /// Counts up from 1; 0: nothing asked yet.
+    pub request: u64,
+    /// Only entries of this VLAN; None: of every VLAN.
+    pub vlan: Option<u16>,
+    /// Only entries learned on this port; None: on every port.
+    pub port: Option<String>,
+}
+
+/// The datapath module's answer to the newest `fdb-clear` request it acted on (the single
+/// row of `fdb-cleared`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FdbCleared {
+    pub request: u64,
+    /// How many learned entries went from the FDB map.
+    pub removed: u64,
+    /// Why the request was not carried out in full, if it was not.
+    pub error: Option<String>,
+}
+
 /// A supervised module, as the supervisor reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

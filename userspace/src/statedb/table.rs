@@ -27,10 +27,12 @@ pub enum Table {
     DatapathRoute,
     DatapathNeighbor,
     DatapathFlood,
+    FdbClear,
+    FdbCleared,
 }
 
 impl Table {
-    pub const ALL: [Table; 21] = [
+    pub const ALL: [Table; 23] = [
         Table::Switch,
         Table::Vlan,
         Table::Port,
@@ -52,6 +54,8 @@ impl Table {
         Table::DatapathRoute,
         Table::DatapathNeighbor,
         Table::DatapathFlood,
+        Table::FdbClear,
+        Table::FdbCleared,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -77,6 +81,8 @@ impl Table {
             Table::DatapathRoute => "datapath-route",
             Table::DatapathNeighbor => "datapath-neighbor",
             Table::DatapathFlood => "datapath-flood",
+            Table::FdbClear => "fdb-clear",
+            Table::FdbCleared => "fdb-cleared",
         }
     }
 
@@ -105,8 +111,10 @@ impl Table {
             | Table::Datapath
             | Table::DatapathRoute
             | Table::DatapathNeighbor
-            | Table::DatapathFlood => Owner::Datapath,
+            | Table::DatapathFlood
+            | Table::FdbCleared => Owner::Datapath,
             Table::Module => Owner::Supervisor,
+            Table::FdbClear => Owner::Api,
         }
     }
 
@@ -162,6 +170,8 @@ pub enum Owner {
     Datapath,
     /// The supervisor: module states.
     Supervisor,
+    /// The API: requests the datapath module acts on (`fdb-clear`).
+    Api,
 }
 
 impl Owner {
@@ -171,6 +181,7 @@ impl Owner {
             Owner::Kernel => "kernel",
             Owner::Datapath => "datapath",
             Owner::Supervisor => "supervisor",
+            Owner::Api => "api",
         }
     }
 }

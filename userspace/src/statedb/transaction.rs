@@ -412,38 +412,40 @@ fn vlan_users(config: &Config, vlan: u16) -> Option<String> {
 /// Refuse to delete a row that others refer to, naming them: the whole-config validation
 /// would only see the dangling reference ("VLAN 10 does not exist") afterwards.
 fn refuse_delete_in_use(config: &Config, table: Table, key: &str) -> Result<(), String> {
-    let users = match table {
-        Table::Vlan => key
-            .parse::<u16>()
-            .ok()
-            .and_then(|vlan| vlan_users(config, vlan)),
+    match table {
+        Table::Vlan => match key.parse::<u16>().ok().and_then(|v| vlan_users(config, v)) {
+            Some(users) => Err(format!(
+                "{table} {key} is used by {users}: change or remove them first (in the same \
+                 transaction, before this op)"
+            )),
+            None => Ok(()),
+        },
         Table::Port => {
-            let entries: Vec<String> = config
-                .fdb
-                .values()
-                .filter(|f| f.port == key)
-                .map(|f| fdb_key(f.vlan, &f.mac))
+            let entries: Vec<&StaticFdb> = config.fdb.values().filter(|f| f.port == key).collect();
+            let (first, more) = match entries.as_slice() {
+                [] => return Ok(()),
+                [one] => (one, ""),
+                [one, ..] => (one, " and the others likewise"),
+            };
+            let named: Vec<String> = entries
+                .iter()
+                .map(|f| format!("{} in VLAN {}", f.mac, f.vlan))
                 .collect();
-            (!entries.is_empty()).then(|| {
-                format!(
-                    "static {} {}",
-                    if entries.len() == 1 {
-                        "entry"
-                    } else {
-                        "entries"
-                    },
-                    entries.join(", ")
-                )
-            })
+            Err(format!(
+                "{table} {key} is used by static {} {}: remove {} first (xnos fdb del {} \
+                 --vlan {}{more}; in the API, an earlier op of the same transaction)",
+                if entries.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                },
+                named.join(", "),
+                if entries.len() == 1 { "it" } else { "them" },
+                first.mac,
+                first.vlan,
+            ))
         }
-        _ => None,
-    };
-    match users {
-        Some(users) => Err(format!(
-            "{table} {key} is used by {users}: change or remove them first (in the same \
-             transaction, before this op)"
-        )),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
 

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::{
     BridgeMac, BridgePort, Change, ChangeOp, Commit, DatapathFlood, DatapathNeighbor,
-    DatapathRoute, DatapathStatus, FibKey, FibRoute, InterfaceStatus, KernelFeatures, LearnedMac,
-    LinkState, ModuleStatus, Neighbor, Observed, PortStatus, RouteStatus, StateDb, Table, fdb_key,
-    neighbor_key, row_value,
+    DatapathRoute, DatapathStatus, FdbClear, FdbCleared, FibKey, FibRoute, InterfaceStatus,
+    KernelFeatures, LearnedMac, LinkState, ModuleStatus, Neighbor, Observed, PortStatus,
+    RouteStatus, StateDb, Table, fdb_key, neighbor_key, row_value,
 };
 use crate::mac::MacAddr;
 
@@ -26,6 +26,9 @@ pub mod owner {
     /// The supervisor.
     #[derive(Debug)]
     pub enum Supervisor {}
+    /// The API module.
+    #[derive(Debug)]
+    pub enum Api {}
 }
 
 /// The one handle through which a module writes its state tables.
@@ -77,6 +80,7 @@ pub struct Writers {
     pub kernel: Writer<owner::Kernel>,
     pub datapath: Writer<owner::Datapath>,
     pub supervisor: Writer<owner::Supervisor>,
+    pub api: Writer<owner::Api>,
 }
 
 impl Writers {
@@ -85,6 +89,7 @@ impl Writers {
             kernel: Writer::of(db),
             datapath: Writer::of(db),
             supervisor: Writer::of(db),
+            api: Writer::of(db),
         }
     }
 }
@@ -92,10 +97,12 @@ impl Writers {
 pub type KernelWriter = Writer<owner::Kernel>;
 pub type DatapathWriter = Writer<owner::Datapath>;
 pub type SupervisorWriter = Writer<owner::Supervisor>;
+pub type ApiWriter = Writer<owner::Api>;
 
 pub type KernelTx<'a> = ObservedTx<'a, owner::Kernel>;
 pub type DatapathTx<'a> = ObservedTx<'a, owner::Datapath>;
 pub type SupervisorTx<'a> = ObservedTx<'a, owner::Supervisor>;
+pub type ApiTx<'a> = ObservedTx<'a, owner::Api>;
 
 /// A batch of state writes by one module, applied as one commit.
 pub struct ObservedTx<'a, O> {
@@ -296,6 +303,15 @@ impl ObservedTx<'_, owner::Datapath> {
         );
     }
 
+    pub fn fdb_cleared(&mut self, row: FdbCleared) {
+        self.put_single(
+            Table::FdbCleared,
+            |o| &mut o.fdb_cleared,
+            "fdb-cleared",
+            row,
+        );
+    }
+
     pub fn flood(&mut self, vlan: u16, row: Option<DatapathFlood>) {
         self.put(
             Table::DatapathFlood,
@@ -316,6 +332,12 @@ impl ObservedTx<'_, owner::Supervisor> {
             name.into(),
             row,
         );
+    }
+}
+
+impl ObservedTx<'_, owner::Api> {
+    pub fn fdb_clear(&mut self, row: FdbClear) {
+        self.put_single(Table::FdbClear, |o| &mut o.fdb_clear, "fdb-clear", row);
     }
 }
 

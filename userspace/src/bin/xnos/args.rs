@@ -14,6 +14,8 @@ use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table}
 ///   xnos port set swp2 --trunk 10,30 --native 1
 ///   xnos fdb add 02:00:00:00:00:10 --vlan 10 --port swp1
 ///   xnos route add 10.99.0.0/16 --via 10.0.20.2
+///   xnos fdb clear --port swp1          forget the MACs learned on swp1
+///   xnos interface set vlan10 --vlan 10 --addresses 10.0.10.1/24
 ///   xnos config apply new.toml          validate, show the diff, apply atomically
 ///   xnos config save                    write the running config to xnosd's config file
 ///   xnos db watch fdb-learned           stream changes of a StateDb table
@@ -54,7 +56,7 @@ pub enum Command {
         #[command(subcommand)]
         action: PortAction,
     },
-    /// Add or remove static FDB entries.
+    /// Add or remove static FDB entries; clear learned ones.
     Fdb {
         #[command(subcommand)]
         action: FdbAction,
@@ -71,6 +73,20 @@ pub enum Command {
     Route {
         #[command(subcommand)]
         action: RouteAction,
+    },
+    /// Configure L3 interfaces: SVIs (`vlan<ID>`) and routed ports, with their addresses.
+    /// `xnos show interfaces` shows them.
+    ///
+    /// Examples:
+    ///   xnos interface set vlan10 --vlan 10 --addresses 10.0.10.1/24,fd00:10::1/64
+    ///   xnos interface set swp5 --port swp5 --addresses 10.0.99.1/30
+    ///   xnos interface set vlan10 --add-address 10.0.11.1/24 --mtu 9000
+    ///   xnos interface set vlan10 --del-address fd00:10::1/64 --no-mtu
+    ///   xnos interface del swp5
+    #[command(verbatim_doc_comment)]
+    Interface {
+        #[command(subcommand)]
+        action: InterfaceAction,
     },
     /// Work with whole configs: apply, diff, show, save.
     Config {
@@ -247,8 +263,9 @@ pub enum RouteAction {
 
 #[derive(Subcommand)]
 pub enum PortAction {
-    /// Make an interface a switch port, or change one (its VLANs must exist). Only what
-    /// the options name changes: the rest of an existing port stays as it is.
+    /// Make an interface a switch port, or change one (a VLAN it names that the vlan table
+    /// lacks is added to it). Only what the options name changes: the rest of an existing
+    /// port stays as it is.
     Set(PortSet),
     /// Remove a port from the switch (its XDP or TC program is detached).
     Del { name: String },
@@ -294,6 +311,78 @@ pub enum FdbAction {
         #[arg(long)]
         vlan: u16,
     },
+    /// Forget learned entries (static ones stay): all, or those of a VLAN and/or a port.
+    /// Waits until the datapath has removed them and says how many went; the stations
+    /// are learned again from their next frame.
+    ///
+    /// Examples:
+    ///   xnos fdb clear
+    ///   xnos fdb clear --port swp1
+    ///   xnos fdb clear --vlan 10 --port swp3
+    #[command(verbatim_doc_comment)]
+    Clear {
+        /// Only entries of this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Only entries learned on this port.
+        #[arg(long)]
+        port: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InterfaceAction {
+    /// Add an L3 interface, or change one. Only what the options name changes. A new one
+    /// needs --vlan (an SVI, named vlan<ID>) or --port (a routed port, named like the port).
+    Set(InterfaceSet),
+    /// Remove an L3 interface (an SVI's netdevs go; a routed port loses its addresses).
+    Del { name: String },
+}
+
+#[derive(Args)]
+pub struct InterfaceSet {
+    /// The interface: vlan<ID> for an SVI, the port's name for a routed port.
+    pub name: String,
+    /// An SVI: the routed interface of this VLAN.
+    #[arg(long, conflicts_with = "port")]
+    pub vlan: Option<u16>,
+    /// A routed port: this kernel interface, which is not a switch port.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// The addresses (replacing the current ones), e.g. 10.0.10.1/24,fd00:10::1/64; ""
+    /// for none.
+    #[arg(long, value_parser = parse_address_list, conflicts_with_all = ["add_address", "del_address"])]
+    pub addresses: Option<AddressList>,
+    /// Add an address (repeatable).
+    #[arg(long)]
+    pub add_address: Vec<ipnet::IpNet>,
+    /// Remove an address (repeatable).
+    #[arg(long)]
+    pub del_address: Vec<ipnet::IpNet>,
+    /// The MTU of the interface's netdev (68..65535).
+    #[arg(long, conflicts_with = "no_mtu")]
+    pub mtu: Option<u32>,
+    /// No MTU of its own: an SVI gets the smallest of its VLAN's ports, a routed port keeps
+    /// its own.
+    #[arg(long)]
+    pub no_mtu: bool,
+}
+
+/// Addresses in the order given (the first of a subnet is the kernel's primary one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressList(pub Vec<ipnet::IpNet>);
+
+pub fn parse_address_list(text: &str) -> Result<AddressList, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|_| {
+                format!("{a:?} is not an address with a prefix length like 10.0.10.1/24")
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(AddressList)
 }
 
 #[derive(Subcommand)]
@@ -382,6 +471,39 @@ mod tests {
         assert!(error.contains("--watch"), "{error}");
         assert!(
             Cli::try_parse_from(["xnos", "show", "counters", "--watch", "--count", "3"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn interface_addresses_parse_as_a_list_in_order() {
+        let cli = Cli::try_parse_from([
+            "xnos",
+            "interface",
+            "set",
+            "vlan10",
+            "--vlan",
+            "10",
+            "--addresses",
+            "fd00::1/64,10.0.10.1/24",
+        ])
+        .unwrap();
+        let Command::Interface {
+            action: InterfaceAction::Set(set),
+        } = cli.command
+        else {
+            panic!("not interface set");
+        };
+        assert_eq!(
+            set.addresses,
+            Some(AddressList(vec![
+                "fd00::1/64".parse().unwrap(),
+                "10.0.10.1/24".parse().unwrap()
+            ]))
+        );
+        assert!(
+            parse_address_list("10.0.10.1")
+                .unwrap_err()
+                .contains("\"10.0.10.1\" is not an address with a prefix length")
         );
     }
 

@@ -1,7 +1,7 @@
-//! `xnos fdb`: add and delete static FDB entries.
+//! `xnos fdb`: add and delete static FDB entries, clear learned ones.
 
 use xnos::{
-    api::{Client, ClientError},
+    api::{Client, ClientError, FdbClearRequest, FdbClearedView},
     config::StaticFdb,
     statedb::{Op, Table, fdb_key},
 };
@@ -19,6 +19,18 @@ pub async fn run(client: &Client, action: FdbAction) -> Result<(), ClientError> 
             table: Table::FdbStatic,
             key: fdb_key(vlan, &mac),
         },
+        FdbAction::Clear { vlan, port } => {
+            let cleared: FdbClearedView = client
+                .post("/v1/fdb/clear", &FdbClearRequest { vlan, port })
+                .await?;
+            let entries = if cleared.removed == 1 {
+                "entry"
+            } else {
+                "entries"
+            };
+            println!("removed {} learned {entries}", cleared.removed);
+            return Ok(());
+        }
     };
     transact(client, vec![op]).await
 }

@@ -5,6 +5,7 @@ mod config;
 mod counters;
 mod db;
 mod fdb;
+mod interface;
 mod port;
 mod ready;
 mod render;
@@ -58,6 +59,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Port { action } => port::run(&client, action).await,
         Command::Fdb { action } => fdb::run(&client, action).await,
         Command::Route { action } => route::run(&client, action).await,
+        Command::Interface { action } => interface::run(&client, action).await,
         Command::Config { action } => config::run(&client, action).await,
         Command::Trace(args) => trace::run(&client, args).await,
         Command::Db { action } => db::run(&client, action).await,
