@@ -262,8 +262,8 @@ fn deletes_in_use_name_their_users() {
         ),
         (
             ["vlan", "del", "10"].as_slice(),
-            "vlan 10 is used by ports swp1, swp2, interface vlan10 and static entry \
-             10/02:00:00:00:00:99",
+            "VLAN 10 is used by ports swp1, swp2, interface vlan10 and static entry \
+             02:00:00:00:00:99: change or remove them first",
         ),
     ] {
         let err = daemon.xnos(args).unwrap_err().to_string();

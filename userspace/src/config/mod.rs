@@ -19,12 +19,21 @@ pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
 
 /// A config value that is wrong, named by table, row key and field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Serialize, Deserialize)]
-#[error("{table} {key}: {field}: {message}")]
+#[error("{}: {field}: {message}", subject(.table, .key))]
 pub struct FieldError {
     pub table: String,
     pub key: String,
     pub field: String,
     pub message: String,
+}
+
+/// The row an error is about, as the config file names it: `[[fdb]]` entries by MAC and
+/// VLAN (the StateDb table is `fdb-static`, keyed `<vlan>/<mac>`).
+fn subject(table: &str, key: &str) -> String {
+    match (table, key.split_once('/')) {
+        ("fdb-static", Some((vlan, mac))) => format!("fdb {mac} vlan {vlan}"),
+        _ => format!("{table} {key}"),
+    }
 }
 
 fn field_error(

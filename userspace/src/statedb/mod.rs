@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use self::transaction::{apply_op, op_table, row_value};
+use self::transaction::{apply_op, row_value};
 pub use self::{
     kinds::*,
     rows::*,
@@ -177,7 +177,7 @@ impl StateDb {
         for (index, op) in ops.iter().enumerate() {
             apply_op(&mut config, op).map_err(|message| TxError::Op {
                 index,
-                table: op_table(op).to_string(),
+                table: op.table().to_string(),
                 message,
             })?;
         }
@@ -372,8 +372,7 @@ mod tests {
         for (ops, expected) in [
             (
                 vec![insert(Table::Vlan, json!({"id": 10}))],
-                "op 0 (vlan): a row with this key exists already (an insert adds a row; an \
-                 update changes one, as `xnos port set` does)",
+                "op 0 (vlan): VLAN 10 exists already",
             ),
             (
                 vec![insert(Table::Vlan, json!({"id": 4095}))],
@@ -395,15 +394,14 @@ mod tests {
                     table: Table::Vlan,
                     key: "10".into(),
                 }],
-                "op 0 (vlan): vlan 10 is used by port swp1: change or remove them first (in the \
-                 same transaction, before this op)",
+                "op 0 (vlan): VLAN 10 is used by port swp1: change or remove them first",
             ),
             (
                 vec![Op::Delete {
                     table: Table::Port,
                     key: "swp9".into(),
                 }],
-                "op 0 (port): no row with key \"swp9\" to delete",
+                "op 0 (port): port swp9 does not exist",
             ),
             (
                 vec![insert(Table::Link, json!({}))],
@@ -414,7 +412,7 @@ mod tests {
                     Table::FdbStatic,
                     json!({"mac": "02:00:00:00:00:01", "vlan": 10, "port": "swp9"}),
                 )],
-                "fdb-static 10/02:00:00:00:00:01: port: \"swp9\" is not a configured port",
+                "fdb 02:00:00:00:00:01 vlan 10: port: \"swp9\" is not a configured port",
             ),
             (
                 vec![insert(Table::Vlan, json!({"id": 30, "colour": "red"}))],
@@ -503,9 +501,8 @@ mod tests {
             db.transact(&[delete(Table::Vlan, "10")])
                 .unwrap_err()
                 .to_string(),
-            "op 0 (vlan): vlan 10 is used by ports swp1, swp4, interface vlan10 and static \
-             entry 10/02:00:00:00:00:01: change or remove them first (in the same transaction, \
-             before this op)"
+            "op 0 (vlan): VLAN 10 is used by ports swp1, swp4, interface vlan10 and static \
+             entry 02:00:00:00:00:01: change or remove them first"
         );
         assert_eq!(
             db.transact(&[delete(Table::Port, "swp1")])

@@ -151,6 +151,16 @@ pub enum Op {
     Delete { table: Table, key: String },
 }
 
+impl Op {
+    pub fn table(&self) -> Table {
+        match self {
+            Op::Insert { table, .. } | Op::Update { table, .. } | Op::Delete { table, .. } => {
+                *table
+            }
+        }
+    }
+}
+
 /// Why a transaction was rejected. Nothing was changed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxError {
@@ -265,12 +275,6 @@ pub fn diff_config(old: &Config, new: &Config) -> Vec<Change> {
     changes
 }
 
-pub(super) fn op_table(op: &Op) -> Table {
-    match op {
-        Op::Insert { table, .. } | Op::Update { table, .. } | Op::Delete { table, .. } => *table,
-    }
-}
-
 fn parse_row<R: DeserializeOwned>(row: &Value) -> Result<R, String> {
     serde_json::from_value(row.clone()).map_err(|e| format!("bad row: {e}"))
 }
@@ -304,22 +308,21 @@ fn parse_port(row: &Value) -> Result<PortConfig, String> {
     parse_row(row)
 }
 
-/// Insert/update/delete one row of a config map; `key` is the row's key as text.
+/// Insert/update/delete one row of a config map; `key` is the row's key as text. Refusals
+/// name the thing as an operator does (`name`: "VLAN 10", "port swp1"), no API verb: the
+/// CLI shows them as they are.
 fn apply_row<K: Ord + Clone, R>(
     map: &mut BTreeMap<K, R>,
     op: &Op,
     parse: impl FnOnce(&Value) -> Result<(K, R), String>,
     parse_key: impl FnOnce(&str) -> Result<K, String>,
+    name: impl Fn(&K) -> String,
 ) -> Result<(), String> {
     match op {
         Op::Insert { row, .. } => {
             let (key, row) = parse(row)?;
             if map.contains_key(&key) {
-                return Err(
-                    "a row with this key exists already (an insert adds a row; an update \
-                     changes one, as `xnos port set` does)"
-                        .into(),
-                );
+                return Err(format!("{} exists already", name(&key)));
             }
             map.insert(key, row);
         }
@@ -327,19 +330,13 @@ fn apply_row<K: Ord + Clone, R>(
             let (key, row) = parse(row)?;
             match map.get_mut(&key) {
                 Some(slot) => *slot = row,
-                None => {
-                    return Err(
-                        "no row with this key to update (an update changes a row; an insert \
-                         adds one)"
-                            .into(),
-                    );
-                }
+                None => return Err(format!("{} does not exist", name(&key))),
             }
         }
         Op::Delete { key, .. } => {
             let parsed = parse_key(key)?;
             if map.remove(&parsed).is_none() {
-                return Err(format!("no row with key {key:?} to delete"));
+                return Err(format!("{} does not exist", name(&parsed)));
             }
         }
     }
@@ -377,7 +374,7 @@ fn vlan_users(config: &Config, vlan: u16) -> Option<String> {
         .fdb
         .values()
         .filter(|f| f.vlan == vlan)
-        .map(|f| fdb_key(f.vlan, &f.mac))
+        .map(|f| f.mac.to_string())
         .collect();
     let mut users = Vec::new();
     for (one, many, names) in [
@@ -415,8 +412,7 @@ fn refuse_delete_in_use(config: &Config, table: Table, key: &str) -> Result<(), 
     match table {
         Table::Vlan => match key.parse::<u16>().ok().and_then(|v| vlan_users(config, v)) {
             Some(users) => Err(format!(
-                "{table} {key} is used by {users}: change or remove them first (in the same \
-                 transaction, before this op)"
+                "VLAN {key} is used by {users}: change or remove them first"
             )),
             None => Ok(()),
         },
@@ -453,7 +449,7 @@ pub(super) fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
     if let Op::Delete { table, key } = op {
         refuse_delete_in_use(config, *table, key)?;
     }
-    match op_table(op) {
+    match op.table() {
         Table::Switch => match op {
             Op::Update { row, .. } => {
                 config.switch = parse_row::<SwitchConfig>(row)?;
@@ -466,24 +462,28 @@ pub(super) fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
             op,
             |row| parse_row::<VlanConfig>(row).map(|v| (v.id, v)),
             |key| key.parse().map_err(|_| format!("bad VLAN key {key:?}")),
+            |id| format!("VLAN {id}"),
         ),
         Table::Port => apply_row(
             &mut config.ports,
             op,
             |row| parse_port(row).map(|p| (p.name.clone(), p)),
             |key| Ok(key.to_string()),
+            |name| format!("port {name}"),
         ),
         Table::FdbStatic => apply_row(
             &mut config.fdb,
             op,
             |row| parse_row::<StaticFdb>(row).map(|f| ((f.vlan, f.mac), f)),
             parse_fdb_key,
+            |(vlan, mac)| format!("static entry {mac} in VLAN {vlan}"),
         ),
         Table::Interface => apply_row(
             &mut config.interfaces,
             op,
             |row| parse_row::<InterfaceConfig>(row).map(|i| (i.name.clone(), i)),
             |key| Ok(key.to_string()),
+            |name| format!("interface {name}"),
         ),
         Table::Route => apply_row(
             &mut config.routes,
@@ -493,6 +493,7 @@ pub(super) fn apply_op(config: &mut Config, op: &Op) -> Result<(), String> {
                 key.parse()
                     .map_err(|_| format!("bad route key {key:?}: expected a prefix"))
             },
+            |prefix| format!("route {prefix}"),
         ),
         table => Err(format!(
             "{table} is observed state, written by xnosd itself"

@@ -234,7 +234,8 @@ pub struct TraceArgs {
 
 #[derive(Subcommand)]
 pub enum VlanAction {
-    /// Create a VLAN.
+    /// Create a VLAN, or name one that exists (adding a VLAN that exists changes nothing
+    /// else and is no error).
     Add {
         /// VLAN ID, 1..4094.
         id: u16,

@@ -77,7 +77,18 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
 
 /// Commits `ops` as one transaction and prints what changed.
 async fn transact(client: &Client, ops: Vec<Op>) -> Result<(), ClientError> {
-    let commit: Commit = client.post("/v1/transact", &Transaction { ops }).await?;
+    // A verb's transaction has one op: the API's "op 0 (table): " in front of a refusal
+    // says nothing the operator did not type.
+    let single = (ops.len() == 1).then(|| format!("op 0 ({}): ", ops[0].table()));
+    let commit: Commit = client
+        .post("/v1/transact", &Transaction { ops })
+        .await
+        .map_err(|e| match (e, single) {
+            (ClientError::Refused(m), Some(prefix)) => {
+                ClientError::Refused(m.strip_prefix(&prefix).map(str::to_string).unwrap_or(m))
+            }
+            (e, _) => e,
+        })?;
     print!("{}", render::render_commit(&commit));
     Ok(())
 }
