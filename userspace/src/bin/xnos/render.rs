@@ -26,6 +26,8 @@ pub enum Cell {
     /// VLAN IDs: ranges in the table (`10,20,100-130`), an array of numbers in JSON.
     Vlans(Vec<u16>),
     List(Vec<String>),
+    /// An IP prefix: elided in the middle, so the prefix length stays (`2001:db8:…/112`).
+    Prefix(String),
     /// Counts by name: the non-zero ones in the table (`a=1 b=2`), all in JSON.
     Counts(BTreeMap<String, u64>),
     Bool(bool),
@@ -60,7 +62,7 @@ impl Cell {
 
     pub fn json(&self) -> Value {
         match self {
-            Cell::Text(s) => json!(s),
+            Cell::Text(s) | Cell::Prefix(s) => json!(s),
             Cell::Count(n) | Cell::Id(n) => json!(n),
             // Two decimals are finer than any counter's resolution over a sample.
             Cell::Rate(r, _) => json!((r * 100.0).round() / 100.0),
@@ -81,7 +83,7 @@ impl Cell {
     fn show_in(&self, wide: bool) -> String {
         let or_dash = |s: String| if s.is_empty() { "-".into() } else { s };
         match self {
-            Cell::Text(s) => or_dash(s.clone()),
+            Cell::Text(s) | Cell::Prefix(s) => or_dash(s.clone()),
             Cell::Count(n) => count(*n, wide),
             Cell::Id(n) => n.to_string(),
             Cell::Rate(r, unit) => rate(*r, *unit),
@@ -300,7 +302,10 @@ pub fn table_in<T>(columns: &[Column<T>], rows: &[T], wide: bool, kept: &mut Wid
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let shown = elide(s, widths[i], cells.and_then(|c| c[i].separator()));
+                let shown = match cells.map(|c| &c[i]) {
+                    Some(Cell::Prefix(_)) => elide_keeping_length(s, widths[i]),
+                    cell => elide(s, widths[i], cell.and_then(Cell::separator)),
+                };
                 let pad = widths[i].saturating_sub(shown.chars().count());
                 if right[i] {
                     format!("{}{shown}", " ".repeat(pad))
@@ -346,6 +351,18 @@ fn elide(text: &str, width: usize, separator: Option<char>) -> String {
         _ => &kept,
     };
     format!("{kept}{ELLIPSIS}")
+}
+
+/// A prefix cut to `width` characters in its address, keeping `/length`.
+fn elide_keeping_length(text: &str, width: usize) -> String {
+    let Some((address, length)) = text.rsplit_once('/') else {
+        return elide(text, width, None);
+    };
+    let keep = width.saturating_sub(length.chars().count() + 1);
+    if text.chars().count() <= width || keep < 2 {
+        return elide(text, width, None);
+    }
+    format!("{}/{length}", elide(address, keep, None))
 }
 
 /// A line about `subject` below a table, wrapped at [`WIDTH`] with an indented rest.

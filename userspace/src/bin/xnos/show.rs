@@ -234,7 +234,7 @@ fn route_nexthops(r: &RouteView) -> Vec<String> {
 
 fn route_columns() -> Vec<Column<RouteView>> {
     vec![
-        Column::new("PREFIX", |r: &RouteView| Cell::text(r.prefix)).elide(18),
+        Column::new("PREFIX", |r: &RouteView| Cell::Prefix(r.prefix.to_string())).elide(18),
         // Without --all every row is of the main table; the local table's rows say `local`
         // in TYPE.
         Column::new("TABLE", |r: &RouteView| Cell::text(r.table)).wide(),
@@ -517,6 +517,9 @@ mod tests {
             routes.contains("via 2001:db8:10:20:30:40:50:3 dev vlan4094"),
             "{routes}"
         );
+        // A prefix is cut in its address: its length stays.
+        let routes = table(&route_columns(), &long_routes().routes, false);
+        assert!(routes.contains("\n2001:db8:1234…/112  "), "{routes}");
     }
 
     #[test]
