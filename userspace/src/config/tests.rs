@@ -452,6 +452,12 @@ fn a_route_needs_a_nexthop_on_a_subnet_the_switch_is_on() {
         .unwrap_err();
     assert!(e.message.contains("nexthop 10.0.10.2"), "{e}");
     assert_eq!(config.validate_nexthops(Some(&config), &[]), Ok(()));
+    // A route that waits already does not block a change of other interfaces.
+    let more = parse(&format!(
+        "{text}[[vlan]]\nid = 20\n[[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(more.validate_nexthops(Some(&config), &[]), Ok(()));
 
     let mut own = config.clone();
     own.routes

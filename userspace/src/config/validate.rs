@@ -282,19 +282,47 @@ impl Config {
     /// routes without a gateway). The kernel would refuse the route ("Network is
     /// unreachable").
     ///
-    /// Given the config this one replaces, a route it had alike is not checked again
-    /// unless the interfaces changed: a connected route the kernel lost for a while (a
-    /// link down) must not block every other change.
+    /// Given the config this one replaces, a route it had alike is refused only when this
+    /// change breaks it: one that already waited for its nexthop (a connected route the
+    /// kernel lost for a while, a management address gone) blocks no unrelated change.
     pub fn validate_nexthops(
         &self,
         before: Option<&Config>,
         connected: &[IpNet],
     ) -> Result<(), FieldError> {
-        let unchanged = |prefix: &IpNet, route: &RouteConfig| {
-            before.is_some_and(|b| {
-                b.interfaces == self.interfaces && b.routes.get(prefix) == Some(route)
-            })
-        };
+        for (prefix, route) in &self.routes {
+            let Some(problem) = self.nexthop_problem(route, connected) else {
+                continue;
+            };
+            // A route the config had alike is refused only when this change breaks it: one
+            // that already waited for its nexthop (a management address gone, say) blocks
+            // no unrelated change.
+            let waited_before = before.is_some_and(|b| {
+                b.routes.get(prefix) == Some(route) && b.nexthop_problem(route, connected).is_some()
+            });
+            if waited_before {
+                continue;
+            }
+            return Err(field_error("route", prefix, "nexthops", problem));
+        }
+        Ok(())
+    }
+
+    /// Why the kernel would refuse `route`'s nexthops with this config's interfaces and the
+    /// kernel's `connected` subnets, if it would.
+    fn nexthop_problem(&self, route: &RouteConfig, connected: &[IpNet]) -> Option<String> {
+        let own = route.nexthops.iter().find_map(|nh| {
+            self.interfaces
+                .values()
+                .find(|i| i.addresses.iter().any(|a| a.addr() == *nh))
+                .map(|i| (nh, &i.name))
+        });
+        if let Some((nh, iface)) = own {
+            return Some(format!(
+                "nexthop {nh} is an address of interface {iface}, the switch itself (use the \
+                 address of the next router on that subnet)"
+            ));
+        }
         let on_link = |nh: &IpAddr| {
             self.interfaces
                 .values()
@@ -302,40 +330,12 @@ impl Config {
                 .chain(connected)
                 .any(|net| net.contains(nh))
         };
-        for (prefix, route) in &self.routes {
-            if unchanged(prefix, route) {
-                continue;
-            }
-            let own = route.nexthops.iter().find_map(|nh| {
-                self.interfaces
-                    .values()
-                    .find(|i| i.addresses.iter().any(|a| a.addr() == *nh))
-                    .map(|i| (nh, &i.name))
-            });
-            if let Some((nh, iface)) = own {
-                return Err(field_error(
-                    "route",
-                    prefix,
-                    "nexthops",
-                    format!(
-                        "nexthop {nh} is an address of interface {iface}, the switch itself \
-                         (use the address of the next router on that subnet)"
-                    ),
-                ));
-            }
-            if let Some(nh) = route.nexthops.iter().find(|nh| !on_link(nh)) {
-                return Err(field_error(
-                    "route",
-                    prefix,
-                    "nexthops",
-                    format!(
-                        "nexthop {nh} is on no subnet the switch is on: no interface address \
-                         and no connected kernel route reaches it (give an [[interface]] an \
-                         address on its subnet, or use a nexthop on a connected subnet)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        route.nexthops.iter().find(|nh| !on_link(nh)).map(|nh| {
+            format!(
+                "nexthop {nh} is on no subnet the switch is on: no interface address and no \
+                 connected kernel route reaches it (give an [[interface]] an address on its \
+                 subnet, or use a nexthop on a connected subnet)"
+            )
+        })
     }
 }
