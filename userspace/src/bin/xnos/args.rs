@@ -292,8 +292,11 @@ pub struct PortSet {
     #[arg(long)]
     pub datapath: Option<DatapathChoice>,
     /// The MTU xnosd sets on the port's netdev (68..65535).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_mtu")]
     pub mtu: Option<u32>,
+    /// No MTU from xnos: the netdev keeps whatever MTU it has.
+    #[arg(long)]
+    pub no_mtu: bool,
 }
 
 #[derive(Subcommand)]

@@ -92,7 +92,11 @@ fn set_port(current: Option<PortConfig>, set: PortSet) -> Result<PortConfig, Str
             .datapath
             .or(current.as_ref().map(|p| p.datapath))
             .unwrap_or_default(),
-        mtu: set.mtu.or(current.and_then(|p| p.mtu)),
+        mtu: match (set.mtu, set.no_mtu) {
+            (_, true) => None,
+            (Some(mtu), false) => Some(mtu),
+            (None, false) => current.and_then(|p| p.mtu),
+        },
         name: set.name,
     })
 }
@@ -114,7 +118,24 @@ mod tests {
             no_native: false,
             datapath: None,
             mtu: None,
+            no_mtu: false,
         }
+    }
+
+    #[test]
+    fn the_mtu_stays_unless_set_or_removed() {
+        let current = || Some(port(PortMode::Access { vlan: 10 }, DatapathChoice::Auto));
+        assert_eq!(set_port(current(), set("swp1")).unwrap().mtu, Some(9000));
+        let new = PortSet {
+            mtu: Some(1500),
+            ..set("swp1")
+        };
+        assert_eq!(set_port(current(), new).unwrap().mtu, Some(1500));
+        let none = PortSet {
+            no_mtu: true,
+            ..set("swp1")
+        };
+        assert_eq!(set_port(current(), none).unwrap().mtu, None);
     }
 
     fn trunk(vlans: &[u16], native_vlan: Option<u16>) -> PortMode {
