@@ -247,7 +247,10 @@ vlan = 10
         .collect();
     assert_eq!(commits.len(), 4, "{log}");
     assert!(
-        commits[0].starts_with("1 from file: vlan 10 added, vlan 20 added, port swp1 added ("),
+        commits[0].starts_with(
+            "1 from file: + [[vlan]] id = 10: name = \"servers\"; + [[vlan]] id = 20; \
+             + [[port]] name = \"swp1\": "
+        ),
         "{log}"
     );
     let after_from = |line: &str| line.split_once(" from ").map(|(_, rest)| rest.to_string());
@@ -257,9 +260,9 @@ vlan = 10
             .map(|l| after_from(l))
             .collect::<Vec<_>>(),
         [
-            Some("cli: vlan 30 added".to_string()),
-            Some("cli: port swp1 updated (vlan 10 -> 20)".to_string()),
-            Some("api: vlan 30 removed".to_string()),
+            Some("cli: + [[vlan]] id = 30".to_string()),
+            Some("cli: ~ [[port]] name = \"swp1\": vlan = 10 -> 20".to_string()),
+            Some("api: - [[vlan]] id = 30".to_string()),
         ],
         "{log}"
     );

@@ -11,6 +11,7 @@
 //! readers.
 
 mod kinds;
+mod lines;
 mod rows;
 mod table;
 mod transaction;
@@ -30,6 +31,7 @@ use tokio::sync::broadcast;
 use self::transaction::{apply_op, row_value};
 pub use self::{
     kinds::*,
+    lines::vlan_ranges,
     rows::*,
     table::{Owner, Table},
     transaction::{
@@ -339,7 +341,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             commit.summary(CommitSource::Cli),
-            "commit 2 from cli: vlan 20 added, vlan 10 removed, port swp1 updated (vlan 10 -> 20)"
+            "commit 2 from cli: + [[vlan]] id = 20; - [[vlan]] id = 10; ~ [[port]] name = \"swp1\": \
+             vlan = 10 -> 20"
         );
         let unchanged = db.transact(&[]).unwrap();
         assert_eq!(

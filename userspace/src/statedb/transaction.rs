@@ -61,8 +61,9 @@ words! {
 const SUMMARY_CHANGES: usize = 8;
 
 impl Commit {
-    /// One log line for a config commit: its generation, its source and what changed, as
-    /// "commit 7 from api: port swp2 updated (vlan 10 -> 20), vlan 30 added".
+    /// One log line for a config commit: its generation, its source and what changed in
+    /// the config file's words, as the CLI prints it: "commit 7 from api: ~ [[port]]
+    /// name = "swp2": vlan = 10 -> 20; + [[vlan]] id = 30".
     pub fn summary(&self, source: CommitSource) -> String {
         if self.changes.is_empty() {
             return format!(
@@ -74,7 +75,7 @@ impl Commit {
             .changes
             .iter()
             .take(SUMMARY_CHANGES)
-            .map(Change::summary)
+            .map(Change::config_line)
             .collect();
         if self.changes.len() > SUMMARY_CHANGES {
             parts.push(format!(
@@ -85,57 +86,8 @@ impl Commit {
         format!(
             "commit {} from {source}: {}",
             self.generation,
-            parts.join(", ")
+            parts.join("; ")
         )
-    }
-}
-
-impl Change {
-    /// "port swp2 updated (vlan 10 -> 20)", "vlan 30 added", "route 10.9.0.0/16 removed".
-    fn summary(&self) -> String {
-        let name = if self.table == Table::Switch {
-            self.table.to_string()
-        } else {
-            format!("{} {}", self.table, self.key)
-        };
-        match self.op {
-            ChangeOp::Insert => format!("{name} added"),
-            ChangeOp::Delete => format!("{name} removed"),
-            ChangeOp::Update => {
-                let fields = changed_fields(self.old.as_ref(), self.row.as_ref());
-                format!("{name} updated ({})", fields.join(", "))
-            }
-        }
-    }
-}
-
-/// "field old -> new" for each top-level field that differs between two rows.
-fn changed_fields(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let old = old.and_then(Value::as_object).unwrap_or(&empty);
-    let new = new.and_then(Value::as_object).unwrap_or(&empty);
-    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| old.get(*k) != new.get(*k))
-        .map(|k| {
-            format!(
-                "{k} {} -> {}",
-                short_value(old.get(k)),
-                short_value(new.get(k))
-            )
-        })
-        .collect()
-}
-
-/// A field's value as a person writes it: strings without quotes, absent or null as
-/// "none", the rest as compact JSON.
-fn short_value(value: Option<&Value>) -> String {
-    match value {
-        None | Some(Value::Null) => "none".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
     }
 }
 
