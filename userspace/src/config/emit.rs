@@ -29,10 +29,10 @@ impl Config {
                     out.push_str(&format!("mode = \"access\"\nvlan = {vlan}\n"))
                 }
                 PortMode::Trunk { vlans, native_vlan } => {
-                    let list: Vec<String> = vlans.iter().map(u16::to_string).collect();
+                    let list: Vec<u16> = vlans.iter().copied().collect();
                     out.push_str(&format!(
-                        "mode = \"trunk\"\nvlans = [{}]\n",
-                        list.join(", ")
+                        "mode = \"trunk\"\nvlans = {}\n",
+                        crate::statedb::vlans_toml(&list)
                     ));
                     if let Some(native) = native_vlan {
                         out.push_str(&format!("native-vlan = {native}\n"));

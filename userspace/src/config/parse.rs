@@ -67,13 +67,21 @@ struct RawVlan {
     name: Option<Spanned<String>>,
 }
 
+/// An item of a trunk's `vlans`: a VLAN ID, or a range "100-130" (both ends included).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawVlanItem {
+    Id(i64),
+    Range(String),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawPort {
     name: Spanned<String>,
     mode: Spanned<PortModeName>,
     vlan: Option<Spanned<i64>>,
-    vlans: Option<Spanned<Vec<Spanned<i64>>>>,
+    vlans: Option<Spanned<Vec<Spanned<RawVlanItem>>>>,
     native_vlan: Option<Spanned<i64>>,
     datapath: Option<Spanned<DatapathChoice>>,
     mtu: Option<Spanned<i64>>,
@@ -113,6 +121,41 @@ impl Source<'_> {
             return Err(self.error(value.span(), key, message));
         }
         Ok(id as u16)
+    }
+
+    /// The VLAN IDs of an item of `vlans`: one ID, or every ID of a range "100-130".
+    fn vlan_item(
+        &self,
+        value: &Spanned<RawVlanItem>,
+        key: &str,
+    ) -> Result<std::ops::RangeInclusive<u16>, ConfigError> {
+        let id = |n: i64| match vlan_range_error(n) {
+            Some(message) => Err(self.error(value.span(), key, message)),
+            None => Ok(n as u16),
+        };
+        match value.get_ref() {
+            RawVlanItem::Id(n) => id(*n).map(|v| v..=v),
+            RawVlanItem::Range(text) => {
+                let bad = || {
+                    self.error(
+                        value.span(),
+                        key,
+                        format!("{text:?} is not a VLAN range (write \"100-130\", or a number)"),
+                    )
+                };
+                let (first, last) = text.split_once('-').ok_or_else(bad)?;
+                let first = id(first.trim().parse().map_err(|_| bad())?)?;
+                let last = id(last.trim().parse().map_err(|_| bad())?)?;
+                if first > last {
+                    return Err(self.error(
+                        value.span(),
+                        key,
+                        format!("VLAN range {text:?} ends before it starts"),
+                    ));
+                }
+                Ok(first..=last)
+            }
+        }
     }
 
     /// An MTU as the typed row holds it; its range is `Config::validate`'s rule, but a
@@ -308,13 +351,15 @@ impl Config {
                     }
                     let mut vlans = BTreeSet::new();
                     for (j, v) in port.vlans.iter().flat_map(|v| v.get_ref()).enumerate() {
-                        let id = src.vlan_id(v, &format!("{key}.vlans[{j}]"))?;
-                        if !vlans.insert(id) {
-                            return Err(src.error(
-                                v.span(),
-                                format!("{key}.vlans[{j}]"),
-                                format!("VLAN {id} is listed twice"),
-                            ));
+                        let item_key = format!("{key}.vlans[{j}]");
+                        for id in src.vlan_item(v, &item_key)? {
+                            if !vlans.insert(id) {
+                                return Err(src.error(
+                                    v.span(),
+                                    item_key,
+                                    format!("VLAN {id} is listed twice"),
+                                ));
+                            }
                         }
                     }
                     let native_vlan = port

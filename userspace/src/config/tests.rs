@@ -324,6 +324,39 @@ fn to_toml_round_trips() {
     assert_eq!(parse("").unwrap().to_toml(), "[switch]\nfdb-aging = 300\n");
 }
 
+// What this shows: a trunk's `vlans` takes ranges ("100-130", both ends in), written back
+// the same way by `config save` (and by the CLI's change lines); a range that is not one,
+// runs backwards, leaves 1..4094 or repeats a VLAN is refused at its key and line.
+#[test]
+fn trunk_vlans_take_ranges() {
+    let trunk =
+        |vlans: &str| format!("[[port]]\nname = \"swp1\"\nmode = \"trunk\"\nvlans = {vlans}\n");
+    let config = parse(&trunk(r#"[10, "100-130", 20]"#)).unwrap();
+    let PortMode::Trunk { vlans, .. } = &config.ports["swp1"].mode else {
+        panic!("not a trunk");
+    };
+    let expected: BTreeSet<u16> = [10, 20].into_iter().chain(100..=130).collect();
+    assert_eq!(vlans, &expected);
+    let text = config.to_toml();
+    assert!(text.contains(r#"vlans = [10, 20, "100-130"]"#), "{text}");
+    assert_eq!(parse(&text).unwrap(), config);
+    for (vlans, message) in [
+        (
+            r#"["100-x"]"#,
+            r#""100-x" is not a VLAN range (write "100-130", or a number)"#,
+        ),
+        (
+            r#"["130-100"]"#,
+            r#"VLAN range "130-100" ends before it starts"#,
+        ),
+        (r#"["4000-4095"]"#, "VLAN 4095 is out of range 1..4094"),
+        (r#"[105, "100-110"]"#, "VLAN 105 is listed twice"),
+    ] {
+        let e = parse(&trunk(vlans)).unwrap_err();
+        assert_eq!((e.line, e.message.as_str()), (4, message), "{vlans}");
+    }
+}
+
 #[test]
 fn validate_checks_references_between_tables() {
     let mut config = parse(GOOD).unwrap();

@@ -28,6 +28,23 @@ pub fn vlan_ranges(vlans: &[u16]) -> String {
     parts.join(",")
 }
 
+/// A trunk's `vlans` as the config file takes them: runs as quoted ranges
+/// (`[10, 20, "100-130"]`), so 40 VLANs stay one short line.
+pub fn vlans_toml(vlans: &[u16]) -> String {
+    let items: Vec<String> = vlan_ranges(vlans)
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            if item.contains('-') {
+                format!("\"{item}\"")
+            } else {
+                item.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
 /// The config file's name of a StateDb table, as a TOML header (`[[port]]`, `[switch]`).
 fn config_table(table: Table) -> String {
     match table {
@@ -58,9 +75,7 @@ fn toml_value(value: &Value) -> String {
             .map(|i| i.as_u64().and_then(|n| u16::try_from(n).ok()))
             .collect::<Option<Vec<u16>>>()
         {
-            Some(vlans) if !vlans.is_empty() => {
-                format!("[{}]", vlan_ranges(&vlans).replace(',', ", "))
-            }
+            Some(vlans) if !vlans.is_empty() => vlans_toml(&vlans),
             _ => format!(
                 "[{}]",
                 items.iter().map(toml_value).collect::<Vec<_>>().join(", ")

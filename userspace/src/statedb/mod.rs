@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 use self::transaction::{apply_op, row_value};
 pub use self::{
     kinds::*,
-    lines::vlan_ranges,
+    lines::{vlan_ranges, vlans_toml},
     rows::*,
     table::{Owner, Table},
     transaction::{

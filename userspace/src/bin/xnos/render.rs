@@ -551,7 +551,7 @@ mod tests {
             render_commit(&commit),
             "committed generation 7:\n\
              + [[vlan]] id = 30: name = \"storage\"\n\
-             ~ [[port]] name = \"swp2\": native-vlan = (none) -> 10, vlans = [10] -> [10, 30-32]\n\
+             ~ [[port]] name = \"swp2\": native-vlan = (none) -> 10, vlans = [10] -> [10, \"30-32\"]\n\
              ~ [switch] fdb-aging = 300 -> 600\n\
              - [[fdb]] vlan = 10, mac = \"02:00:00:00:00:10\"\n"
         );
