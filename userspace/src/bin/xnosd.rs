@@ -78,13 +78,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        println!(
-            "{}: OK ({} ports, {} VLANs, {} static FDB entries)",
-            args.config.display(),
-            config.ports.len(),
-            config.vlans.len(),
-            config.fdb.len()
-        );
+        println!("{}: OK ({})", args.config.display(), config.counts());
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -273,6 +273,22 @@ pub struct InterfaceConfig {
 }
 
 impl Config {
+    /// How many rows each table of the file has, in words: "3 VLANs, 2 ports, 1 static
+    /// FDB entry, 1 interface, 0 routes".
+    pub fn counts(&self) -> String {
+        let n = |count: usize, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
+        [
+            n(self.vlans.len(), "VLAN", "VLANs"),
+            n(self.ports.len(), "port", "ports"),
+            n(self.fdb.len(), "static FDB entry", "static FDB entries"),
+            n(self.interfaces.len(), "interface", "interfaces"),
+            n(self.routes.len(), "route", "routes"),
+        ]
+        .join(", ")
+    }
+
     /// A VLAN a port names exists without a row of its own: give it one (unnamed), as the
     /// file, the CLI and the API all do. IDs out of range are left to validation to name.
     pub fn add_port_vlans(&mut self) {

@@ -317,6 +317,14 @@ fn router_mac_is_derived_stably_when_not_set() {
 }
 
 #[test]
+fn counts_name_every_table() {
+    assert_eq!(
+        parse(GOOD).unwrap().counts(),
+        "3 VLANs, 2 ports, 1 static FDB entry, 0 interfaces, 0 routes"
+    );
+}
+
+#[test]
 fn to_toml_round_trips() {
     let config = parse(GOOD).unwrap();
     let text = config.to_toml();
