@@ -8,7 +8,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use xnos_tests::{Topology, binary, require_root, unique_name};
+use xnos_tests::{Daemon, Topology, binary, require_root, unique_name};
 
 const CONFIG: &str = r#"
 [[port]]
@@ -147,5 +147,109 @@ fn the_default_pin_dir_works_without_bpffs_and_is_gone_after_a_stop() {
         assert_eq!(run.get("running-xdp"), "1", "{}", run.report);
         assert_eq!(run.get("status"), "0", "{}", run.log);
         run.assert_nothing_left("after a stop");
+    }
+}
+
+// What this shows: a metrics address already in use fails the start with a clear error,
+// and the API socket bound until then (`.starting`) is gone.
+#[test]
+fn a_metrics_address_in_use_fails_the_start_leaving_nothing() {
+    require_root!();
+    let harness = Harness::new();
+    let busy = harness
+        .topo
+        .switch
+        .enter(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let run = harness.run(Sys::Host, false, "", &["--metrics-listen", &addr]);
+    assert_eq!(run.get("status"), "1", "{}", run.log);
+    assert!(
+        run.log.contains(&format!("metrics address {addr}")),
+        "{}",
+        run.log
+    );
+    run.assert_nothing_left("after the metrics address failed");
+}
+
+// What this shows: a pin directory that cannot be made fails the start naming it and
+// leaves nothing: not the socket, not the directories made on the way, and not the bpffs
+// xnosd had mounted on /sys/fs/bpf for it.
+#[test]
+fn an_invalid_pin_dir_fails_the_start_leaving_nothing() {
+    require_root!();
+    let harness = Harness::new();
+    std::fs::write(harness.dir.join("busy"), "a file, not a directory").unwrap();
+    let under_a_file = harness.path("busy/pins");
+    // Too long a name: bpffs is mounted on /sys/fs/bpf before mkdir fails.
+    let too_long = format!("/sys/fs/bpf/{}", "x".repeat(300));
+    for (sys, pin_dir) in [
+        (Sys::Host, under_a_file.as_str()),
+        (Sys::Host, "/proc/xnos"),
+        (Sys::Host, &too_long),
+        (Sys::Fresh, &too_long),
+    ] {
+        let run = harness.run(sys, false, "", &["--pin-dir", pin_dir]);
+        assert_eq!(run.get("status"), "1", "{}", run.log);
+        assert!(
+            run.log.contains(&format!("pin directory {pin_dir}")),
+            "{}",
+            run.log
+        );
+        run.assert_nothing_left(&format!("after pin directory {pin_dir} failed"));
+    }
+}
+
+// What this shows: a second xnosd on the socket of a live one refuses, naming the live
+// one's pid, and leaves its socket alone: the live one still answers.
+#[test]
+fn a_second_xnosd_on_a_live_socket_refuses_and_leaves_it() {
+    require_root!();
+    let topo = Topology::new(&["swp1"]).unwrap();
+    let live = Daemon::start(&topo.switch, CONFIG).unwrap();
+    let second = topo
+        .switch
+        .command(binary("xnosd").unwrap().to_str().unwrap())
+        .arg("--config")
+        .arg(live.config_path())
+        .arg("--socket")
+        .arg(&live.socket)
+        .arg("--pin-dir")
+        .arg(live.dir.join("bpf2"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let expected = format!(
+        "another xnosd is serving {}, pid {}",
+        live.socket.display(),
+        live.pid().unwrap()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        live.socket.exists(),
+        "the live instance's socket was removed"
+    );
+    live.xnos(&["show", "ports"]).unwrap();
+    assert!(topo.xdp_attached("swp1").unwrap());
+}
+
+// What this shows: SIGTERM at any moment of the start (before the datapath is loaded,
+// while it loads, while xnosd waits to be ready) stops xnosd cleanly (exit 0, not killed
+// by the signal) and leaves nothing.
+#[test]
+fn sigterm_while_starting_leaves_nothing() {
+    require_root!();
+    let harness = Harness::new();
+    for delay in ["0.05", "0.1", "0.2", "0.4"] {
+        let pins = harness.path("bpf");
+        let run = harness.run(Sys::Host, false, delay, &["--pin-dir", &pins]);
+        assert_eq!(
+            run.get("status"),
+            "0",
+            "SIGTERM after {delay} s: {}",
+            run.log
+        );
+        run.assert_nothing_left(&format!("after SIGTERM at {delay} s"));
     }
 }
