@@ -102,20 +102,43 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
-    // Another instance on the socket is refused before anything is attached; the socket
-    // itself is bound under a private name and moved into place once xnosd is ready.
-    if tokio::net::UnixStream::connect(&args.socket).await.is_ok() {
-        anyhow::bail!(
-            "API socket {}: another xnosd is already listening there",
-            args.socket.display()
-        );
-    }
+    // Caught from the start: a signal while starting must not kill xnosd before the guards
+    // below have removed what it made so far.
+    let stop = stop_on_signal()?;
+    let stopping = || {
+        let stop = *stop.borrow();
+        if stop {
+            tracing::info!("stopped before ready");
+        }
+        stop
+    };
+    // Another instance on the socket (ready, or still starting) is refused before anything
+    // is made; ours is bound under a private name and moved into place once xnosd is ready.
     let starting = starting_path(&args.socket);
+    for path in [&args.socket, &starting] {
+        if let Ok(stream) = tokio::net::UnixStream::connect(path).await {
+            let pid = stream
+                .peer_cred()
+                .ok()
+                .and_then(|c| c.pid())
+                .map_or("unknown".into(), |p| p.to_string());
+            anyhow::bail!(
+                "another xnosd is serving {}, pid {pid}",
+                args.socket.display()
+            );
+        }
+    }
     let listener = Arc::new(
         api::bind(&starting)
             .await
             .with_context(|| format!("API socket {}", starting.display()))?,
     );
+    // Declared before everything else xnosd makes, so dropped after it: the socket goes
+    // last, on every way out of this function.
+    let mut socket_files = SocketFiles {
+        starting: starting.clone(),
+        socket: None,
+    };
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(Arc::new(
             tokio::net::TcpListener::bind(addr)
@@ -124,10 +147,16 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    if stopping() {
+        return Ok(());
+    }
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let mut datapath =
         Datapath::load_with(Some(pin_dir), args.datapath_log).context("loading the datapath")?;
+    if stopping() {
+        return Ok(());
+    }
     let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
     datapath.set_claims(
         Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?,
@@ -187,23 +216,22 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let supervisor = supervisor::start(writers.supervisor, modules, &faults, shutdown_rx);
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stop_wait = stop.clone();
     let became_ready = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(false),
-        _ = sigterm.recv() => Ok(false),
+        _ = stop_wait.wait_for(|s| *s) => {
+            tracing::info!("stopped before ready");
+            Ok(false)
+        }
         result = report_ready(&db, &starting, &args.socket) => result.map(|()| true),
     };
     if let Ok(true) = became_ready {
+        socket_files.socket = Some(args.socket.clone());
         tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd ready");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = sigterm.recv() => {}
-        }
+        let _ = stop_wait.wait_for(|s| *s).await;
     }
     let _ = shutdown_tx.send(true);
     let _ = supervisor.await;
-    let _ = std::fs::remove_file(&args.socket);
-    let _ = std::fs::remove_file(&starting);
+    drop(socket_files);
     match Arc::try_unwrap(datapath) {
         Ok(datapath) => {
             datapath
@@ -215,6 +243,38 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Err(_) => anyhow::bail!("datapath still in use at shutdown; XDP programs stay attached"),
     }
     became_ready.map(|_| ())
+}
+
+/// Set once SIGTERM or SIGINT comes.
+fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// The API socket files of this instance, removed when dropped: `<socket>.starting` always
+/// (it is ours once bound), the socket only once ours (renamed from it).
+struct SocketFiles {
+    starting: PathBuf,
+    socket: Option<PathBuf>,
+}
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.starting);
+        if let Some(socket) = &self.socket {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
 }
 
 /// Where the API socket is bound until xnosd is ready.
