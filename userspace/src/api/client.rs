@@ -129,7 +129,8 @@ impl Client {
             .map_err(|e| self.protocol(format!("bad JSON from daemon: {e}")))
     }
 
-    /// Follow a watch stream, calling `f` on each event until the daemon closes it.
+    /// Follow a watch stream, calling `f` on each event until the daemon closes it; an
+    /// error if it closed it because this watcher fell behind.
     pub async fn watch(
         &self,
         table: &str,
@@ -150,7 +151,14 @@ impl Client {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let event = serde_json::from_slice(&line)
                     .map_err(|e| self.protocol(format!("bad watch event: {e}")))?;
+                let fell_behind = match &event {
+                    WatchEvent::FellBehind { error, .. } => Some(error.clone()),
+                    _ => None,
+                };
                 f(event);
+                if let Some(error) = fell_behind {
+                    return Err(ClientError::Refused(error));
+                }
             }
         }
         Ok(())

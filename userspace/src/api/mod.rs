@@ -12,21 +12,28 @@ use std::{
     io,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
-use http_body_util::{BodyExt, Full, channel::Channel, combinators::BoxBody};
+use http_body_util::{
+    BodyExt, Full, LengthLimitError, Limited, StreamBody, channel::Channel, combinators::BoxBody,
+};
 use hyper::{
     Method, Request, Response, StatusCode,
-    body::{Bytes, Incoming},
+    body::{Bytes, Frame, Incoming},
     server::conn::http1,
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::{
+    io::AsyncWriteExt as _,
     net::{UnixListener, UnixStream},
-    sync::broadcast,
+    sync::{Notify, Semaphore, broadcast, mpsc},
 };
 
 use crate::{
@@ -34,8 +41,8 @@ use crate::{
     datapath::StatsReader,
     kernel::link,
     statedb::{
-        ApiWriter, Change, Commit, CommitSource, FdbClear, FdbCleared, Op, State, Table, TxError,
-        diff_config, table_rows,
+        ApiWriter, Change, Commit, CommitSource, FdbClear, FdbCleared, Op, RowsSnapshot, Table,
+        TxError, diff_config, table_rows, table_snapshot,
     },
     supervisor::{Faults, ModuleCtx},
     trace::{TraceRequest, Tracer, unhex},
@@ -75,7 +82,27 @@ pub struct FdbClearedView {
 }
 
 /// How long `POST /v1/fdb/clear` waits for the datapath module.
-const FDB_CLEAR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const FDB_CLEAR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request body xnosd reads. A whole config apply with ten thousand rows is
+/// about 2 MB of JSON; 16 MiB leaves room for that eight times over, and no client can make
+/// xnosd hold more.
+pub const MAX_REQUEST_BODY: u64 = 16 << 20;
+
+/// How many bytes of changes a watcher may have waiting for it to read. Past that it has
+/// fallen behind: it is told so and closed, and xnosd forgets it rather than hold more.
+const WATCH_BACKLOG: usize = 16 << 20;
+
+/// How long a watcher that fell behind has to read its last line before its connection
+/// is closed from this side.
+const WATCH_GRACE: Duration = Duration::from_secs(5);
+
+/// The most connections served at once; each holds a file descriptor and, for a watcher,
+/// its backlog. More are refused with 503 at once rather than left waiting.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// How many bytes of a streamed answer are serialised before they are handed on.
+const STREAM_CHUNK: usize = 64 << 10;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConfigDiff {
@@ -228,6 +255,11 @@ impl Api {
             .collect()
     }
 
+    /// A table as a JSON array of rows, written in chunks as the client reads them.
+    fn stream_table(&self, table: Table) -> Response<Body> {
+        stream_rows(self.db.read(|s| table_snapshot(s, table)))
+    }
+
     fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
         let request: ConfigText =
             serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))?;
@@ -261,13 +293,29 @@ impl Api {
         })
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        close: Arc<Notify>,
+    ) -> Result<Response<Body>, Infallible> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let source = commit_source(req.headers());
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let body = match req.into_body().collect().await {
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_REQUEST_BODY) {
+            return Ok(too_large());
+        }
+        // A chunked body declares no length: it is cut off where it passes the limit.
+        let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY as usize)
+            .collect()
+            .await
+        {
             Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Ok(too_large()),
             Err(e) => return Ok(bad_request(format!("reading request body: {e}"))),
         };
         let response = match (&method, segments.as_slice()) {
@@ -299,11 +347,11 @@ impl Api {
             }
             (&Method::GET, ["v1", "db"]) => json(StatusCode::OK, &Table::ALL.map(|t| t.name())),
             (&Method::GET, ["v1", "db", table]) => match table.parse::<Table>() {
-                Ok(table) => json(StatusCode::OK, &self.table_view(table)),
+                Ok(table) => self.stream_table(table),
                 Err(e) => not_found(e),
             },
             (&Method::GET, ["v1", "watch", table]) => match table.parse::<Table>() {
-                Ok(table) => self.watch(table),
+                Ok(table) => self.watch(table, close),
                 Err(e) => not_found(e),
             },
             (&Method::POST, ["v1", "transact"]) => {
@@ -350,10 +398,12 @@ impl Api {
         Ok(response)
     }
 
-    /// Stream a table: a snapshot, then each change in commit order; a watcher that
-    /// falls behind gets a fresh snapshot instead of a gap.
-    fn watch(&self, table: Table) -> Response<Body> {
-        let (mut tx, body) = Channel::<Bytes, Infallible>::new(64);
+    /// Stream a table: a snapshot, then each change in commit order. Each watcher has its
+    /// own queue, bounded by `WATCH_BACKLOG`; one that lets it fill gets a last `fell-behind`
+    /// line and is closed (after `WATCH_GRACE`, whether it read that line or not), so that a
+    /// stuck watcher never holds commits back nor makes xnosd hold ever more for it.
+    fn watch(&self, table: Table, close: Arc<Notify>) -> Response<Body> {
+        let (queue, body) = WatchQueue::new();
         let db = self.db.clone();
         tokio::spawn(async move {
             let line = |event: &WatchEvent| {
@@ -361,49 +411,135 @@ impl Api {
                 bytes.push(b'\n');
                 Bytes::from(bytes)
             };
-            let snapshot = |state: &State| WatchEvent::Snapshot {
-                generation: state.generation,
-                rows: table_rows(state, table)
+            let sub = db.subscribe();
+            let mut generation = sub.snapshot.generation;
+            queue.push_snapshot(line(&WatchEvent::Snapshot {
+                generation,
+                rows: table_rows(&sub.snapshot, table)
                     .into_iter()
                     .map(|(key, row)| RowView { key, row })
                     .collect(),
-            };
-            let sub = db.subscribe();
+            }));
+            drop(sub.snapshot);
             let mut commits = sub.commits;
-            if tx.send_data(line(&snapshot(&sub.snapshot))).await.is_err() {
-                return;
-            }
-            loop {
-                let commit: Arc<Commit> = match commits.recv().await {
-                    Ok(commit) => commit,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let sub = db.subscribe();
-                        commits = sub.commits;
-                        if tx.send_data(line(&snapshot(&sub.snapshot))).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+            'follow: loop {
+                let commit: Arc<Commit> = tokio::select! {
+                    commit = commits.recv() => match commit {
+                        Ok(commit) => commit,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break 'follow,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = queue.tx.closed() => return,
                 };
+                generation = commit.generation;
                 for change in commit.changes.iter().filter(|c| c.table == table) {
                     let event = WatchEvent::Change {
-                        generation: commit.generation,
+                        generation,
                         change: change.clone(),
                     };
-                    if tx.send_data(line(&event)).await.is_err() {
-                        return;
+                    if !queue.push(line(&event)) {
+                        break 'follow;
                     }
                 }
             }
+            // A receiver that is not read holds every commit after it until the channel's
+            // backlog is full: let go of it before the grace time.
+            drop(commits);
+            tracing::info!(%table, generation, "a watcher fell behind; closing it");
+            queue.push_snapshot(line(&WatchEvent::FellBehind {
+                generation,
+                error: format!(
+                    "this watcher fell behind: more than {} MiB of changes waited for it to \
+                     read them; watch again to start from a fresh snapshot",
+                    WATCH_BACKLOG >> 20
+                ),
+            }));
+            drop(queue);
+            tokio::time::sleep(WATCH_GRACE).await;
+            close.notify_one();
         });
-        let mut response = Response::new(body.boxed());
+        let mut response = Response::new(body);
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             "application/x-ndjson".parse().expect("static header"),
         );
+        // A watch ends its connection: the close after a fall-behind then never cuts off a
+        // later request on the same connection.
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            "close".parse().expect("static header"),
+        );
         response
     }
+}
+
+/// The lines waiting for one watcher, with the bytes of changes among them counted: the
+/// queue itself does not bound them, so that the last line can always be queued.
+struct WatchQueue {
+    tx: mpsc::UnboundedSender<(Bytes, usize)>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl WatchQueue {
+    fn new() -> (Self, Body) {
+        let (tx, rx) = mpsc::unbounded_channel::<(Bytes, usize)>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let lines =
+            futures::stream::unfold((rx, backlog.clone()), |(mut rx, backlog)| async move {
+                let (line, counted) = rx.recv().await?;
+                backlog.fetch_sub(counted, Ordering::Relaxed);
+                Some((Ok::<_, Infallible>(Frame::data(line)), (rx, backlog)))
+            });
+        (Self { tx, backlog }, StreamBody::new(lines).boxed())
+    }
+
+    /// Queue a change; false, and nothing queued, when the backlog would pass its bound.
+    fn push(&self, line: Bytes) -> bool {
+        let len = line.len();
+        if self.backlog.fetch_add(len, Ordering::Relaxed) + len > WATCH_BACKLOG {
+            return false;
+        }
+        // A watcher that went away is noticed by the loop, through `closed`.
+        let _ = self.tx.send((line, len));
+        true
+    }
+
+    /// Queue a line outside the bound: a snapshot (as large as the table, whatever the
+    /// bound) or the last line.
+    fn push_snapshot(&self, line: Bytes) {
+        let _ = self.tx.send((line, 0));
+    }
+}
+
+/// Serialise `rows` as a JSON array of `RowView`s, `STREAM_CHUNK` bytes at a time, each
+/// chunk once the client took the one before: xnosd holds the table's typed rows and a
+/// chunk or two of JSON, never the whole answer.
+fn stream_rows(rows: RowsSnapshot) -> Response<Body> {
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
+    tokio::spawn(async move {
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK + 4096);
+        chunk.push(b'[');
+        for (i, (key, row)) in rows.enumerate() {
+            if i > 0 {
+                chunk.push(b',');
+            }
+            serde_json::to_writer(&mut chunk, &RowView { key, row }).expect("rows serialise");
+            if chunk.len() >= STREAM_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK + 4096));
+                if tx.send_data(full.into()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        chunk.push(b']');
+        let _ = tx.send_data(chunk.into()).await;
+    });
+    let mut response = Response::new(body.boxed());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
+    response
 }
 
 /// What the CLI's client sends as its User-Agent: its commits are logged as the CLI's.
@@ -449,6 +585,18 @@ fn not_found(error: String) -> Response<Body> {
     json(StatusCode::NOT_FOUND, &ErrorBody { error })
 }
 
+fn too_large() -> Response<Body> {
+    json(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &ErrorBody {
+            error: format!(
+                "request body too large: the limit is {} MiB ({MAX_REQUEST_BODY} bytes)",
+                MAX_REQUEST_BODY >> 20
+            ),
+        },
+    )
+}
+
 /// Bind the API socket (root-only), refusing to steal it from a live instance.
 pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -470,15 +618,41 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// The API module: serves connections until shutdown. The listener outlives restarts.
 pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> anyhow::Result<()> {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
+                let mut stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: the connections already
+                        // open are still served, and a later accept may succeed.
+                        tracing::warn!(error = %e, "accepting an API connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tokio::spawn(async move {
+                        let _ = stream.write_all(&busy()).await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                };
                 let api = api.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| api.clone().handle(req));
-                    if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                        tracing::debug!(error = %e, "API connection ended with an error");
+                    let _permit = permit;
+                    let close = Arc::new(Notify::new());
+                    let service = {
+                        let close = close.clone();
+                        service_fn(move |req| api.clone().handle(req, close.clone()))
+                    };
+                    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        served = connection => if let Err(e) = served {
+                            tracing::debug!(error = %e, "API connection ended with an error");
+                        },
+                        () = close.notified() => {}
                     }
                 });
             }
@@ -486,4 +660,23 @@ pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> 
             _ = ctx.stopping() => return Ok(()),
         }
     }
+}
+
+/// The whole answer to a connection past `MAX_CONNECTIONS`, written before reading its
+/// request.
+fn busy() -> Vec<u8> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: format!(
+            "xnosd is serving its limit of {MAX_CONNECTIONS} API connections; try again later"
+        ),
+    })
+    .expect("errors serialise");
+    let mut answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
 }

@@ -226,9 +226,9 @@ pub struct RowView {
 
 /// One line of a watch stream (`GET /v1/watch/<table>`), newline-delimited JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum WatchEvent {
-    /// The whole table; sent first, and again after the watcher fell behind.
+    /// The whole table; sent first.
     Snapshot { generation: u64, rows: Vec<RowView> },
     /// One row changed in commit `generation`.
     Change {
@@ -236,6 +236,9 @@ pub enum WatchEvent {
         #[serde(flatten)]
         change: Change,
     },
+    /// The last line: the watcher did not read its changes fast enough and xnosd stopped
+    /// queueing them after commit `generation`. Watch again to start from a fresh snapshot.
+    FellBehind { generation: u64, error: String },
 }
 
 pub fn ports(state: &State, stats: Option<&StatsReader>) -> Vec<PortView> {

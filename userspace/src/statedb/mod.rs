@@ -224,14 +224,32 @@ impl StateDb {
 
 /// All rows of one table of a state, keyed as in changes.
 pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
-    fn rows<K, R: Serialize>(
-        map: &BTreeMap<K, R>,
-        key: impl Fn(&K) -> String,
-    ) -> Vec<(String, Value)> {
-        map.iter().map(|(k, r)| (key(k), row_value(r))).collect()
+    table_snapshot(s, table).collect()
+}
+
+/// The rows of one table as they are now, turned into JSON one at a time as they are read.
+/// It holds a copy of the table's typed rows, far smaller than their JSON values: a large
+/// table streams without holding the state's lock and without building all of its JSON at
+/// once.
+pub type RowsSnapshot = Box<dyn Iterator<Item = (String, Value)> + Send>;
+
+pub fn table_snapshot(s: &State, table: Table) -> RowsSnapshot {
+    fn rows<K, R>(map: &BTreeMap<K, R>, key: impl Fn(&K) -> String + Send + 'static) -> RowsSnapshot
+    where
+        K: Clone + Send + 'static,
+        R: Clone + Serialize + Send + 'static,
+    {
+        Box::new(
+            map.clone()
+                .into_iter()
+                .map(move |(k, r)| (key(&k), row_value(&r))),
+        )
+    }
+    fn one<R: Serialize>(key: &str, row: &R) -> RowsSnapshot {
+        Box::new(std::iter::once((key.to_string(), row_value(row))))
     }
     match table {
-        Table::Switch => vec![("switch".into(), row_value(&s.config.switch))],
+        Table::Switch => one("switch", &s.config.switch),
         Table::Vlan => rows(&s.config.vlans, u16::to_string),
         Table::Port => rows(&s.config.ports, String::clone),
         Table::FdbStatic => rows(&s.config.fdb, |(v, m)| fdb_key(*v, m)),
@@ -242,10 +260,10 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
         Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
         Table::Fib => rows(&s.observed.fib, FibKey::to_string),
         Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
-        Table::Datapath => vec![("datapath".into(), row_value(&s.observed.datapath))],
+        Table::Datapath => one("datapath", &s.observed.datapath),
         Table::Module => rows(&s.observed.modules, String::clone),
         Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
-        Table::KernelFeatures => vec![("kernel".into(), row_value(&s.observed.kernel))],
+        Table::KernelFeatures => one("kernel", &s.observed.kernel),
         Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
         Table::RouteStatus => rows(&s.observed.route_status, IpNet::to_string),
         Table::BridgeFdb => rows(&s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
@@ -254,8 +272,8 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
             rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
         }
         Table::DatapathFlood => rows(&s.observed.datapath_flood, u16::to_string),
-        Table::FdbClear => vec![("fdb-clear".into(), row_value(&s.observed.fdb_clear))],
-        Table::FdbCleared => vec![("fdb-cleared".into(), row_value(&s.observed.fdb_cleared))],
+        Table::FdbClear => one("fdb-clear", &s.observed.fdb_clear),
+        Table::FdbCleared => one("fdb-cleared", &s.observed.fdb_cleared),
     }
 }
 

@@ -52,6 +52,8 @@ pub async fn run(client: &Client, action: DbAction) -> Result<(), ClientError> {
                         WatchEvent::Change { generation, change } => {
                             print!("generation {generation}: {}", render_changes(&[change]));
                         }
+                        // The client returns its error, which `xnos` prints.
+                        WatchEvent::FellBehind { .. } => {}
                     }
                 })
                 .await
