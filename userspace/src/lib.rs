@@ -5,6 +5,7 @@
 pub mod api;
 pub mod bpffs;
 pub mod claim;
+pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod kernel;

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|build|test|demo`.
 
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -34,6 +35,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Fuzz the config parser and validator, API transactions and the CLI's row building
+    /// (tests/fuzz, cargo-fuzz); stops at the first crash and names its reproducer.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// Build, start xnosd on a namespace topology, show traffic being switched, clean up.
     Demo,
     /// Benchmarks: datapath cost per packet (next to a bare-redirect program) and control
@@ -44,6 +52,9 @@ enum Task {
         quick: bool,
     },
 }
+
+/// How long each fuzz target runs as part of `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 20;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -80,8 +91,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--no-fail-fast",
                 "--",
             ]);
+            // A filter names tests: the short fuzzing runs only with the whole suite.
+            let whole = args.is_empty();
             cargo.args(args);
-            test(&mut cargo)
+            let tests = test(&mut cargo);
+            if whole {
+                fuzz::run(&env, FUZZ_SECONDS_IN_TEST)?;
+            }
+            tests
+        }
+        Task::Fuzz { seconds } => {
+            let env = setup::run(false)?;
+            fuzz::run(&env, seconds)
         }
         Task::Bench { quick } => {
             let env = setup::run(false)?;

@@ -9,7 +9,7 @@ use crate::{output, status, step};
 /// Debian packages: LLVM 22 for bpf-linker, and the tools the tests and the demo run
 /// (FRR for the BGP test, Prometheus and promtool for the observability tests, QEMU,
 /// busybox, cpio and xz for the test that boots a Debian kernel in a small VM, gcc and make
-/// to build netdevsim for it).
+/// to build netdevsim for it; g++ for libFuzzer, which the fuzz targets link).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "gcc",
     "make",
+    "g++",
 ];
 /// Where the VM test's kernel is kept (relative to the workspace root).
 pub const VM_KERNEL_DIR: &str = "target/vm-kernel";
@@ -37,6 +38,8 @@ const VM_MODULES: &[&str] = &[
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The newest cargo-fuzz that builds with Rust 1.95 from its lock file.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// What setup decided, for the build steps after it.
@@ -56,12 +59,13 @@ pub fn run(vm_test: bool) -> anyhow::Result<Env> {
     let ebpf_toolchain = nightly()?;
     rust_src(&ebpf_toolchain)?;
     bpf_linker()?;
+    cargo_fuzz()?;
     // Only the VM test needs it: without it the other tests go on (the test says why).
     if vm_test && let Err(e) = vm_kernel() {
         eprintln!("warning: no kernel for the VM test: {e:#}");
     }
     step(&format!(
-        "set up: {}; eBPF toolchain {ebpf_toolchain} (LLVM {LLVM_MAJOR}, rust-src); bpf-linker {BPF_LINKER_VERSION}",
+        "set up: {}; eBPF toolchain {ebpf_toolchain} (LLVM {LLVM_MAJOR}, rust-src); bpf-linker {BPF_LINKER_VERSION}; cargo-fuzz {CARGO_FUZZ_VERSION}",
         PACKAGES.join(", ")
     ));
     Ok(Env { ebpf_toolchain })
@@ -343,4 +347,24 @@ fn bpf_linker() -> anyhow::Result<()> {
             ]),
     )
     .context("installing bpf-linker")
+}
+
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let version = Command::new("cargo-fuzz").arg("--version").output();
+    if version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} (a minute, once)"
+    ));
+    status(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]),
+    )
+    .context("installing cargo-fuzz")
 }

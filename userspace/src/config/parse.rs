@@ -238,7 +238,16 @@ impl Config {
         let src = Source { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            src.error(span, "(syntax)", e.message().to_string())
+            // toml leaves some syntax errors (a control character in a comment) without a
+            // message: name the character it stopped at.
+            let message = match e.message().trim() {
+                "" => match text.get(span.start..).and_then(|s| s.chars().next()) {
+                    Some(c) => format!("unexpected character {c:?}"),
+                    None => "unexpected end of file".to_string(),
+                },
+                message => message.to_string(),
+            };
+            src.error(span, "(syntax)", message)
         })?;
 
         let mut config = Config::default();

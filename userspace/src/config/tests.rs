@@ -581,3 +581,13 @@ fn a_vlan_a_port_uses_exists() {
         .validate(&|name: &str| name.starts_with("swp"))
         .unwrap();
 }
+
+/// Found by the config fuzz target: toml gives some syntax errors (a control character
+/// in a comment) an empty message.
+#[test]
+fn every_syntax_error_says_what_is_wrong() {
+    for text in ["# a\r\0\n", "[switch]\n# \u{7f}\n", "x = \"\0\"\n"] {
+        let e = err(text);
+        assert!(!e.message.trim().is_empty(), "{text:?}: {e:?}");
+    }
+}

@@ -1,10 +1,11 @@
 //! The command line: every verb and option as clap derive types, each doc comment its help.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use xnos::{DEFAULT_SOCKET, config::DatapathChoice, mac::MacAddr, statedb::Table};
+pub use xnos::cli::{InterfaceSet, PortSet};
+use xnos::{DEFAULT_SOCKET, mac::MacAddr, statedb::Table};
 
 /// Show and change an xnos switch.
 ///
@@ -272,33 +273,6 @@ pub enum PortAction {
     Del { name: String },
 }
 
-#[derive(Args)]
-pub struct PortSet {
-    /// Kernel interface name.
-    pub name: String,
-    /// Access port: untagged frames, all in this VLAN.
-    #[arg(long, conflicts_with_all = ["trunk", "native", "no_native"])]
-    pub access: Option<u16>,
-    /// Trunk port: tagged frames of these VLANs, e.g. 10,20,30-39.
-    #[arg(long, value_parser = parse_vlan_list)]
-    pub trunk: Option<BTreeSet<u16>>,
-    /// Trunk port: untagged frames belong to this VLAN.
-    #[arg(long)]
-    pub native: Option<u16>,
-    /// Trunk port: no native VLAN (untagged frames are dropped).
-    #[arg(long, conflicts_with = "native")]
-    pub no_native: bool,
-    /// The fast path the port uses.
-    #[arg(long)]
-    pub datapath: Option<DatapathChoice>,
-    /// The MTU xnosd sets on the port's netdev (68..65535).
-    #[arg(long, conflicts_with = "no_mtu")]
-    pub mtu: Option<u32>,
-    /// No MTU from xnos: the netdev keeps whatever MTU it has.
-    #[arg(long)]
-    pub no_mtu: bool,
-}
-
 #[derive(Subcommand)]
 pub enum FdbAction {
     /// Add a static entry (never overwritten by learning).
@@ -343,52 +317,6 @@ pub enum InterfaceAction {
     Del { name: String },
 }
 
-#[derive(Args)]
-pub struct InterfaceSet {
-    /// The interface: vlan<ID> for an SVI, the port's name for a routed port.
-    pub name: String,
-    /// An SVI: the routed interface of this VLAN.
-    #[arg(long, conflicts_with = "port")]
-    pub vlan: Option<u16>,
-    /// A routed port: this kernel interface, which is not a switch port.
-    #[arg(long)]
-    pub port: Option<String>,
-    /// The addresses (replacing the current ones), e.g. 10.0.10.1/24,fd00:10::1/64; ""
-    /// for none.
-    #[arg(long, value_parser = parse_address_list, conflicts_with_all = ["add_address", "del_address"])]
-    pub addresses: Option<AddressList>,
-    /// Add an address (repeatable).
-    #[arg(long)]
-    pub add_address: Vec<ipnet::IpNet>,
-    /// Remove an address (repeatable).
-    #[arg(long)]
-    pub del_address: Vec<ipnet::IpNet>,
-    /// The MTU of the interface's netdev (68..65535).
-    #[arg(long, conflicts_with = "no_mtu")]
-    pub mtu: Option<u32>,
-    /// No MTU of its own: an SVI gets the smallest of its VLAN's ports, a routed port keeps
-    /// its own.
-    #[arg(long)]
-    pub no_mtu: bool,
-}
-
-/// Addresses in the order given (the first of a subnet is the kernel's primary one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AddressList(pub Vec<ipnet::IpNet>);
-
-pub fn parse_address_list(text: &str) -> Result<AddressList, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            a.parse().map_err(|_| {
-                format!("{a:?} is not an address with a prefix length like 10.0.10.1/24")
-            })
-        })
-        .collect::<Result<_, _>>()
-        .map(AddressList)
-}
-
 #[derive(Subcommand)]
 pub enum ConfigAction {
     /// Validate FILE, show how it differs from the running config, and apply it as one
@@ -428,45 +356,11 @@ pub enum DbAction {
     },
 }
 
-pub fn parse_vlan_list(text: &str) -> Result<BTreeSet<u16>, String> {
-    let mut vlans = BTreeSet::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("{part:?} is not a VLAN or a range like 30-39");
-        match part.split_once('-') {
-            Some((from, to)) => {
-                let (from, to): (u16, u16) = (
-                    from.parse().map_err(|_| bad())?,
-                    to.parse().map_err(|_| bad())?,
-                );
-                if from > to {
-                    return Err(bad());
-                }
-                vlans.extend(from..=to);
-            }
-            None => {
-                vlans.insert(part.parse().map_err(|_| bad())?);
-            }
-        }
-    }
-    Ok(vlans)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use xnos::cli::{AddressList, parse_address_list};
 
-    #[test]
-    fn vlan_lists_take_ranges_and_name_what_is_wrong() {
-        assert_eq!(
-            parse_vlan_list("10, 20,30-32").unwrap(),
-            [10, 20, 30, 31, 32].into()
-        );
-        assert_eq!(
-            parse_vlan_list("10-5").unwrap_err(),
-            "\"10-5\" is not a VLAN or a range like 30-39"
-        );
-        assert!(parse_vlan_list("x").is_err());
-    }
+    use super::*;
 
     #[test]
     fn flags_that_do_nothing_alone_are_refused() {

@@ -2,7 +2,7 @@
 
 use xnos::{
     api::{Client, ClientError},
-    config::RouteConfig,
+    cli::route_row,
     statedb::{Op, Table},
 };
 
@@ -12,11 +12,7 @@ pub async fn run(client: &Client, action: RouteAction) -> Result<(), ClientError
     let op = match action {
         RouteAction::Add { prefix, via } => Op::Insert {
             table: Table::Route,
-            row: serde_json::to_value(RouteConfig {
-                prefix: prefix.trunc(),
-                nexthops: via,
-            })
-            .expect("a route row serialises"),
+            row: serde_json::to_value(route_row(prefix, via)).expect("a route row serialises"),
         },
         RouteAction::Del { prefix } => Op::Delete {
             table: Table::Route,
