@@ -582,20 +582,7 @@ mod tests {
         );
         let w = db.writers();
         w.kernel.write(|tx| {
-            tx.link(
-                "vlan10",
-                Some(LinkState {
-                    name: "vlan10".into(),
-                    ifindex: 9,
-                    oper_state: OperState::Up,
-                    mac: None,
-                    mtu: Some(1500),
-                    alias: None,
-                    switch_id: None,
-                    master: None,
-                    up: true,
-                }),
-            );
+            tx.link("vlan10", Some(LinkState::up("vlan10", 9)));
             for prefix in ["10.1.0.0/16", "10.2.0.0/16"] {
                 let route = FibRoute {
                     prefix: prefix.parse().unwrap(),

@@ -971,15 +971,10 @@ mod tests {
         (
             name.to_string(),
             LinkState {
-                name: name.into(),
-                ifindex,
-                oper_state: crate::statedb::OperState::Up,
-                mac: None,
                 mtu: None,
                 alias: ours.then(|| BRIDGE_ALIAS.to_string()),
-                switch_id: None,
                 master,
-                up: true,
+                ..LinkState::up(name, ifindex)
             },
         )
     }

@@ -544,17 +544,7 @@ mod tests {
     fn unchanged_observed_rows_are_not_commits() {
         let db = db();
         let kernel = db.writers().kernel;
-        let link = LinkState {
-            name: "swp1".into(),
-            ifindex: 3,
-            oper_state: OperState::Up,
-            mac: None,
-            mtu: Some(1500),
-            alias: None,
-            switch_id: None,
-            master: None,
-            up: true,
-        };
+        let link = LinkState::up("swp1", 3);
         let (_, commit) = kernel.write(|tx| tx.link("swp1", Some(link.clone())));
         assert_eq!((commit.generation, commit.changes.len()), (2, 1));
         let (_, commit) = kernel.write(|tx| tx.link("swp1", Some(link.clone())));

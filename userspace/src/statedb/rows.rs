@@ -34,6 +34,25 @@ pub struct LinkState {
     pub up: bool,
 }
 
+#[cfg(test)]
+impl LinkState {
+    /// A link that is up, with an MTU of 1500 and nothing else set: the fixture unit
+    /// tests change from.
+    pub(crate) fn up(name: &str, ifindex: u32) -> Self {
+        LinkState {
+            name: name.into(),
+            ifindex,
+            oper_state: super::OperState::Up,
+            mac: None,
+            mtu: Some(1500),
+            alias: None,
+            switch_id: None,
+            master: None,
+            up: true,
+        }
+    }
+}
+
 /// What the datapath reports about one configured port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
