@@ -12,6 +12,10 @@ fn main() -> anyhow::Result<()> {
         _ => Toolchain::Nightly,
     };
     let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/xnos-ebpf");
+    if std::env::var_os("CARGO_FEATURE_NEXT_BUILD").is_some() {
+        // SAFETY: the build script is single-threaded; the eBPF build it spawns inherits it.
+        unsafe { std::env::set_var("XNOS_EBPF_NEXT_BUILD", "1") };
+    }
     aya_build::build_ebpf(
         [Package {
             name: "xnos-ebpf",

@@ -411,8 +411,14 @@ impl Daemon {
 
     /// Stop and start again with the same config file (as `config save` left it).
     pub fn restart(&mut self, switch: &Netns) -> anyhow::Result<()> {
+        self.restart_as(switch, "xnosd")
+    }
+
+    /// `restart` with another build of xnosd: `xnosd-next` (an upgrade, see the
+    /// `next-build` feature), or `xnosd` again.
+    pub fn restart_as(&mut self, switch: &Netns, build: &str) -> anyhow::Result<()> {
         self.stop()?;
-        let mut fresh = Self::spawn(switch, self.dir.clone(), &[])?;
+        let mut fresh = Self::spawn_build(switch, self.dir.clone(), &[], build)?;
         fresh.wait_ready()?;
         let mut old = std::mem::replace(self, fresh);
         // The directory now belongs to the new process.
@@ -425,6 +431,15 @@ impl Daemon {
     }
 
     fn spawn(switch: &Netns, dir: PathBuf, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_build(switch, dir, env, "xnosd")
+    }
+
+    fn spawn_build(
+        switch: &Netns,
+        dir: PathBuf,
+        env: &[(&str, &str)],
+        build: &str,
+    ) -> anyhow::Result<Self> {
         let config_path = dir.join("xnos.toml");
         let socket = dir.join("xnosd.sock");
         // Ready is the socket appearing: one left by a killed run must not look like it.
@@ -434,7 +449,7 @@ impl Daemon {
             .append(true)
             .open(dir.join("xnosd.log"))?;
         let child = switch
-            .command(binary("xnosd")?.to_str().context("path")?)
+            .command(binary(build)?.to_str().context("path")?)
             .arg("--config")
             .arg(&config_path)
             .arg("--socket")
@@ -814,6 +829,30 @@ pub fn parse_test_frame(frame: &[u8]) -> Option<(Option<u16>, u32)> {
     let offset = 14 + if vlan.is_some() { 4 } else { 0 };
     let marker = u32::from_be_bytes(frame.get(offset..offset + 4)?.try_into().ok()?);
     Some((vlan, marker))
+}
+
+/// The benchmark's own eBPF object (ebpf/xnos-bench-ebpf), built by tests/build.rs; the
+/// tests use its `xnos_test_pass`.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos-bench"));
+
+/// Another program than xnos's on a port's XDP hook (`xnos_test_pass`, which passes every
+/// frame), attached as a BPF link: it goes when this is dropped.
+pub struct ForeignXdp {
+    _ebpf: aya::Ebpf,
+}
+
+impl ForeignXdp {
+    pub fn attach(ns: &Netns, port: &str, mode: aya::programs::XdpMode) -> anyhow::Result<Self> {
+        let mut ebpf = aya::Ebpf::load(BENCH_OBJECT).context("loading the test object")?;
+        let program: &mut aya::programs::Xdp = ebpf
+            .program_mut("xnos_test_pass")
+            .context("xnos_test_pass missing")?
+            .try_into()?;
+        program.load()?;
+        ns.enter(|| program.attach(port, mode))??;
+        Ok(Self { _ebpf: ebpf })
+    }
 }
 
 #[cfg(test)]

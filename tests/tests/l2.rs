@@ -8,8 +8,8 @@ use std::{
 };
 
 use xnos_tests::{
-    Daemon, PacketSocket, Topology, binary, find_by, format_mac, parse_test_frame, require_root,
-    test_frame,
+    Daemon, ForeignXdp, PacketSocket, Topology, binary, find_by, format_mac, parse_test_frame,
+    require_root, test_frame,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -460,9 +460,11 @@ fn invalid_config_is_refused_and_nothing_is_attached() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-// What this shows: SIGTERM detaches XDP from every port and removes the socket and pins.
+// What this shows: SIGTERM leaves the programs on the ports (for the next xnosd to take
+// over) and removes the socket and pins; `xnosd --remove-datapath` takes the programs off,
+// and is refused while an xnosd runs.
 #[test]
-fn sigterm_detaches_and_cleans_up() {
+fn sigterm_keeps_the_datapath_and_remove_datapath_takes_it_off() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
     let mut daemon = Daemon::start(
@@ -477,17 +479,46 @@ fn sigterm_detaches_and_cleans_up() {
         "xnosd exited with {status}: {}",
         daemon.log()
     );
-    assert!(!topo.xdp_attached("swp1").unwrap() && !topo.xdp_attached("swp2").unwrap());
+    assert!(topo.xdp_attached("swp1").unwrap() && topo.xdp_attached("swp2").unwrap());
     assert!(!daemon.socket.exists(), "socket left behind");
     assert!(
         !daemon.dir.join("bpf").exists(),
         "pin directory left behind"
     );
     assert!(
-        daemon.log().contains("detached from all ports"),
+        daemon.log().contains("the datapath stays on the ports"),
         "{}",
         daemon.log()
     );
+    let (socket, pins) = (daemon.socket.clone(), daemon.dir.join("bpf"));
+    let remove = || {
+        topo.switch
+            .command(binary("xnosd").unwrap().to_str().unwrap())
+            .args(["--remove-datapath", "--socket"])
+            .arg(&socket)
+            .arg("--pin-dir")
+            .arg(&pins)
+            .output()
+            .unwrap()
+    };
+    // Refused while an xnosd serves the socket, and nothing is taken off.
+    daemon.start_again(&topo.switch).unwrap();
+    let refused = remove();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("stop it first"),
+        "{refused:?}"
+    );
+    assert!(topo.xdp_attached("swp1").unwrap() && topo.xdp_attached("swp2").unwrap());
+    daemon.stop().unwrap();
+    let removed = remove();
+    let out = String::from_utf8_lossy(&removed.stdout);
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(
+        out.contains("swp1: xdp-native removed") && out.contains("datapath removed from 2 ports"),
+        "{out}"
+    );
+    assert!(!topo.xdp_attached("swp1").unwrap() && !topo.xdp_attached("swp2").unwrap());
 }
 
 // What this shows: the CLI says clearly when no daemon is listening.
@@ -564,14 +595,9 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
     for (i, host) in topo.hosts.iter().enumerate() {
         host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
     }
-    // Another program (here: a second, empty xnos datapath, which passes every frame) holds
-    // swp1's XDP hook in native mode.
-    let mut other = xnos::datapath::Datapath::load(None).unwrap();
-    let swp1 = topo.switch.ifindex("swp1").unwrap();
-    topo.switch
-        .enter(|| other.attach(swp1, xnos::config::DatapathChoice::XdpNative))
-        .unwrap()
-        .unwrap();
+    // Another program (one that passes every frame; not one of xnos, which xnosd would
+    // take over) holds swp1's XDP hook in native mode.
+    let other = ForeignXdp::attach(&topo.switch, "swp1", aya::programs::XdpMode::Driver).unwrap();
     // Jumbo frames on swp3's peer: veth refuses native XDP programs that lack multi-buffer
     // support.
     topo.hosts[2]

@@ -118,3 +118,20 @@ impl Drop for PinDir {
         }
     }
 }
+
+/// Remove the pins xnosd makes under `dir` (`maps/`, `progs/`), left there by an instance
+/// that did not stop cleanly; nothing else in `dir` is touched.
+pub fn remove_pins(dir: &Path) {
+    for sub in ["maps", "progs"] {
+        let sub = dir.join(sub);
+        if !is_bpffs(&sub) {
+            continue;
+        }
+        if let Ok(names) = entries(&sub) {
+            for name in names {
+                let _ = std::fs::remove_file(sub.join(name));
+            }
+        }
+        let _ = std::fs::remove_dir(&sub);
+    }
+}

@@ -75,6 +75,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             let env = setup::run(true)?;
+            // The upgrade test installs a "next version" of xnosd over the one under test.
+            build(&env, false, &["fault-injection", "next-build"])?;
+            let debug = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+            std::fs::copy(debug.join("xnosd"), debug.join("xnosd-next"))
+                .context("keeping the next build as target/debug/xnosd-next")?;
             // The tests inject faults into modules; release builds never have this.
             build(&env, false, &["fault-injection"])?;
             step("running the test suite");

@@ -1,6 +1,7 @@
 //! Programs for `cargo xtask bench` only, in an object of their own that only the
 //! benchmark loads (xnosd never sees them): a traffic generator for BPF_PROG_TEST_RUN
-//! with live frames, and a counting sink.
+//! with live frames, and a counting sink; and for the tests, a program that passes every
+//! frame (another program holding a port's XDP hook).
 #![no_std]
 #![no_main]
 
@@ -62,6 +63,11 @@ pub fn xnos_bench_sink(_ctx: XdpContext) -> u32 {
         unsafe { *count += 1 };
     }
     xdp_action::XDP_DROP
+}
+
+#[xdp]
+pub fn xnos_test_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -19,7 +19,14 @@ const REFRESH_NS: u64 = 1_000_000_000;
 const E2BIG: i32 = 7;
 
 #[map]
-static FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(FDB_SIZE, 0);
+static FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(
+    if crate::NEXT_BUILD {
+        FDB_SIZE + 1024
+    } else {
+        FDB_SIZE
+    },
+    0,
+);
 
 /// New and moved stations, for the daemon's StateDb.
 #[map]

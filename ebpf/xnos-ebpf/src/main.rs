@@ -33,8 +33,25 @@ use xnos_common::{
 
 use crate::{frame::Frame, packet::EthHdr, port::Stats, vlan::Tag};
 
+/// Set in the "next version" build that the upgrade test installs over the normal one
+/// (`cargo xtask test` builds it as `target/debug/xnosd-next`): its ingress programs differ
+/// by an instruction and its FDB map by its size, so that an upgrade to it swaps every
+/// program and migrates a map, as a new release would.
+pub(crate) const NEXT_BUILD: bool = option_env!("XNOS_EBPF_NEXT_BUILD").is_some();
+
+/// The instruction by which the next build's ingress programs differ.
+#[inline(always)]
+fn next_build_mark() {
+    if NEXT_BUILD {
+        let mut mark = 0u32;
+        // SAFETY: a write to a local.
+        unsafe { core::ptr::write_volatile(&mut mark, 1) };
+    }
+}
+
 #[xdp]
 pub fn xnos_ingress(ctx: XdpContext) -> u32 {
+    next_build_mark();
     // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     pipeline::<false, _>(&ctx, ifindex)
@@ -44,6 +61,7 @@ pub fn xnos_ingress(ctx: XdpContext) -> u32 {
 /// as XDP.
 #[classifier]
 pub fn xnos_tc_ingress(ctx: TcContext) -> i32 {
+    next_build_mark();
     if frame::tc_pull_headers(&ctx).is_err() {
         return <TcContext as Frame>::PASS as i32;
     }

@@ -388,8 +388,7 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     Ok(costs)
 }
 
-/// The benchmark's own eBPF object (ebpf/xnos-bench-ebpf), built by tests/build.rs.
-static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xnos-bench"));
+use xnos_tests::BENCH_OBJECT;
 
 /// A traffic generator (live-frames BPF_PROG_TEST_RUN of `xnos_bench_gen`) and a sink
 /// (`xnos_bench_sink` counting what arrives), from the benchmark's eBPF object.

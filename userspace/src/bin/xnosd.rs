@@ -57,6 +57,13 @@ struct Args {
     /// Check the config and exit without touching any interface.
     #[arg(long)]
     check: bool,
+    /// Take the datapath off every port of this network namespace and exit: the explicit
+    /// teardown. A stopped (or crashed) xnosd leaves its programs on the ports, forwarding
+    /// with what they last had, for the next xnosd to take over without losing a frame;
+    /// this removes them, and the pins, instead. Refused while an xnosd serves --socket;
+    /// ports another running instance holds are left alone.
+    #[arg(long, conflicts_with = "check")]
+    remove_datapath: bool,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +77,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
+    if args.remove_datapath {
+        // Needs no config: it removes what any config put on the ports.
+        return match remove_datapath(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xnosd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&args.config, link::KernelLinks) {
         Ok(config) => config,
         Err(e) => {
@@ -81,6 +98,7 @@ fn main() -> ExitCode {
         println!("{}: OK ({})", args.config.display(), config.counts());
         return ExitCode::SUCCESS;
     }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -152,15 +170,24 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     }
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
-    let mut datapath =
-        Datapath::load_with(Some(pin_dir), args.datapath_log).context("loading the datapath")?;
+    let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
+    let claims =
+        Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?;
+    let (mut datapath, adopted) =
+        Datapath::start(pin_dir, args.datapath_log, claims).context("loading the datapath")?;
+    if adopted.ports > 0 {
+        tracing::info!(
+            ports = adopted.ports,
+            maps = adopted.maps.len(),
+            "taking over from an earlier xnosd: its programs forward on the ports until this one's replace them, its maps are reused"
+        );
+    }
+    for map in &adopted.migrated {
+        tracing::warn!("map changed layout, made new: {map}");
+    }
     if stopping() {
         return Ok(());
     }
-    let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
-    datapath.set_claims(
-        Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?,
-    );
     if let Some(logger) = datapath.take_log(log::logger()) {
         tokio::spawn(datapath_log(
             logger.context("reading the datapath's log ring")?,
@@ -232,17 +259,39 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = supervisor.await;
     drop(socket_files);
-    match Arc::try_unwrap(datapath) {
-        Ok(datapath) => {
-            datapath
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .shutdown();
-            tracing::info!("detached from all ports, pins removed");
-        }
-        Err(_) => anyhow::bail!("datapath still in use at shutdown; XDP programs stay attached"),
-    }
+    // The programs stay on the ports and forward with what the maps hold; the pins go.
+    drop(datapath);
+    tracing::info!(
+        "stopped; the datapath stays on the ports (xnosd --remove-datapath takes it off)"
+    );
     became_ready.map(|_| ())
+}
+
+/// `--remove-datapath`: take every program of xnos off the ports of this network namespace
+/// that no running instance holds, and the pins.
+fn remove_datapath(args: &Args) -> anyhow::Result<()> {
+    for path in [args.socket.clone(), starting_path(&args.socket)] {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            anyhow::bail!(
+                "an xnosd is serving {}: stop it first (its datapath stays on the ports), then remove the datapath",
+                args.socket.display()
+            );
+        }
+    }
+    let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
+    let mut claims =
+        Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?;
+    let removed = xnos::datapath::remove_everywhere(&mut claims)?;
+    for (name, mode) in &removed {
+        println!("{name}: {mode} removed");
+    }
+    xnos::bpffs::remove_pins(&args.pin_dir);
+    println!(
+        "datapath removed from {} port{}",
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
 }
 
 /// Set once SIGTERM or SIGINT comes.

@@ -1,6 +1,7 @@
 //! The datapath: loads the XDP programs, pins them, and is the only code that writes the
 //! BPF maps. [`module::run`] is the module that keeps the maps in line with StateDb.
 
+mod attach;
 pub mod module;
 #[cfg(feature = "test-rig")]
 pub mod rig;
@@ -15,13 +16,10 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-        RingBuf, xdp::XdpMapError,
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, MapType, PerCpuArray,
+        PerCpuValues, RingBuf, xdp::XdpMapError,
     },
-    programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
-        xdp::XdpLinkId,
-    },
+    programs::{ProgramError, SchedClassifier, Xdp},
     util::nr_cpus,
 };
 use xnos_common::{
@@ -76,8 +74,10 @@ pub enum DatapathError {
     Attach {
         ifindex: u32,
         #[source]
-        source: Box<ProgramError>,
+        source: std::io::Error,
     },
+    #[error("looking for the programs of an earlier xnosd")]
+    Adopt(#[source] std::io::Error),
 }
 
 /// An error and its sources on one line, as `a: b: c`.
@@ -164,12 +164,6 @@ impl AttachMode {
     }
 }
 
-/// An attachment of the ingress pipeline to one port.
-enum PortLink {
-    Xdp(XdpLinkId),
-    Tc(SchedClassifierLinkId),
-}
-
 /// Files this instance pinned; removed when dropped (clean shutdown or unwinding panic).
 struct Pins {
     files: Vec<PathBuf>,
@@ -185,6 +179,40 @@ impl Drop for Pins {
             let _ = std::fs::remove_dir(self.dir.path().join(sub));
         }
     }
+}
+
+/// What a start took over from an earlier xnosd ([`Datapath::start`]).
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Ports that carried its programs.
+    pub ports: usize,
+    /// Its maps, reused with their entries.
+    pub maps: Vec<String>,
+    /// Its maps whose layout this build changed, and what was copied into the new ones.
+    pub migrated: Vec<String>,
+}
+
+/// Whether a map of an earlier load can stand for the object's definition `def`.
+fn same_layout(def: &aya_obj::Map, info: &aya::maps::MapInfo) -> bool {
+    let Ok(kind) = aya_obj::generated::bpf_map_type::try_from(def.map_type()) else {
+        return false;
+    };
+    let Ok(kind) = MapType::try_from(kind) else {
+        return false;
+    };
+    // A devmap's value is what the kernel supports (with a program fd), not the object's,
+    // and the kernel makes it read-only to programs itself.
+    let devmap = matches!(kind, MapType::DevMap | MapType::DevMapHash);
+    let kernel_flags = if devmap {
+        aya_obj::generated::BPF_F_RDONLY_PROG
+    } else {
+        0
+    };
+    info.map_type().is_ok_and(|t| t == kind)
+        && info.key_size() == def.key_size()
+        && (devmap || info.value_size() == def.value_size())
+        && info.max_entries() == def.max_entries()
+        && info.map_flags() & !kernel_flags == def.map_flags()
 }
 
 /// The L3 maps; written by `route::L3` only (and, in tests, through `rig`).
@@ -208,7 +236,8 @@ pub struct Datapath {
     tx_ports: DevMapHash<MapData>,
     flood_ports: DevMapHash<MapData>,
     learn_events: Option<RingBuf<MapData>>,
-    links: BTreeMap<u32, (PortLink, AttachMode)>,
+    /// The ports carrying this instance's ingress program, and how.
+    links: BTreeMap<u32, AttachMode>,
     /// For TC floods: ifindex per stats slot, and one past the highest slot in use.
     port_slots: Array<MapData, u32>,
     port_slots_end: Array<MapData, u32>,
@@ -233,9 +262,148 @@ impl Datapath {
     /// [`Datapath::take_log`]. Without it the logging code is not even there: its level
     /// is a read-only global the verifier knows, so it removes the code as dead.
     pub fn load_with(pin_dir: Option<PinDir>, log: bool) -> Result<Self, DatapathError> {
+        Self::load_reusing(pin_dir, log, &[])
+    }
+
+    /// Load xnosd's datapath, taking over from an earlier xnosd: where its programs are
+    /// still on ports this instance may claim (it stopped, crashed or is being upgraded),
+    /// their maps are reused as they are, so that what it learned and programmed stays and
+    /// the counters go on; the ports keep forwarding with the old programs until
+    /// [`Datapath::attach`] swaps in the new ones, port by port, atomically. A map whose
+    /// layout this build changed is made new, and its entries copied where key and value
+    /// are still the same size.
+    pub fn start(
+        pin_dir: PinDir,
+        log: bool,
+        mut claims: crate::claim::Claims,
+    ) -> Result<(Self, Adopted), DatapathError> {
+        let mut adopted = Adopted::default();
+        let mut map_ids = None;
+        for ifindex in attach::ifindexes().map_err(DatapathError::Adopt)? {
+            // A link that went meanwhile has nothing to take over.
+            let Ok(found) = attach::find(ifindex, &[INGRESS_PROGRAM, TC_PROGRAM]) else {
+                continue;
+            };
+            let Some(first) = found.first() else {
+                continue;
+            };
+            // A port another running instance holds is that instance's.
+            if claims.claim(ifindex).is_err() {
+                continue;
+            }
+            adopted.ports += 1;
+            if map_ids.is_none() {
+                map_ids = first.info.map_ids().ok().flatten();
+            }
+        }
+        let object = aya_obj::Object::parse(EBPF_OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(EbpfError::ParseError(e))))?;
+        let maps_dir = pin_dir.path().join("maps");
+        if !maps_dir.exists() {
+            std::fs::create_dir(&maps_dir).map_err(|source| DatapathError::Pin {
+                path: maps_dir.clone(),
+                source,
+            })?;
+        }
+        let mut reuse = Vec::new();
+        let mut changed = Vec::new();
+        for id in map_ids.unwrap_or_default() {
+            let Ok(map) = MapData::from_id(id) else {
+                continue;
+            };
+            let Ok(info) = map.info() else { continue };
+            let Some(name) = info.name_as_str().map(str::to_string) else {
+                continue;
+            };
+            // The log ring and the data sections (`.rodata`) belong to one load.
+            if name == LOG_MAP || name.contains('.') {
+                continue;
+            }
+            let Some(def) = object.maps.get(&name) else {
+                continue;
+            };
+            if !same_layout(def, &info) {
+                changed.push((name, map, info));
+                continue;
+            }
+            // aya reuses a map it finds pinned where it would pin it.
+            let path = maps_dir.join(&name);
+            let _ = std::fs::remove_file(&path);
+            map.pin(&path).map_err(|e| DatapathError::Pin {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            reuse.push((name, path));
+        }
+        let mut dp = Self::load_reusing(Some(pin_dir), log, &reuse)?;
+        adopted.maps = reuse.into_iter().map(|(name, _)| name).collect();
+        for (name, old, info) in changed {
+            let new = MapData::from_pin(maps_dir.join(&name)).map_err(map_err("changed map"))?;
+            let new_info = new.info().map_err(map_err("changed map"))?;
+            let copied = if new_info.key_size() == info.key_size()
+                && new_info.value_size() == info.value_size()
+                && !matches!(
+                    info.map_type(),
+                    Ok(MapType::PerCpuArray | MapType::PerCpuHash | MapType::LruPerCpuHash)
+                ) {
+                attach::copy_entries(
+                    old.fd().as_fd(),
+                    new.fd().as_fd(),
+                    info.key_size() as usize,
+                    info.value_size() as usize,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::warn!(map = %name, error = %e, "copying a changed map failed");
+                    0
+                })
+            } else {
+                0
+            };
+            adopted.migrated.push(format!(
+                "{name} (key {}/value {}/{} entries -> key {}/value {}/{} entries: {copied} entries copied)",
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                new_info.key_size(),
+                new_info.value_size(),
+                new_info.max_entries()
+            ));
+        }
+        if adopted.ports > 0 {
+            dp.repoint_floods()?;
+        }
+        dp.set_claims(claims);
+        Ok((dp, adopted))
+    }
+
+    /// The flood devmap's entries run the egress program of the load that wrote them: a
+    /// reused map gets this load's.
+    fn repoint_floods(&mut self) -> Result<(), DatapathError> {
+        let egress = Self::program(&self.ebpf, EGRESS_PROGRAM)
+            .fd()
+            .map_err(prog_err(EGRESS_PROGRAM))?;
+        let ports: Vec<u32> = self.flood_ports.keys().filter_map(Result::ok).collect();
+        for ifindex in ports {
+            self.flood_ports
+                .insert(ifindex, ifindex, Some(egress), 0)
+                .map_err(devmap_err("FLOOD_PORTS"))?;
+        }
+        Ok(())
+    }
+
+    /// `load_with`, with the maps named in `reuse` taken from where they are pinned.
+    fn load_reusing(
+        pin_dir: Option<PinDir>,
+        log: bool,
+        reuse: &[(String, PathBuf)],
+    ) -> Result<Self, DatapathError> {
         let level = if log { aya_log::Level::Warn as u8 } else { 0 };
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, true)
+        let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &level, true);
+        for (name, path) in reuse {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
         for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM] {
@@ -507,12 +675,23 @@ impl Datapath {
     }
 
     pub fn attached(&self, ifindex: u32) -> Option<AttachMode> {
-        self.links.get(&ifindex).map(|(_, mode)| *mode)
+        self.links.get(&ifindex).copied()
     }
 
-    /// Attach the ingress pipeline to a port as `choice` asks, re-attaching if the mode
-    /// must change. `auto` takes the best the port supports: native XDP, else generic XDP,
-    /// else TC (each fallback logged with the reason). Returns the mode and why.
+    /// This load's ingress program for a mode.
+    fn ingress_for(&self, mode: AttachMode) -> Result<BorrowedFd<'_>, DatapathError> {
+        match mode {
+            AttachMode::Tc => self.tc_fd(),
+            _ => self.ingress_fd(),
+        }
+    }
+
+    /// Attach the ingress pipeline to a port as `choice` asks. A program of xnos already on
+    /// the port in a mode `choice` accepts (an earlier xnosd's, or this one's) is replaced
+    /// in place, atomically: the port never goes without one. Otherwise `auto` takes the
+    /// best the port supports: native XDP, else generic XDP, else TC (each fallback logged
+    /// with the reason), and what was there goes once the new one is on. Returns the mode
+    /// and why.
     pub fn attach(
         &mut self,
         ifindex: u32,
@@ -530,152 +709,148 @@ impl Datapath {
                 });
             }
         };
-        let mut previous = None;
-        if let Some(mode) = self.attached(ifindex) {
+        if let Some(mode) = self.attached(ifindex)
+            && wanted.is_none_or(|w| w == mode)
+        {
             // An auto port keeps what it got; a configured one must have exactly that.
-            if wanted.is_none_or(|w| w == mode) {
-                let reason = self.reasons.get(&ifindex).cloned().unwrap_or_default();
-                return Ok((mode, reason));
-            }
-            previous = Some((
-                mode,
-                self.reasons.get(&ifindex).cloned().unwrap_or_default(),
-            ));
-            self.detach(ifindex)?;
+            let reason = self.reasons.get(&ifindex).cloned().unwrap_or_default();
+            return Ok((mode, reason));
         }
-        let attach_err = |source| DatapathError::Attach {
-            ifindex,
-            source: Box::new(source),
-        };
-        let (link, mode, reason) = match wanted {
-            Some(mode) => match self.attach_mode(ifindex, mode) {
-                Ok(link) => (
-                    link,
-                    mode,
-                    format!("configured: datapath = \"{}\"", choice.name()),
-                ),
-                Err(e) => {
-                    // The port keeps forwarding the way it did; the error says why not as asked.
-                    if let Some((old, reason)) = previous
-                        && let Ok(link) = self.attach_mode(ifindex, old)
-                    {
-                        self.links.insert(ifindex, (link, old));
-                        self.reasons.insert(ifindex, reason);
-                    }
-                    return Err(attach_err(e));
+        let attach_err = |source| DatapathError::Attach { ifindex, source };
+        let found = attach::find(ifindex, &[INGRESS_PROGRAM, TC_PROGRAM]).map_err(attach_err)?;
+        let configured = || format!("configured: datapath = \"{}\"", choice.name());
+        // What the driver says it supports saves a failed attach and explains more.
+        let mut why = Vec::new();
+        let mut modes = vec![AttachMode::Native, AttachMode::Generic, AttachMode::Tc];
+        if wanted.is_none() {
+            match xdp_features(ifindex) {
+                Ok(f) if !f.native() => {
+                    why.push(format!(
+                        "xdp-native unavailable: the driver has no native XDP (xdp-features: {f})"
+                    ));
+                    modes.remove(0);
                 }
-            },
-            None => {
-                let mut why = Vec::new();
-                let mut modes = vec![AttachMode::Native, AttachMode::Generic, AttachMode::Tc];
-                // What the driver says it supports saves a failed attach and explains more.
-                match xdp_features(ifindex) {
-                    Ok(f) if !f.native() => {
-                        why.push(format!(
-                            "xdp-native unavailable: the driver has no native XDP (xdp-features: {f})"
-                        ));
-                        modes.remove(0);
-                    }
-                    Ok(f) if !f.redirect() => {
-                        why.push(format!(
-                            "xdp-native unavailable: the driver's XDP cannot redirect (xdp-features: {f})"
-                        ));
-                        modes.remove(0);
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::info!(ifindex, error = %e, "xdp-features unknown"),
+                Ok(f) if !f.redirect() => {
+                    why.push(format!(
+                        "xdp-native unavailable: the driver's XDP cannot redirect (xdp-features: {f})"
+                    ));
+                    modes.remove(0);
                 }
-                let mut attached = None;
-                for mode in modes {
-                    match self.attach_mode(ifindex, mode) {
-                        Ok(link) => {
-                            attached = Some((link, mode));
-                            break;
-                        }
-                        Err(e) => {
-                            let e = error_chain(&e);
-                            tracing::info!(ifindex, mode = mode.name(), error = %e, "datapath mode unavailable, trying the next");
-                            why.push(format!("{} unavailable: {e}", mode.name()));
-                        }
-                    }
-                }
-                let Some((link, mode)) = attached else {
-                    return Err(DatapathError::NoMode {
-                        ifindex,
-                        why: why.join("; "),
-                    });
-                };
-                let reason = match (mode, why.is_empty()) {
-                    (AttachMode::Native, _) => "auto: the driver supports native XDP".to_string(),
-                    (_, _) => format!("auto: {}", why.join("; ")),
-                };
-                (link, mode, reason)
+                Ok(_) => {}
+                Err(e) => tracing::info!(ifindex, error = %e, "xdp-features unknown"),
             }
+        }
+        if let Some(old) = found.iter().find(|f| wanted.is_none_or(|w| w == f.mode)) {
+            let mode = old.mode;
+            let new = self.ingress_for(mode)?;
+            match mode {
+                AttachMode::Tc => attach::tcx_attach(ifindex, new, Some(old.fd.as_fd())),
+                _ => attach::xdp_set(ifindex, Some(new), Some(old.fd.as_fd()), mode),
+            }
+            .map_err(attach_err)?;
+            for other in found.iter().filter(|f| f.info.id() != old.info.id()) {
+                Self::remove_found(ifindex, other);
+            }
+            let reason = match (wanted, mode) {
+                (Some(_), _) => configured(),
+                (None, AttachMode::Native) => "auto: the driver supports native XDP".to_string(),
+                (None, _) if !why.is_empty() => format!("auto: {}", why.join("; ")),
+                (None, _) => format!("auto: kept {}, as attached before", mode.name()),
+            };
+            self.links.insert(ifindex, mode);
+            self.reasons.insert(ifindex, reason.clone());
+            return Ok((mode, reason));
+        }
+        if let Some(mode) = wanted {
+            modes = vec![mode];
+        }
+        let mut attached = None;
+        for mode in modes {
+            // Native and generic XDP cannot be on a port at once: a program in the other
+            // XDP mode goes first (put back if the new one does not attach).
+            let blocking: Vec<&attach::Found> = found
+                .iter()
+                .filter(|f| mode != AttachMode::Tc && f.mode != AttachMode::Tc && f.mode != mode)
+                .collect();
+            for f in &blocking {
+                Self::remove_found(ifindex, f);
+            }
+            match self.attach_mode(ifindex, mode) {
+                Ok(()) => {
+                    attached = Some(mode);
+                    break;
+                }
+                Err(e) => {
+                    for f in &blocking {
+                        let _ = attach::xdp_set(ifindex, Some(f.fd.as_fd()), None, f.mode);
+                    }
+                    let e = error_chain(&e);
+                    tracing::info!(ifindex, mode = mode.name(), error = %e, "datapath mode unavailable");
+                    why.push(format!("{} unavailable: {e}", mode.name()));
+                }
+            }
+        }
+        let Some(mode) = attached else {
+            return Err(match wanted {
+                Some(_) => attach_err(std::io::Error::other(why.join("; "))),
+                None => DatapathError::NoMode {
+                    ifindex,
+                    why: why.join("; "),
+                },
+            });
         };
-        self.links.insert(ifindex, (link, mode));
+        // What was on the port in another mode goes now that the new program runs.
+        for f in found.iter().filter(|f| f.mode != mode) {
+            Self::remove_found(ifindex, f);
+        }
+        let reason = match (wanted, mode) {
+            (Some(_), _) => configured(),
+            (None, AttachMode::Native) => "auto: the driver supports native XDP".to_string(),
+            (None, _) => format!("auto: {}", why.join("; ")),
+        };
+        self.links.insert(ifindex, mode);
         self.reasons.insert(ifindex, reason.clone());
         Ok((mode, reason))
     }
 
-    fn attach_mode(&mut self, ifindex: u32, mode: AttachMode) -> Result<PortLink, ProgramError> {
+    /// Put this load's ingress program on a port's hook for `mode`, where the hook is free.
+    fn attach_mode(&mut self, ifindex: u32, mode: AttachMode) -> Result<(), DatapathError> {
+        let attach_err = |source| DatapathError::Attach { ifindex, source };
+        let program = self.ingress_for(mode)?;
         match mode {
-            AttachMode::Native | AttachMode::Generic => {
-                let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
-                    Some(aya::programs::Program::Xdp(p)) => p,
-                    _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
-                };
-                let flags = match mode {
-                    AttachMode::Native => XdpMode::Driver,
-                    _ => XdpMode::Skb,
-                };
-                program
-                    .attach_to_if_index(ifindex, flags)
-                    .map(PortLink::Xdp)
-            }
-            AttachMode::Tc => {
-                let name = nix::net::if_::if_indextoname(ifindex)
-                    .map_err(|e| ProgramError::IOError(std::io::Error::from(e)))?;
-                let name = name.to_string_lossy();
-                // Before tcx (6.6) aya attaches through a clsact qdisc, which must exist.
-                if aya::util::KernelVersion::current()
-                    .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
-                {
-                    let _ = aya::programs::tc::qdisc_add_clsact(&name);
-                }
-                let program: &mut SchedClassifier = match self.ebpf.program_mut(TC_PROGRAM) {
-                    Some(aya::programs::Program::SchedClassifier(p)) => p,
-                    _ => unreachable!("{TC_PROGRAM} is loaded as a classifier in Datapath::load"),
-                };
-                program
-                    .attach(&name, TcAttachType::Ingress)
-                    .map(PortLink::Tc)
-            }
+            AttachMode::Tc => attach::tcx_attach(ifindex, program, None),
+            _ => attach::xdp_set(ifindex, Some(program), None, mode),
+        }
+        .map_err(attach_err)
+    }
+
+    /// Take a program of xnos off a port (logged when that fails: the port may be gone).
+    fn remove_found(ifindex: u32, found: &attach::Found) {
+        let result = match found.mode {
+            AttachMode::Tc => attach::tcx_detach(ifindex, found.fd.as_fd()),
+            mode => attach::xdp_set(ifindex, None, Some(found.fd.as_fd()), mode),
+        };
+        if let Err(e) = result {
+            tracing::info!(ifindex, mode = found.mode.name(), error = %e, "removing a program of xnos failed");
         }
     }
 
+    /// Take every program of xnos off a port: this load's, and an earlier xnosd's.
     pub fn detach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
         self.reasons.remove(&ifindex);
-        match self.links.remove(&ifindex) {
-            Some((PortLink::Xdp(link), _)) => {
-                let program: &mut Xdp = match self.ebpf.program_mut(INGRESS_PROGRAM) {
-                    Some(aya::programs::Program::Xdp(p)) => p,
-                    _ => unreachable!("{INGRESS_PROGRAM} is loaded as XDP in Datapath::load"),
-                };
-                program.detach(link).map_err(prog_err(INGRESS_PROGRAM))
-            }
-            Some((PortLink::Tc(link), _)) => {
-                let program: &mut SchedClassifier = match self.ebpf.program_mut(TC_PROGRAM) {
-                    Some(aya::programs::Program::SchedClassifier(p)) => p,
-                    _ => unreachable!("{TC_PROGRAM} is loaded as a classifier in Datapath::load"),
-                };
-                program.detach(link).map_err(prog_err(TC_PROGRAM))
-            }
-            None => Ok(()),
+        self.links.remove(&ifindex);
+        let found = attach::find(ifindex, &[INGRESS_PROGRAM, TC_PROGRAM])
+            .map_err(|source| DatapathError::Attach { ifindex, source })?;
+        for f in &found {
+            Self::remove_found(ifindex, f);
         }
+        Ok(())
     }
 
-    /// Detach from every port; pins go when `self` is dropped.
-    pub fn shutdown(mut self) {
+    /// Take the datapath off every port it is on (the explicit teardown). Without it, a
+    /// dropped `Datapath` leaves the programs attached and forwarding, for the next xnosd
+    /// to take over; the pins go either way.
+    pub fn remove(mut self) {
         let attached: Vec<u32> = self.links.keys().copied().collect();
         for ifindex in attached {
             if let Err(e) = self.detach(ifindex) {
@@ -725,6 +900,36 @@ impl Datapath {
             .map_err(|e| map_err("PORT_STATS")(MapError::IoError(e)))?;
         self.stats.set(slot, zero, 0).map_err(map_err("PORT_STATS"))
     }
+}
+
+/// Take every program of xnos off the ports of this network namespace that `claims` can
+/// claim (no running instance holds them): the explicit teardown. Returns each port's name
+/// and what was removed from it.
+pub fn remove_everywhere(
+    claims: &mut crate::claim::Claims,
+) -> Result<Vec<(String, String)>, DatapathError> {
+    let mut removed = Vec::new();
+    for ifindex in attach::ifindexes().map_err(DatapathError::Adopt)? {
+        let Ok(found) = attach::find(ifindex, &[INGRESS_PROGRAM, TC_PROGRAM]) else {
+            continue;
+        };
+        if found.is_empty() {
+            continue;
+        }
+        let name = nix::net::if_::if_indextoname(ifindex)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| format!("ifindex {ifindex}"));
+        if let Err(e) = claims.claim(ifindex) {
+            tracing::warn!(port = %name, error = %e, "left alone");
+            continue;
+        }
+        for f in &found {
+            Datapath::remove_found(ifindex, f);
+        }
+        let modes: Vec<&str> = found.iter().map(|f| f.mode.name()).collect();
+        removed.push((name, modes.join(", ")));
+    }
+    Ok(removed)
 }
 
 /// Switch-wide L3 counters summed over all CPUs.

@@ -689,6 +689,24 @@ pub async fn run(
     let mut ring = LearnRing::take(&dp)?;
     // Subscribe before the first reconcile so that no change slips between the two.
     let mut commits = db.subscribe().commits;
+    // Mark and sweep, never a timer: the maps (an earlier xnosd's, taken over) lose
+    // nothing until the kernel module has read the kernel completely. Before that StateDb
+    // lacks links and routes the kernel has, and a reconcile would take them away.
+    loop {
+        if db
+            .read(|s| s.observed.modules.get("kernel").and_then(|m| m.synced))
+            .is_some()
+        {
+            break;
+        }
+        tokio::select! {
+            commit = commits.recv() => match commit {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = ctx.stopping() => return Ok(()),
+        }
+    }
     let mut l3 = L3::load(&mut lock(&dp))?;
     apply(&db, &dp, &mut l3)?;
     // A request the previous run of the module did not answer is answered now.
