@@ -173,8 +173,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
     let claims =
         Claims::new(Path::new(CLAIM_DIR), &socket).context("claiming ports for this instance")?;
-    let (mut datapath, adopted) =
-        Datapath::start(pin_dir, args.datapath_log, claims).context("loading the datapath")?;
+    let (mut datapath, adopted) = Datapath::start(
+        pin_dir,
+        args.datapath_log,
+        claims,
+        &config.datapath_port_names(),
+    )
+    .context("loading the datapath")?;
     if adopted.ports > 0 {
         tracing::info!(
             ports = adopted.ports,

@@ -289,6 +289,24 @@ impl Config {
         .join(", ")
     }
 
+    /// Every netdev the datapath may be attached to for this config: the switch ports, the
+    /// internal ports of SVIs, routed ports, and the XDP ends of the CPU ports of switchdev
+    /// ports (one per VLAN). A starting xnosd takes over programs on these alone.
+    pub fn datapath_port_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.ports.keys().cloned().collect();
+        for iface in self.interfaces.values() {
+            match (iface.vlan, &iface.port) {
+                (Some(vlan), _) => names.insert(InterfaceConfig::svi_port_name(vlan)),
+                (None, Some(port)) => names.insert(port.clone()),
+                (None, None) => false,
+            };
+        }
+        for vlan in self.ports.values().flat_map(|p| p.mode.vlans()) {
+            names.insert(crate::switchdev::cpu_port_xdp_name(vlan));
+        }
+        names
+    }
+
     /// A VLAN a port names exists without a row of its own: give it one (unnamed), as the
     /// file, the CLI and the API all do. IDs out of range are left to validation to name.
     pub fn add_port_vlans(&mut self) {

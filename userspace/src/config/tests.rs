@@ -591,3 +591,14 @@ fn every_syntax_error_says_what_is_wrong() {
         assert!(!e.message.trim().is_empty(), "{text:?}: {e:?}");
     }
 }
+
+// What this shows: the netdevs a starting xnosd may take programs over from are exactly
+// those its datapath would attach to for the config (switch ports, the SVI's internal
+// port, a routed port, the CPU port of each VLAN a switch port carries), so a second
+// instance in the namespace never takes over the first one's ports.
+#[test]
+fn datapath_port_names_are_what_the_datapath_attaches_to() {
+    let config = parse(L3).unwrap();
+    let names: Vec<String> = config.datapath_port_names().into_iter().collect();
+    assert_eq!(names, ["swp1", "swp5", "vlan10i", "xcpu10i"]);
+}

@@ -266,7 +266,8 @@ impl Datapath {
     }
 
     /// Load xnosd's datapath, taking over from an earlier xnosd: where its programs are
-    /// still on ports this instance may claim (it stopped, crashed or is being upgraded),
+    /// still on ports named in `ports` that this instance may claim (it stopped, crashed or
+    /// is being upgraded; another instance's ports, even stopped, are not named),
     /// their maps are reused as they are, so that what it learned and programmed stays and
     /// the counters go on; the ports keep forwarding with the old programs until
     /// [`Datapath::attach`] swaps in the new ones, port by port, atomically. A map whose
@@ -276,10 +277,16 @@ impl Datapath {
         pin_dir: PinDir,
         log: bool,
         mut claims: crate::claim::Claims,
+        ports: &std::collections::BTreeSet<String>,
     ) -> Result<(Self, Adopted), DatapathError> {
         let mut adopted = Adopted::default();
         let mut map_ids = None;
         for ifindex in attach::ifindexes().map_err(DatapathError::Adopt)? {
+            let named = nix::net::if_::if_indextoname(ifindex)
+                .is_ok_and(|name| ports.contains(name.to_string_lossy().as_ref()));
+            if !named {
+                continue;
+            }
             // A link that went meanwhile has nothing to take over.
             let Ok(found) = attach::find(ifindex, &[INGRESS_PROGRAM, TC_PROGRAM]) else {
                 continue;
