@@ -325,48 +325,31 @@ pub fn copy_entries(
     let mut next = vec![0u8; key_size];
     let mut value = vec![0u8; value_size];
     let mut copied = 0;
-    loop {
+    // The map-element member of a bpf_attr; the buffers outlive each call.
+    let elem = |map: BorrowedFd<'_>, key: u64, value: u64| {
         let mut attr = zeroed_attr();
-        // SAFETY: writing the map-element member of a zeroed union; the buffers outlive
-        // the call.
+        // SAFETY: writing the map-element member of a zeroed union.
         unsafe {
             let a = &mut attr.__bindgen_anon_2;
-            a.map_fd = from.as_raw_fd() as u32;
-            a.key = key.as_ref().map_or(0, |k| k.as_ptr() as u64);
-            a.__bindgen_anon_1.next_key = next.as_mut_ptr() as u64;
+            a.map_fd = map.as_raw_fd() as u32;
+            a.key = key;
+            a.__bindgen_anon_1.value = value;
         }
-        match sys_bpf(bpf_cmd::BPF_MAP_GET_NEXT_KEY, &mut attr)
-            .map_err(named("bpf(BPF_MAP_GET_NEXT_KEY)"))
-        {
+        attr
+    };
+    loop {
+        let current = key.as_ref().map_or(0, |k| k.as_ptr() as u64);
+        let mut attr = elem(from, current, next.as_mut_ptr() as u64);
+        match sys_bpf(bpf_cmd::BPF_MAP_GET_NEXT_KEY, &mut attr) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(copied),
-            Err(e) => return Err(e),
-        }
-        let mut attr = zeroed_attr();
-        // SAFETY: as above.
-        unsafe {
-            let a = &mut attr.__bindgen_anon_2;
-            a.map_fd = from.as_raw_fd() as u32;
-            a.key = next.as_ptr() as u64;
-            a.__bindgen_anon_1.value = value.as_mut_ptr() as u64;
+            Err(e) => return Err(named("bpf(BPF_MAP_GET_NEXT_KEY)")(e)),
         }
         // An entry deleted between the two calls is skipped.
-        if sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr)
-            .map_err(named("bpf(BPF_MAP_LOOKUP_ELEM)"))
-            .is_ok()
-        {
-            let mut attr = zeroed_attr();
-            // SAFETY: as above.
-            unsafe {
-                let a = &mut attr.__bindgen_anon_2;
-                a.map_fd = to.as_raw_fd() as u32;
-                a.key = next.as_ptr() as u64;
-                a.__bindgen_anon_1.value = value.as_ptr() as u64;
-            }
-            if sys_bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr)
-                .map_err(named("bpf(BPF_MAP_UPDATE_ELEM)"))
-                .is_ok()
-            {
+        let mut attr = elem(from, next.as_ptr() as u64, value.as_mut_ptr() as u64);
+        if sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr).is_ok() {
+            let mut attr = elem(to, next.as_ptr() as u64, value.as_ptr() as u64);
+            if sys_bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr).is_ok() {
                 copied += 1;
             }
         }
