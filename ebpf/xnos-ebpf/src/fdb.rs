@@ -62,11 +62,14 @@ pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
                 flags: 0,
                 last_seen_ns: now,
             };
-            // A racing CPU inserting the same MAC: nothing more to do. A full table is
-            // worth telling the operator about (in xnosd's log with `--datapath-log`;
-            // without it the verifier removes the logging code).
+            // A racing CPU inserting the same MAC: nothing more to do. A full table
+            // refuses: the map is a plain (not LRU) hash, so a flood of new MACs can never
+            // evict a static entry or a station already learned. Refusals are counted per
+            // port (the flooding port stands out) and, with `--datapath-log`, logged
+            // (without it the verifier removes the logging code).
             if let Err(e) = FDB.insert(&key, &entry, u64::from(BPF_NOEXIST)) {
                 if e == -E2BIG {
+                    stats.learn_refused();
                     warn!(&(), "FDB full: {:mac} not learned in VLAN {}", mac, vlan);
                 }
                 return;
