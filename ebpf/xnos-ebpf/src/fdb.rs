@@ -78,13 +78,14 @@ pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
         }
     };
     stats.learned();
-    // If the ring is full the daemon still finds the entry on its next FDB scan.
-    let _ = LEARN_EVENTS.output::<LearnEvent>(
-        &LearnEvent {
-            key,
-            ifindex,
-            old_ifindex,
-        },
-        0,
-    );
+    // A full ring loses the event, not the entry: counted, it tells the daemon to read
+    // the entry from the FDB map.
+    let event = LearnEvent {
+        key,
+        ifindex,
+        old_ifindex,
+    };
+    if LEARN_EVENTS.output::<LearnEvent>(&event, 0).is_err() {
+        stats.learn_event_lost();
+    }
 }

@@ -32,8 +32,8 @@ use crate::{
 
 /// Learn events taken from the ring at a time, recorded in one commit. What the daemon
 /// holds of a flood of new MACs is at most this, whatever the rate: the ring buffer
-/// holds the rest, and what does not fit there is lost, to be found in the FDB map by
-/// the next scan (`sync_learned`).
+/// holds the rest, and what does not fit there is lost, to be found in the FDB map
+/// (`sync_learned`) on the next tick.
 const LEARN_BATCH: usize = 1024;
 
 /// How often a port another instance holds is claimed again.
@@ -410,6 +410,23 @@ fn sync_learned(db: &DatapathWriter, dp: &Datapath) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Learn events the ring buffer had no room for, on every fast-path port together.
+fn learn_events_lost(db: &DatapathWriter, dp: &Datapath) -> u64 {
+    let slots: Vec<u32> = db.read(|s| {
+        s.observed
+            .port_status
+            .values()
+            .filter(|p| p.ifindex != 0 && p.datapath != DatapathMode::Switchdev)
+            .map(|p| p.stats_slot)
+            .collect()
+    });
+    slots
+        .into_iter()
+        .filter_map(|slot| dp.port_stats(slot).ok())
+        .map(|s| s.learn_events_lost)
+        .sum()
+}
+
 /// Carry out the `fdb-clear` request if it is new: remove the learned entries it names
 /// from the FDB map, and answer in `fdb-cleared` once `fdb-learned` shows it.
 fn clear_fdb(db: &DatapathWriter, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
@@ -714,6 +731,7 @@ pub async fn run(
     clear_fdb(&db, &dp)?;
 
     let mut learns = Vec::with_capacity(LEARN_BATCH);
+    let mut events_lost = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
     let mut last_claim = Instant::now();
@@ -770,6 +788,14 @@ pub async fn run(
                 if last_claim.elapsed() >= CLAIM_RETRY && lock(&dp).claims_refused() {
                     last_claim = Instant::now();
                     apply(&db, &dp, &mut l3)?;
+                }
+                // Learn events lost to a full ring (a burst of new MACs): their entries
+                // are in the map; read it now rather than at the next scan, at most once a
+                // tick.
+                let lost = learn_events_lost(&db, &lock(&dp));
+                if lost != events_lost {
+                    events_lost = lost;
+                    sync_learned(&db, &lock(&dp))?;
                 }
                 // Scan a few times per aging period: a MAC goes within aging * 1.25.
                 let aging = Duration::from_secs(db.read(|s| s.config.switch.fdb_aging_secs));
