@@ -785,6 +785,38 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
+/// A `/proc/<pid>/status` memory field in kB (`VmRSS:` now, `VmHWM:` the peak).
+pub fn rss_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The CPU time (user and system) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of proc(5), 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: plain libc query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
 /// EtherType used by test frames (IEEE "local experimental"), so captures ignore noise.
 pub const TEST_ETHERTYPE: u16 = 0x88b5;
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Topology, require_root};
+use xnos_tests::{Daemon, Topology, require_root, rss_kb};
 
 const ONE_PORT: &str = r#"
 [[vlan]]
@@ -62,21 +62,6 @@ fn get(socket: &Path, path: &str) -> (u16, String) {
     let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(30));
     assert!(closed, "GET {path}: no complete answer within 30 s");
     status_and_body(&answer)
-}
-
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix(" kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 // What this shows: a body declared larger than the limit is refused at once with 413 naming

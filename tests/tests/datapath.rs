@@ -486,6 +486,91 @@ fn aging_removes_only_stale_learned_entries(kind: Kind) {
     assert!(rig.fdb(10, C).is_some(), "static entry never ages");
 }
 
+// What this shows: a full FDB refuses new MACs and counts them on their port (their
+// frames still flooded, no learn event), while static entries and stations already
+// learned keep forwarding, and a learned station that moves is still followed.
+both!(a_full_fdb_refuses_new_macs_but_keeps_its_stations);
+fn a_full_fdb_refuses_new_macs_but_keeps_its_stations(kind: Kind) {
+    require_root!();
+    let mut rig = Rig::new(
+        kind,
+        &[
+            ("swp1", access(10)),
+            ("swp2", access(10)),
+            ("swp3", access(10)),
+        ],
+    );
+    let mut ring = rig.dp.take_learn_events().unwrap();
+    let (swp1, swp2, swp3) = (rig.ports["swp1"], rig.ports["swp2"], rig.ports["swp3"]);
+    rig.run("swp1", &test_frame(BROADCAST, A, None, 1));
+    rig.run("swp2", &test_frame(BROADCAST, B, None, 2));
+    rig.dp
+        .fdb_insert(
+            FdbKey { mac: C, vlan: 10 },
+            FdbEntry {
+                ifindex: swp3,
+                flags: FDB_FLAG_STATIC,
+                last_seen_ns: 0,
+            },
+        )
+        .unwrap();
+    // Fill the rest with learned entries, as a flood on swp3 would.
+    let now = rig.fdb(10, A).unwrap().last_seen_ns;
+    for i in 3..xnos_common::FDB_SIZE {
+        let mac = [2, 0xf, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let entry = FdbEntry {
+            ifindex: swp3,
+            flags: 0,
+            last_seen_ns: now,
+        };
+        rig.dp.fdb_insert(FdbKey { mac, vlan: 10 }, entry).unwrap();
+    }
+    while ring.next().is_some() {}
+
+    let before = rig.stats("swp3");
+    let flood = 500u32;
+    for i in 0..flood {
+        let mac = [2, 0xe, 0, 0, (i >> 8) as u8, i as u8];
+        let out = rig.run("swp3", &test_frame(BROADCAST, mac, None, i));
+        assert_eq!(
+            out.action, XDP_REDIRECT,
+            "a refused MAC's frame is still flooded"
+        );
+        assert!(rig.fdb(10, mac).is_none(), "no room for {mac:x?}");
+    }
+    let after = rig.stats("swp3");
+    assert_eq!(after.learn_refused - before.learn_refused, u64::from(flood));
+    assert_eq!(after.learned, before.learned);
+    assert!(ring.next().is_none(), "no learn event for a refused MAC");
+
+    // The stations learned before the flood, and the static entry, still forward.
+    let out = rig.run("swp1", &test_frame(B, A, None, 3));
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(rig.stats("swp2").tx_packets, 1, "A -> B as known unicast");
+    let out = rig.run("swp2", &test_frame(C, B, None, 4));
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        rig.stats("swp3").tx_packets,
+        1,
+        "B -> C by its static entry"
+    );
+    assert_eq!(rig.stats("swp1").learn_refused, 0);
+    assert_eq!(rig.stats("swp2").learn_refused, 0);
+    assert_eq!(rig.fdb(10, A).unwrap().ifindex, swp1);
+    assert_eq!(rig.fdb(10, B).unwrap().ifindex, swp2);
+    assert!(
+        ring.next().is_none(),
+        "a station seen again on its port is no event"
+    );
+
+    // A move needs no room: the entry is updated in place.
+    rig.run("swp2", &test_frame(BROADCAST, A, None, 5));
+    assert_eq!(rig.fdb(10, A).unwrap().ifindex, swp2);
+    assert!(ring.next().is_some(), "the move is reported");
+    let entry = rig.fdb(10, C).unwrap();
+    assert_eq!((entry.ifindex, entry.flags), (swp3, FDB_FLAG_STATIC));
+}
+
 /// Log records, kept for the test to read.
 #[derive(Clone, Default)]
 struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);

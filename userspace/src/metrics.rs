@@ -118,6 +118,12 @@ impl Metrics {
             "MAC addresses learned or moved on a port.",
             &["port"],
         );
+        let refused = counter(
+            registry,
+            "xnos_fdb_learn_refused_total",
+            "New MAC addresses seen on a port that the full FDB had no room for.",
+            &["port"],
+        );
         let drops = counter(
             registry,
             "xnos_port_drops_total",
@@ -163,6 +169,7 @@ impl Metrics {
             to_kernel.with_label_values(&[name]).inc_by(s.to_kernel);
             punted.with_label_values(&[name]).inc_by(s.punted);
             learned.with_label_values(&[name]).inc_by(s.learned);
+            refused.with_label_values(&[name]).inc_by(s.learn_refused);
             for reason in DropReason::ALL {
                 drops
                     .with_label_values(&[name, reason.name()])

@@ -369,6 +369,12 @@ pub struct PortStats {
     pub punted: u64,
     /// MACs learned or moved on this port.
     pub learned: u64,
+    /// New MACs seen on this port that the full FDB had no room for (the frame is still
+    /// forwarded; the station is flooded to until an entry frees up).
+    pub learn_refused: u64,
+    /// Learn events of this port the full ring buffer had no room for: their entries are
+    /// in the FDB map, and xnosd reads it whole when it sees this count move.
+    pub learn_events_lost: u64,
     pub drops: [u64; DROP_REASONS],
 }
 

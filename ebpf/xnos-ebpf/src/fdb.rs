@@ -69,11 +69,14 @@ pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
                 flags: 0,
                 last_seen_ns: now,
             };
-            // A racing CPU inserting the same MAC: nothing more to do. A full table is
-            // worth telling the operator about (in xnosd's log with `--datapath-log`;
-            // without it the verifier removes the logging code).
+            // A racing CPU inserting the same MAC: nothing more to do. A full table
+            // refuses: the map is a plain (not LRU) hash, so a flood of new MACs can never
+            // evict a static entry or a station already learned. Refusals are counted per
+            // port (the flooding port stands out) and, with `--datapath-log`, logged
+            // (without it the verifier removes the logging code).
             if let Err(e) = FDB.insert(&key, &entry, u64::from(BPF_NOEXIST)) {
                 if e == -E2BIG {
+                    stats.learn_refused();
                     warn!(&(), "FDB full: {:mac} not learned in VLAN {}", mac, vlan);
                 }
                 return;
@@ -82,13 +85,14 @@ pub fn learn(ifindex: u32, vlan: u16, mac: [u8; ETH_ALEN], stats: &Stats) {
         }
     };
     stats.learned();
-    // If the ring is full the daemon still finds the entry on its next FDB scan.
-    let _ = LEARN_EVENTS.output::<LearnEvent>(
-        &LearnEvent {
-            key,
-            ifindex,
-            old_ifindex,
-        },
-        0,
-    );
+    // A full ring loses the event, not the entry: counted, it tells the daemon to read
+    // the entry from the FDB map.
+    let event = LearnEvent {
+        key,
+        ifindex,
+        old_ifindex,
+    };
+    if LEARN_EVENTS.output::<LearnEvent>(&event, 0).is_err() {
+        stats.learn_event_lost();
+    }
 }

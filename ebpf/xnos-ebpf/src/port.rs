@@ -94,6 +94,16 @@ impl Stats {
     }
 
     #[inline(always)]
+    pub fn learn_refused(&self) {
+        self.update(|s| s.learn_refused += 1);
+    }
+
+    #[inline(always)]
+    pub fn learn_event_lost(&self) {
+        self.update(|s| s.learn_events_lost += 1);
+    }
+
+    #[inline(always)]
     pub fn drop(&self, reason: DropReason) {
         // The compiler knows the enum is in range and would drop a plain bounds check,
         // but the verifier does not: hide the value so the check stays.

@@ -34,6 +34,8 @@ pub struct CountersView {
     /// together, in `show routes`).
     pub punted: u64,
     pub learned: u64,
+    /// New MACs the full FDB had no room for.
+    pub learn_refused: u64,
     /// Drops by reason (every reason listed, zero or not).
     pub drops: BTreeMap<String, u64>,
 }
@@ -49,6 +51,7 @@ impl From<PortStats> for CountersView {
             to_kernel: s.to_kernel,
             punted: s.punted,
             learned: s.learned,
+            learn_refused: s.learn_refused,
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.name().to_string(), s.drops[*r as usize]))

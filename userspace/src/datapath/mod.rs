@@ -964,6 +964,8 @@ pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a PortStats>) -> PortStats 
         total.to_kernel += s.to_kernel;
         total.punted += s.punted;
         total.learned += s.learned;
+        total.learn_refused += s.learn_refused;
+        total.learn_events_lost += s.learn_events_lost;
         for (t, d) in total.drops.iter_mut().zip(s.drops) {
             *t += d;
         }

@@ -30,6 +30,12 @@ use crate::{
     supervisor::ModuleCtx,
 };
 
+/// Learn events taken from the ring at a time, recorded in one commit. What the daemon
+/// holds of a flood of new MACs is at most this, whatever the rate: the ring buffer
+/// holds the rest, and what does not fit there is lost, to be found in the FDB map
+/// (`sync_learned`) on the next tick.
+const LEARN_BATCH: usize = 1024;
+
 /// How often a port another instance holds is claimed again.
 const CLAIM_RETRY: Duration = Duration::from_secs(5);
 
@@ -404,6 +410,23 @@ fn sync_learned(db: &DatapathWriter, dp: &Datapath) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Learn events the ring buffer had no room for, on every fast-path port together.
+fn learn_events_lost(db: &DatapathWriter, dp: &Datapath) -> u64 {
+    let slots: Vec<u32> = db.read(|s| {
+        s.observed
+            .port_status
+            .values()
+            .filter(|p| p.ifindex != 0 && p.datapath != DatapathMode::Switchdev)
+            .map(|p| p.stats_slot)
+            .collect()
+    });
+    slots
+        .into_iter()
+        .filter_map(|slot| dp.port_stats(slot).ok())
+        .map(|s| s.learn_events_lost)
+        .sum()
+}
+
 /// Carry out the `fdb-clear` request if it is new: remove the learned entries it names
 /// from the FDB map, and answer in `fdb-cleared` once `fdb-learned` shows it.
 fn clear_fdb(db: &DatapathWriter, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
@@ -458,37 +481,50 @@ fn port_names(observed: &Observed) -> BTreeMap<u32, String> {
         .collect()
 }
 
-fn record_learn(db: &DatapathWriter, event: &LearnEvent) {
+/// Record a batch of learn events in one commit: a burst of new MACs costs one commit per
+/// batch rather than one per MAC, and a MAC seen several times in the batch one row change.
+fn record_learns(db: &DatapathWriter, events: &[LearnEvent]) {
+    if events.is_empty() {
+        return;
+    }
     db.write(|tx| {
-        let Some(port) = port_names(tx.observed()).remove(&event.ifindex) else {
-            return;
-        };
-        let mac = MacAddr(event.key.mac);
-        let vlan = event.key.vlan;
-        if crate::switchdev::is_cpu_port(&port) {
-            // Now behind the bridge: a fast-path row for it is stale.
-            tx.learned(vlan, mac, None);
-            return;
-        }
-        let mut row = tx
-            .observed()
-            .fdb_learned
-            .get(&(vlan, mac))
-            .cloned()
-            .unwrap_or_else(|| LearnedMac {
-                vlan,
-                mac,
+        let names = port_names(tx.observed());
+        // The rows as the events leave them, applied in order; written once each below.
+        let mut rows: BTreeMap<(u16, MacAddr), Option<LearnedMac>> = BTreeMap::new();
+        let mut station_moves = 0;
+        for event in events {
+            let Some(port) = names.get(&event.ifindex) else {
+                continue;
+            };
+            let key = (event.key.vlan, MacAddr(event.key.mac));
+            let row = rows
+                .entry(key)
+                .or_insert_with(|| tx.observed().fdb_learned.get(&key).cloned());
+            if crate::switchdev::is_cpu_port(port) {
+                // Now behind the bridge: a fast-path row for it is stale.
+                *row = None;
+                continue;
+            }
+            let row = row.get_or_insert_with(|| LearnedMac {
+                vlan: key.0,
+                mac: key.1,
                 port: port.clone(),
                 moves: 0,
             });
-        if event.old_ifindex != 0 && row.port != port {
-            row.moves += 1;
+            if event.old_ifindex != 0 && row.port != *port {
+                row.moves += 1;
+                station_moves += 1;
+            }
+            row.port.clone_from(port);
+        }
+        if station_moves > 0 {
             let mut status = tx.observed().datapath.clone();
-            status.station_moves += 1;
+            status.station_moves += station_moves;
             tx.datapath(status);
         }
-        row.port = port;
-        tx.learned(vlan, mac, Some(row));
+        for ((vlan, mac), row) in rows {
+            tx.learned(vlan, mac, row);
+        }
     });
 }
 
@@ -712,6 +748,8 @@ pub async fn run(
     // A request the previous run of the module did not answer is answered now.
     clear_fdb(&db, &dp)?;
 
+    let mut learns = Vec::with_capacity(LEARN_BATCH);
+    let mut events_lost = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
     let mut last_claim = Instant::now();
@@ -744,15 +782,23 @@ pub async fn run(
             guard = ring.fd().readable_mut() => {
                 let mut guard = guard.context("learn-event ring buffer")?;
                 let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
+                learns.clear();
+                while learns.len() < LEARN_BATCH {
+                    let Some(item) = ring.next() else {
+                        break;
+                    };
                     if item.len() >= size_of::<LearnEvent>() {
                         // SAFETY: the datapath writes exactly one LearnEvent per record;
                         // read_unaligned copes with the ring's 8-byte record alignment.
-                        let event = unsafe { (item.as_ptr() as *const LearnEvent).read_unaligned() };
-                        record_learn(&db, &event);
+                        learns.push(unsafe { (item.as_ptr() as *const LearnEvent).read_unaligned() });
                     }
                 }
-                guard.clear_ready();
+                // A full batch leaves the ring readable, so the next turn of the loop
+                // takes more, after commits and ticks had their turn.
+                if learns.len() < LEARN_BATCH {
+                    guard.clear_ready();
+                }
+                record_learns(&db, &learns);
             }
             _ = tick.tick() => {
                 // Level-triggered has nothing to trigger it when another instance lets a
@@ -760,6 +806,14 @@ pub async fn run(
                 if last_claim.elapsed() >= CLAIM_RETRY && lock(&dp).claims_refused() {
                     last_claim = Instant::now();
                     apply(&db, &dp, &mut l3)?;
+                }
+                // Learn events lost to a full ring (a burst of new MACs): their entries
+                // are in the map; read it now rather than at the next scan, at most once a
+                // tick.
+                let lost = learn_events_lost(&db, &lock(&dp));
+                if lost != events_lost {
+                    events_lost = lost;
+                    sync_learned(&db, &lock(&dp))?;
                 }
                 // Scan a few times per aging period: a MAC goes within aging * 1.25.
                 let aging = Duration::from_secs(db.read(|s| s.config.switch.fdb_aging_secs));
@@ -810,5 +864,63 @@ mod tests {
         work.add(&commit(10, Table::FdbLearned));
         assert_eq!(work.seen, 8);
         assert!(!work.all && work.prefixes.is_empty() && work.neighbors.is_empty());
+    }
+
+    fn learn(mac: u8, ifindex: u32, old_ifindex: u32) -> LearnEvent {
+        LearnEvent {
+            key: FdbKey {
+                mac: [2, 0, 0, 0, 0, mac],
+                vlan: 10,
+            },
+            ifindex,
+            old_ifindex,
+        }
+    }
+
+    // What this shows: a batch of learn events is one commit with one row change per MAC,
+    // however often the MAC came up in it, and the moves within the batch are all counted.
+    #[test]
+    fn a_batch_of_learn_events_is_one_commit_with_a_row_per_mac() {
+        let db = crate::statedb::StateDb::new(Config::default(), |_: &str| true);
+        let writer = db.writers().datapath;
+        writer.write(|tx| {
+            for (name, ifindex) in [("swp1", 11), ("swp2", 12)] {
+                let status = PortStatus {
+                    name: name.into(),
+                    ifindex,
+                    stats_slot: 0,
+                    datapath: DatapathMode::XdpNative,
+                    datapath_reason: None,
+                    xdp_features: None,
+                    xdp_redirect_target: None,
+                    error: None,
+                };
+                tx.port_status(name, Some(status));
+            }
+        });
+        let mut commits = db.subscribe().commits;
+        // A moves swp1 -> swp2 -> swp1; B is learned; an unknown port's event is skipped.
+        let mut events = vec![learn(0xa, 11, 0), learn(0xa, 12, 11), learn(0xa, 11, 12)];
+        events.extend((0..100).map(|_| learn(0xb, 12, 0)));
+        events.push(learn(0xc, 99, 0));
+        record_learns(&writer, &events);
+
+        let commit = commits.try_recv().expect("one commit");
+        assert!(commits.try_recv().is_err(), "only one commit");
+        let learned: Vec<&str> = commit
+            .changes
+            .iter()
+            .filter(|c| c.table == Table::FdbLearned)
+            .map(|c| c.key.as_str())
+            .collect();
+        assert_eq!(learned.len(), 2, "{learned:?}");
+        db.read(|s| {
+            let a = &s.observed.fdb_learned[&(10, MacAddr([2, 0, 0, 0, 0, 0xa]))];
+            assert_eq!((a.port.as_str(), a.moves), ("swp1", 2));
+            let b = &s.observed.fdb_learned[&(10, MacAddr([2, 0, 0, 0, 0, 0xb]))];
+            assert_eq!((b.port.as_str(), b.moves), ("swp2", 0));
+            assert_eq!(s.observed.fdb_learned.len(), 2);
+            assert_eq!(s.observed.datapath.station_moves, 2);
+        });
     }
 }

@@ -7,8 +7,9 @@ use xnos::{
         Client, ClientError, FdbView, InterfaceView, NeighborView, PortView, RouteView, RoutesView,
         RowView, VlanView,
     },
-    statedb::{DatapathMode, Hardware, RouteTable},
+    statedb::{DatapathMode, Hardware, LearnedBy, RouteTable},
 };
+use xnos_common::FDB_SIZE;
 
 use crate::{
     args::{Show, ShowFormat},
@@ -28,10 +29,12 @@ pub async fn run(client: &Client, table: Show) -> Result<(), ClientError> {
         }
         Show::Fdb(f) => {
             let fdb: Vec<FdbView> = client.get("/v1/fdb").await?;
-            print(f, &fdb_columns(), &fdb, || {
-                let n = fdb.len();
-                format!("{n} {}\n", if n == 1 { "entry" } else { "entries" })
-            });
+            let ports: Vec<PortView> = if f.json {
+                Vec::new()
+            } else {
+                client.get("/v1/ports").await?
+            };
+            print(f, &fdb_columns(), &fdb, || fdb_notes(&fdb, &ports));
         }
         Show::Modules(f) => {
             let modules: Vec<RowView> = client.get("/v1/modules").await?;
@@ -115,6 +118,10 @@ fn port_columns() -> Vec<Column<PortView>> {
         .wide(),
         Column::new("PUNTED", |p: &PortView| Cell::Count(p.counters.punted)).wide(),
         Column::new("LEARNED", |p: &PortView| Cell::Count(p.counters.learned)).wide(),
+        Column::new("LEARN-REFUSED", |p: &PortView| {
+            Cell::Count(p.counters.learn_refused)
+        })
+        .wide(),
         Column::new("DROP-REASONS", |p: &PortView| {
             Cell::Counts(p.counters.drops.clone())
         })
@@ -143,6 +150,38 @@ fn port_columns() -> Vec<Column<PortView>> {
 
 /// What the table cannot say in a cell: errors, why a port is not on native XDP, and
 /// the drops by reason.
+/// How full the FDB map is, and the new MACs it refused (per port) when there are any.
+fn fdb_notes(fdb: &[FdbView], ports: &[PortView]) -> String {
+    let n = fdb.len();
+    let mut out = format!("{n} {}\n", if n == 1 { "entry" } else { "entries" });
+    // The kernel bridge's entries are not in the fast path's map.
+    let in_map = fdb
+        .iter()
+        .filter(|f| f.learned_by != Some(LearnedBy::Bridge))
+        .count();
+    out.push_str(&format!(
+        "fast-path FDB: {in_map} of {FDB_SIZE} entries in use{}\n",
+        if in_map >= FDB_SIZE as usize {
+            " (full)"
+        } else {
+            ""
+        }
+    ));
+    let refused: Vec<String> = ports
+        .iter()
+        .filter(|p| p.counters.learn_refused > 0)
+        .map(|p| format!("{} {}", p.name, p.counters.learn_refused))
+        .collect();
+    if !refused.is_empty() {
+        let total: u64 = ports.iter().map(|p| p.counters.learn_refused).sum();
+        out.push_str(&note(
+            &format!("{total} new MACs refused (no room to learn them)"),
+            &refused.join(", "),
+        ));
+    }
+    out
+}
+
 fn port_notes(ports: &[PortView]) -> String {
     let mut out = String::new();
     for p in ports {
@@ -351,7 +390,7 @@ mod tests {
             "link": "up",
             "counters": {
                 "rx-packets": 5, "rx-bytes": 500, "tx-packets": 4, "tx-bytes": 400,
-                "flooded": 1, "to-kernel": 0, "punted": 0, "learned": 1,
+                "flooded": 1, "to-kernel": 0, "punted": 0, "learned": 1, "learn-refused": 0,
                 "drops": {"vlan-not-allowed": 0, "no-egress": 0},
             },
         });
@@ -377,7 +416,7 @@ mod tests {
                     "datapath-reason": "the driver has no native XDP",
                     "counters": {
                         "rx-packets": 123_456_789, "rx-bytes": 500, "tx-packets": 4,
-                        "tx-bytes": 400, "flooded": 1, "to-kernel": 0, "punted": 0, "learned": 1,
+                        "tx-bytes": 400, "flooded": 1, "to-kernel": 0, "punted": 0, "learned": 1, "learn-refused": 0,
                         "drops": {"vlan-not-allowed": 1_234_567, "no-egress": 0},
                     },
                 }),
@@ -554,7 +593,7 @@ mod tests {
                     "xdp-features": "basic",
                     "counters": {
                         "rx-packets": 0, "rx-bytes": 0, "tx-packets": 0, "tx-bytes": 0,
-                        "flooded": 0, "to-kernel": 0, "punted": 0, "learned": 0,
+                        "flooded": 0, "to-kernel": 0, "punted": 0, "learned": 0, "learn-refused": 0,
                         "drops": {"vlan-not-allowed": 3, "no-egress": 0},
                     },
                 }),
