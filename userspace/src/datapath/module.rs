@@ -510,7 +510,7 @@ fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Resu
             let reconciled = reconcile(&mut guard, &state.config, &backends, |name| {
                 links.get(name).map(|l| l.ifindex)
             })?;
-            let touched = l3.sync(&mut guard, state)?;
+            let touched = l3.sync_start(&mut guard, state)?;
             Ok((reconciled, touched, state.generation))
         })?;
         let Reconciled { ports, flood } = reconciled;

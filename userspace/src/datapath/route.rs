@@ -367,9 +367,26 @@ impl L3 {
         Ok(l3)
     }
 
-    /// Bring the L3 interfaces and neighbours in line with `state` (the routes go in chunks,
-    /// [`L3::sync_routes_after`], then [`L3::sync_gone_ifaces`]).
+    /// Bring every L3 map in line with `state`, all under the one state. (The datapath
+    /// module goes a chunk of routes at a time: [`L3::sync_start`],
+    /// [`L3::sync_routes_after`], [`L3::sync_gone_ifaces`].)
     pub fn sync(&mut self, dp: &mut Datapath, state: &State) -> Result<Touched, DatapathError> {
+        let mut touched = self.sync_start(dp, state)?;
+        let mut after = Bound::Unbounded;
+        while let Some(last) = self.sync_routes_after(dp, state, after, usize::MAX, &mut touched)? {
+            after = Bound::Excluded(last);
+        }
+        self.sync_gone_ifaces(dp, state)?;
+        Ok(touched)
+    }
+
+    /// Bring the L3 interfaces and neighbours in line with `state`: what goes before the
+    /// routes.
+    pub fn sync_start(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+    ) -> Result<Touched, DatapathError> {
         let mut touched = Touched::default();
         let ifaces = desired_ifaces(state);
         for (ifindex, iface) in &ifaces.map {
