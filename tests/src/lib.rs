@@ -531,9 +531,14 @@ impl Daemon {
 
     /// Start again with the same directory after `crash` (or `stop`).
     pub fn start_again(&mut self, switch: &Netns) -> anyhow::Result<()> {
+        self.launch_again(switch)?;
+        self.wait_ready()
+    }
+
+    /// `start_again` without waiting for xnosd to be ready.
+    pub fn launch_again(&mut self, switch: &Netns) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "xnosd is still running");
         let mut fresh = Self::spawn(switch, self.dir.clone(), &[])?;
-        fresh.wait_ready()?;
         self.child = fresh.child.take();
         fresh.dir = PathBuf::new();
         Ok(())

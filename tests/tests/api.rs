@@ -117,7 +117,8 @@ fn a_request_body_over_the_limit_is_refused_before_it_is_read() {
 // What this shows: listing a 50k-route fib (`GET /v1/db/fib`, what `xnos db get fib`
 // reads) streams it: each of eight clients at once gets every route, and the answer comes
 // in chunks of about 64 KiB as it is written (what eight listings cost xnosd's RSS is
-// printed, for the record; the bench, not a test, judges memory).
+// printed, for the record; the bench, not a test, judges memory). The routes view
+// (`GET /v1/routes`, `xnos show routes`) and a watch's snapshot of the fib stream too.
 #[test]
 fn a_large_table_is_streamed_at_little_cost() {
     require_root!();
@@ -181,15 +182,55 @@ fn a_large_table_is_streamed_at_little_cost() {
     // How much memory a listing costs is the bench's to say (it depends on how the eight
     // answers overlap); what makes it small is that the answer is written in chunks as it
     // is serialised, never built whole: an HTTP/1.1 answer in many chunks of about
-    // 64 KiB (the whole fib is megabytes), not one body with a Content-Length.
-    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
-    write!(
-        stream,
-        "GET /v1/db/fib HTTP/1.1\r\nHost: xnosd\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(60));
-    assert!(closed, "no complete answer within 60 s");
+    // 64 KiB (the whole fib is megabytes), not one body with a Content-Length. So is the
+    // routes view (`xnos show routes`), and a watch's snapshot.
+    for path in ["/v1/db/fib", "/v1/routes"] {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: xnosd\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(60));
+        assert!(closed, "{path}: no complete answer within 60 s");
+        let (sizes, body) = chunks(&answer, path);
+        assert_streamed(path, &sizes);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let rows = body
+            .get("routes")
+            .unwrap_or(&body)
+            .as_array()
+            .unwrap()
+            .len();
+        assert!(rows >= ROUTES, "{path}: {rows} rows");
+    }
+    let mut watch = UnixStream::connect(&daemon.socket).unwrap();
+    write!(watch, "GET /v1/watch/fib HTTP/1.1\r\nHost: xnosd\r\n\r\n").unwrap();
+    // The snapshot is the first line (it ends in `]}` and a newline, which no row has);
+    // the watch goes on after it.
+    watch
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let (mut answer, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+    loop {
+        let n = watch.read(&mut buf).expect("the snapshot within 60 s");
+        assert!(n > 0, "the watch ended before its snapshot");
+        let from = answer.len().saturating_sub(2);
+        answer.extend_from_slice(&buf[..n]);
+        if answer[from..].windows(3).any(|w| w == b"]}\n") {
+            break;
+        }
+    }
+    let (sizes, body) = chunks(&answer, "/v1/watch/fib");
+    assert_streamed("/v1/watch/fib", &sizes);
+    let line = body.split(|b| *b == b'\n').next().unwrap();
+    let snapshot: serde_json::Value = serde_json::from_slice(line).unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    assert!(snapshot["rows"].as_array().unwrap().len() >= ROUTES);
+}
+
+/// The sizes of the chunks of a chunked HTTP/1.1 answer (as far as it goes), and its body.
+fn chunks(answer: &[u8], path: &str) -> (Vec<usize>, Vec<u8>) {
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -197,27 +238,28 @@ fn a_large_table_is_streamed_at_little_cost() {
     let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
     assert!(
         head.contains("transfer-encoding: chunked") && !head.contains("content-length"),
-        "not streamed: {head}"
+        "{path}: not streamed: {head}"
     );
     let mut rest = &answer[split + 4..];
-    let mut sizes = Vec::new();
-    loop {
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("a chunk size line");
+    let (mut sizes, mut body) = (Vec::new(), Vec::new());
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
             .expect("a hex chunk size");
-        if size == 0 {
+        if size == 0 || rest.len() < end + 2 + size {
             break;
         }
         sizes.push(size);
-        rest = &rest[end + 2 + size + 2..];
+        body.extend_from_slice(&rest[end + 2..end + 2 + size]);
+        rest = &rest[(end + 2 + size + 2).min(rest.len())..];
     }
+    (sizes, body)
+}
+
+fn assert_streamed(path: &str, sizes: &[usize]) {
     let total: usize = sizes.iter().sum();
     assert!(
         sizes.len() > 10 && sizes.iter().all(|&s| s <= 68 << 10),
-        "{} chunks, largest {} bytes, {total} bytes in all",
+        "{path}: {} chunks, largest {} bytes, {total} bytes in all",
         sizes.len(),
         sizes.iter().max().unwrap_or(&0)
     );

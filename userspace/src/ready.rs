@@ -47,7 +47,7 @@ impl Readiness {
 
 /// Completes once `db` is ready.
 pub async fn wait(db: &StateDb) {
-    let mut commits = db.subscribe().commits;
+    let mut commits = db.commits();
     loop {
         if db.read(|s| Readiness::of(s).ready) {
             return;

@@ -50,6 +50,10 @@ enum Task {
         /// A shorter run (10k routes instead of 1M, fewer samples).
         #[arg(long)]
         quick: bool,
+        /// Only the control plane: routes and MACs into a running xnosd, a start with the
+        /// routes in the kernel, xnosd's memory and API answer times meanwhile.
+        #[arg(long)]
+        control_plane: bool,
     },
 }
 
@@ -109,7 +113,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let env = setup::run(false)?;
             fuzz::run(&env, seconds)
         }
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            control_plane,
+        } => {
             let env = setup::run(false)?;
             build(&env, true, &[])?;
             let mut cargo = cargo(&env);
@@ -128,6 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bench.arg("--out").arg(root.join("target/bench"));
             if quick {
                 bench.arg("--quick");
+            }
+            if control_plane {
+                bench.arg("--control-plane");
             }
             status(&mut bench)
         }

@@ -9,6 +9,10 @@ use std::{
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -28,6 +32,8 @@ const FLOWS: usize = 64;
 
 struct Options {
     quick: bool,
+    /// Only the control plane section.
+    control_plane: bool,
     out: PathBuf,
 }
 
@@ -779,13 +785,89 @@ fn e2e(opts: &Options) -> anyhow::Result<(Vec<Cost>, Vec<Cost>, &'static str)> {
     Ok((one, two, napi))
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A line of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`: its peak).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// xnosd's memory now and at its peak so far.
+fn memory(pid: u32) -> serde_json::Value {
+    json!({ "vm_rss_kib": status_kib(pid, "VmRSS"), "vm_hwm_kib": status_kib(pid, "VmHWM") })
+}
+
+/// Asks xnosd's API for something small (`GET /v1/ready`) every 10 ms in a thread of its
+/// own, and records how long each answer took: what an operator or a monitoring system
+/// waits while xnosd is busy. Before xnosd is ready its API answers on the starting socket.
+struct ApiProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl ApiProbe {
+    fn start(socket: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut starting = socket.as_os_str().to_owned();
+            starting.push(".starting");
+            let starting = PathBuf::from(starting);
+            let mut times = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                if api_get(&socket, "/v1/ready")
+                    .or_else(|_| api_get(&starting, "/v1/ready"))
+                    .is_ok()
+                {
+                    times.push(start.elapsed().as_secs_f64() * 1000.0);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            times
+        });
+        Self { stop, thread }
+    }
+
+    /// The answers' times: count, p50, p99, max (ms).
+    fn finish(self) -> serde_json::Value {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut times = self.thread.join().unwrap_or_default();
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            times
+                .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
+                .copied()
+        };
+        json!({
+            "answers": times.len(),
+            "p50_ms": at(0.5),
+            "p99_ms": at(0.99),
+            "max_ms": times.last(),
+        })
+    }
+}
+
+/// One HTTP/1.1 GET on a Unix socket, the whole answer read.
+fn api_get(socket: &std::path::Path, path: &str) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: xnosd\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200"), "GET {path} failed");
+    Ok(())
 }
 
 fn datapath_status(daemon: &xnos_tests::Daemon) -> serde_json::Value {
@@ -801,26 +883,41 @@ fn programmed_routes(daemon: &xnos_tests::Daemon) -> u64 {
     status["routes-v4"].as_u64().unwrap_or(0) + status["routes-v6"].as_u64().unwrap_or(0)
 }
 
-/// Wait until the datapath has programmed `target` routes.
+/// Wait until the datapath has programmed `target` routes, or all but a few of them and no
+/// more for 5 s (a map write the kernel refuses under memory pressure, ENOMEM, leaves its
+/// prefix to the kernel until the route changes). Returns when the last route went in and
+/// how many are missing.
 fn wait_for_routes(
     daemon: &xnos_tests::Daemon,
     target: u64,
     limit: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Instant, u64)> {
     let start = Instant::now();
-    while programmed_routes(daemon) < target {
+    let (mut last, mut count) = (Instant::now(), programmed_routes(daemon));
+    while count < target {
         if start.elapsed() > limit {
             bail!("routes never reached {target}: {}", datapath_status(daemon));
         }
         std::thread::sleep(Duration::from_millis(20));
+        let now = programmed_routes(daemon);
+        if now != count {
+            (last, count) = (Instant::now(), now);
+        } else if last.elapsed() > Duration::from_secs(5) && count + target / 1000 >= target {
+            eprintln!(
+                "{} routes not programmed: {}",
+                target - count,
+                datapath_status(daemon)
+            );
+            break;
+        }
     }
-    Ok(())
+    Ok((last, target.saturating_sub(count)))
 }
 
 fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
     let topo = Topology::new(&["swp1"])?;
     let config = "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 20\n[[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n";
-    let daemon = xnos_tests::Daemon::start(&topo.switch, config)?;
+    let mut daemon = xnos_tests::Daemon::start(&topo.switch, config)?;
     let host = &topo.hosts[0];
     host.add_address("10.0.20.2/24")?;
     let pid = daemon.pid().context("xnosd pid")?;
@@ -850,7 +947,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
     let counts: &[usize] = if opts.quick {
         &[100_000]
     } else {
-        &[100_000, 1_000_000]
+        &[200_000, 1_000_000]
     };
     let mut done = 0usize;
     for &count in counts {
@@ -868,22 +965,27 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
         }
         std::fs::write(&batch, text)?;
         let before = programmed_routes(&daemon);
+        let probe = ApiProbe::start(daemon.socket.clone());
         let start = Instant::now();
         topo.switch
             .ip(&["-batch", batch.to_str().context("path")?])?;
         let kernel = start.elapsed();
-        wait_for_routes(
+        let (programmed, missing) = wait_for_routes(
             &daemon,
             before + (count - done) as u64,
-            Duration::from_secs(300),
+            Duration::from_secs(600),
         )?;
-        let total = start.elapsed();
+        let total = programmed.duration_since(start);
         std::fs::remove_dir_all(&dir)?;
         result[format!("routes_{count}")] = json!({
             "kernel_s": kernel.as_secs_f64(),
             "in_fast_path_s": total.as_secs_f64(),
+            "not_programmed": missing,
             "xnosd_rss_kib": rss_kib(pid),
+            "xnosd_memory": memory(pid),
+            "api_while_loading": probe.finish(),
         });
+        eprintln!("{}", result[format!("routes_{count}")]);
         done = count;
     }
 
@@ -923,6 +1025,41 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "send_s": sent.as_secs_f64(),
         "in_statedb_s": start.elapsed().as_secs_f64(),
         "xnosd_rss_kib": rss_kib(pid),
+        "xnosd_memory": memory(pid),
+    });
+
+    // A start with every route already in the kernel: the first sync reads them all.
+    let routes = done as u64;
+    eprintln!("{}", serde_json::to_string(&result)?);
+    let stopping = Instant::now();
+    // A stop that takes long is killed (and said so): the start after it is measured all
+    // the same.
+    if let Err(e) = daemon.stop() {
+        eprintln!("stopping xnosd with {routes} routes: {e}");
+    }
+    result["stop_s"] = json!(stopping.elapsed().as_secs_f64());
+    let probe = ApiProbe::start(daemon.socket.clone());
+    let start = Instant::now();
+    daemon.launch_again(&topo.switch)?;
+    let pid = daemon.pid().context("xnosd pid")?;
+    let deadline = start + Duration::from_secs(600);
+    while !daemon.socket.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "xnosd did not become ready with {routes} routes: {}",
+                daemon.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready = start.elapsed();
+    let (programmed, missing) = wait_for_routes(&daemon, routes, Duration::from_secs(600))?;
+    result[format!("start_with_routes_{done}")] = json!({
+        "ready_s": ready.as_secs_f64(),
+        "in_fast_path_s": programmed.duration_since(start).as_secs_f64(),
+        "not_programmed": missing,
+        "xnosd_memory": memory(pid),
+        "api_while_loading": probe.finish(),
     });
     Ok(result)
 }
@@ -967,14 +1104,16 @@ fn svg(title: &str, costs: &[Cost]) -> String {
 fn main() -> anyhow::Result<()> {
     let mut opts = Options {
         quick: false,
+        control_plane: false,
         out: PathBuf::from("target/bench"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
+            "--control-plane" => opts.control_plane = true,
             "--out" => opts.out = PathBuf::from(args.next().context("--out needs a directory")?),
-            other => bail!("unknown argument {other:?} (use --quick, --out DIR)"),
+            other => bail!("unknown argument {other:?} (use --quick, --control-plane, --out DIR)"),
         }
     }
     let _ = binary("xnosd")?;
@@ -991,6 +1130,17 @@ fn main() -> anyhow::Result<()> {
         )
         .trim()
     );
+    if opts.control_plane {
+        println!("==> control plane ({machine})");
+        let control = control_plane(&opts)?;
+        println!("{}", serde_json::to_string_pretty(&control)?);
+        let results = json!({ "machine": machine, "quick": opts.quick, "control_plane": control });
+        std::fs::write(
+            opts.out.join("control-plane.json"),
+            serde_json::to_string_pretty(&results)? + "\n",
+        )?;
+        return Ok(());
+    }
     println!("==> datapath cost per packet ({machine})");
     let costs = datapath_costs(&opts)?;
     let bare = costs[0].mean_ns;

@@ -9,7 +9,8 @@ pub use self::{client::*, views::*};
 
 use std::{
     convert::Infallible,
-    io,
+    io::{self, Write as _},
+    ops::Bound,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
@@ -42,7 +43,7 @@ use crate::{
     kernel::link,
     statedb::{
         ApiWriter, Change, Commit, CommitSource, FdbClear, FdbCleared, Op, RowsSnapshot, Table,
-        TxError, diff_config, table_rows, table_snapshot,
+        TxError, diff_config, table_snapshot,
     },
     supervisor::{Faults, ModuleCtx},
     trace::{TraceRequest, Tracer, unhex},
@@ -209,7 +210,7 @@ impl Api {
         }
         let _one_at_a_time = self.clearing.lock().await;
         // Subscribed before the request is written, so that the answer cannot slip by.
-        let mut commits = self.db.subscribe().commits;
+        let mut commits = self.db.commits();
         let (asked, _) = self.db.write(|tx| {
             let asked = tx.observed().fdb_clear.request + 1;
             tx.fdb_clear(FdbClear {
@@ -258,6 +259,57 @@ impl Api {
     /// A table as a JSON array of rows, written in chunks as the client reads them.
     fn stream_table(&self, table: Table) -> Response<Body> {
         stream_rows(self.db.read(|s| table_snapshot(s, table)))
+    }
+
+    /// The routes view (what [`Api::routes`] returns), written in chunks as the client
+    /// reads them. Each chunk is made under its own read lock, from the key where the one
+    /// before stopped: xnosd holds a chunk or two of JSON and no copy of the FIB, and a
+    /// listing of a million routes never keeps writers out for long. A route that changes
+    /// while the listing goes on shows as its chunk found it.
+    fn stream_routes(&self) -> Response<Body> {
+        let counters = views::l3_counters(self.stats.as_ref());
+        let db = self.db.clone();
+        let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
+        tokio::spawn(async move {
+            let mut chunk = Vec::with_capacity(STREAM_CHUNK + 4096);
+            chunk.extend_from_slice(b"{\"routes\":[");
+            let mut after = Bound::Unbounded;
+            let mut first = true;
+            let mut write = |chunk: &mut Vec<u8>, view: &RouteView| {
+                if !std::mem::take(&mut first) {
+                    chunk.push(b',');
+                }
+                serde_json::to_writer(chunk, view).expect("routes serialise");
+            };
+            loop {
+                let done = db.read(|state| {
+                    let names = views::ifnames(state);
+                    for (key, view) in views::route_views(state, &names, after) {
+                        write(&mut chunk, &view);
+                        after = Bound::Excluded(key);
+                        if chunk.len() >= STREAM_CHUNK {
+                            return false;
+                        }
+                    }
+                    for view in views::refused_routes(state) {
+                        write(&mut chunk, &view);
+                    }
+                    true
+                });
+                if done {
+                    break;
+                }
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK + 4096));
+                if tx.send_data(full.into()).await.is_err() {
+                    return;
+                }
+            }
+            chunk.extend_from_slice(b"],\"counters\":");
+            serde_json::to_writer(&mut chunk, &counters).expect("counters serialise");
+            chunk.push(b'}');
+            let _ = tx.send_data(chunk.into()).await;
+        });
+        json_response(Response::new(body.boxed()))
     }
 
     fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
@@ -337,7 +389,7 @@ impl Api {
                 Err(e) => bad_request(format!("bad trace request: {e}")),
             },
             (&Method::GET, ["v1", "interfaces"]) => json(StatusCode::OK, &self.interfaces()),
-            (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &self.routes()),
+            (&Method::GET, ["v1", "routes"]) => self.stream_routes(),
             (&Method::GET, ["v1", "neighbors"]) => json(StatusCode::OK, &self.neighbors()),
             (&Method::GET, ["v1", "ready"]) => {
                 json(StatusCode::OK, &self.db.read(crate::ready::Readiness::of))
@@ -411,17 +463,10 @@ impl Api {
                 bytes.push(b'\n');
                 Bytes::from(bytes)
             };
-            let sub = db.subscribe();
-            let mut generation = sub.snapshot.generation;
-            queue.push_snapshot(line(&WatchEvent::Snapshot {
-                generation,
-                rows: table_rows(&sub.snapshot, table)
-                    .into_iter()
-                    .map(|(key, row)| RowView { key, row })
-                    .collect(),
-            }));
-            drop(sub.snapshot);
-            let mut commits = sub.commits;
+            let (mut generation, rows, mut commits) = db.subscribe_table(table);
+            if !queue.stream_snapshot(generation, rows).await {
+                return;
+            }
             'follow: loop {
                 let commit: Arc<Commit> = tokio::select! {
                     commit = commits.recv() => match commit {
@@ -478,19 +523,60 @@ impl Api {
 struct WatchQueue {
     tx: mpsc::UnboundedSender<(Bytes, usize)>,
     backlog: Arc<AtomicUsize>,
+    /// Told each time the watcher took a line.
+    taken: Arc<Notify>,
 }
 
 impl WatchQueue {
     fn new() -> (Self, Body) {
         let (tx, rx) = mpsc::unbounded_channel::<(Bytes, usize)>();
         let backlog = Arc::new(AtomicUsize::new(0));
-        let lines =
-            futures::stream::unfold((rx, backlog.clone()), |(mut rx, backlog)| async move {
+        let taken = Arc::new(Notify::new());
+        let lines = futures::stream::unfold(
+            (rx, backlog.clone(), taken.clone()),
+            |(mut rx, backlog, taken)| async move {
                 let (line, counted) = rx.recv().await?;
                 backlog.fetch_sub(counted, Ordering::Relaxed);
-                Some((Ok::<_, Infallible>(Frame::data(line)), (rx, backlog)))
-            });
-        (Self { tx, backlog }, StreamBody::new(lines).boxed())
+                taken.notify_one();
+                Some((Ok::<_, Infallible>(Frame::data(line)), (rx, backlog, taken)))
+            },
+        );
+        (Self { tx, backlog, taken }, StreamBody::new(lines).boxed())
+    }
+
+    /// Queue the snapshot line, `STREAM_CHUNK` bytes at a time, each once the watcher has
+    /// taken all but one chunk of what was queued before: xnosd holds the table's typed
+    /// rows and a chunk or two of its JSON, never the whole line. False when the watcher
+    /// went away.
+    async fn stream_snapshot(&self, generation: u64, rows: RowsSnapshot) -> bool {
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK + 4096);
+        // The line `WatchEvent::Snapshot` serialises to, written a row at a time.
+        write!(
+            chunk,
+            "{{\"type\":\"snapshot\",\"generation\":{generation},\"rows\":["
+        )
+        .expect("writing to a vector");
+        for (i, (key, row)) in rows.enumerate() {
+            if i > 0 {
+                chunk.push(b',');
+            }
+            serde_json::to_writer(&mut chunk, &RowView { key, row }).expect("rows serialise");
+            if chunk.len() >= STREAM_CHUNK {
+                while self.backlog.load(Ordering::Relaxed) >= STREAM_CHUNK {
+                    tokio::select! {
+                        () = self.taken.notified() => {}
+                        () = self.tx.closed() => return false,
+                    }
+                }
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK + 4096));
+                self.backlog.fetch_add(full.len(), Ordering::Relaxed);
+                let len = full.len();
+                let _ = self.tx.send((full.into(), len));
+            }
+        }
+        chunk.extend_from_slice(b"]}\n");
+        self.push_snapshot(chunk.into());
+        true
     }
 
     /// Queue a change; false, and nothing queued, when the backlog would pass its bound.
@@ -534,7 +620,10 @@ fn stream_rows(rows: RowsSnapshot) -> Response<Body> {
         chunk.push(b']');
         let _ = tx.send_data(chunk.into()).await;
     });
-    let mut response = Response::new(body.boxed());
+    json_response(Response::new(body.boxed()))
+}
+
+fn json_response(mut response: Response<Body>) -> Response<Body> {
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         "application/json".parse().expect("static header"),

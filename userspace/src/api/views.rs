@@ -2,7 +2,7 @@
 //! StateDb state (and the live counters), never from what the datapath should have done.
 //! Pure functions of the state, so they are unit-tested without root.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, ops::Bound};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -380,24 +380,39 @@ pub fn l3_counters(stats: Option<&StatsReader>) -> L3CountersView {
 }
 
 pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
-    {
-        let names = ifnames(state);
-        let routes = state
-            .observed
-            .fib
-            .iter()
-            .filter(|(_, r)| {
-                matches!(
-                    r.kind,
-                    RouteKind::Unicast
-                        | RouteKind::Local
-                        | RouteKind::Blackhole
-                        | RouteKind::Unreachable
-                        | RouteKind::Prohibit
-                )
-            })
-            .map(|(key, r)| (key, r, published(state, key)))
-            .map(|(key, r, programmed)| RouteView {
+    let names = ifnames(state);
+    let routes = route_views(state, &names, Bound::Unbounded)
+        .map(|(_, view)| view)
+        .chain(refused_routes(state))
+        .collect();
+    RoutesView { routes, counters }
+}
+
+/// The routes of the FIB that `show routes` lists, in key order from `from` on, each with
+/// its key (where a listing in parts goes on from); `names` are the links' names by
+/// ifindex. The config routes the kernel refused follow them ([`refused_routes`]).
+pub fn route_views<'a>(
+    state: &'a State,
+    names: &'a BTreeMap<u32, String>,
+    from: Bound<FibKey>,
+) -> impl Iterator<Item = (FibKey, RouteView)> + 'a {
+    state
+        .observed
+        .fib
+        .range((from, Bound::Unbounded))
+        .filter(|(_, r)| {
+            matches!(
+                r.kind,
+                RouteKind::Unicast
+                    | RouteKind::Local
+                    | RouteKind::Blackhole
+                    | RouteKind::Unreachable
+                    | RouteKind::Prohibit
+            )
+        })
+        .map(move |(key, r)| {
+            let programmed = published(state, key);
+            let view = RouteView {
                 prefix: key.prefix,
                 table: key.table,
                 metric: key.metric,
@@ -431,11 +446,9 @@ pub fn routes(state: &State, counters: L3CountersView) -> RoutesView {
                 error: (r.protocol == RouteProtocol::Named(ProtocolName::Xnos))
                     .then(|| route_error(state, &key.prefix))
                     .flatten(),
-            })
-            .chain(refused_routes(state))
-            .collect();
-        RoutesView { routes, counters }
-    }
+            };
+            (*key, view)
+        })
 }
 
 /// What the datapath published for a FIB route. The maps hold an address as local
@@ -460,7 +473,7 @@ fn route_error(state: &State, prefix: &IpNet) -> Option<String> {
 
 /// The config routes the kernel refused and has no route of xnos for: they are not in the
 /// FIB, and are shown with their error.
-fn refused_routes(state: &State) -> impl Iterator<Item = RouteView> + '_ {
+pub fn refused_routes(state: &State) -> impl Iterator<Item = RouteView> + '_ {
     let xnos = RouteProtocol::Named(ProtocolName::Xnos);
     state
         .config
@@ -524,7 +537,7 @@ pub fn neighbors(state: &State) -> Vec<NeighborView> {
     }
 }
 
-fn ifnames(state: &State) -> BTreeMap<u32, String> {
+pub fn ifnames(state: &State) -> BTreeMap<u32, String> {
     state
         .observed
         .links

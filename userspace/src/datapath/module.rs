@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    ops::Bound,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -24,8 +25,9 @@ use crate::{
     config::{Config, DatapathChoice, InterfaceConfig, PortMode},
     mac::MacAddr,
     statedb::{
-        Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx, DatapathWriter,
-        FdbCleared, FloodMember, LearnedMac, Observed, Owner, PortStatus, Table,
+        CHUNK_ROWS, Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx,
+        DatapathWriter, FdbCleared, FibRoute, FloodMember, LearnedMac, Observed, Owner, PortStatus,
+        Table,
     },
     supervisor::ModuleCtx,
 };
@@ -535,29 +537,58 @@ fn lock(dp: &Mutex<Datapath>) -> MutexGuard<'_, Datapath> {
 }
 
 fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Result<()> {
-    let mut guard = lock(dp);
-    // Under StateDb's read lock: a consistent view without copying big tables.
-    let (reconciled, touched, generation) = db.read(|state| -> anyhow::Result<_> {
-        let links = &state.observed.links;
-        let backends = Backends::of(state);
-        let reconciled = reconcile(&mut guard, &state.config, &backends, |name| {
-            links.get(name).map(|l| l.ifindex)
+    blocking(|| {
+        let mut guard = lock(dp);
+        // Under StateDb's read lock: a consistent view without copying big tables.
+        let (reconciled, touched, generation) = db.read(|state| -> anyhow::Result<_> {
+            let links = &state.observed.links;
+            let backends = Backends::of(state);
+            let reconciled = reconcile(&mut guard, &state.config, &backends, |name| {
+                links.get(name).map(|l| l.ifindex)
+            })?;
+            let touched = l3.sync_start(&mut guard, state)?;
+            Ok((reconciled, touched, state.generation))
         })?;
-        let touched = l3.sync(&mut guard, state)?;
-        Ok((reconciled, touched, state.generation))
-    })?;
-    let Reconciled { ports, flood } = reconciled;
-    db.write(|tx| {
-        tx.replace_all(
-            |o| &o.port_status,
-            |tx, name, row| tx.port_status(&name, row),
-            ports,
-        );
-        tx.replace_all(|o| &o.datapath_flood, DatapathTx::flood, flood);
-    });
-    sync_learned(db, &guard)?;
-    drop(guard);
-    report(db, dp, l3, &touched, generation)
+        let Reconciled { ports, flood } = reconciled;
+        db.write(|tx| {
+            tx.replace_all(
+                |o| &o.port_status,
+                |tx, name, row| tx.port_status(&name, row),
+                ports,
+            );
+            tx.replace_all(|o| &o.datapath_flood, DatapathTx::flood, flood);
+            l3.publish(tx, &touched);
+        });
+        sync_learned(db, &guard)?;
+        drop(guard);
+        // Every route, a chunk at a time: each chunk sees the state at `generation` or a
+        // later one, and what changed after it comes as commits, applied next.
+        let mut after = Bound::Unbounded;
+        loop {
+            let mut touched = Touched::default();
+            let mut guard = lock(dp);
+            let next = db.read(|state| {
+                l3.sync_routes_after(&mut guard, state, after, CHUNK_ROWS, &mut touched)
+            })?;
+            drop(guard);
+            db.write(|tx| l3.publish(tx, &touched));
+            match next {
+                Some(last) => after = Bound::Excluded(last),
+                None => break,
+            }
+        }
+        db.read(|state| l3.sync_gone_ifaces(&mut lock(dp), state))?;
+        report(db, dp, l3, &Touched::default(), generation)
+    })
+}
+
+/// Run a long synchronous sync (a million routes) without holding up the other tasks of
+/// the runtime's worker thread (on a runtime with one thread there are none to move).
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// The learn-event ring buffer, borrowed from the datapath for one run of the module and
@@ -638,10 +669,12 @@ impl Work {
                 Table::Fib => {
                     // The maps are keyed by prefix: any route to it may change what the
                     // prefix gets.
-                    let prefix =
-                        change.row.as_ref().or(change.old.as_ref()).and_then(|row| {
-                            serde_json::from_value(row.get("prefix")?.clone()).ok()
-                        });
+                    let prefix = change
+                        .row
+                        .as_ref()
+                        .or(change.old.as_ref())
+                        .and_then(|row| row.get::<FibRoute>())
+                        .map(|route| route.prefix);
                     if let Some(prefix) = prefix {
                         self.prefixes.insert(prefix);
                     }
@@ -665,13 +698,32 @@ impl Work {
         if self.prefixes.is_empty() && self.neighbors.is_empty() {
             return Ok(());
         }
-        let mut guard = lock(dp);
-        let (touched, generation) = db.read(|state| {
-            l3.sync_changed(&mut guard, state, self.prefixes, self.neighbors)
-                .map(|touched| (touched, state.generation))
-        })?;
-        drop(guard);
-        report(db, dp, l3, &touched, generation)
+        blocking(|| {
+            // A chunk at a time, each under its own read lock, published as it is done.
+            let prefixes: Vec<IpNet> = self.prefixes.into_iter().collect();
+            let mut chunks = prefixes.chunks(CHUNK_ROWS);
+            let mut neighbors = Some(self.neighbors);
+            let mut generation = None;
+            loop {
+                let prefixes = chunks.next().unwrap_or_default();
+                let mut guard = lock(dp);
+                let touched = db.read(|state| {
+                    generation.get_or_insert(state.generation);
+                    l3.sync_changed(
+                        &mut guard,
+                        state,
+                        prefixes.iter().copied(),
+                        neighbors.take().unwrap_or_default(),
+                    )
+                })?;
+                drop(guard);
+                if chunks.len() == 0 {
+                    let generation = generation.expect("read once");
+                    return report(db, dp, l3, &touched, generation);
+                }
+                db.write(|tx| l3.publish(tx, &touched));
+            }
+        })
     }
 }
 
@@ -724,7 +776,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut ring = LearnRing::take(&dp)?;
     // Subscribe before the first reconcile so that no change slips between the two.
-    let mut commits = db.subscribe().commits;
+    let mut commits = db.commits();
     // Mark and sweep, never a timer: the maps (an earlier xnosd's, taken over) lose
     // nothing until the kernel module has read the kernel completely. Before that StateDb
     // lacks links and routes the kernel has, and a reconcile would take them away.

@@ -8,6 +8,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    ops::Bound,
+    sync::Arc,
 };
 
 use aya::maps::{MapError, lpm_trie::Key};
@@ -39,7 +41,9 @@ fn ip_of(addr: [u8; 16]) -> IpAddr {
 /// How the fast path handles one prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Desired {
-    Forward(Vec<Nexthop>),
+    /// Through a nexthop group: the routes through one group share one copy of it (a
+    /// million routes have a few groups).
+    Forward(Arc<[Nexthop]>),
     Local,
     Kernel,
 }
@@ -136,7 +140,7 @@ fn main_route(route: &FibRoute, ifaces: &Ifaces) -> Desired {
             out: ifaces.map[&nh.ifindex],
         });
     }
-    Desired::Forward(nexthops)
+    Desired::Forward(nexthops.into())
 }
 
 /// The route the kernel uses among those of one table to one prefix, if the fast path can
@@ -156,20 +160,41 @@ fn preferred<'a>(
     Some(Ok(first))
 }
 
-/// How the fast path should handle `prefix`, and the `fib` route that decides it.
-fn desired_route(state: &State, ifaces: &Ifaces, prefix: &IpNet) -> Option<(FibKey, Desired)> {
-    let fib = &state.observed.fib;
+/// What decides how the fast path handles a prefix.
+enum Decider<'a> {
+    /// A local route: the address is the switch's.
+    Local,
+    /// The main table's route the kernel uses.
+    Main(&'a FibRoute),
+    /// Routes the fast path cannot tell the kernel's choice among.
+    Kernel,
+}
+
+/// The `fib` route that decides how the fast path handles `prefix`, and what it decides.
+fn deciding<'a>(
+    fib: &'a BTreeMap<FibKey, FibRoute>,
+    prefix: &IpNet,
+) -> Option<(FibKey, Decider<'a>)> {
     // Local before main, as the kernel's rules look them up.
     if let Some((key, _)) = fib
         .range(FibKey::bounds(RouteTable::Local, *prefix))
         .find(|(_, r)| r.kind == RouteKind::Local)
     {
-        return Some((*key, Desired::Local));
+        return Some((*key, Decider::Local));
     }
     match preferred(fib.range(FibKey::bounds(RouteTable::Main, *prefix)))? {
-        Ok((key, route)) => Some((*key, main_route(route, ifaces))),
-        Err(key) => Some((*key, Desired::Kernel)),
+        Ok((key, route)) => Some((*key, Decider::Main(route))),
+        Err(key) => Some((*key, Decider::Kernel)),
     }
+}
+
+/// How the fast path should handle `prefix`.
+fn desired_route(state: &State, ifaces: &Ifaces, prefix: &IpNet) -> Option<Desired> {
+    Some(match deciding(&state.observed.fib, prefix)?.1 {
+        Decider::Local => Desired::Local,
+        Decider::Main(route) => main_route(route, ifaces),
+        Decider::Kernel => Desired::Kernel,
+    })
 }
 
 fn desired_neighbor(
@@ -197,17 +222,59 @@ pub struct L3Sizes {
     pub interfaces: usize,
 }
 
+/// The first `limit` prefixes after `after` that the FIB has a route to or the maps hold,
+/// in order.
+fn next_prefixes<V>(
+    state: &State,
+    programmed: &BTreeMap<IpNet, V>,
+    after: Bound<IpNet>,
+    limit: usize,
+) -> Vec<IpNet> {
+    let fib = &state.observed.fib;
+    let mut prefixes: BTreeSet<IpNet> = programmed
+        .range((after, Bound::Unbounded))
+        .take(limit)
+        .map(|(p, _)| *p)
+        .collect();
+    // The FIB is keyed by table first: each table's routes are in prefix order.
+    for table in [RouteTable::Main, RouteTable::Local] {
+        let start = match after {
+            Bound::Included(p) => Bound::Included(*FibKey::bounds(table, p).start()),
+            Bound::Excluded(p) => Bound::Excluded(*FibKey::bounds(table, p).end()),
+            Bound::Unbounded => Bound::Included(*FibKey::bounds(table, LOWEST_PREFIX).start()),
+        };
+        let mut taken = 0;
+        for key in fib
+            .range((start, Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.table == table)
+        {
+            if prefixes.insert(key.prefix) {
+                taken += 1;
+                if taken == limit {
+                    break;
+                }
+            }
+        }
+    }
+    prefixes.into_iter().take(limit).collect()
+}
+
+/// The prefix every other sorts after.
+const LOWEST_PREFIX: IpNet = IpNet::V4(ipnet::Ipv4Net::new_assert(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
 /// What the L3 maps hold, and what could not be written to them.
 #[derive(Default)]
 pub struct L3 {
     ifaces: BTreeMap<u32, L3Iface>,
     vlan_l3: BTreeMap<u16, L3Iface>,
     routes: BTreeMap<IpNet, (RouteEntry, Desired)>,
-    nhgs: BTreeMap<Vec<Nexthop>, (u32, usize)>,
+    nhgs: BTreeMap<Arc<[Nexthop]>, (u32, usize)>,
     neighs: BTreeMap<NeighKey, NeighEntry>,
     route_errors: BTreeMap<IpNet, String>,
-    /// The `fib` route each prefix follows (the key of its `datapath-route` row).
-    deciding: BTreeMap<IpNet, FibKey>,
     neigh_errors: BTreeMap<NeighKey, String>,
 }
 
@@ -249,7 +316,7 @@ impl L3 {
         for item in dp.l3.nhgs.iter() {
             let (id, group) = item.map_err(map_err("NHGS"))?;
             let count = (group.count as usize).min(MAX_ECMP);
-            groups.insert(id, group.nexthops[..count].to_vec());
+            groups.insert(id, Arc::<[Nexthop]>::from(&group.nexthops[..count]));
         }
         let mut routes = Vec::new();
         for item in dp.l3.routes4.iter() {
@@ -300,8 +367,26 @@ impl L3 {
         Ok(l3)
     }
 
-    /// Bring every L3 map in line with `state`.
+    /// Bring every L3 map in line with `state`, all under the one state. (The datapath
+    /// module goes a chunk of routes at a time: [`L3::sync_start`],
+    /// [`L3::sync_routes_after`], [`L3::sync_gone_ifaces`].)
     pub fn sync(&mut self, dp: &mut Datapath, state: &State) -> Result<Touched, DatapathError> {
+        let mut touched = self.sync_start(dp, state)?;
+        let mut after = Bound::Unbounded;
+        while let Some(last) = self.sync_routes_after(dp, state, after, usize::MAX, &mut touched)? {
+            after = Bound::Excluded(last);
+        }
+        self.sync_gone_ifaces(dp, state)?;
+        Ok(touched)
+    }
+
+    /// Bring the L3 interfaces and neighbours in line with `state`: what goes before the
+    /// routes.
+    pub fn sync_start(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+    ) -> Result<Touched, DatapathError> {
         let mut touched = Touched::default();
         let ifaces = desired_ifaces(state);
         for (ifindex, iface) in &ifaces.map {
@@ -343,16 +428,39 @@ impl L3 {
             .chain(self.neighs.keys().map(|k| (k.ifindex, ip_of(k.addr))))
             .collect();
         self.sync_neighbors(dp, state, &ifaces, neighbors, &mut touched)?;
+        Ok(touched)
+    }
 
-        let prefixes: BTreeSet<IpNet> = state
-            .observed
-            .fib
-            .keys()
-            .map(|k| k.prefix)
-            .chain(self.routes.keys().copied())
-            .collect();
-        self.sync_routes(dp, state, &ifaces, prefixes, &mut touched)?;
+    /// Bring the routes to the next `limit` prefixes after `after` (of the FIB and of the
+    /// maps, in prefix order) in line with `state`; returns the last of them, where the
+    /// next chunk starts, or None when none are left. A sync of every route goes a chunk
+    /// at a time, each under its own read lock of StateDb, so that writers (and the
+    /// readers queued behind them) wait for one chunk, not for a million routes.
+    pub fn sync_routes_after(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+        after: Bound<IpNet>,
+        limit: usize,
+        touched: &mut Touched,
+    ) -> Result<Option<IpNet>, DatapathError> {
+        let ifaces = desired_ifaces(state);
+        let prefixes = next_prefixes(state, &self.routes, after, limit);
+        let last = (prefixes.len() == limit)
+            .then(|| prefixes.last().copied())
+            .flatten();
+        self.sync_routes(dp, state, &ifaces, prefixes, touched)?;
+        Ok(last)
+    }
 
+    /// Remove the L3 interfaces config no longer asks for: after the routes, which no
+    /// longer lead out of them then.
+    pub fn sync_gone_ifaces(
+        &mut self,
+        dp: &mut Datapath,
+        state: &State,
+    ) -> Result<(), DatapathError> {
+        let ifaces = desired_ifaces(state);
         let gone: Vec<u32> = self
             .ifaces
             .keys()
@@ -363,7 +471,7 @@ impl L3 {
             ignore_missing(dp.l3.ifaces.remove(&ifindex), "L3_IFACES")?;
             self.ifaces.remove(&ifindex);
         }
-        Ok(touched)
+        Ok(())
     }
 
     /// Re-evaluate the given neighbours.
@@ -431,7 +539,7 @@ impl L3 {
         };
         group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
         dp.l3.nhgs.insert(id, group, 0).map_err(map_err("NHGS"))?;
-        self.nhgs.insert(nexthops.to_vec(), (id, 1));
+        self.nhgs.insert(nexthops.into(), (id, 1));
         Ok(id)
     }
 
@@ -458,11 +566,7 @@ impl L3 {
     ) -> Result<(), DatapathError> {
         for prefix in prefixes {
             touched.prefixes.insert(prefix);
-            let (deciding, want) = desired_route(state, ifaces, &prefix).unzip();
-            match deciding {
-                Some(key) => self.deciding.insert(prefix, key),
-                None => self.deciding.remove(&prefix),
-            };
+            let want = desired_route(state, ifaces, &prefix);
             let have = self.routes.get(&prefix).map(|(_, d)| d.clone());
             if want == have {
                 self.route_errors.remove(&prefix);
@@ -524,19 +628,27 @@ impl L3 {
                 self.release(dp, &old)?;
             }
             if let (Some(entry), Some(want)) = (entry, want) {
+                let want = match want {
+                    Desired::Forward(nexthops) => Desired::Forward(
+                        self.nhgs
+                            .get_key_value(&*nexthops)
+                            .map_or(nexthops, |(shared, _)| shared.clone()),
+                    ),
+                    other => other,
+                };
                 self.routes.insert(prefix, (entry, want));
             }
         }
         Ok(())
     }
 
-    /// Apply only the fib and neighbour rows a commit changed.
+    /// Apply only the fib and neighbour rows commits changed.
     pub fn sync_changed(
         &mut self,
         dp: &mut Datapath,
         state: &State,
-        prefixes: BTreeSet<IpNet>,
-        neighbors: BTreeSet<(u32, IpAddr)>,
+        prefixes: impl IntoIterator<Item = IpNet>,
+        neighbors: impl IntoIterator<Item = (u32, IpAddr)>,
     ) -> Result<Touched, DatapathError> {
         let ifaces = desired_ifaces(state);
         let mut touched = Touched::default();
@@ -551,13 +663,15 @@ impl L3 {
         for prefix in &touched.prefixes {
             let programmed = self.routes.get(prefix);
             let error = self.route_errors.get(prefix).cloned();
-            let row = self
-                .deciding
-                .get(prefix)
+            // The route that decides, as the FIB is now (not kept per prefix since the
+            // sync: that would cost a key per route; a route that changed since is
+            // synced again by its own commit).
+            let row = deciding(&tx.observed().fib, prefix)
+                .map(|(key, _)| key)
                 .filter(|_| programmed.is_some() || error.is_some())
                 .map(|key| DatapathRoute {
                     prefix: *prefix,
-                    route: *key,
+                    route: key,
                     action: programmed.map(|(_, desired)| desired.action()),
                     nexthop_group: programmed
                         .filter(|(entry, _)| entry.kind == ROUTE_FORWARD)

@@ -10,7 +10,7 @@ pub mod neigh;
 pub mod route;
 pub mod xdp_features;
 
-use std::{collections::BTreeMap, os::fd::AsRawFd as _};
+use std::{collections::BTreeMap, os::fd::AsRawFd as _, sync::Arc};
 
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -27,7 +27,7 @@ use rtnetlink::{
 use tokio::sync::broadcast;
 
 use crate::{
-    statedb::{Commit, KernelFeatures, KernelTx, KernelWriter, LinkState, Table},
+    statedb::{CHUNK_ROWS, Commit, KernelFeatures, KernelTx, KernelWriter, LinkState, Table},
     supervisor::ModuleCtx,
 };
 
@@ -42,26 +42,15 @@ async fn links(handle: &Handle) -> anyhow::Result<Vec<rtnetlink::packet_route::l
         .context("dumping links")
 }
 
-/// Every route of every table, IPv4 and IPv6.
-async fn routes(
+/// Load the complete kernel state into StateDb: links, neighbours and the bridge's FDB in
+/// one commit, then the routes in chunks ([`load_routes`], which says whether the config
+/// must be applied again).
+async fn dump(
     handle: &Handle,
-) -> anyhow::Result<Vec<rtnetlink::packet_route::route::RouteMessage>> {
-    let mut routes = Vec::new();
-    for request in route::dump_requests(handle) {
-        routes.extend(
-            request
-                .try_collect::<Vec<_>>()
-                .await
-                .context("dumping routes")?,
-        );
-    }
-    Ok(routes)
-}
-
-/// Load the complete kernel state into StateDb in one commit.
-async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
+    db: &KernelWriter,
+    commits: &mut broadcast::Receiver<Arc<Commit>>,
+) -> anyhow::Result<bool> {
     let links = links(handle).await?;
-    let routes = routes(handle).await?;
     let neighbours: Vec<_> = handle
         .neighbours()
         .get()
@@ -81,7 +70,6 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
     db.write(|tx| {
         tx.kernel_features(features);
         link::replace_all(tx, &links);
-        route::replace_all(tx, &routes);
         neigh::replace_all(tx, &neighbours);
         // The dump has every bridge FDB entry there is: rebuild the bridge's rows.
         let bridge_rows: Vec<_> = tx.observed().bridge_fdb.keys().copied().collect();
@@ -92,15 +80,35 @@ async fn dump(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             bridge::fdb_update(tx, message, true);
         }
     });
-    Ok(())
+    load_routes(db, commits).await
 }
 
-/// Read the routes again: the kernel deletes IPv4 routes through a subnet whose address
-/// goes without a notification for each.
-async fn dump_routes(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let routes = routes(handle).await?;
-    db.write(|tx| route::replace_all(tx, &routes));
-    Ok(())
+/// Read the kernel's routes into StateDb ([`route::load`]) off the async runtime, reading
+/// the module's own subscription meanwhile: a commit stays in memory until every
+/// subscriber has read it, and a large table goes through in hundreds of commits. Returns
+/// whether a commit among them (or having missed some) asks for the config to be applied
+/// again.
+async fn load_routes(
+    db: &KernelWriter,
+    commits: &mut broadcast::Receiver<Arc<Commit>>,
+) -> anyhow::Result<bool> {
+    let writer = db.clone();
+    let load = tokio::task::spawn_blocking(move || route::load(&writer));
+    tokio::pin!(load);
+    let (mut reapply, mut open) = (false, true);
+    loop {
+        tokio::select! {
+            loaded = &mut load => {
+                loaded.context("the route dump panicked")??;
+                return Ok(reapply);
+            }
+            commit = commits.recv(), if open => match commit {
+                Ok(commit) => reapply |= relevant(&commit),
+                Err(broadcast::error::RecvError::Lagged(_)) => reapply = true,
+                Err(broadcast::error::RecvError::Closed) => open = false,
+            },
+        }
+    }
 }
 
 async fn dump_links(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
@@ -273,10 +281,11 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
     let (writer_connection, writer, _) =
         rtnetlink::new_connection().context("opening rtnetlink")?;
     let _writer_connection = AbortOnDrop(tokio::spawn(writer_connection));
-    let mut commits = db.subscribe().commits;
+    let mut commits = db.commits();
 
-    // Notifications that race with the dump queue up and are applied after it.
-    dump(&handle, &db).await?;
+    // Notifications that race with the dump queue up and are applied after it. (The config
+    // is applied next whatever the dump saw.)
+    dump(&handle, &db, &mut commits).await?;
     let applied = apply(&writer, &db).await;
     // The netdevs apply made (SVIs, CPU ports) go into StateDb before the sync counts as
     // done, so that the datapath has attached to them too when xnosd reports ready.
@@ -296,9 +305,12 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
             }
             first = messages.next() => {
                 let first: Notification = first.context("rtnetlink connection closed")?;
-                // Take whatever else is already queued: one commit for a burst of routes.
+                // Take whatever else is already queued: one commit for a burst of routes,
+                // of at most CHUNK_ROWS (the rest are the next commit's).
                 let mut batch = vec![first];
-                while let Ok(more) = messages.try_recv() {
+                while batch.len() < CHUNK_ROWS
+                    && let Ok(more) = messages.try_recv()
+                {
                     batch.push(more);
                 }
                 let ((reapply, overrun, reachability, address_gone), _) = db.write(|tx| {
@@ -322,14 +334,17 @@ pub async fn run(ctx: ModuleCtx, db: KernelWriter) -> anyhow::Result<()> {
                 // (an address on its nexthop's subnet, a link up) may have come.
                 let retry = reachability
                     && db.read(|s| s.observed.route_status.values().any(|r| r.error.is_some()));
+                let mut relevant_commit = false;
                 if overrun {
                     // Notifications were lost: the kernel's tables are the truth, read them.
                     tracing::warn!("netlink notifications overran; reading the kernel tables again");
-                    dump(&handle, &db).await?;
+                    relevant_commit = dump(&handle, &db, &mut commits).await?;
                 } else if address_gone {
-                    dump_routes(&handle, &db).await?;
+                    // The kernel deletes IPv4 routes through a subnet whose address goes
+                    // without a notification for each: read them again.
+                    relevant_commit = load_routes(&db, &mut commits).await?;
                 }
-                if reapply || overrun || retry {
+                if reapply || overrun || retry || relevant_commit {
                     apply(&writer, &db).await?;
                 }
             }

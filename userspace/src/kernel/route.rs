@@ -1,19 +1,27 @@
 //! Routes: mirroring the kernel's main and local tables into the `fib` table.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
-use futures::Stream;
+use anyhow::Context as _;
 use ipnet::IpNet;
 use rtnetlink::{
-    Handle, RouteMessageBuilder,
-    packet_route::route::{
-        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol as Proto, RouteType,
-        RouteVia,
+    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        AddressFamily, RouteNetlinkMessage,
+        route::{
+            RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol as Proto,
+            RouteType, RouteVia,
+        },
     },
+    sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
 };
 
 use crate::statedb::{
-    FibNexthop, FibRoute, Hardware, KernelTx, ProtocolName, RouteKind, RouteProtocol, RouteTable,
+    CHUNK_ROWS, FibKey, FibNexthop, FibRoute, Hardware, KernelTx, KernelWriter, ProtocolName,
+    RouteKind, RouteProtocol, RouteTable,
 };
 
 pub const TABLE_MAIN: u32 = 254;
@@ -21,27 +29,6 @@ pub const TABLE_LOCAL: u32 = 255;
 /// Routes xnos installs from its config carry this protocol number (`ip route` shows
 /// `proto 201`); it is not one of the numbers iproute2 or routing daemons use.
 pub const PROTOCOL_XNOS: u8 = 201;
-
-type RouteStream =
-    std::pin::Pin<Box<dyn Stream<Item = Result<RouteMessage, rtnetlink::Error>> + Send>>;
-
-/// Dumps of the IPv4 and IPv6 routes of every table.
-pub fn dump_requests(handle: &Handle) -> [RouteStream; 2] {
-    [
-        Box::pin(
-            handle
-                .route()
-                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-                .execute(),
-        ),
-        Box::pin(
-            handle
-                .route()
-                .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-                .execute(),
-        ),
-    ]
-}
 
 fn address(addr: &RouteAddress) -> Option<IpAddr> {
     match addr {
@@ -189,13 +176,132 @@ fn hardware(flags: RouteFlags) -> Option<Hardware> {
     }
 }
 
-pub fn replace_all(tx: &mut KernelTx<'_>, messages: &[RouteMessage]) {
-    let routes = messages
-        .iter()
-        .filter_map(fib_route)
-        .map(|r| (r.key(), r))
-        .collect();
-    tx.replace_all(|o| &o.fib, |tx, key, row| tx.fib(key, row), routes);
+/// Read every route of the kernel's main and local tables into the `fib` table, in
+/// commits of at most [`CHUNK_ROWS`] rows; the rows the kernel no longer has go last. It
+/// blocks: run it off the async runtime. The kernel writes a dump as it is read, so xnosd
+/// holds one receive buffer of it and one chunk of rows at a time, however large the
+/// table, and readers of StateDb are served between the chunks.
+pub fn load(db: &KernelWriter) -> anyhow::Result<()> {
+    let mut routes = Vec::new();
+    let mut failed = None;
+    let mut loader = Loader::new(db);
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        if let Err(e) = dump(family, |message| {
+            if let Some(route) = fib_route(message) {
+                routes.push(route);
+                if routes.len() == CHUNK_ROWS {
+                    loader.write(std::mem::take(&mut routes));
+                }
+            }
+        }) {
+            failed = Some(e);
+            break;
+        }
+    }
+    if let Some(e) = failed {
+        // What was read is right, but what the dump did not reach may not be gone.
+        loader.write(routes);
+        return Err(e);
+    }
+    loader.write(routes);
+    loader.finish();
+    Ok(())
+}
+
+/// Writes a dump of the FIB into StateDb a chunk at a time, and then removes what the dump
+/// did not have.
+pub struct Loader<'a> {
+    db: &'a KernelWriter,
+    /// The rows from before the dump that it has not renewed (yet).
+    stale: BTreeSet<FibKey>,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(db: &'a KernelWriter) -> Self {
+        Self {
+            db,
+            stale: db.read(|s| s.observed.fib.keys().copied().collect()),
+        }
+    }
+
+    /// Write dumped routes, in commits of at most [`CHUNK_ROWS`] rows.
+    pub fn write(&mut self, routes: Vec<FibRoute>) {
+        let db = self.db;
+        let mut routes = routes.into_iter().peekable();
+        while routes.peek().is_some() {
+            db.write(|tx| {
+                for route in routes.by_ref().take(CHUNK_ROWS) {
+                    let key = route.key();
+                    self.stale.remove(&key);
+                    tx.fib(key, Some(route));
+                }
+            });
+        }
+    }
+
+    /// Remove the rows the dump did not have, in commits of at most [`CHUNK_ROWS`].
+    pub fn finish(self) {
+        let stale: Vec<FibKey> = self.stale.into_iter().collect();
+        for chunk in stale.chunks(CHUNK_ROWS) {
+            self.db.write(|tx| {
+                for key in chunk {
+                    tx.fib(*key, None);
+                }
+            });
+        }
+    }
+}
+
+/// Dump the routes of one address family on a blocking netlink socket of its own, handing
+/// each message to `each` as it is read.
+fn dump(family: AddressFamily, mut each: impl FnMut(&RouteMessage)) -> anyhow::Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
+    socket
+        .bind_auto()
+        .context("binding the netlink socket of the route dump")?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .context("connecting the netlink socket of the route dump")?;
+    let mut message = RouteMessage::default();
+    message.header.address_family = family;
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(message));
+    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket
+        .send(&bytes, 0)
+        .with_context(|| format!("asking the kernel for its {family:?} routes"))?;
+    // A dump comes in datagrams of at most 32 KiB (the kernel's NLMSG_GOODSIZE is less):
+    // with room for twice that, none is ever cut short.
+    let mut buffer = Vec::with_capacity(64 << 10);
+    loop {
+        buffer.clear();
+        let len = socket
+            .recv(&mut buffer, 0)
+            .with_context(|| format!("reading the kernel's {family:?} routes"))?;
+        let mut offset = 0;
+        while offset < len.min(buffer.len()) {
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..])
+                .with_context(|| format!("decoding the kernel's {family:?} routes"))?;
+            let length = message.header.length as usize;
+            if length == 0 {
+                break;
+            }
+            offset += length.next_multiple_of(4);
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => {
+                    let code = e.code.map_or(0, |c| -c.get());
+                    return Err(std::io::Error::from_raw_os_error(code))
+                        .with_context(|| format!("dumping the kernel's {family:?} routes"));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => each(&route),
+                _ => {}
+            }
+        }
+    }
 }
 
 pub fn update(tx: &mut KernelTx<'_>, msg: &RouteMessage, present: bool) {
@@ -233,7 +339,10 @@ mod tests {
     use rtnetlink::packet_route::AddressFamily;
 
     use super::*;
-    use crate::{config::Config, statedb::StateDb};
+    use crate::{
+        config::Config,
+        statedb::{ChangeOp, StateDb},
+    };
 
     fn message(prefix: &str, metric: u32, hops: &[(Option<&str>, u32)]) -> RouteMessage {
         let prefix: IpNet = prefix.parse().unwrap();
@@ -279,7 +388,9 @@ mod tests {
             |_: &str| true,
         );
         let w = db.writers();
-        w.kernel.write(|tx| replace_all(tx, messages));
+        let mut loader = Loader::new(&w.kernel);
+        loader.write(messages.iter().filter_map(fib_route).collect());
+        loader.finish();
         db.read(|s| s.observed.fib.keys().map(ToString::to_string).collect())
     }
 
@@ -302,6 +413,54 @@ mod tests {
                 "main/fe80::/64/0/256/3",
             ]
         );
+    }
+
+    // What this shows: a dump of a large table goes into StateDb in commits of at most
+    // CHUNK_ROWS rows (each commit takes the write lock on its own, readers go between
+    // them), and the rows the dump no longer has go afterwards, in commits of their own.
+    #[test]
+    fn a_large_dump_is_written_in_bounded_commits() {
+        let db = StateDb::new(
+            Config::parse("t.toml", "", |_: &str| true).unwrap(),
+            |_: &str| true,
+        );
+        let w = db.writers();
+        let route = |i: usize| {
+            fib_route(&message(
+                &format!("10.{}.{}.0/24", i / 256, i % 256),
+                20,
+                &[(Some("10.255.0.2"), 2)],
+            ))
+            .unwrap()
+        };
+        let mut first = Loader::new(&w.kernel);
+        first.write((0..100).map(route).collect());
+        first.finish();
+
+        let count = 3 * CHUNK_ROWS + 5;
+        let mut commits = db.commits();
+        let mut loader = Loader::new(&w.kernel);
+        // The first 50 routes are gone from the kernel; the others come in two pieces.
+        loader.write((50..1000).map(route).collect());
+        loader.write((1000..count).map(route).collect());
+        loader.finish();
+        let mut sizes = Vec::new();
+        while let Ok(commit) = commits.try_recv() {
+            sizes.push((commit.changes.len(), commit.changes[0].op));
+        }
+        assert_eq!(
+            sizes,
+            [
+                // 50..100 were there already: no change.
+                (900, ChangeOp::Insert),
+                (CHUNK_ROWS, ChangeOp::Insert),
+                (CHUNK_ROWS, ChangeOp::Insert),
+                (count - 1000 - 2 * CHUNK_ROWS, ChangeOp::Insert),
+                (50, ChangeOp::Delete),
+            ],
+            "(changes, first op) of each commit"
+        );
+        assert_eq!(db.read(|s| s.observed.fib.len()), count - 50);
     }
 
     // What this shows: IPv6 multipath siblings are one route with several nexthops; the

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{Change, ChangeOp, Table};
+use super::{Change, ChangeOp, Row, Table};
 
 /// VLAN IDs with runs of three or more as ranges: `10,20,100-130`.
 pub fn vlan_ranges(vlans: &[u16]) -> String {
@@ -85,13 +85,9 @@ fn toml_value(value: &Value) -> String {
     }
 }
 
-fn fields(row: &Option<Value>) -> BTreeMap<String, Value> {
-    match row {
-        Some(Value::Object(map)) => map
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+fn fields(row: &Option<Row>) -> BTreeMap<String, Value> {
+    match row.as_ref().map(Row::to_value) {
+        Some(Value::Object(map)) => map.into_iter().filter(|(_, v)| !v.is_null()).collect(),
         _ => BTreeMap::new(),
     }
 }

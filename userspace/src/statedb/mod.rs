@@ -35,7 +35,8 @@ pub use self::{
     rows::*,
     table::{Owner, Table},
     transaction::{
-        Change, ChangeOp, Commit, CommitSource, Op, TxError, diff_config, fdb_key, neighbor_key,
+        Change, ChangeOp, Commit, CommitSource, Op, Row, TxError, diff_config, fdb_key,
+        neighbor_key,
     },
     writer::{
         ApiTx, ApiWriter, DatapathTx, DatapathWriter, KernelTx, KernelWriter, ObservedTx,
@@ -49,6 +50,13 @@ use crate::{
 
 /// How many commits a subscriber may fall behind before it must resynchronise.
 const SUBSCRIBER_BACKLOG: usize = 4096;
+
+/// How many rows one commit of a large sync (a dump of the kernel's routes, the datapath
+/// publishing what it programmed) writes at most. A commit holds the write lock while it is
+/// made, and every subscriber holds it until it has read it: a million routes go in
+/// hundreds of small commits, with readers (the API) served between them, rather than in
+/// one that stops them for seconds and holds all of its rows twice over.
+pub const CHUNK_ROWS: usize = 4096;
 
 /// Observed state: written by modules (each table by its one writer), read by everyone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,6 +138,27 @@ impl StateDb {
 
     pub fn generation(&self) -> u64 {
         self.read(|s| s.generation)
+    }
+
+    /// Every commit from the very next one on, in order, for a module that reads the state
+    /// itself (no copy of it is made).
+    pub fn commits(&self) -> broadcast::Receiver<Arc<Commit>> {
+        self.commits.subscribe()
+    }
+
+    /// One table's rows, its generation and, from the very next commit on, every commit:
+    /// only that table is copied, as typed rows.
+    pub fn subscribe_table(
+        &self,
+        table: Table,
+    ) -> (u64, RowsSnapshot, broadcast::Receiver<Arc<Commit>>) {
+        // Holding the read lock keeps writers out between snapshot and subscription.
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        (
+            state.generation,
+            table_snapshot(&state, table),
+            self.commits.subscribe(),
+        )
     }
 
     /// A snapshot and, from the very next commit on, every commit in order.
@@ -558,7 +587,7 @@ mod tests {
     fn replay(rows: &mut BTreeMap<(Table, String), Value>, commit: &Commit) {
         for change in &commit.changes {
             match &change.row {
-                Some(row) => rows.insert((change.table, change.key.clone()), row.clone()),
+                Some(row) => rows.insert((change.table, change.key.clone()), row.to_value()),
                 None => rows.remove(&(change.table, change.key.clone())),
             };
         }

@@ -1,10 +1,10 @@
 //! Commits and transactions: the row changes every subscriber sees, and the validated
 //! operations that change the config tables.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{any::Any, collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{Table, words};
@@ -32,10 +32,79 @@ pub struct Change {
     pub op: ChangeOp,
     /// The row after the change (none for a delete).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub row: Option<Value>,
+    pub row: Option<Row>,
     /// The row before the change (none for an insert).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub old: Option<Value>,
+    pub old: Option<Row>,
+}
+
+/// A row as a change carries it: the typed row of the table, made JSON only when the change
+/// is sent or read as JSON. A commit stays in memory until every subscriber has read it,
+/// and the JSON of a route is several times its typed row: a table of a million routes
+/// going through in commits would hold gigabytes as JSON.
+#[derive(Clone)]
+pub struct Row(Arc<dyn AnyRow>);
+
+/// What a row of any table is to a change.
+trait AnyRow: Send + Sync + fmt::Debug + 'static {
+    fn to_value(&self) -> Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<R: Serialize + Send + Sync + fmt::Debug + 'static> AnyRow for R {
+    fn to_value(&self) -> Value {
+        row_value(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Row {
+    pub fn new<R: Serialize + Send + Sync + fmt::Debug + 'static>(row: R) -> Self {
+        Self(Arc::new(row))
+    }
+
+    /// The row as JSON, as the API sends it.
+    pub fn to_value(&self) -> Value {
+        self.0.to_value()
+    }
+
+    /// The typed row, if it is an `R` (a change read from JSON is a `Value`).
+    pub fn get<R: 'static>(&self) -> Option<&R> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl From<Value> for Row {
+    fn from(value: Value) -> Self {
+        Self::new(value)
+    }
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Row::from)
+    }
 }
 
 /// An atomic set of changes, in commit order.
@@ -139,7 +208,7 @@ pub(super) fn row_value<R: Serialize>(row: &R) -> Value {
 }
 
 /// Append the changes that turn `old` into `new` for one table.
-fn diff_table<K: Ord, R: PartialEq + Serialize>(
+fn diff_table<K: Ord, R: Clone + PartialEq + Serialize + Send + Sync + fmt::Debug + 'static>(
     table: Table,
     old: &BTreeMap<K, R>,
     new: &BTreeMap<K, R>,
@@ -152,15 +221,15 @@ fn diff_table<K: Ord, R: PartialEq + Serialize>(
                 table,
                 key: key(k),
                 op: ChangeOp::Insert,
-                row: Some(row_value(row)),
+                row: Some(Row::new(row.clone())),
                 old: None,
             }),
             Some(before) if before != row => changes.push(Change {
                 table,
                 key: key(k),
                 op: ChangeOp::Update,
-                row: Some(row_value(row)),
-                old: Some(row_value(before)),
+                row: Some(Row::new(row.clone())),
+                old: Some(Row::new(before.clone())),
             }),
             Some(_) => {}
         }
@@ -172,7 +241,7 @@ fn diff_table<K: Ord, R: PartialEq + Serialize>(
                 key: key(k),
                 op: ChangeOp::Delete,
                 row: None,
-                old: Some(row_value(row)),
+                old: Some(Row::new(row.clone())),
             });
         }
     }

@@ -5,13 +5,12 @@
 use std::{collections::BTreeMap, marker::PhantomData, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
-use serde::Serialize;
 
 use super::{
     BridgeMac, BridgePort, Change, ChangeOp, Commit, DatapathFlood, DatapathNeighbor,
     DatapathRoute, DatapathStatus, FdbClear, FdbCleared, FibKey, FibRoute, InterfaceStatus,
     KernelFeatures, LearnedMac, LinkState, ModuleStatus, Neighbor, Observed, PortStatus,
-    RouteStatus, StateDb, Table, fdb_key, neighbor_key, row_value,
+    RouteStatus, Row, StateDb, Table, fdb_key, neighbor_key,
 };
 use crate::mac::MacAddr;
 
@@ -150,7 +149,7 @@ impl<'a, O> ObservedTx<'a, O> {
         }
     }
 
-    fn put<K: Ord, R: PartialEq + Serialize>(
+    fn put<K: Ord, R: TableRow>(
         &mut self,
         table: Table,
         map: fn(&mut Observed) -> &mut BTreeMap<K, R>,
@@ -169,7 +168,7 @@ impl<'a, O> ObservedTx<'a, O> {
     }
 
     /// Write a single-row table.
-    fn put_single<R: Clone + Default + PartialEq + Serialize>(
+    fn put_single<R: Default + TableRow>(
         &mut self,
         table: Table,
         slot: fn(&mut Observed) -> &mut R,
@@ -341,8 +340,16 @@ impl ObservedTx<'_, owner::Api> {
     }
 }
 
+/// What a row of a state table is: compared to tell a change, carried by it as it is.
+trait TableRow: Clone + PartialEq + serde::Serialize + Send + Sync + std::fmt::Debug + 'static {}
+
+impl<R: Clone + PartialEq + serde::Serialize + Send + Sync + std::fmt::Debug + 'static> TableRow
+    for R
+{
+}
+
 /// Set or remove one row, recording the change if there is one.
-fn put_row<K: Ord, R: PartialEq + Serialize>(
+fn put_row<K: Ord, R: TableRow>(
     table: Table,
     map: &mut BTreeMap<K, R>,
     key: K,
@@ -364,8 +371,8 @@ fn put_row<K: Ord, R: PartialEq + Serialize>(
                 } else {
                     ChangeOp::Insert
                 },
-                row: Some(row_value(&row)),
-                old: old.map(row_value),
+                row: Some(Row::new(row.clone())),
+                old: old.cloned().map(Row::new),
             });
             map.insert(key, row);
         }
@@ -376,7 +383,7 @@ fn put_row<K: Ord, R: PartialEq + Serialize>(
                     key: key_text,
                     op: ChangeOp::Delete,
                     row: None,
-                    old: Some(row_value(&old)),
+                    old: Some(Row::new(old)),
                 });
             }
         }

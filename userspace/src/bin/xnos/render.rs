@@ -503,12 +503,16 @@ mod tests {
 
     #[test]
     fn commits_show_one_config_line_per_change() {
-        let change = |table, key: &str, op, row, old| Change {
+        let change = |table,
+                      key: &str,
+                      op,
+                      row: Option<serde_json::Value>,
+                      old: Option<serde_json::Value>| Change {
             table,
             key: key.into(),
             op,
-            row,
-            old,
+            row: row.map(Into::into),
+            old: old.map(Into::into),
         };
         let commit = Commit {
             generation: 7,
