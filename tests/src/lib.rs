@@ -9,7 +9,7 @@ use std::{
     ffi::CString,
     fs::File,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -425,6 +425,15 @@ impl Daemon {
     }
 
     fn spawn(switch: &Netns, dir: PathBuf, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_from(&binary("xnosd")?, switch, dir, env)
+    }
+
+    fn spawn_from(
+        xnosd: &Path,
+        switch: &Netns,
+        dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let config_path = dir.join("xnos.toml");
         let socket = dir.join("xnosd.sock");
         // Ready is the socket appearing: one left by a killed run must not look like it.
@@ -434,7 +443,11 @@ impl Daemon {
             .append(true)
             .open(dir.join("xnosd.log"))?;
         let child = switch
-            .command(binary("xnosd")?.to_str().context("path")?)
+            .command(
+                xnosd
+                    .to_str()
+                    .with_context(|| format!("xnosd path {}", xnosd.display()))?,
+            )
             .arg("--config")
             .arg(&config_path)
             .arg("--socket")
@@ -516,8 +529,13 @@ impl Daemon {
 
     /// Start again with the same directory after `crash` (or `stop`).
     pub fn start_again(&mut self, switch: &Netns) -> anyhow::Result<()> {
+        self.start_again_from(switch, &binary("xnosd")?)
+    }
+
+    /// `start_again` with another xnosd binary, as an upgrade (or downgrade) would.
+    pub fn start_again_from(&mut self, switch: &Netns, xnosd: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "xnosd is still running");
-        let mut fresh = Self::spawn(switch, self.dir.clone(), &[])?;
+        let mut fresh = Self::spawn_from(xnosd, switch, self.dir.clone(), &[])?;
         fresh.wait_ready()?;
         self.child = fresh.child.take();
         fresh.dir = PathBuf::new();

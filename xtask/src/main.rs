@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup|build|test|demo`.
+//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench|chaos`.
 
 mod demo;
 mod fuzz;
@@ -50,6 +50,17 @@ enum Task {
         /// A shorter run (10k routes instead of 1M, fewer samples).
         #[arg(long)]
         quick: bool,
+    },
+    /// Chaos: steady switched and routed traffic through xnosd while it is restarted,
+    /// killed, upgraded, has module faults injected and ports flapped; frames lost per
+    /// kind of event. Exits nonzero if a target is missed. Options go to the harness
+    /// (`cargo xtask chaos --help` lists them), e.g. `--quick`, `--upgrade-to PATH`,
+    /// `--json`.
+    #[command(disable_help_flag = true)]
+    Chaos {
+        /// Options for the harness (tests/src/bin/xnos-chaos.rs).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -125,6 +136,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bench.arg("--quick");
             }
             status(&mut bench)
+        }
+        Task::Chaos { args } => {
+            let env = setup::run(false)?;
+            // The harness injects faults into modules: the test build, which has them.
+            build(&env, false, &["fault-injection"])?;
+            let mut cargo = cargo(&env);
+            cargo.args(["build", "--package", "xnos-tests", "--bin", "xnos-chaos"]);
+            status(&mut cargo)?;
+            step("running the chaos harness");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let harness = root.join("target/debug/xnos-chaos");
+            let code = Command::new(&harness)
+                .args(args)
+                .status()
+                .with_context(|| format!("spawning {}", harness.display()))?
+                .code();
+            match code {
+                Some(0) => Ok(()),
+                // It printed which targets it missed.
+                Some(1) => bail!("chaos: targets missed"),
+                _ => bail!("chaos: the harness failed ({code:?})"),
+            }
         }
         Task::Demo => {
             let env = setup::run(false)?;
