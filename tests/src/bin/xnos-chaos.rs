@@ -183,6 +183,8 @@ struct Received {
     /// Set by a flap: the first frame received at or after this instant is noted.
     resume_after: Option<Instant>,
     resumed: Option<Instant>,
+    /// When the last frame came.
+    last: Option<Instant>,
 }
 
 impl Received {
@@ -195,6 +197,7 @@ impl Received {
 
     fn record(&mut self, seq: u64, now: Instant) {
         self.received += 1;
+        self.last = Some(now);
         if let Some(after) = self.resume_after
             && self.resumed.is_none()
             && now >= after
@@ -510,6 +513,8 @@ struct Outcome {
     /// Flaps and outages: from the port's coming back until every flow through it
     /// delivered again (None: not within RESUME_LIMIT).
     resume_ms: Option<f64>,
+    /// Flows that had not delivered again RESUME_LIMIT after the quiet time.
+    stalled: usize,
 }
 
 struct Chaos<'a> {
@@ -650,11 +655,28 @@ impl Chaos<'_> {
             }
         };
         let action_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let done = Instant::now();
         pause(self.quiet)?;
+        // A flow that stopped shows no gap until it delivers again: the window closes
+        // only once every flow has delivered since the event.
+        let mut stalled;
+        loop {
+            stalled = self
+                .counters
+                .received
+                .iter()
+                .filter(|r| r.lock().unwrap().last.is_none_or(|last| last < done))
+                .count();
+            if stalled == 0 || done.elapsed() > self.quiet + RESUME_LIMIT {
+                break;
+            }
+            pause(Duration::from_millis(20))?;
+        }
         let after = self.counters.totals();
         Ok(Outcome {
             kind,
             target,
+            stalled,
             lost: after.lost - before.lost,
             duplicates: after.duplicates - before.duplicates,
             late: after.late - before.late,
@@ -738,7 +760,8 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
     };
     let started = Instant::now();
     let mut outcomes = Vec::new();
-    for &(kind, count) in &plan {
+    let mut missed = Vec::new();
+    'events: for &(kind, count) in &plan {
         for index in 0..count {
             let outcome = chaos
                 .event(kind, index, opts)
@@ -760,7 +783,18 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
                         .unwrap_or_default()
                 );
             }
+            let stalled = outcome.stalled;
             outcomes.push(outcome);
+            if stalled > 0 {
+                missed.push(format!(
+                    "{} {}: {stalled} of {} flows never delivered again (stopped the run; \
+                     their frames count as lost at the end)",
+                    kind.name(),
+                    index + 1,
+                    counters.flows.len()
+                ));
+                break 'events;
+            }
         }
     }
     let duration = started.elapsed();
@@ -777,17 +811,17 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
     drop(chaos);
 
     let mut kinds = Vec::new();
-    let mut missed = Vec::new();
-    for (kind, count) in &plan {
+    for (kind, _) in &plan {
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == *kind).collect();
-        if *count == 0 {
+        let count = mine.len();
+        if count == 0 {
             continue;
         }
         let lost: u64 = mine.iter().map(|o| o.lost).sum();
         let max_lost = mine.iter().map(|o| o.lost).max().unwrap_or(0);
         let action: Vec<f64> = mine.iter().map(|o| o.action_ms).collect();
         let resume: Vec<f64> = mine.iter().filter_map(|o| o.resume_ms).collect();
-        if LOSSLESS.contains(kind) && lost > 0 {
+        if LOSSLESS.contains(kind) && (lost > 0 || mine.iter().any(|o| o.stalled > 0)) {
             missed.push(format!(
                 "{}: {lost} frames lost over {count} events (at most {max_lost} in one), target 0",
                 kind.name()
@@ -810,6 +844,7 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
             "max-lost": max_lost,
             "duplicates": mine.iter().map(|o| o.duplicates).sum::<u64>(),
             "late": mine.iter().map(|o| o.late).sum::<u64>(),
+            "stalled-flows": mine.iter().map(|o| o.stalled).sum::<usize>(),
             "action-ms": {"p50": percentile(&action, 0.5), "max": percentile(&action, 1.0)},
             "resume-ms": (!resume.is_empty()).then(|| json!({
                 "p50": finite(percentile(&resume, 0.5)),
