@@ -515,6 +515,9 @@ struct Outcome {
     resume_ms: Option<f64>,
     /// Flows that had not delivered again RESUME_LIMIT after the quiet time.
     stalled: usize,
+    /// Frames the pacer skipped meanwhile: the generator itself fell behind (the machine
+    /// was busy), which also delays what the receivers see.
+    skipped: u64,
 }
 
 struct Chaos<'a> {
@@ -619,6 +622,7 @@ impl Chaos<'_> {
     fn event(&mut self, kind: Kind, index: u32, opts: &Options) -> anyhow::Result<Outcome> {
         check_interrupted()?;
         let before = self.counters.totals();
+        let skipped = self.counters.skipped.load(Ordering::Relaxed);
         let start = Instant::now();
         let mut resume_ms = None;
         let target = match kind {
@@ -677,6 +681,7 @@ impl Chaos<'_> {
             kind,
             target,
             stalled,
+            skipped: self.counters.skipped.load(Ordering::Relaxed) - skipped,
             lost: after.lost - before.lost,
             duplicates: after.duplicates - before.duplicates,
             late: after.late - before.late,
@@ -768,7 +773,7 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
                 .with_context(|| format!("{} {}", kind.name(), index + 1))?;
             if !opts.json {
                 eprintln!(
-                    "{} {}/{count}{}: {} lost{}",
+                    "{} {}/{count}{}: {} lost{}{}",
                     kind.name(),
                     index + 1,
                     if outcome.target.is_empty() {
@@ -780,7 +785,12 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
                     outcome
                         .resume_ms
                         .map(|ms| format!(", resumed after {ms:.1} ms"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if outcome.skipped > 0 {
+                        format!(" (the generator fell {} frames behind)", outcome.skipped)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             let stalled = outcome.stalled;
@@ -823,8 +833,9 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
         let resume: Vec<f64> = mine.iter().filter_map(|o| o.resume_ms).collect();
         if LOSSLESS.contains(kind) && (lost > 0 || mine.iter().any(|o| o.stalled > 0)) {
             missed.push(format!(
-                "{}: {lost} frames lost over {count} events (at most {max_lost} in one), target 0",
-                kind.name()
+                "{}: {lost} frames lost over {count} event{} (at most {max_lost} in one), target 0",
+                kind.name(),
+                if count == 1 { "" } else { "s" }
             ));
         }
         let resume_max = percentile(&resume, 1.0);
@@ -845,6 +856,7 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
             "duplicates": mine.iter().map(|o| o.duplicates).sum::<u64>(),
             "late": mine.iter().map(|o| o.late).sum::<u64>(),
             "stalled-flows": mine.iter().map(|o| o.stalled).sum::<usize>(),
+            "skipped": mine.iter().map(|o| o.skipped).sum::<u64>(),
             "action-ms": {"p50": percentile(&action, 0.5), "max": percentile(&action, 1.0)},
             "resume-ms": (!resume.is_empty()).then(|| json!({
                 "p50": finite(percentile(&resume, 0.5)),
@@ -929,11 +941,12 @@ fn print_table(report: &serde_json::Value) {
         None => "-".into(),
     };
     println!(
-        "chaos: {} frames/s over {} UDP flows ({} routed, the rest switched), {} s quiet after each event",
+        "chaos: {} frames/s over {} UDP flows ({} routed, the rest switched), {} s quiet after each event, {:.0} s in all",
         report["rate"],
         report["flows"],
         report["routed-flows"],
-        report["quiet-ms"].as_f64().unwrap_or(0.0) / 1000.0
+        report["quiet-ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        report["seconds"].as_f64().unwrap_or(0.0)
     );
     let upgrade = report["upgrade-to"].as_str().unwrap_or_default();
     if report["upgrade-changes-binary"] == true {
@@ -948,7 +961,7 @@ fn print_table(report: &serde_json::Value) {
     }
     println!();
     println!(
-        "{:<8} {:>6} {:>8} {:>10} {:>5} {:>5} {:>17} {:>17}",
+        "{:<8} {:>6} {:>8} {:>10} {:>5} {:>5} {:>17} {:>17} {:>8}",
         "event",
         "count",
         "lost",
@@ -956,7 +969,8 @@ fn print_table(report: &serde_json::Value) {
         "dup",
         "late",
         "action ms p50/max",
-        "resume ms p50/max"
+        "resume ms p50/max",
+        "skipped"
     );
     for kind in report["kinds"].as_array().into_iter().flatten() {
         let pair = |v: &serde_json::Value| {
@@ -967,7 +981,7 @@ fn print_table(report: &serde_json::Value) {
             }
         };
         println!(
-            "{:<8} {:>6} {:>8} {:>10} {:>5} {:>5} {:>17} {:>17}",
+            "{:<8} {:>6} {:>8} {:>10} {:>5} {:>5} {:>17} {:>17} {:>8}",
             kind["kind"].as_str().unwrap_or_default(),
             kind["events"].to_string(),
             kind["lost"].to_string(),
@@ -976,6 +990,7 @@ fn print_table(report: &serde_json::Value) {
             kind["late"].to_string(),
             pair(&kind["action-ms"]),
             pair(&kind["resume-ms"]),
+            kind["skipped"].to_string(),
         );
     }
     let t = &report["totals"];
