@@ -9,7 +9,7 @@ use std::{
     ffi::CString,
     fs::File,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -418,7 +418,7 @@ impl Daemon {
     /// `next-build` feature), or `xnosd` again.
     pub fn restart_as(&mut self, switch: &Netns, build: &str) -> anyhow::Result<()> {
         self.stop()?;
-        let mut fresh = Self::spawn_build(switch, self.dir.clone(), &[], build)?;
+        let mut fresh = Self::spawn_from(&binary(build)?, switch, self.dir.clone(), &[])?;
         fresh.wait_ready()?;
         let mut old = std::mem::replace(self, fresh);
         // The directory now belongs to the new process.
@@ -431,14 +431,14 @@ impl Daemon {
     }
 
     fn spawn(switch: &Netns, dir: PathBuf, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::spawn_build(switch, dir, env, "xnosd")
+        Self::spawn_from(&binary("xnosd")?, switch, dir, env)
     }
 
-    fn spawn_build(
+    fn spawn_from(
+        xnosd: &Path,
         switch: &Netns,
         dir: PathBuf,
         env: &[(&str, &str)],
-        build: &str,
     ) -> anyhow::Result<Self> {
         let config_path = dir.join("xnos.toml");
         let socket = dir.join("xnosd.sock");
@@ -449,7 +449,11 @@ impl Daemon {
             .append(true)
             .open(dir.join("xnosd.log"))?;
         let child = switch
-            .command(binary(build)?.to_str().context("path")?)
+            .command(
+                xnosd
+                    .to_str()
+                    .with_context(|| format!("xnosd path {}", xnosd.display()))?,
+            )
             .arg("--config")
             .arg(&config_path)
             .arg("--socket")
@@ -537,8 +541,18 @@ impl Daemon {
 
     /// `start_again` without waiting for xnosd to be ready.
     pub fn launch_again(&mut self, switch: &Netns) -> anyhow::Result<()> {
+        self.launch_again_from(switch, &binary("xnosd")?)
+    }
+
+    /// `start_again` with another xnosd binary, as an upgrade (or downgrade) would.
+    pub fn start_again_from(&mut self, switch: &Netns, xnosd: &Path) -> anyhow::Result<()> {
+        self.launch_again_from(switch, xnosd)?;
+        self.wait_ready()
+    }
+
+    fn launch_again_from(&mut self, switch: &Netns, xnosd: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "xnosd is still running");
-        let mut fresh = Self::spawn(switch, self.dir.clone(), &[])?;
+        let mut fresh = Self::spawn_from(xnosd, switch, self.dir.clone(), &[])?;
         self.child = fresh.child.take();
         fresh.dir = PathBuf::new();
         Ok(())

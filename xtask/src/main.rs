@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup|build|test|demo`.
+//! Developer tasks: `cargo xtask setup|build|test|fuzz|demo|bench|chaos`.
 
 mod demo;
 mod fuzz;
@@ -55,6 +55,17 @@ enum Task {
         #[arg(long)]
         control_plane: bool,
     },
+    /// Chaos: steady switched and routed traffic through xnosd while it is restarted,
+    /// killed, upgraded, has module faults injected and ports flapped; frames lost per
+    /// kind of event. Exits nonzero if a target is missed. Options go to the harness
+    /// (`cargo xtask chaos --help` lists them), e.g. `--quick`, `--upgrade-to PATH`,
+    /// `--json`.
+    #[command(disable_help_flag = true)]
+    Chaos {
+        /// Options for the harness (tests/src/bin/xnos-chaos.rs).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// How long each fuzz target runs as part of `cargo xtask test`.
@@ -79,11 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             let env = setup::run(true)?;
-            // The upgrade test installs a "next version" of xnosd over the one under test.
-            build(&env, false, &["fault-injection", "next-build"])?;
-            let debug = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
-            std::fs::copy(debug.join("xnosd"), debug.join("xnosd-next"))
-                .context("keeping the next build as target/debug/xnosd-next")?;
+            build_next(&env)?;
             // The tests inject faults into modules; release builds never have this.
             build(&env, false, &["fault-injection"])?;
             step("running the test suite");
@@ -141,6 +148,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             status(&mut bench)
         }
+        Task::Chaos { args } => {
+            let env = setup::run(false)?;
+            build_next(&env)?;
+            // The harness injects faults into modules: the test build, which has them.
+            build(&env, false, &["fault-injection"])?;
+            let mut cargo = cargo(&env);
+            cargo.args(["build", "--package", "xnos-tests", "--bin", "xnos-chaos"]);
+            status(&mut cargo)?;
+            step("running the chaos harness");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let harness = root.join("target/debug/xnos-chaos");
+            let code = Command::new(&harness)
+                .args(args)
+                .status()
+                .with_context(|| format!("spawning {}", harness.display()))?
+                .code();
+            match code {
+                Some(0) => Ok(()),
+                // It printed which targets it missed.
+                Some(1) => bail!("chaos: targets missed"),
+                _ => bail!("chaos: the harness failed ({code:?})"),
+            }
+        }
         Task::Demo => {
             let env = setup::run(false)?;
             build(&env, false, &[])?;
@@ -154,6 +184,16 @@ fn cargo(env: &setup::Env) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.env("XNOS_EBPF_TOOLCHAIN", &env.ebpf_toolchain);
     cmd
+}
+
+/// The "next version" of xnosd that the upgrade test and the chaos run install over the one
+/// under test (the test-only feature `next-build`), kept as `target/debug/xnosd-next`.
+fn build_next(env: &setup::Env) -> anyhow::Result<()> {
+    build(env, false, &["fault-injection", "next-build"])?;
+    let debug = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+    std::fs::copy(debug.join("xnosd"), debug.join("xnosd-next"))
+        .context("keeping the next build as target/debug/xnosd-next")?;
+    Ok(())
 }
 
 fn build(env: &setup::Env, release: bool, features: &[&str]) -> anyhow::Result<()> {
