@@ -24,7 +24,7 @@ use xnos_common::PortStats;
 
 pub use check::Outcome;
 use check::{Effects, Run, Verdict};
-pub use generate::Rng;
+use generate::Rng;
 use topology::{Port, Switch};
 
 /// The two program types the pipeline is built as.

@@ -27,7 +27,7 @@ pub struct Host {
     pub mac: [u8; 6],
     pub vlan: u16,
     pub port: &'static str,
-    pub fixed: bool,
+    pub static_entry: bool,
 }
 
 pub const HOSTS: [Host; 6] = [
@@ -39,12 +39,12 @@ pub const HOSTS: [Host; 6] = [
     host(0xf, 30, "swp5", true),
 ];
 
-const fn host(last: u8, vlan: u16, port: &'static str, fixed: bool) -> Host {
+const fn host(last: u8, vlan: u16, port: &'static str, static_entry: bool) -> Host {
     Host {
         mac: [2, 0, 0, 0, 0, last],
         vlan,
         port,
-        fixed,
+        static_entry,
     }
 }
 
@@ -191,7 +191,7 @@ impl Switch {
             l3.add_neighbour(svi, ip.parse()?, [2, 0, 0, 0, 0, last])?;
         }
         let DatapathRig { mut dp, ns, .. } = rig;
-        for host in HOSTS.iter().filter(|h| h.fixed) {
+        for host in HOSTS.iter().filter(|h| h.static_entry) {
             let ifindex = port(&ports, host.port).ifindex;
             let key = FdbKey {
                 mac: host.mac,
@@ -222,7 +222,7 @@ fn port<'a>(ports: &'a [Port], name: &str) -> &'a Port {
 /// learned entry first. The calling thread must be in the switch's namespace.
 pub fn learn_hosts(dp: &mut Datapath, ports: &[Port]) -> anyhow::Result<()> {
     age_fdb(dp, Duration::ZERO).context("flushing learned FDB entries")?;
-    for host in HOSTS.iter().filter(|h| !h.fixed) {
+    for host in HOSTS.iter().filter(|h| !h.static_entry) {
         let port = port(ports, host.port);
         let tag = (port.untagged != Some(host.vlan)).then_some(host.vlan);
         let frame = test_frame([0xff; 6], host.mac, tag, 0);
