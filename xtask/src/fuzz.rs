@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz` and the fuzzing step of `cargo xtask test`: every target of
-//! tests/fuzz under cargo-fuzz (libFuzzer), from the seeds kept in the repository.
+//! tests/fuzz under cargo-fuzz (libFuzzer), from the seeds kept in the repository, and the
+//! packet fuzzer (xnos_tests::packets) for its long run.
 
 use std::{path::Path, process::Command};
 
@@ -20,8 +21,43 @@ const FLAGS: &[&str] = &[
     "--debug-assertions",
 ];
 
-/// Run every target for `seconds`; fail on the first crash, naming its reproducer.
-pub fn run(env: &Env, seconds: u64) -> anyhow::Result<()> {
+/// The packet fuzzer: not a cargo-fuzz target (it needs root, the BPF object and a
+/// namespace, and judges whole runs of frames from a seed), but a test of xnos-tests.
+pub const PACKETS: &str = "packets";
+
+/// Refuse target names that are none of ours.
+pub fn check_targets(names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        if name != PACKETS && !TARGETS.contains(&name.as_str()) {
+            bail!(
+                "no fuzz target {name:?}: the targets are {}, {PACKETS}",
+                TARGETS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The packet fuzzer's long run: `frames` frames from `seed` (or a new seed) through XDP
+/// and TC; fails at the first broken invariant, which the fuzzer adds to its corpus.
+pub fn packets(mut cargo: Command, frames: u64, seed: Option<&str>) -> anyhow::Result<()> {
+    step(&format!("fuzzing the datapath with {frames} frames"));
+    cargo
+        .args(["test", "--package", "xnos-tests", "--test", "packets", "--"])
+        .args([
+            "--exact",
+            "fuzzed_frames_keep_the_invariants",
+            "--nocapture",
+        ])
+        .env("XNOS_FUZZ_FRAMES", frames.to_string());
+    if let Some(seed) = seed {
+        cargo.env("XNOS_FUZZ_SEED", seed);
+    }
+    status(&mut cargo)
+}
+
+/// Run `targets` for `seconds` each; fail on the first crash, naming its reproducer.
+pub fn run(env: &Env, targets: &[&str], seconds: u64) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let fuzz = |args: &[&str]| {
         let mut cmd = Command::new("rustup");
@@ -35,7 +71,7 @@ pub fn run(env: &Env, seconds: u64) -> anyhow::Result<()> {
     };
     step("building the fuzz targets (tests/fuzz)");
     status(fuzz(&["build"]).args(FLAGS))?;
-    for target in TARGETS {
+    for target in targets {
         step(&format!("fuzzing {target} for {seconds} s"));
         // libFuzzer writes what it learns into the first directory (not kept in git) and
         // only reads the seeds.

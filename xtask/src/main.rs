@@ -36,11 +36,22 @@ enum Task {
         args: Vec<String>,
     },
     /// Fuzz the config parser and validator, API transactions and the CLI's row building
-    /// (tests/fuzz, cargo-fuzz); stops at the first crash and names its reproducer.
+    /// (tests/fuzz, cargo-fuzz), and the datapath with random and mutated frames
+    /// (`packets`); stops at the first crash or broken invariant and names its reproducer.
     Fuzz {
-        /// How long each target runs.
+        /// How long each cargo-fuzz target runs.
         #[arg(long, default_value_t = 600)]
         seconds: u64,
+        /// How many frames the packet fuzzer runs through each program.
+        #[arg(long, default_value_t = 10_000_000)]
+        frames: u64,
+        /// The packet fuzzer's seed (decimal or 0x hex; default: a new one, printed).
+        #[arg(long)]
+        seed: Option<String>,
+        /// Only these targets (repeatable): config, transact, transact_json, cli_rows,
+        /// packets.
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// Build, start xnosd on a namespace topology, show traffic being switched, clean up.
     Demo,
@@ -107,18 +118,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--no-fail-fast",
                 "--",
             ]);
-            // A filter names tests: the short fuzzing runs only with the whole suite.
+            // A filter names tests: the short fuzzing runs only with the whole suite (the
+            // packet fuzzer's short run is a test of its own, tests/tests/packets.rs).
             let whole = args.is_empty();
             cargo.args(args);
             let tests = test(&mut cargo);
             if whole {
-                fuzz::run(&env, FUZZ_SECONDS_IN_TEST)?;
+                fuzz::run(&env, fuzz::TARGETS, FUZZ_SECONDS_IN_TEST)?;
             }
             tests
         }
-        Task::Fuzz { seconds } => {
+        Task::Fuzz {
+            seconds,
+            frames,
+            seed,
+            targets,
+        } => {
             let env = setup::run(false)?;
-            fuzz::run(&env, seconds)
+            fuzz::check_targets(&targets)?;
+            let all = targets.is_empty();
+            let cargo_fuzz: Vec<&str> = fuzz::TARGETS
+                .iter()
+                .copied()
+                .filter(|t| all || targets.iter().any(|n| n == t))
+                .collect();
+            if !cargo_fuzz.is_empty() {
+                fuzz::run(&env, &cargo_fuzz, seconds)?;
+            }
+            if all || targets.iter().any(|t| t == fuzz::PACKETS) {
+                build(&env, false, &[])?;
+                fuzz::packets(cargo(&env), frames, seed.as_deref())?;
+            }
+            Ok(())
         }
         Task::Bench {
             quick,

@@ -313,6 +313,10 @@ impl Frame for TcContext {
             // An 802.1ad (QinQ) outer tag: XDP sees it as an unknown EtherType, and so do we.
             return Ok(None);
         }
+        if let Some(inner) = self.ptr_at::<[u8; 2]>(MACS_LEN) {
+            // SAFETY: bounds checked by ptr_at.
+            vlan::whole_inner_tag(self, u16::from_be_bytes(unsafe { *inner }), MACS_LEN)?;
+        }
         Ok(Some(Tag::outside(tci as u16)))
     }
 

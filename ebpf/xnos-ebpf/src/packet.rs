@@ -3,6 +3,7 @@
 pub const ETH_ALEN: usize = 6;
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const VLAN_HLEN: usize = 4;
 /// Destination and source MAC.
 pub const MACS_LEN: usize = 2 * ETH_ALEN;

@@ -4,7 +4,7 @@ use xnos_common::{DropReason, PORT_MODE_ACCESS, PortConf};
 
 use crate::{
     frame::Frame,
-    packet::{ETH_HLEN, ETH_P_8021Q, MACS_LEN},
+    packet::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, MACS_LEN, VLAN_HLEN},
 };
 
 #[repr(C)]
@@ -41,10 +41,11 @@ impl Tag {
             }
         };
         // SAFETY: bounds checked by ptr_at.
-        let (tpid, tci) = unsafe { ((*hdr).tpid, (*hdr).tci) };
+        let (tpid, tci, inner) = unsafe { ((*hdr).tpid, (*hdr).tci, (*hdr).inner_proto) };
         if u16::from_be_bytes(tpid) != ETH_P_8021Q {
             return Ok(None);
         }
+        whole_inner_tag(f, u16::from_be_bytes(inner), MACS_LEN + VLAN_HLEN)?;
         Ok(Some(Tag {
             tci: u16::from_be_bytes(tci),
             in_frame: true,
@@ -74,6 +75,20 @@ impl Tag {
     pub fn in_frame(self) -> bool {
         self.in_frame
     }
+}
+
+/// A tag inside the one the switch handles is payload to it, but must be whole: TC's
+/// `bpf_skb_vlan_pop` takes the next tag out of the bytes together with ours and fails on
+/// a stump, halfway through a flood (after the clones to tagged ports). `at` is where the
+/// inner tag starts.
+#[inline(always)]
+pub fn whole_inner_tag<F: Frame>(f: &F, ether_type: u16, at: usize) -> Result<(), DropReason> {
+    if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+        return Ok(());
+    }
+    f.ptr_at::<[u8; VLAN_HLEN + 2]>(at)
+        .map(drop)
+        .ok_or(DropReason::Malformed)
 }
 
 /// The VLAN a frame received on `port` belongs to, or why the port may not carry it.
