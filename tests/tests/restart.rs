@@ -278,10 +278,11 @@ fn assert_none_lost(results: &[(&str, u64, u64)], daemon: &Daemon) {
 }
 
 // What this shows: an upgrade to a build whose programs differ (`xnosd-next`: another
-// instruction in the ingress programs, a larger FDB map) and back again swaps the program
-// on every port (another tag, then the first one again) without losing a frame of 20,000/s
-// switched and routed; the FDB map, whose size changed, is made new with the learned
-// stations copied into it.
+// instruction in the ingress programs, larger FDB and TX_PORTS maps) and back again swaps
+// the program on every port (another tag, then the first one again) without losing a frame
+// of 20,000/s switched and routed; the FDB map, whose size changed, is made new with the
+// learned stations copied into it, and the unicast devmap is made new and filled from the
+// ports (known unicast would go nowhere otherwise).
 #[test]
 fn an_upgrade_to_a_changed_program_and_back_loses_no_frame() {
     require_root!();
@@ -324,6 +325,10 @@ fn an_upgrade_to_a_changed_program_and_back_loses_no_frame() {
         .unwrap_or_else(|| panic!("{migrated}"));
     // h1, h2, h3 and the SVIs' internal ports were learned before the upgrade.
     assert!(copied >= 3, "{migrated}");
+    assert!(
+        log.contains("map changed layout, made new: TX_PORTS"),
+        "no TX_PORTS migration in the log:\n{log}"
+    );
 }
 
 // What this shows: a route deleted from the kernel while no xnosd ran is gone from the
@@ -421,4 +426,26 @@ fn module_faults_lose_no_frame() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_none_lost(&flows.finish(), &daemon);
+}
+
+// What this shows: a port the config no longer names when xnosd starts again does not keep
+// the earlier xnosd's program (which would go on switching into this switch's maps with
+// nobody driving it): the first reconcile takes it off, though this xnosd never attached
+// it; the other ports are taken over.
+#[test]
+fn a_port_left_out_of_the_config_while_xnosd_was_down_is_taken_off() {
+    require_root!();
+    let (topo, mut daemon) = running(&[]);
+    assert!(xdp_program(&topo, "swp2").is_some());
+    daemon.stop().unwrap();
+    let without_swp2 = CONFIG.replace(
+        "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\n",
+        "",
+    );
+    assert_ne!(without_swp2, CONFIG);
+    std::fs::write(daemon.config_path(), without_swp2).unwrap();
+    daemon.start_again(&topo.switch).unwrap();
+    assert_eq!(xdp_program(&topo, "swp2"), None, "{}", daemon.log());
+    assert!(xdp_program(&topo, "swp1").is_some() && xdp_program(&topo, "swp3").is_some());
+    assert!(topo.hosts[0].reachable("10.0.20.3"));
 }

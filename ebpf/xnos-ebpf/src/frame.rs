@@ -30,7 +30,14 @@ use crate::{
 
 /// Known-unicast egress for XDP: frames leave exactly as the ingress program wrote them.
 #[map]
-pub(crate) static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+pub(crate) static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(
+    if crate::NEXT_BUILD {
+        MAX_PORTS + 1
+    } else {
+        MAX_PORTS
+    },
+    0,
+);
 
 /// XDP flood targets: every port, each entry running `xnos_egress`.
 #[map]

@@ -35,8 +35,9 @@ use crate::{frame::Frame, packet::EthHdr, port::Stats, vlan::Tag};
 
 /// Set in the "next version" build that the upgrade test installs over the normal one
 /// (`cargo xtask test` builds it as `target/debug/xnosd-next`): its ingress programs differ
-/// by an instruction and its FDB map by its size, so that an upgrade to it swaps every
-/// program and migrates a map, as a new release would.
+/// by an instruction, and its FDB map (copied over) and its unicast devmap (filled anew
+/// from the ports) by their sizes, so that an upgrade to it swaps every program and
+/// migrates maps, as a new release would.
 pub(crate) const NEXT_BUILD: bool = option_env!("XNOS_EBPF_NEXT_BUILD").is_some();
 
 /// The instruction by which the next build's ingress programs differ.

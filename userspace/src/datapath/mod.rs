@@ -280,27 +280,32 @@ impl Datapath {
         ports: &std::collections::BTreeSet<String>,
     ) -> Result<(Self, Adopted), DatapathError> {
         let mut adopted = Adopted::default();
-        let mut map_ids = None;
+        let map_ids_of = |f: &attach::Found| f.info.map_ids().ok().flatten().unwrap_or_default();
+        // The maps of every earlier program on the config's ports (the XDP and the TC
+        // ingress programs use different sets). A port it had that the config no longer
+        // names is in its port map: the first reconcile takes the program off it.
+        let mut map_ids = std::collections::BTreeSet::new();
         for ifindex in attach::ifindexes().map_err(DatapathError::Adopt)? {
-            let named = nix::net::if_::if_indextoname(ifindex)
-                .is_ok_and(|name| ports.contains(name.to_string_lossy().as_ref()));
-            if !named {
-                continue;
-            }
             // A link that went meanwhile has nothing to take over.
             let Ok(found) = attach::find(ifindex, &[INGRESS_PROGRAM, TC_PROGRAM]) else {
                 continue;
             };
-            let Some(first) = found.first() else {
+            if found.is_empty() {
                 continue;
-            };
+            }
+            let name = nix::net::if_::if_indextoname(ifindex)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| format!("ifindex {ifindex}"));
+            if !ports.contains(&name) {
+                continue;
+            }
             // A port another running instance holds is that instance's.
             if claims.claim(ifindex).is_err() {
                 continue;
             }
             adopted.ports += 1;
-            if map_ids.is_none() {
-                map_ids = first.info.map_ids().ok().flatten();
+            for f in &found {
+                map_ids.extend(map_ids_of(f));
             }
         }
         let object = aya_obj::Object::parse(EBPF_OBJECT)
@@ -314,7 +319,7 @@ impl Datapath {
         }
         let mut reuse = Vec::new();
         let mut changed = Vec::new();
-        for id in map_ids.unwrap_or_default() {
+        for id in map_ids {
             let Ok(map) = MapData::from_id(id) else {
                 continue;
             };
@@ -342,17 +347,31 @@ impl Datapath {
             })?;
             reuse.push((name, path));
         }
-        let mut dp = Self::load_reusing(Some(pin_dir), log, &reuse)?;
+        let mut dp = match Self::load_reusing(Some(pin_dir), log, &reuse) {
+            Ok(dp) => dp,
+            Err(e) => {
+                // The pins made for the load are not the `Pins` of a load: they go here.
+                for (_, path) in &reuse {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
+        };
         adopted.maps = reuse.into_iter().map(|(name, _)| name).collect();
         for (name, old, info) in changed {
             let new = MapData::from_pin(maps_dir.join(&name)).map_err(map_err("changed map"))?;
             let new_info = new.info().map_err(map_err("changed map"))?;
-            let copied = if new_info.key_size() == info.key_size()
+            // Only maps whose entries are plain data are copied: a devmap's values hold
+            // program IDs where an update wants fds (reconcile fills it anew from the ports),
+            // a per-CPU value is one per CPU, a ring buffer has no entries.
+            let plain = matches!(
+                info.map_type(),
+                Ok(MapType::Hash | MapType::LruHash | MapType::Array | MapType::LpmTrie)
+            );
+            let copied = if plain
+                && new_info.key_size() == info.key_size()
                 && new_info.value_size() == info.value_size()
-                && !matches!(
-                    info.map_type(),
-                    Ok(MapType::PerCpuArray | MapType::PerCpuHash | MapType::LruPerCpuHash)
-                ) {
+            {
                 attach::copy_entries(
                     old.fd().as_fd(),
                     new.fd().as_fd(),
@@ -378,6 +397,12 @@ impl Datapath {
         }
         if adopted.ports > 0 {
             dp.repoint_floods()?;
+            // A port map that was reused while a devmap or slot map was made new: the
+            // egress entries of its ports are written again (reconcile writes only ports
+            // whose config changed).
+            for (ifindex, conf) in dp.ports()? {
+                dp.set_port(ifindex, conf)?;
+            }
         }
         dp.set_claims(claims);
         Ok((dp, adopted))
@@ -789,7 +814,9 @@ impl Datapath {
                 }
                 Err(e) => {
                     for f in &blocking {
-                        let _ = attach::xdp_set(ifindex, Some(f.fd.as_fd()), None, f.mode);
+                        if let Err(e) = attach::xdp_set(ifindex, Some(f.fd.as_fd()), None, f.mode) {
+                            tracing::error!(ifindex, mode = f.mode.name(), error = %e, "putting back the program that was on the port failed: it has none now");
+                        }
                     }
                     let e = error_chain(&e);
                     tracing::info!(ifindex, mode = mode.name(), error = %e, "datapath mode unavailable");
