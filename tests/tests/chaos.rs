@@ -46,7 +46,8 @@ fn chaos_harness_sees_every_frame_and_an_outage() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // 1 is a missed target (today's restarts lose frames), not a failure of the harness.
+    // 1 is a missed target (a flap resuming late on a busy machine, say), not a failure of
+    // the harness.
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
         "harness failed ({}): {stderr}",
@@ -75,10 +76,11 @@ fn chaos_harness_sees_every_frame_and_an_outage() {
     assert_eq!(count(&idle["duplicates"]), 0, "{report:#}");
     assert_eq!(count(&idle["late"]), 0, "{report:#}");
 
-    // The outage took down swp1: the flows from or to its host, about half of them.
+    // The outage took down swp1: the flows from or to its host (flow i goes over ordered
+    // host pair i % 12, and 34 of the 64 have h1 at one end).
     let flows = report["flows"].as_u64().unwrap();
     assert_eq!(flows, 64);
-    let through = 32.0 / 64.0;
+    let through = 34.0 / 64.0;
     let expected = (RATE as f64 * through * OUTAGE_MS as f64 / 1000.0) as u64;
     let outage = kind(&report, "outage");
     assert!(
@@ -106,11 +108,7 @@ fn chaos_harness_sees_every_frame_and_an_outage() {
         0,
         "the last frames never came: {report:#}"
     );
-    let per_kind: u64 = report["kinds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| count(&k["lost"]))
-        .sum();
-    assert_eq!(per_kind, count(&totals["lost-in-events"]), "{report:#}");
+    // The upgrade went to another build (xnosd-next, which cargo xtask test makes), not
+    // to the same binary again.
+    assert_eq!(report["upgrade-changes-binary"], true, "{report:#}");
 }

@@ -35,6 +35,13 @@ fn fuzzed_frames_keep_the_invariants() {
     let report =
         packets::run(seed, frames, &packets::corpus_dir()).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(report.frames, frames);
+    // Every outcome comes up in both programs: a datapath that dropped (or flooded)
+    // everything would pass each frame's own checks but not this.
+    for (program, counts) in ["XDP", "TC"].iter().zip(&report.outcomes) {
+        for (outcome, count) in packets::Outcome::ALL.iter().zip(counts) {
+            assert!(*count > 0, "{program}: no frame {}", outcome.name());
+        }
+    }
     let [xdp, tc] = report.outcomes.map(|o| o.iter().sum::<u64>());
     let all = frames + report.corpus_frames;
     assert_eq!(xdp, all, "XDP judged every frame");

@@ -252,7 +252,7 @@ fn a_second_xnosd_on_a_live_socket_refuses_and_leaves_it() {
 // What this shows: SIGTERM at any moment of the start (before the datapath is loaded,
 // while it loads, while xnosd waits to be ready) stops xnosd cleanly (exit 0, not killed
 // by the signal) and leaves nothing but, once it got that far, its program on the port,
-// which the next run takes over.
+// as any stop does (whether it got that far depends on the delay, so `xdp` is not read).
 #[test]
 fn sigterm_while_starting_leaves_nothing() {
     require_root!();

@@ -683,7 +683,8 @@ impl Chaos<'_> {
             target,
             stalled,
             skipped: self.counters.skipped.load(Ordering::Relaxed) - skipped,
-            lost: after.lost - before.lost,
+            // A late frame fills an earlier window's gap: it lowers the total.
+            lost: after.lost.saturating_sub(before.lost),
             duplicates: after.duplicates - before.duplicates,
             late: after.late - before.late,
             action_ms,
@@ -889,7 +890,7 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
             "lost": lost,
             "lost-in-warmup": warmup.lost,
             "lost-in-events": attributed,
-            "lost-after-events": end.lost - warmup.lost - attributed,
+            "lost-after-events": end.lost.saturating_sub(warmup.lost + attributed),
             "lost-at-end": end.unseen_tail,
             "duplicates": end.duplicates,
             "late": end.late,

@@ -467,11 +467,14 @@ impl Api {
             if !queue.stream_snapshot(generation, rows).await {
                 return;
             }
-            'follow: loop {
+            // Why it fell behind, once it has.
+            let behind = 'follow: loop {
                 let commit: Arc<Commit> = tokio::select! {
                     commit = commits.recv() => match commit {
                         Ok(commit) => commit,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break 'follow,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            break 'follow format!("{n} commits passed before it read them")
+                        }
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     () = queue.tx.closed() => return,
@@ -483,10 +486,13 @@ impl Api {
                         change: change.clone(),
                     };
                     if !queue.push(line(&event)) {
-                        break 'follow;
+                        break 'follow format!(
+                            "more than {} MiB of changes waited for it to read them",
+                            WATCH_BACKLOG >> 20
+                        );
                     }
                 }
-            }
+            };
             // A receiver that is not read holds every commit after it until the channel's
             // backlog is full: let go of it before the grace time.
             drop(commits);
@@ -494,9 +500,8 @@ impl Api {
             queue.push_snapshot(line(&WatchEvent::FellBehind {
                 generation,
                 error: format!(
-                    "this watcher fell behind: more than {} MiB of changes waited for it to \
-                     read them; watch again to start from a fresh snapshot",
-                    WATCH_BACKLOG >> 20
+                    "this watcher fell behind: {behind}; watch again to start from a fresh \
+                     snapshot"
                 ),
             }));
             drop(queue);

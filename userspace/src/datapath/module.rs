@@ -583,7 +583,8 @@ fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Resu
 }
 
 /// Run a long synchronous sync (a million routes) without holding up the other tasks of
-/// the runtime's worker thread (on a runtime with one thread there are none to move).
+/// the runtime's worker thread: they move to another worker. On a runtime with one thread
+/// (the unit tests') there is none to move them to, and they wait.
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
