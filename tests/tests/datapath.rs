@@ -1135,10 +1135,11 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
         metric: 0,
         kind: RouteKind::Unicast,
         protocol: RouteProtocol::Named(ProtocolName::Static),
-        nexthops: vec![FibNexthop {
+        nexthops: [FibNexthop {
             gateway: Some(gateway.parse::<IpAddr>().unwrap()),
             ifindex: 900,
-        }],
+        }]
+        .into(),
         hardware: None::<Hardware>,
     };
     writers.kernel.write(|tx| {
@@ -1179,9 +1180,10 @@ fn a_route_the_maps_cannot_hold_is_published_with_its_error() {
             state
                 .observed
                 .datapath_routes
-                .values()
-                .find(|r| r.prefix.to_string() == prefix)
+                .iter()
+                .find(|(key, _)| key.prefix.to_string() == prefix)
                 .unwrap()
+                .1
         };
         let first = published("10.1.0.0/16");
         assert_eq!(

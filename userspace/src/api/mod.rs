@@ -650,11 +650,11 @@ fn commit_source(headers: &hyper::HeaderMap) -> CommitSource {
     }
 }
 
-fn commit_response(source: CommitSource, result: Result<Commit, TxError>) -> Response<Body> {
+fn commit_response(source: CommitSource, result: Result<Arc<Commit>, TxError>) -> Response<Body> {
     match result {
         Ok(commit) => {
             tracing::info!("{}", commit.summary(source));
-            json(StatusCode::OK, &commit)
+            json(StatusCode::OK, &*commit)
         }
         Err(e) => bad_request(e.to_string()),
     }

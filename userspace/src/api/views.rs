@@ -441,7 +441,7 @@ pub fn route_views<'a>(
                     }
                 }),
                 fast_path_action: programmed.and_then(|p| p.action),
-                fast_path_error: programmed.and_then(|p| p.error.clone()),
+                fast_path_error: programmed.and_then(|p| p.error.as_deref().map(str::to_owned)),
                 hardware: r.hardware,
                 error: (r.protocol == RouteProtocol::Named(ProtocolName::Xnos))
                     .then(|| route_error(state, &key.prefix))
@@ -528,7 +528,7 @@ pub fn neighbors(state: &State) -> Vec<NeighborView> {
                     ip: n.ip,
                     mac: n.mac,
                     fast_path: programmed.is_some_and(|p| p.mac.is_some()),
-                    fast_path_error: programmed.and_then(|p| p.error.clone()),
+                    fast_path_error: programmed.and_then(|p| p.error.as_deref().map(str::to_owned)),
                     interface,
                     state: n.state,
                 }
@@ -607,7 +607,7 @@ mod tests {
                     metric: 0,
                     kind: RouteKind::Unicast,
                     protocol: RouteProtocol::Named(ProtocolName::Bgp),
-                    nexthops: vec![FibNexthop {
+                    nexthops: smallvec::smallvec![FibNexthop {
                         gateway: Some("10.0.10.2".parse().unwrap()),
                         ifindex: 9,
                     }],
@@ -676,8 +676,6 @@ mod tests {
             tx.route(
                 route,
                 Some(DatapathRoute {
-                    prefix: route.prefix,
-                    route,
                     action: None,
                     nexthop_group: None,
                     error: Some("route not written: map ROUTES4: full".into()),
@@ -708,8 +706,6 @@ mod tests {
             tx.route(
                 route,
                 Some(DatapathRoute {
-                    prefix: route.prefix,
-                    route,
                     action: Some(RouteAction::Forward),
                     nexthop_group: Some(1),
                     error: None,
@@ -786,7 +782,7 @@ mod tests {
                 metric: 0,
                 kind: RouteKind::Local,
                 protocol: RouteProtocol::Named(ProtocolName::Kernel),
-                nexthops: vec![FibNexthop {
+                nexthops: smallvec::smallvec![FibNexthop {
                     gateway: None,
                     ifindex,
                 }],
@@ -798,8 +794,6 @@ mod tests {
         s.observed.datapath_routes.insert(
             keys[0],
             DatapathRoute {
-                prefix,
-                route: keys[0],
                 action: Some(RouteAction::Local),
                 nexthop_group: None,
                 error: None,

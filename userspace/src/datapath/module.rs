@@ -578,7 +578,11 @@ fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Resu
             }
         }
         db.read(|state| l3.sync_gone_ifaces(&mut lock(dp), state))?;
-        report(db, dp, l3, &Touched::default(), generation)
+        report(db, dp, l3, &Touched::default(), generation)?;
+        // A full sync (a start with a million routes) leaves the memory of its chunks'
+        // commits and of the maps read back free in between live blocks.
+        crate::statedb::release_free_memory();
+        Ok(())
     })
 }
 
@@ -702,6 +706,7 @@ impl Work {
         blocking(|| {
             // A chunk at a time, each under its own read lock, published as it is done.
             let prefixes: Vec<IpNet> = self.prefixes.into_iter().collect();
+            let prefixes_len = prefixes.len();
             let mut chunks = prefixes.chunks(CHUNK_ROWS);
             let mut neighbors = Some(self.neighbors);
             let mut generation = None;
@@ -720,7 +725,12 @@ impl Work {
                 drop(guard);
                 if chunks.len() == 0 {
                     let generation = generation.expect("read once");
-                    return report(db, dp, l3, &touched, generation);
+                    report(db, dp, l3, &touched, generation)?;
+                    if prefixes_len > CHUNK_ROWS {
+                        // The commits that carried a large change are freed by now.
+                        crate::statedb::release_free_memory();
+                    }
+                    return Ok(());
                 }
                 db.write(|tx| l3.publish(tx, &touched));
             }

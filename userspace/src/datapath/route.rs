@@ -271,8 +271,14 @@ const LOWEST_PREFIX: IpNet = IpNet::V4(ipnet::Ipv4Net::new_assert(
 pub struct L3 {
     ifaces: BTreeMap<u32, L3Iface>,
     vlan_l3: BTreeMap<u16, L3Iface>,
-    routes: BTreeMap<IpNet, (RouteEntry, Desired)>,
+    /// What the route maps hold per prefix (a million routes: this is the one per-route
+    /// mirror the module keeps; what it means is in `groups`).
+    routes: BTreeMap<IpNet, RouteEntry>,
     nhgs: BTreeMap<Arc<[Nexthop]>, (u32, usize)>,
+    /// The nexthops of each group id of `nhgs`.
+    groups: BTreeMap<u32, Arc<[Nexthop]>>,
+    /// How many routes `routes` was last compacted at.
+    compacted: usize,
     neighs: BTreeMap<NeighKey, NeighEntry>,
     route_errors: BTreeMap<IpNet, String>,
     neigh_errors: BTreeMap<NeighKey, String>,
@@ -331,18 +337,14 @@ impl L3 {
         }
         for (prefix, entry) in routes {
             let Ok(prefix) = prefix else { continue };
-            let desired = match entry.kind {
-                ROUTE_FORWARD => match groups.get(&entry.nhg) {
-                    Some(nexthops) => {
-                        l3.nhgs.entry(nexthops.clone()).or_insert((entry.nhg, 0)).1 += 1;
-                        Desired::Forward(nexthops.clone())
-                    }
-                    None => continue,
-                },
-                ROUTE_LOCAL => Desired::Local,
-                _ => Desired::Kernel,
-            };
-            l3.routes.insert(prefix, (entry, desired));
+            if entry.kind == ROUTE_FORWARD {
+                let Some(nexthops) = groups.get(&entry.nhg) else {
+                    continue;
+                };
+                l3.nhgs.entry(nexthops.clone()).or_insert((entry.nhg, 0)).1 += 1;
+                l3.groups.insert(entry.nhg, nexthops.clone());
+            }
+            l3.routes.insert(prefix, entry);
         }
         // Groups no route uses are left from an interrupted run: remove them.
         for (id, nexthops) in groups {
@@ -539,7 +541,9 @@ impl L3 {
         };
         group.nexthops[..nexthops.len()].copy_from_slice(nexthops);
         dp.l3.nhgs.insert(id, group, 0).map_err(map_err("NHGS"))?;
-        self.nhgs.insert(nexthops.into(), (id, 1));
+        let shared: Arc<[Nexthop]> = nexthops.into();
+        self.nhgs.insert(shared.clone(), (id, 1));
+        self.groups.insert(id, shared);
         Ok(id)
     }
 
@@ -549,6 +553,7 @@ impl L3 {
             if *refs == 0 {
                 let id = *id;
                 self.nhgs.remove(nexthops);
+                self.groups.remove(&id);
                 ignore_missing(dp.l3.nhgs.remove(&id), "NHGS")?;
             }
         }
@@ -567,7 +572,7 @@ impl L3 {
         for prefix in prefixes {
             touched.prefixes.insert(prefix);
             let want = desired_route(state, ifaces, &prefix);
-            let have = self.routes.get(&prefix).map(|(_, d)| d.clone());
+            let have = self.routes.get(&prefix).map(|entry| self.desired(entry));
             if want == have {
                 self.route_errors.remove(&prefix);
                 continue;
@@ -624,22 +629,33 @@ impl L3 {
                 continue;
             }
             self.route_errors.remove(&prefix);
-            if let Some((_, Desired::Forward(old))) = self.routes.remove(&prefix) {
+            if let Some(Desired::Forward(old)) =
+                self.routes.remove(&prefix).map(|e| self.desired(&e))
+            {
                 self.release(dp, &old)?;
             }
-            if let (Some(entry), Some(want)) = (entry, want) {
-                let want = match want {
-                    Desired::Forward(nexthops) => Desired::Forward(
-                        self.nhgs
-                            .get_key_value(&*nexthops)
-                            .map_or(nexthops, |(shared, _)| shared.clone()),
-                    ),
-                    other => other,
-                };
-                self.routes.insert(prefix, (entry, want));
+            if let Some(entry) = entry {
+                self.routes.insert(prefix, entry);
             }
         }
+        if crate::statedb::compact(&mut self.routes, &mut self.compacted) {
+            crate::statedb::release_free_memory();
+        }
         Ok(())
+    }
+
+    /// What a route entry of the maps does.
+    fn desired(&self, entry: &RouteEntry) -> Desired {
+        match entry.kind {
+            ROUTE_FORWARD => match self.groups.get(&entry.nhg) {
+                Some(nexthops) => Desired::Forward(nexthops.clone()),
+                // Not written by this module: nothing compares equal to it, so the next
+                // sync of the prefix writes it anew.
+                None => Desired::Forward(Arc::from([])),
+            },
+            ROUTE_LOCAL => Desired::Local,
+            _ => Desired::Kernel,
+        }
     }
 
     /// Apply only the fib and neighbour rows commits changed.
@@ -661,7 +677,7 @@ impl L3 {
     /// what the maps hold for each, or why not.
     pub fn publish(&self, tx: &mut DatapathTx<'_>, touched: &Touched) {
         for prefix in &touched.prefixes {
-            let programmed = self.routes.get(prefix);
+            let programmed = self.routes.get(prefix).map(|e| (e, self.desired(e)));
             let error = self.route_errors.get(prefix).cloned();
             // The route that decides, as the FIB is now (not kept per prefix since the
             // sync: that would cost a key per route; a route that changed since is
@@ -669,14 +685,18 @@ impl L3 {
             let row = deciding(&tx.observed().fib, prefix)
                 .map(|(key, _)| key)
                 .filter(|_| programmed.is_some() || error.is_some())
-                .map(|key| DatapathRoute {
-                    prefix: *prefix,
-                    route: key,
-                    action: programmed.map(|(_, desired)| desired.action()),
-                    nexthop_group: programmed
-                        .filter(|(entry, _)| entry.kind == ROUTE_FORWARD)
-                        .map(|(entry, _)| entry.nhg),
-                    error,
+                .map(|key| {
+                    (
+                        key,
+                        DatapathRoute {
+                            action: programmed.as_ref().map(|(_, desired)| desired.action()),
+                            nexthop_group: programmed
+                                .as_ref()
+                                .filter(|(entry, _)| entry.kind == ROUTE_FORWARD)
+                                .map(|(entry, _)| entry.nhg),
+                            error: error.map(String::into_boxed_str),
+                        },
+                    )
                 });
             // The row follows the route that decides: a row under another route to the
             // prefix (the one that decided before) goes.
@@ -687,15 +707,15 @@ impl L3 {
                         .datapath_routes
                         .range(FibKey::bounds(table, *prefix))
                         .map(|(k, _)| *k)
-                        .filter(|k| row.as_ref().is_none_or(|r| r.route != *k))
+                        .filter(|k| row.as_ref().is_none_or(|(key, _)| key != k))
                         .collect::<Vec<_>>()
                 })
                 .collect();
             for key in stale {
                 tx.route(key, None);
             }
-            if let Some(row) = row {
-                tx.route(row.route, Some(row));
+            if let Some((key, row)) = row {
+                tx.route(key, Some(row));
             }
         }
         for key in &touched.neighbors {
@@ -742,7 +762,7 @@ mod tests {
             metric,
             kind: RouteKind::Unicast,
             protocol: RouteProtocol::Named(ProtocolName::Static),
-            nexthops: vec![FibNexthop {
+            nexthops: smallvec::smallvec![FibNexthop {
                 gateway: None,
                 ifindex,
             }],

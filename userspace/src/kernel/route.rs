@@ -20,8 +20,8 @@ use rtnetlink::{
 };
 
 use crate::statedb::{
-    CHUNK_ROWS, FibKey, FibNexthop, FibRoute, Hardware, KernelTx, KernelWriter, ProtocolName,
-    RouteKind, RouteProtocol, RouteTable,
+    CHUNK_ROWS, FibKey, FibNexthop, FibRoute, Hardware, KernelTx, KernelWriter, Nexthops,
+    ProtocolName, RouteKind, RouteProtocol, RouteTable,
 };
 
 pub const TABLE_MAIN: u32 = 254;
@@ -143,12 +143,12 @@ pub fn fib_route(msg: &RouteMessage) -> Option<FibRoute> {
     });
     let prefix = IpNet::new(destination, len).ok()?.trunc();
     let nexthops = if multipath.is_empty() {
-        vec![FibNexthop {
+        smallvec::smallvec![FibNexthop {
             gateway,
             ifindex: oif,
         }]
     } else {
-        multipath
+        multipath.into()
     };
     Some(FibRoute {
         prefix,
@@ -322,7 +322,7 @@ pub fn update(tx: &mut KernelTx<'_>, msg: &RouteMessage, present: bool) {
 /// notifies it alone), while any other deletion names every nexthop.
 fn remaining(current: Option<&FibRoute>, deleted: &FibRoute) -> Option<FibRoute> {
     let current = current?;
-    let nexthops: Vec<FibNexthop> = current
+    let nexthops: Nexthops = current
         .nexthops
         .iter()
         .filter(|n| !deleted.nexthops.contains(n))

@@ -153,6 +153,10 @@ pub struct RouteStatus {
     pub error: Option<String>,
 }
 
+/// The nexthops of a kernel route: one kept inline (no heap block of its own), more
+/// (ECMP) on the heap.
+pub type Nexthops = smallvec::SmallVec<[FibNexthop; 1]>;
+
 /// One nexthop of a kernel route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -222,7 +226,7 @@ pub struct FibRoute {
     pub kind: RouteKind,
     /// Who installed it.
     pub protocol: RouteProtocol,
-    pub nexthops: Vec<FibNexthop>,
+    pub nexthops: Nexthops,
     /// What hardware does with it, as the kernel reports; None when no driver took it.
     #[serde(default)]
     pub hardware: Option<Hardware>,
@@ -322,21 +326,19 @@ pub struct ModuleStatus {
 
 /// What the datapath programmed for one prefix of the kernel's FIB (a row of
 /// `datapath-route`, keyed like the `fib` row of the route the datapath followed: of
-/// several routes to a prefix, the one the kernel uses): views, trace and metrics read
-/// this, never what the datapath should have done.
+/// several routes to a prefix, the one the kernel uses; the key names the prefix):
+/// views, trace and metrics read this, never what the datapath should have done. One row
+/// per route of the FIB: kept to what the key does not say.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DatapathRoute {
-    pub prefix: IpNet,
-    /// The `fib` route the maps follow for the prefix.
-    pub route: FibKey,
     /// What the maps hold for the prefix; None when nothing could be written (then a
     /// shorter prefix, or none, decides: see `error`).
     pub action: Option<RouteAction>,
     /// The nexthop group (`NHGS` key) of a forwarded prefix.
     pub nexthop_group: Option<u32>,
     /// Why the maps do not hold what the FIB asks for.
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
 }
 
 /// A neighbour the datapath programmed, or failed to (a row of `datapath-neighbor`).

@@ -55,7 +55,7 @@ impl<O> Writer<O> {
 
     /// Write this module's tables; everything `f` writes is one commit (none if nothing
     /// changed).
-    pub fn write<R>(&self, f: impl FnOnce(&mut ObservedTx<'_, O>) -> R) -> (R, Commit) {
+    pub fn write<R>(&self, f: impl FnOnce(&mut ObservedTx<'_, O>) -> R) -> (R, Arc<Commit>) {
         self.db.write_observed(f)
     }
 
