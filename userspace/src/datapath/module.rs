@@ -27,7 +27,7 @@ use crate::{
     statedb::{
         CHUNK_ROWS, Commit, DatapathFlood, DatapathMode, DatapathStatus, DatapathTx,
         DatapathWriter, FdbCleared, FibRoute, FloodMember, LearnedMac, Observed, Owner, PortStatus,
-        Table,
+        Table, blocking,
     },
     supervisor::ModuleCtx,
 };
@@ -584,16 +584,6 @@ fn apply(db: &DatapathWriter, dp: &Mutex<Datapath>, l3: &mut L3) -> anyhow::Resu
         crate::statedb::release_free_memory();
         Ok(())
     })
-}
-
-/// Run a long synchronous sync (a million routes) without holding up the other tasks of
-/// the runtime's worker thread: they move to another worker. On a runtime with one thread
-/// (the unit tests') there is none to move them to, and they wait.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 /// The learn-event ring buffer, borrowed from the datapath for one run of the module and

@@ -373,22 +373,23 @@ fn same_route(kernel: &FibRoute, route: &RouteConfig) -> bool {
     have == want
 }
 
+/// The main table's routes of protocol xnos: the config routes as the kernel has them.
+fn xnos_routes(fib: &BTreeMap<FibKey, FibRoute>) -> Vec<FibRoute> {
+    let xnos = crate::statedb::RouteProtocol::Named(ProtocolName::Xnos);
+    fib.iter()
+        .filter(|(key, r)| key.table == RouteTable::Main && r.protocol == xnos)
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
 /// Make the kernel's xnos routes the config routes; returns what became of each config
 /// route: one the kernel refuses (its nexthop unreachable, say) fails alone.
 async fn sync_routes(
     handle: &Handle,
     config: &Config,
-    fib: &BTreeMap<FibKey, FibRoute>,
+    ours: &[FibRoute],
     before: &BTreeMap<IpNet, RouteStatus>,
 ) -> BTreeMap<IpNet, RouteStatus> {
-    let ours: Vec<&FibRoute> = fib
-        .iter()
-        .filter(|(key, r)| {
-            key.table == RouteTable::Main
-                && r.protocol == crate::statedb::RouteProtocol::Named(ProtocolName::Xnos)
-        })
-        .map(|(_, r)| r)
-        .collect();
     let mut statuses = BTreeMap::new();
     for (prefix, route) in &config.routes {
         let error = if ours
@@ -470,12 +471,13 @@ async fn install_route(handle: &Handle, route: &RouteConfig) -> Result<(), Strin
 
 /// Write the desired L3 state to the kernel, changing only what differs.
 pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
-    let (config, links, fib, bridged, route_status) = db.read(|s| {
+    let (config, links, ours, bridged, route_status) = db.read(|s| {
         let o = &s.observed;
         (
             s.config.clone(),
             o.links.clone(),
-            o.fib.clone(),
+            // The routes xnos installed, not a copy of the FIB (a million routes).
+            xnos_routes(&o.fib),
             switchdev::bridged_svis(&s.config, &o.links, &o.kernel),
             o.route_status.clone(),
         )
@@ -529,7 +531,7 @@ pub async fn apply(handle: &Handle, db: &KernelWriter) -> anyhow::Result<()> {
             },
         );
     }
-    let routes = sync_routes(handle, &config, &fib, &route_status).await;
+    let routes = sync_routes(handle, &config, &ours, &route_status).await;
     db.write(|tx| {
         tx.replace_all(
             |o| &o.interface_status,

@@ -165,6 +165,17 @@ pub(crate) fn compact<K: Ord, V>(map: &mut BTreeMap<K, V>, at: &mut usize) -> bo
     true
 }
 
+/// Run a long synchronous piece of work (a million routes) without holding up the other
+/// tasks of the runtime's worker thread: they move to another worker (a task woken on a
+/// busy worker waits for it otherwise, however idle the others are). On a runtime with
+/// one thread (the unit tests') there is none to move them to, and they wait.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Hand the memory the allocator holds free back to the system: a large sync frees the
 /// commits that carried it and a compaction a whole table's old nodes, in blocks between
 /// live ones that glibc's malloc would otherwise keep (about a quarter of xnosd's RSS at
@@ -324,7 +335,14 @@ impl StateDb {
         }
         let commit = self.commit(&mut state, changes);
         drop(state);
-        for table in &due {
+        if !due.is_empty() {
+            blocking(|| self.rebuild_tables(&due));
+        }
+        (result, commit)
+    }
+
+    fn rebuild_tables(&self, due: &[Table]) {
+        for table in due {
             match table {
                 Table::Fib => self.rebuild(|o| &o.fib, |o| &mut o.fib, |c| &mut c.fib),
                 Table::DatapathRoute => self.rebuild(
@@ -339,10 +357,7 @@ impl StateDb {
                 ),
             }
         }
-        if !due.is_empty() {
-            release_free_memory();
-        }
-        (result, commit)
+        release_free_memory();
     }
 
     /// Rebuild a large table with full nodes (see [`compact`]) without keeping readers or
