@@ -796,7 +796,7 @@ pub async fn run(
             _ = ctx.stopping() => return Ok(()),
         }
     }
-    let mut l3 = L3::load(&mut lock(&dp))?;
+    let mut l3 = blocking(|| L3::load(&mut lock(&dp)))?;
     apply(&db, &dp, &mut l3)?;
     // A request the previous run of the module did not answer is answered now.
     clear_fdb(&db, &dp)?;
