@@ -805,19 +805,14 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
-/// A `/proc/<pid>/status` memory field in kB (`VmRSS:` now, `VmHWM:` the peak).
-pub fn rss_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
+/// A memory field of `/proc/<pid>/status` in KiB (`VmRSS` now, `VmHWM` the peak); panics
+/// naming the field and the process when there is none.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix(" kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.strip_suffix("kB")?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 

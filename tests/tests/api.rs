@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Topology, require_root, rss_kb};
+use xnos_tests::{Daemon, Topology, require_root, status_kib};
 
 const ONE_PORT: &str = r#"
 [[vlan]]
@@ -156,7 +156,7 @@ fn a_large_table_is_streamed_at_little_cost() {
 
     // Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-    let before = rss_kb(pid, "VmRSS:");
+    let before = status_kib(pid, "VmRSS");
     // Eight clients at once: what each costs xnosd adds up.
     let listed: Vec<usize> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..8)
@@ -174,7 +174,7 @@ fn a_large_table_is_streamed_at_little_cost() {
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
     let listed = *listed.iter().min().unwrap();
-    let peak = rss_kb(pid, "VmHWM:");
+    let peak = status_kib(pid, "VmHWM");
     let growth_mb = (peak.saturating_sub(before)) / 1024;
     eprintln!("{listed} fib rows; RSS {before} kB before, peak {peak} kB: +{growth_mb} MB");
     assert!(listed >= ROUTES, "{listed}");
@@ -274,7 +274,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
     let topo = Topology::new(&["swp1"]).unwrap();
     let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
     let pid = daemon.pid().unwrap();
-    let before = rss_kb(pid, "VmRSS:");
+    let before = status_kib(pid, "VmRSS");
 
     let mut watcher = UnixStream::connect(&daemon.socket).unwrap();
     write!(
@@ -300,7 +300,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
     let mut full = 0;
     for round in 0..160 {
         if round == 40 {
-            full = rss_kb(pid, "VmRSS:");
+            full = status_kib(pid, "VmRSS");
         }
         for ops in [&insert, &delete] {
             let (status, body) = daemon
@@ -314,7 +314,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
             );
         }
     }
-    let after = rss_kb(pid, "VmRSS:");
+    let after = status_kib(pid, "VmRSS");
     eprintln!("xnosd RSS {before} kB at start, {full} kB after 80 commits, {after} kB after 320");
     assert!(
         after < full + 64 * 1024,

@@ -9,7 +9,7 @@ use std::{
 
 use xnos_tests::{
     Daemon, ForeignXdp, PacketSocket, Topology, binary, cpu_time, find_by, format_mac, http_get,
-    parse_test_frame, require_root, rss_kb, test_frame,
+    parse_test_frame, require_root, status_kib, test_frame,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -478,7 +478,7 @@ port = "swp2"
     let commits = |metrics: &str| sample(metrics, "xnos_statedb_commits_total").unwrap();
     let commits_before = commits(&http_get(&topo.switch, METRICS, "/metrics").unwrap());
     let pid = daemon.pid().unwrap();
-    let (rss_before, cpu_before) = (rss_kb(pid, "VmRSS:"), cpu_time(pid));
+    let (rss_before, cpu_before) = (status_kib(pid, "VmRSS"), cpu_time(pid));
     let ping = h1
         .ns
         .command("ping")
@@ -502,11 +502,11 @@ port = "swp2"
     let flood_secs = start.elapsed().as_secs_f64();
     let ping = ping.wait_with_output().unwrap();
     let ping = String::from_utf8_lossy(&ping.stdout);
-    let (rss_after, cpu_after) = (rss_kb(pid, "VmRSS:"), cpu_time(pid));
+    let (rss_after, cpu_after) = (status_kib(pid, "VmRSS"), cpu_time(pid));
     println!(
         "sent {sent} source MACs in {flood_secs:.1} s; xnosd RSS {rss_before} -> {rss_after} kB \
          (peak {} kB), CPU time {:?} -> {:?}; ping during the flood: {}",
-        rss_kb(pid, "VmHWM:"),
+        status_kib(pid, "VmHWM"),
         cpu_before,
         cpu_after,
         ping.lines()
@@ -582,7 +582,7 @@ port = "swp2"
     );
     // Every learned MAC is a row in StateDb: that much memory is the table's, whatever
     // the flood's size. The bound is generous (the bench judges memory): 4 kB a row.
-    let rss_final = rss_kb(pid, "VmRSS:");
+    let rss_final = status_kib(pid, "VmRSS");
     println!("xnosd RSS after showing the table: {rss_final} kB");
     assert!(
         rss_final.saturating_sub(rss_before) < capacity * 4,
