@@ -616,6 +616,34 @@ impl Daemon {
         }
     }
 
+    /// Inject a fault (a panic) into `module` and wait until the supervisor has it running
+    /// again (its restart count went up). Needs xnosd built with `fault-injection`, as
+    /// `cargo xtask test` builds it.
+    pub fn fault(&self, module: &str) -> anyhow::Result<()> {
+        let restarts = |modules: &serde_json::Value| {
+            let row = &modules.as_array()?.iter().find(|m| m["key"] == module)?["row"];
+            Some((row["restarts"].as_u64()?, row["state"] == "running"))
+        };
+        let (before, _) = restarts(&self.json("modules")?)
+            .with_context(|| format!("no module {module} in xnosd"))?;
+        self.xnos(&["inject-fault", module])
+            .with_context(|| format!("injecting a fault into {module}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The API itself may be the one restarting: errors are retried.
+            if let Ok(modules) = self.json("modules")
+                && let Some((now, true)) = restarts(&modules)
+                && now > before
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("module {module} not running again 30 s after its fault");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stop with SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;

@@ -548,43 +548,6 @@ impl Chaos<'_> {
         Ok(())
     }
 
-    fn modules(&self) -> anyhow::Result<serde_json::Value> {
-        self.daemon.json("modules")
-    }
-
-    /// Inject a fault into `module` and wait until the supervisor has it running again.
-    fn fault(&mut self, module: &str) -> anyhow::Result<()> {
-        let restarts = |modules: &serde_json::Value| {
-            modules.as_array().and_then(|a| {
-                a.iter()
-                    .find(|m| m["key"] == module)
-                    .map(|m| (m["row"]["restarts"].as_u64(), m["row"]["state"].clone()))
-            })
-        };
-        let before = restarts(&self.modules()?)
-            .and_then(|(r, _)| r)
-            .with_context(|| format!("no module {module} in xnosd"))?;
-        self.daemon
-            .xnos(&["inject-fault", module])
-            .with_context(|| format!("injecting a fault into {module}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            check_interrupted()?;
-            // The API itself may be the one restarting: errors are retried.
-            if let Ok(modules) = self.modules()
-                && let Some((Some(now), state)) = restarts(&modules)
-                && now > before
-                && state == "running"
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("module {module} not running again 30 s after its fault");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Take `port` down for `down`, bring it up, and return how long after that every
     /// flow through it delivered again.
     fn port_down(&mut self, host: usize, down: Duration) -> anyhow::Result<Option<f64>> {
@@ -645,7 +608,7 @@ impl Chaos<'_> {
             }
             Kind::Fault => {
                 let module = MODULES[index as usize % MODULES.len()];
-                self.fault(module)?;
+                self.daemon.fault(module)?;
                 module.to_string()
             }
             Kind::Flap | Kind::Outage => {
