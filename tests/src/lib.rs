@@ -19,8 +19,10 @@ use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 use xnos::mac::MacAddr;
 
+mod config;
 pub mod packets;
 mod rig;
+pub use config::Config;
 pub use rig::{DatapathRig, nexthop, nexthop_group};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
@@ -235,6 +237,13 @@ impl Host {
 
     pub fn add_address(&self, cidr: &str) -> anyhow::Result<()> {
         self.ns.ip(&["addr", "add", cidr, "dev", "eth0"])?;
+        Ok(())
+    }
+
+    /// `cidr` on eth0 and a default route through `gateway`.
+    pub fn add_address_via(&self, cidr: &str, gateway: &str) -> anyhow::Result<()> {
+        self.add_address(cidr)?;
+        self.ns.ip(&["route", "add", "default", "via", gateway])?;
         Ok(())
     }
 

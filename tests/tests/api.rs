@@ -9,17 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Topology, require_root, status_kib};
+use xnos_tests::{Config, Daemon, Topology, require_root, status_kib};
 
-const ONE_PORT: &str = r#"
-[[vlan]]
-id = 10
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-"#;
+/// One access port, swp1 in VLAN 10.
+fn one_port() -> Config {
+    Config::new().vlan(10).access("swp1", 10)
+}
 
 /// Read until the peer closes or `wait` passes; what came, and whether it closed.
 fn read_until_closed(stream: &mut UnixStream, wait: Duration) -> (Vec<u8>, bool) {
@@ -70,7 +65,7 @@ fn get(socket: &Path, path: &str) -> (u16, String) {
 fn a_request_body_over_the_limit_is_refused_before_it_is_read() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
 
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     write!(
@@ -141,7 +136,7 @@ fn a_large_table_is_streamed_at_little_cost() {
 
     // Started after the routes are in the kernel, xnosd reads them in its first sync: the
     // fib is whole once it is ready, and has never been listed.
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
     let pid = daemon.pid().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -272,7 +267,7 @@ fn assert_streamed(path: &str, sizes: &[usize]) {
 fn a_stuck_watcher_is_closed_and_commits_go_on() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
     let pid = daemon.pid().unwrap();
     let before = status_kib(pid, "VmRSS");
 
@@ -340,7 +335,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
 fn many_clients_are_served_and_past_the_cap_refused() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
 
     let clients: Vec<_> = (0..200)
         .map(|_| {

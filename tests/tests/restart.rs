@@ -13,32 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Host, Topology, require_root};
+use xnos_tests::{Config, Daemon, Host, Topology, require_root};
 
-const CONFIG: &str = r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.254/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.254/24"]
-"#;
+/// swp1 and swp2 in VLAN 10, swp3 in VLAN 20, an SVI in each.
+fn config() -> Config {
+    Config::access_ports(&[10, 10, 20])
+        .svi(10, &["10.0.10.254/24"])
+        .svi(20, &["10.0.20.254/24"])
+}
 
 /// h1 and h2 in VLAN 10 (switched), h3 in VLAN 20 (routed from h1).
 fn topology() -> Topology {
@@ -48,10 +30,7 @@ fn topology() -> Topology {
         (&topo.hosts[1], "10.0.10.2/24", "10.0.10.254"),
         (&topo.hosts[2], "10.0.20.3/24", "10.0.20.254"),
     ] {
-        host.add_address(cidr).unwrap();
-        host.ns
-            .ip(&["route", "add", "default", "via", gateway])
-            .unwrap();
+        host.add_address_via(cidr, gateway).unwrap();
     }
     topo
 }
@@ -59,7 +38,7 @@ fn topology() -> Topology {
 /// The topology with xnosd running on it (with `args`), once both flows' paths answer.
 fn running(args: &[&str]) -> (Topology, Daemon) {
     let topo = topology();
-    let daemon = Daemon::start_with(&topo.switch, CONFIG, args).unwrap();
+    let daemon = Daemon::start_with(&topo.switch, &config(), args).unwrap();
     assert!(topo.hosts[0].reachable("10.0.10.2"));
     assert!(topo.hosts[0].reachable("10.0.20.3"));
     (topo, daemon)
@@ -339,7 +318,7 @@ fn an_upgrade_to_a_changed_program_and_back_loses_no_frame() {
 fn routes_changed_while_xnosd_was_down_are_swept_after_the_dump() {
     require_root!();
     let topo = topology();
-    let mut daemon = Daemon::start(&topo.switch, CONFIG).unwrap();
+    let mut daemon = Daemon::start(&topo.switch, &config()).unwrap();
     assert!(topo.hosts[0].reachable("10.0.20.3"));
     let trace = |daemon: &Daemon, dst: &str| -> serde_json::Value {
         let out = daemon
@@ -417,11 +396,11 @@ fn a_port_left_out_of_the_config_while_xnosd_was_down_is_taken_off() {
     let (topo, mut daemon) = running(&[]);
     assert!(xdp_program(&topo, "swp2").is_some());
     daemon.stop().unwrap();
-    let without_swp2 = CONFIG.replace(
+    let without_swp2 = config().replace(
         "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\n",
         "",
     );
-    assert_ne!(without_swp2, CONFIG);
+    assert_ne!(without_swp2, *config());
     std::fs::write(daemon.config_path(), without_swp2).unwrap();
     daemon.start_again(&topo.switch).unwrap();
     assert_eq!(xdp_program(&topo, "swp2"), None, "{}", daemon.log());

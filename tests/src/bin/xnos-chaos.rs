@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde_json::json;
-use xnos_tests::{Daemon, Host, Topology, binary, format_mac};
+use xnos_tests::{Config, Daemon, Host, Topology, binary, format_mac};
 
 const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
 /// Ports and their VLANs: two hosts per VLAN, so that traffic is both switched (within a
@@ -452,15 +452,11 @@ fn send(flows: &[(usize, UdpSocket, SocketAddr)], rate: f64, counters: &Counters
 }
 
 /// The switch's configuration: access ports in two VLANs, an SVI per VLAN.
-fn config() -> String {
-    let mut config = format!("[switch]\nrouter-mac = \"{}\"\n", format_mac(ROUTER_MAC));
-    for (port, vlan) in PORTS {
-        config += &format!("\n[[port]]\nname = \"{port}\"\nmode = \"access\"\nvlan = {vlan}\n");
-    }
-    for vlan in [10, 20] {
-        config += &format!("\n[[interface]]\nvlan = {vlan}\naddresses = [\"10.0.{vlan}.1/24\"]\n");
-    }
-    config
+fn config() -> Config {
+    Config::access_ports(&PORTS.map(|(_, vlan)| vlan))
+        .switch("router-mac", format_mac(ROUTER_MAC))
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"])
 }
 
 /// Addresses and neighbours of the hosts. The neighbours are permanent: the hosts are not
@@ -468,9 +464,7 @@ fn config() -> String {
 fn address(topo: &Topology) -> anyhow::Result<()> {
     for (i, host) in topo.hosts.iter().enumerate() {
         let vlan = PORTS[i].1;
-        host.add_address(&format!("{}/24", host_ip(i)))?;
-        host.ns
-            .ip(&["route", "add", "default", "via", &format!("10.0.{vlan}.1")])?;
+        host.add_address_via(&format!("{}/24", host_ip(i)), &format!("10.0.{vlan}.1"))?;
         host.ns.ip(&[
             "neigh",
             "replace",
