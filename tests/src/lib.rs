@@ -22,6 +22,7 @@ use xnos::mac::MacAddr;
 mod config;
 pub mod packets;
 mod rig;
+pub mod traffic;
 pub use config::Config;
 pub use rig::{DatapathRig, nexthop, nexthop_group};
 
