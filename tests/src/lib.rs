@@ -19,8 +19,11 @@ use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 use xnos::mac::MacAddr;
 
+mod config;
 pub mod packets;
 mod rig;
+pub mod traffic;
+pub use config::Config;
 pub use rig::{DatapathRig, nexthop, nexthop_group};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
@@ -235,6 +238,13 @@ impl Host {
 
     pub fn add_address(&self, cidr: &str) -> anyhow::Result<()> {
         self.ns.ip(&["addr", "add", cidr, "dev", "eth0"])?;
+        Ok(())
+    }
+
+    /// `cidr` on eth0 and a default route through `gateway`.
+    pub fn add_address_via(&self, cidr: &str, gateway: &str) -> anyhow::Result<()> {
+        self.add_address(cidr)?;
+        self.ns.ip(&["route", "add", "default", "via", gateway])?;
         Ok(())
     }
 
@@ -616,6 +626,34 @@ impl Daemon {
         }
     }
 
+    /// Inject a fault (a panic) into `module` and wait until the supervisor has it running
+    /// again (its restart count went up). Needs xnosd built with `fault-injection`, as
+    /// `cargo xtask test` builds it.
+    pub fn fault(&self, module: &str) -> anyhow::Result<()> {
+        let restarts = |modules: &serde_json::Value| {
+            let row = &modules.as_array()?.iter().find(|m| m["key"] == module)?["row"];
+            Some((row["restarts"].as_u64()?, row["state"] == "running"))
+        };
+        let (before, _) = restarts(&self.json("modules")?)
+            .with_context(|| format!("no module {module} in xnosd"))?;
+        self.xnos(&["inject-fault", module])
+            .with_context(|| format!("injecting a fault into {module}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The API itself may be the one restarting: errors are retried.
+            if let Ok(modules) = self.json("modules")
+                && let Some((now, true)) = restarts(&modules)
+                && now > before
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("module {module} not running again 30 s after its fault");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stop with SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
@@ -805,19 +843,14 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
-/// A `/proc/<pid>/status` memory field in kB (`VmRSS:` now, `VmHWM:` the peak).
-pub fn rss_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
+/// A memory field of `/proc/<pid>/status` in KiB (`VmRSS` now, `VmHWM` the peak); panics
+/// naming the field and the process when there is none.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix(" kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.strip_suffix("kB")?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 

@@ -9,17 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Topology, require_root, rss_kb};
+use xnos_tests::{Config, Daemon, Topology, require_root, status_kib};
 
-const ONE_PORT: &str = r#"
-[[vlan]]
-id = 10
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-"#;
+/// One access port, swp1 in VLAN 10.
+fn one_port() -> Config {
+    Config::new().vlan(10).access("swp1", 10)
+}
 
 /// Read until the peer closes or `wait` passes; what came, and whether it closed.
 fn read_until_closed(stream: &mut UnixStream, wait: Duration) -> (Vec<u8>, bool) {
@@ -70,7 +65,7 @@ fn get(socket: &Path, path: &str) -> (u16, String) {
 fn a_request_body_over_the_limit_is_refused_before_it_is_read() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
 
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     write!(
@@ -141,7 +136,7 @@ fn a_large_table_is_streamed_at_little_cost() {
 
     // Started after the routes are in the kernel, xnosd reads them in its first sync: the
     // fib is whole once it is ready, and has never been listed.
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
     let pid = daemon.pid().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -156,7 +151,7 @@ fn a_large_table_is_streamed_at_little_cost() {
 
     // Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-    let before = rss_kb(pid, "VmRSS:");
+    let before = status_kib(pid, "VmRSS");
     // Eight clients at once: what each costs xnosd adds up.
     let listed: Vec<usize> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..8)
@@ -174,7 +169,7 @@ fn a_large_table_is_streamed_at_little_cost() {
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
     let listed = *listed.iter().min().unwrap();
-    let peak = rss_kb(pid, "VmHWM:");
+    let peak = status_kib(pid, "VmHWM");
     let growth_mb = (peak.saturating_sub(before)) / 1024;
     eprintln!("{listed} fib rows; RSS {before} kB before, peak {peak} kB: +{growth_mb} MB");
     assert!(listed >= ROUTES, "{listed}");
@@ -272,9 +267,9 @@ fn assert_streamed(path: &str, sizes: &[usize]) {
 fn a_stuck_watcher_is_closed_and_commits_go_on() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
     let pid = daemon.pid().unwrap();
-    let before = rss_kb(pid, "VmRSS:");
+    let before = status_kib(pid, "VmRSS");
 
     let mut watcher = UnixStream::connect(&daemon.socket).unwrap();
     write!(
@@ -300,7 +295,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
     let mut full = 0;
     for round in 0..160 {
         if round == 40 {
-            full = rss_kb(pid, "VmRSS:");
+            full = status_kib(pid, "VmRSS");
         }
         for ops in [&insert, &delete] {
             let (status, body) = daemon
@@ -314,7 +309,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
             );
         }
     }
-    let after = rss_kb(pid, "VmRSS:");
+    let after = status_kib(pid, "VmRSS");
     eprintln!("xnosd RSS {before} kB at start, {full} kB after 80 commits, {after} kB after 320");
     assert!(
         after < full + 64 * 1024,
@@ -340,7 +335,7 @@ fn a_stuck_watcher_is_closed_and_commits_go_on() {
 fn many_clients_are_served_and_past_the_cap_refused() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, ONE_PORT).unwrap();
+    let daemon = Daemon::start(&topo.switch, &one_port()).unwrap();
 
     let clients: Vec<_> = (0..200)
         .map(|_| {

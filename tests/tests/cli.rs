@@ -4,22 +4,15 @@
 
 use std::process::Command;
 
-use xnos_tests::{Daemon, Topology, binary, find_by, require_root};
+use xnos_tests::{Config, Daemon, Topology, binary, find_by, require_root};
 
-const CONFIG: &str = r#"
-[[vlan]]
-id = 10
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "trunk"
-vlans = [10]
-"#;
+/// swp1 in VLAN 10, swp2 a trunk of it.
+fn config() -> Config {
+    Config::new()
+        .vlan(10)
+        .access("swp1", 10)
+        .trunk("swp2", &[10])
+}
 
 /// `xnos ARGS` against a socket no daemon listens on: (success, stderr).
 fn without_daemon(args: &[&str]) -> (bool, String) {
@@ -70,7 +63,7 @@ fn abbreviations_are_accepted_unless_ambiguous() {
 fn show_json_has_the_table_keys_and_changes_use_config_words() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, CONFIG).unwrap();
+    let daemon = Daemon::start(&topo.switch, &config()).unwrap();
 
     let full = daemon.xnos(&["show", "ports", "--json"]).unwrap();
     let short = daemon.xnos(&["sh", "po", "--json"]).unwrap();

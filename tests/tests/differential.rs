@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use xnos_tests::{Daemon, Host, Netns, PacketSocket, Topology, format_mac, require_root};
+use xnos_tests::{Config, Daemon, Host, Netns, PacketSocket, Topology, format_mac, require_root};
 
 const XNOS_ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
 const LINUX_ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0];
@@ -30,38 +30,13 @@ const STATIONS: [(u16, [u8; 4]); 4] = [
     (20, [10, 0, 20, 3]),
 ];
 
-const XNOS_CONFIG: &str = r#"
-[switch]
-router-mac = "02:00:00:00:01:00"
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[port]]
-name = "swp4"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.1/24"]
-"#;
+/// Two hosts in each of VLANs 10 and 20, an SVI in each.
+fn xnos_config() -> Config {
+    Config::access_ports(&[10, 10, 20, 20])
+        .switch("router-mac", "02:00:00:00:01:00")
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"])
+}
 
 /// Kinds of frame where xnos and Linux differ on purpose, with the standard that says why
 /// (docs/architecture.md has the full entries). They are not sent.
@@ -455,7 +430,7 @@ fn sockets(hosts: &[Host]) -> Vec<PacketSocket> {
 fn xnos_side() -> Side {
     let topo = Topology::new(&PORTS).unwrap();
     quiet(&topo.switch);
-    let daemon = Daemon::start(&topo.switch, XNOS_CONFIG).unwrap();
+    let daemon = Daemon::start(&topo.switch, &xnos_config()).unwrap();
     for _ in 0..200 {
         if topo.switch.ip(&["link", "show", "vlan20"]).is_ok() {
             break;

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Netns, Topology, require_root, unique_name};
+use xnos_tests::{Config, Daemon, Netns, Topology, require_root, unique_name};
 
 const FRR_DIR: &str = "/usr/lib/frr";
 
@@ -112,38 +112,13 @@ fn route_fast_path(daemon: &Daemon, prefix: &str) -> Option<(String, bool)> {
 fn bgp_routes_from_frr_are_forwarded_by_the_fast_path() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let daemon = Daemon::start(
-        &topo.switch,
-        r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.1/24"]
-"#,
-    )
-    .unwrap();
+    let config = Config::access_ports(&[10, 20])
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"]);
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let (h1, peer) = (&topo.hosts[0], &topo.hosts[1]);
-    h1.add_address("10.0.10.2/24").unwrap();
-    h1.ns
-        .ip(&["route", "add", "default", "via", "10.0.10.1"])
-        .unwrap();
-    peer.add_address("10.0.20.2/24").unwrap();
-    peer.ns
-        .ip(&["route", "add", "default", "via", "10.0.20.1"])
-        .unwrap();
+    h1.add_address_via("10.0.10.2/24", "10.0.10.1").unwrap();
+    peer.add_address_via("10.0.20.2/24", "10.0.20.1").unwrap();
     peer.ns
         .ip(&["addr", "add", "10.77.1.1/24", "dev", "lo"])
         .unwrap();

@@ -8,8 +8,8 @@ use std::{
 };
 
 use xnos_tests::{
-    Daemon, ForeignXdp, PacketSocket, Topology, binary, cpu_time, find_by, format_mac, http_get,
-    parse_test_frame, require_root, rss_kb, test_frame,
+    Config, Daemon, ForeignXdp, PacketSocket, Topology, binary, cpu_time, find_by, format_mac,
+    http_get, parse_test_frame, require_root, status_kib, test_frame,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -85,30 +85,13 @@ fn access_ports_of_a_vlan_ping_and_vlans_are_isolated() {
     for (i, host) in topo.hosts.iter().enumerate() {
         host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
     }
-    let daemon = Daemon::start(
-        &topo.switch,
-        r#"
-[[vlan]]
-id = 10
-name = "servers"
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-"#,
-    )
-    .unwrap();
+    let config = Config::new()
+        .vlan(10)
+        .set("name", "servers")
+        .access("swp1", 10)
+        .access("swp2", 10)
+        .access("swp3", 20);
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     assert_fast_path(&topo, &daemon);
 
     assert!(
@@ -170,38 +153,17 @@ fn trunk_tags_and_untags_with_tc_and_xdp_ports_mixed() {
 fn trunk_case(odd: &str, even: &str) {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3", "swp4"]).unwrap();
-    let daemon = Daemon::start(
-        &topo.switch,
-        &format!(
-            r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-datapath = "{odd}"
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 20
-datapath = "{even}"
-
-[[port]]
-name = "swp3"
-mode = "trunk"
-vlans = [10, 20]
-native-vlan = 30
-datapath = "{odd}"
-
-[[port]]
-name = "swp4"
-mode = "access"
-vlan = 30
-datapath = "{even}"
-"#
-        ),
-    )
-    .unwrap();
+    let config = Config::new()
+        .access("swp1", 10)
+        .set("datapath", odd)
+        .access("swp2", 20)
+        .set("datapath", even)
+        .trunk("swp3", &[10, 20])
+        .set("native-vlan", 30u16)
+        .set("datapath", odd)
+        .access("swp4", 30)
+        .set("datapath", even);
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     if odd == "tc" {
         let ports = daemon.json("ports").unwrap();
         for port in ports.as_array().unwrap() {
@@ -274,31 +236,8 @@ datapath = "{even}"
 fn unknown_unicast_floods_only_within_its_vlan() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3", "swp4"]).unwrap();
-    let daemon = Daemon::start(
-        &topo.switch,
-        r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[port]]
-name = "swp4"
-mode = "trunk"
-vlans = [10, 20]
-"#,
-    )
-    .unwrap();
+    let config = Config::access_ports(&[10, 10, 20]).trunk("swp4", &[10, 20]);
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     assert_fast_path(&topo, &daemon);
     let sockets: Vec<PacketSocket> = topo.hosts.iter().map(|h| h.socket().unwrap()).collect();
     let [s1, s2, s3, s4] = [0, 1, 2, 3].map(|i| &sockets[i]);
@@ -326,29 +265,10 @@ vlans = [10, 20]
 fn fdb_learns_follows_moves_keeps_statics_and_ages() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let daemon = Daemon::start(
-        &topo.switch,
-        r#"
-[switch]
-fdb-aging = 2
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[fdb]]
-mac = "02:00:00:00:00:55"
-vlan = 10
-port = "swp1"
-"#,
-    )
-    .unwrap();
+    let config = Config::access_ports(&[10, 10])
+        .switch("fdb-aging", 2u32)
+        .fdb("02:00:00:00:00:55", 10, "swp1");
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     assert_fast_path(&topo, &daemon);
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     let (s1, s2) = (h1.socket().unwrap(), h2.socket().unwrap());
@@ -435,35 +355,10 @@ fn a_mac_flood_fills_the_fdb_without_evicting_stations() {
     require_root!();
     const METRICS: &str = "127.0.0.1:9417";
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
-    let daemon = Daemon::start_with(
-        &topo.switch,
-        r#"
-[switch]
-fdb-aging = 120
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 10
-
-[[fdb]]
-mac = "02:00:00:00:00:55"
-vlan = 10
-port = "swp2"
-"#,
-        &["--metrics-listen", METRICS],
-    )
-    .unwrap();
+    let config = Config::access_ports(&[10, 10, 10])
+        .switch("fdb-aging", 120u32)
+        .fdb("02:00:00:00:00:55", 10, "swp2");
+    let daemon = Daemon::start_with(&topo.switch, &config, &["--metrics-listen", METRICS]).unwrap();
     assert_fast_path(&topo, &daemon);
     let (h1, h2, h3) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
     h1.add_address("10.0.10.1/24").unwrap();
@@ -478,7 +373,7 @@ port = "swp2"
     let commits = |metrics: &str| sample(metrics, "xnos_statedb_commits_total").unwrap();
     let commits_before = commits(&http_get(&topo.switch, METRICS, "/metrics").unwrap());
     let pid = daemon.pid().unwrap();
-    let (rss_before, cpu_before) = (rss_kb(pid, "VmRSS:"), cpu_time(pid));
+    let (rss_before, cpu_before) = (status_kib(pid, "VmRSS"), cpu_time(pid));
     let ping = h1
         .ns
         .command("ping")
@@ -502,11 +397,11 @@ port = "swp2"
     let flood_secs = start.elapsed().as_secs_f64();
     let ping = ping.wait_with_output().unwrap();
     let ping = String::from_utf8_lossy(&ping.stdout);
-    let (rss_after, cpu_after) = (rss_kb(pid, "VmRSS:"), cpu_time(pid));
+    let (rss_after, cpu_after) = (status_kib(pid, "VmRSS"), cpu_time(pid));
     println!(
         "sent {sent} source MACs in {flood_secs:.1} s; xnosd RSS {rss_before} -> {rss_after} kB \
          (peak {} kB), CPU time {:?} -> {:?}; ping during the flood: {}",
-        rss_kb(pid, "VmHWM:"),
+        status_kib(pid, "VmHWM"),
         cpu_before,
         cpu_after,
         ping.lines()
@@ -582,7 +477,7 @@ port = "swp2"
     );
     // Every learned MAC is a row in StateDb: that much memory is the table's, whatever
     // the flood's size. The bound is generous (the bench judges memory): 4 kB a row.
-    let rss_final = rss_kb(pid, "VmRSS:");
+    let rss_final = status_kib(pid, "VmRSS");
     println!("xnosd RSS after showing the table: {rss_final} kB");
     assert!(
         rss_final.saturating_sub(rss_before) < capacity * 4,
@@ -654,11 +549,8 @@ fn invalid_config_is_refused_and_nothing_is_attached() {
 fn sigterm_keeps_the_datapath_and_remove_datapath_takes_it_off() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let mut daemon = Daemon::start(
-        &topo.switch,
-        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 1\n[[port]]\nname = \"swp2\"\nmode = \"trunk\"\nvlans = [1]\n",
-    )
-    .unwrap();
+    let config = Config::new().access("swp1", 1).trunk("swp2", &[1]);
+    let mut daemon = Daemon::start(&topo.switch, &config).unwrap();
     assert!(topo.xdp_attached("swp1").unwrap() && topo.xdp_attached("swp2").unwrap());
     let status = daemon.stop().unwrap();
     assert!(
@@ -732,12 +624,11 @@ fn per_port_datapath_mode_is_applied_and_explained() {
     for (i, host) in topo.hosts.iter().enumerate() {
         host.add_address(&format!("10.0.0.{}/24", i + 1)).unwrap();
     }
-    let daemon = Daemon::start(
-        &topo.switch,
-        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
-         [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\ndatapath = \"xdp-generic\"\n",
-    )
-    .unwrap();
+    let config = Config::new()
+        .access("swp1", 10)
+        .access("swp2", 10)
+        .set("datapath", "xdp-generic");
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let ports = daemon.json("ports").unwrap();
     let port = |name: &str| find_by(&ports, "name", name);
     assert_eq!(port("swp1")["datapath"], "xdp-native");
@@ -803,15 +694,8 @@ fn auto_falls_back_to_generic_xdp_and_to_tc_with_the_reason() {
         .unwrap();
     topo.switch.ip(&["link", "set", "vx0", "up"]).unwrap();
 
-    let daemon = Daemon::start(
-        &topo.switch,
-        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
-         [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\
-         [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n\
-         [[port]]\nname = \"swp4\"\nmode = \"access\"\nvlan = 20\n\
-         [[port]]\nname = \"vx0\"\nmode = \"access\"\nvlan = 10\n",
-    )
-    .unwrap();
+    let config = Config::access_ports(&[10, 10, 10, 20]).access("vx0", 10);
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let ports = daemon.json("ports").unwrap();
     let port = |name: &str| find_by(&ports, "name", name);
     let reason = |name: &str| port(name)["datapath-reason"].as_str().unwrap().to_string();

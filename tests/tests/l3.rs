@@ -3,43 +3,21 @@
 
 use std::time::{Duration, Instant};
 
-use xnos_tests::{Daemon, Host, PacketSocket, Topology, require_root};
+use xnos_tests::{Config, Daemon, Host, PacketSocket, Topology, require_root};
 
 const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
 
-const TWO_VLANS: &str = r#"
-[switch]
-router-mac = "02:00:00:00:01:00"
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 20
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24", "fd00:10::1/64"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.1/24", "fd00:20::1/64"]
-"#;
+/// swp1 in VLAN 10, swp2 and swp3 in VLAN 20, an SVI with IPv4 and IPv6 in each.
+fn two_vlans() -> Config {
+    Config::access_ports(&[10, 20, 20])
+        .switch("router-mac", "02:00:00:00:01:00")
+        .svi(10, &["10.0.10.1/24", "fd00:10::1/64"])
+        .svi(20, &["10.0.20.1/24", "fd00:20::1/64"])
+}
 
 /// Give host `host` addresses in its VLAN's subnets and default routes via the SVI.
 fn address(host: &Host, vlan: u16, id: u8) {
-    host.add_address(&format!("10.0.{vlan}.{id}/24")).unwrap();
-    host.ns
-        .ip(&["route", "add", "default", "via", &format!("10.0.{vlan}.1")])
+    host.add_address_via(&format!("10.0.{vlan}.{id}/24"), &format!("10.0.{vlan}.1"))
         .unwrap();
     host.ns
         .exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=0"])
@@ -131,12 +109,12 @@ fn routed_case(tc: bool) {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     let config = if tc {
-        TWO_VLANS.replace(
+        two_vlans().replace(
             "mode = \"access\"\n",
             "mode = \"access\"\ndatapath = \"tc\"\n",
         )
     } else {
-        TWO_VLANS.to_string()
+        two_vlans().to_string()
     };
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
@@ -215,7 +193,7 @@ fn routed_case(tc: bool) {
 fn kernel_routes_are_followed_and_routed_ports_route() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp5"]).unwrap();
-    let config = TWO_VLANS.replace(
+    let config = two_vlans().replace(
         "[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 20\n",
         "[[interface]]\nport = \"swp5\"\naddresses = [\"10.0.99.1/30\"]\n",
     );
@@ -223,10 +201,7 @@ fn kernel_routes_are_followed_and_routed_ports_route() {
     let (h1, h2, h5) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
     address(h1, 10, 2);
     address(h2, 20, 2);
-    h5.add_address("10.0.99.2/30").unwrap();
-    h5.ns
-        .ip(&["route", "add", "default", "via", "10.0.99.1"])
-        .unwrap();
+    h5.add_address_via("10.0.99.2/30", "10.0.99.1").unwrap();
     assert!(h1.reachable("10.0.99.2"), "routed port unreachable");
     let ports = daemon.json("ports").unwrap();
     assert_eq!(
@@ -301,9 +276,7 @@ fn udp_count(sock: &PacketSocket) -> usize {
 fn ecmp_spreads_flows_over_both_nexthops() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
-    let config = format!(
-        "{TWO_VLANS}\n[[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"10.0.20.2\", \"10.0.20.3\"]\n"
-    );
+    let config = two_vlans().route("10.99.0.0/16", &["10.0.20.2", "10.0.20.3"]);
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let (h1, h2, h3) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
     address(h1, 10, 2);
@@ -376,20 +349,13 @@ fn ecmp_spreads_flows_over_both_nexthops() {
 fn l3_config_changes_take_effect_at_runtime() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let base = "[switch]\nrouter-mac = \"02:00:00:00:01:00\"\n\
-                [[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n\
-                [[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 20\n\
-                [[interface]]\nvlan = 10\naddresses = [\"10.0.10.1/24\"]\n";
-    let daemon = Daemon::start(&topo.switch, base).unwrap();
+    let base = Config::access_ports(&[10, 20])
+        .switch("router-mac", "02:00:00:00:01:00")
+        .svi(10, &["10.0.10.1/24"]);
+    let daemon = Daemon::start(&topo.switch, &base).unwrap();
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
-    h1.add_address("10.0.10.2/24").unwrap();
-    h1.ns
-        .ip(&["route", "add", "default", "via", "10.0.10.1"])
-        .unwrap();
-    h2.add_address("10.0.20.2/24").unwrap();
-    h2.ns
-        .ip(&["route", "add", "default", "via", "10.0.20.1"])
-        .unwrap();
+    h1.add_address_via("10.0.10.2/24", "10.0.10.1").unwrap();
+    h2.add_address_via("10.0.20.2/24", "10.0.20.1").unwrap();
     h2.ns
         .ip(&["addr", "add", "10.99.1.1/32", "dev", "lo"])
         .unwrap();
@@ -399,11 +365,11 @@ fn l3_config_changes_take_effect_at_runtime() {
     );
 
     let more = daemon.dir.join("more.toml");
-    std::fs::write(
-        &more,
-        format!("{base}[[interface]]\nvlan = 20\naddresses = [\"10.0.20.1/24\"]\n[[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"10.0.20.2\"]\n"),
-    )
-    .unwrap();
+    let more_config = base
+        .clone()
+        .svi(20, &["10.0.20.1/24"])
+        .route("10.99.0.0/16", &["10.0.20.2"]);
+    std::fs::write(&more, more_config).unwrap();
     let applied = daemon
         .xnos(&["config", "apply", more.to_str().unwrap()])
         .unwrap();
@@ -427,7 +393,7 @@ fn l3_config_changes_take_effect_at_runtime() {
     );
 
     let again = daemon.dir.join("base.toml");
-    std::fs::write(&again, base).unwrap();
+    std::fs::write(&again, &base).unwrap();
     let applied = daemon
         .xnos(&["config", "apply", again.to_str().unwrap()])
         .unwrap();
@@ -481,7 +447,7 @@ fn all_punts(daemon: &Daemon) -> u64 {
 fn punts_count_per_port_and_a_new_router_mac_is_announced() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let config = TWO_VLANS.replace(
+    let config = two_vlans().replace(
         "\n[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 20\n",
         "",
     );
@@ -569,7 +535,7 @@ fn packets_over_the_egress_mtu_are_fragmented_or_get_icmp_on_tc() {
 fn mtu_case(tc: bool) {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let mut config = TWO_VLANS
+    let mut config = two_vlans()
         .replace(
             "name = \"swp2\"\nmode = \"access\"\nvlan = 20\n",
             "name = \"swp2\"\nmode = \"access\"\nvlan = 20\nmtu = 1400\n",
@@ -666,7 +632,7 @@ fn mtu_case(tc: bool) {
 fn packets_with_a_bad_checksum_are_not_routed() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let daemon = Daemon::start(&topo.switch, &two_vlans()).unwrap();
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
     address(h1, 10, 2);
     address(h2, 20, 2);

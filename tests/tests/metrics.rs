@@ -10,33 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Netns, Topology, http_get, require_root};
+use xnos_tests::{Config, Daemon, Netns, Topology, http_get, require_root};
 
 const METRICS: &str = "127.0.0.1:9417";
-const CONFIG: &str = r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.1/24"]
-"#;
+/// swp1 and swp2 in VLAN 10, swp3 in VLAN 20, an SVI in each.
+fn config() -> Config {
+    Config::access_ports(&[10, 10, 20])
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"])
+}
 
 fn dashboards() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboards"))
@@ -77,14 +59,15 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn setup() -> (Topology, Daemon) {
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     topo.switch.ip(&["link", "set", "lo", "up"]).unwrap();
-    let daemon = Daemon::start_with(&topo.switch, CONFIG, &["--metrics-listen", METRICS]).unwrap();
+    let daemon =
+        Daemon::start_with(&topo.switch, &config(), &["--metrics-listen", METRICS]).unwrap();
     for (i, host) in topo.hosts.iter().enumerate() {
         let vlan = if i < 2 { 10 } else { 20 };
-        host.add_address(&format!("10.0.{vlan}.{}/24", i + 2))
-            .unwrap();
-        host.ns
-            .ip(&["route", "add", "default", "via", &format!("10.0.{vlan}.1")])
-            .unwrap();
+        host.add_address_via(
+            &format!("10.0.{vlan}.{}/24", i + 2),
+            &format!("10.0.{vlan}.1"),
+        )
+        .unwrap();
     }
     (topo, daemon)
 }

@@ -6,26 +6,16 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use xnos_tests::{Daemon, Topology, find_by, format_mac, require_root};
+use xnos_tests::{Config, Daemon, Topology, find_by, format_mac, require_root};
 
-const SVI: &str = r#"
-[[vlan]]
-id = 10
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24"]
-"#;
+/// swp1 and swp2 in VLAN 10 and its SVI.
+fn svi() -> Config {
+    Config::new()
+        .vlan(10)
+        .access("swp1", 10)
+        .access("swp2", 10)
+        .svi(10, &["10.0.10.1/24"])
+}
 
 fn addressed(topo: &Topology) {
     for (i, host) in topo.hosts.iter().enumerate() {
@@ -59,7 +49,7 @@ fn loopback_and_netdevs_of_xnos_are_refused_as_ports() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
     addressed(&topo);
-    let daemon = Daemon::start(&topo.switch, SVI).unwrap();
+    let daemon = Daemon::start(&topo.switch, &svi()).unwrap();
     assert!(topo.hosts[0].reachable("10.0.10.1"));
     let before = daemon.xnos(&["config", "show"]).unwrap();
     // What a refused port would have reached in the datapath is a port-status row (the
@@ -134,12 +124,13 @@ fn a_port_another_instance_drives_is_refused_naming_it() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let first_config = SVI;
-    let second_config = "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\nmtu = 1400\n\n\
-                         [[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n";
-    let mut first = Daemon::start(&topo.switch, first_config).unwrap();
+    let second_config = Config::new()
+        .access("swp2", 10)
+        .set("mtu", 1400u16)
+        .access("swp3", 10);
+    let mut first = Daemon::start(&topo.switch, &svi()).unwrap();
     let svi = topo.switch.ifindex("vlan10").unwrap();
-    let second = Daemon::start_instance(&topo.switch, "second", second_config).unwrap();
+    let second = Daemon::start_instance(&topo.switch, "second", &second_config).unwrap();
     let owner = format!(
         "claimed by another xnosd (socket {}, pid {})",
         first.socket.display(),
@@ -195,7 +186,7 @@ fn a_port_another_instance_drives_is_refused_naming_it() {
     }
     assert!(topo.hosts[0].reachable("10.0.10.3"));
 
-    let second = Daemon::start_instance(&topo.switch, "second", second_config).unwrap();
+    let second = Daemon::start_instance(&topo.switch, "second", &second_config).unwrap();
     assert_eq!(port(&second, "swp2")["datapath"], "none");
     first.stop().unwrap();
     wait_port(&second, "swp2", "taken over", |row| {
@@ -211,7 +202,7 @@ fn a_vlan_a_port_uses_exists_from_the_cli_and_the_api() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let daemon = Daemon::start(&topo.switch, SVI).unwrap();
+    let daemon = Daemon::start(&topo.switch, &svi()).unwrap();
     let set = daemon
         .xnos(&["port", "set", "swp1", "--access", "30"])
         .unwrap();
@@ -251,7 +242,7 @@ fn a_vlan_a_port_uses_exists_from_the_cli_and_the_api() {
 fn deletes_in_use_name_their_users() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, SVI).unwrap();
+    let daemon = Daemon::start(&topo.switch, &svi()).unwrap();
     daemon
         .xnos(&[
             "fdb",
@@ -287,8 +278,8 @@ fn interface_verbs_change_l3_interfaces() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
     addressed(&topo);
-    let config = SVI.split("[[interface]]").next().unwrap();
-    let daemon = Daemon::start(&topo.switch, config).unwrap();
+    let config = Config::new().vlan(10).access("swp1", 10).access("swp2", 10);
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let err = daemon
         .xnos(&["interface", "set", "vlan10", "--addresses", "10.0.10.1/24"])
         .unwrap_err()
@@ -344,10 +335,9 @@ fn fdb_clear_removes_learned_entries_of_a_port_only() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let config = format!(
-        "{SVI}\n[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n\n\
-         [[fdb]]\nmac = \"02:00:00:00:00:99\"\nvlan = 10\nport = \"swp3\"\n"
-    );
+    let config = svi()
+        .access("swp3", 10)
+        .fdb("02:00:00:00:00:99", 10, "swp3");
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
     assert!(topo.hosts[0].reachable("10.0.10.3"));
     assert!(topo.hosts[2].reachable("10.0.10.3"));

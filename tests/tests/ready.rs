@@ -8,25 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Topology, binary, require_root};
+use xnos_tests::{Config, Daemon, Topology, binary, require_root};
 
 const PORTS: [&str; 3] = ["swp1", "swp2", "swp3"];
-const CONFIG: &str = r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "trunk"
-vlans = [10, 20]
-"#;
+/// swp1 and swp2 in VLAN 10, swp3 a trunk.
+fn config() -> Config {
+    Config::access_ports(&[10, 10]).trunk("swp3", &[10, 20])
+}
 
 fn assert_every_port_attached(topo: &Topology, when: &str) {
     for port in PORTS {
@@ -48,7 +36,7 @@ fn assert_every_port_attached(topo: &Topology, when: &str) {
 fn the_socket_appears_only_when_every_port_has_its_fast_path() {
     require_root!();
     let topo = Topology::new(&PORTS).unwrap();
-    let daemon = Daemon::launch(&topo.switch, CONFIG, &[], &[]).unwrap();
+    let daemon = Daemon::launch(&topo.switch, &config(), &[], &[]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !daemon.socket.exists() {
         assert!(
@@ -88,7 +76,7 @@ fn ready_is_sent_to_notify_socket() {
         .unwrap();
     let daemon = Daemon::launch(
         &topo.switch,
-        CONFIG,
+        &config(),
         &[],
         &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
     )
@@ -120,7 +108,7 @@ fn wait_ready_waits_for_the_daemon_and_fails_clearly_on_timeout() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let daemon = Daemon::launch(&topo.switch, CONFIG, &[], &[]).unwrap();
+    let daemon = Daemon::launch(&topo.switch, &config(), &[], &[]).unwrap();
     let output = waiter.wait_with_output().unwrap();
     assert!(
         output.status.success(),

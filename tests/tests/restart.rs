@@ -4,41 +4,21 @@
 //! Traffic is counted frame by frame at the receivers.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Host, Topology, require_root};
+use xnos_tests::{
+    Config, Daemon, Host, Topology, require_root,
+    traffic::{Flow, Totals, Traffic},
+};
 
-const CONFIG: &str = r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.254/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.254/24"]
-"#;
+/// swp1 and swp2 in VLAN 10, swp3 in VLAN 20, an SVI in each.
+fn config() -> Config {
+    Config::access_ports(&[10, 10, 20])
+        .svi(10, &["10.0.10.254/24"])
+        .svi(20, &["10.0.20.254/24"])
+}
 
 /// h1 and h2 in VLAN 10 (switched), h3 in VLAN 20 (routed from h1).
 fn topology() -> Topology {
@@ -48,10 +28,7 @@ fn topology() -> Topology {
         (&topo.hosts[1], "10.0.10.2/24", "10.0.10.254"),
         (&topo.hosts[2], "10.0.20.3/24", "10.0.20.254"),
     ] {
-        host.add_address(cidr).unwrap();
-        host.ns
-            .ip(&["route", "add", "default", "via", gateway])
-            .unwrap();
+        host.add_address_via(cidr, gateway).unwrap();
     }
     topo
 }
@@ -59,138 +36,10 @@ fn topology() -> Topology {
 /// The topology with xnosd running on it (with `args`), once both flows' paths answer.
 fn running(args: &[&str]) -> (Topology, Daemon) {
     let topo = topology();
-    let daemon = Daemon::start_with(&topo.switch, CONFIG, args).unwrap();
+    let daemon = Daemon::start_with(&topo.switch, &config(), args).unwrap();
     assert!(topo.hosts[0].reachable("10.0.10.2"));
     assert!(topo.hosts[0].reachable("10.0.20.3"));
     (topo, daemon)
-}
-
-/// Numbered UDP datagrams from one host to others at a steady rate, each receiver
-/// recording which numbers arrived.
-struct Flows {
-    stop: Arc<AtomicBool>,
-    sender: JoinHandle<Vec<u64>>,
-    receivers: Vec<JoinHandle<Vec<bool>>>,
-    names: Vec<&'static str>,
-}
-
-const PORT: u16 = 9000;
-/// Room for 60 s of traffic at the rate the tests send.
-const MAX_SEQ: usize = 1_200_000;
-
-impl Flows {
-    /// Send `rate` datagrams per second in total from `from`, alternating over `to`.
-    fn start(from: &Host, to: &[(&'static str, &Host, &str)], rate: u64) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut receivers = Vec::new();
-        for (_, host, ip) in to {
-            let socket = host
-                .ns
-                .enter(|| UdpSocket::bind((*ip, PORT)))
-                .unwrap()
-                .unwrap();
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            set_rcvbuf(&socket, 8 << 20);
-            let stop = stop.clone();
-            receivers.push(std::thread::spawn(move || {
-                let mut seen = vec![false; MAX_SEQ];
-                let mut buf = [0u8; 64];
-                let mut quiet_since = None;
-                loop {
-                    match socket.recv(&mut buf) {
-                        Ok(n) if n >= 8 => {
-                            let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-                            if seq < MAX_SEQ {
-                                seen[seq] = true;
-                            }
-                            quiet_since = None;
-                        }
-                        _ => {
-                            // Done once the sender stopped and nothing came for 300 ms.
-                            if stop.load(Ordering::Relaxed) {
-                                let since = *quiet_since.get_or_insert_with(Instant::now);
-                                if since.elapsed() > Duration::from_millis(300) {
-                                    return seen;
-                                }
-                            }
-                        }
-                    }
-                }
-            }));
-        }
-        let socket = from
-            .ns
-            .enter(|| UdpSocket::bind("0.0.0.0:0"))
-            .unwrap()
-            .unwrap();
-        let targets: Vec<SocketAddr> = to
-            .iter()
-            .map(|(_, _, ip)| SocketAddr::new(ip.parse().unwrap(), PORT))
-            .collect();
-        let sender_stop = stop.clone();
-        let sender = std::thread::spawn(move || {
-            let mut sent = vec![0u64; targets.len()];
-            let started = Instant::now();
-            let mut total = 0u64;
-            while !sender_stop.load(Ordering::Relaxed) && (total as usize) < MAX_SEQ {
-                let due = started.elapsed().as_micros() as u64 * rate / 1_000_000;
-                while total < due {
-                    let flow = (total % targets.len() as u64) as usize;
-                    let seq = sent[flow];
-                    // A full socket buffer (ENOBUFS) is the sender's loss, not the
-                    // switch's: the frame is sent again.
-                    if socket.send_to(&seq.to_be_bytes(), targets[flow]).is_ok() {
-                        sent[flow] += 1;
-                        total += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            sent
-        });
-        Self {
-            stop,
-            sender,
-            receivers,
-            names: to.iter().map(|(name, _, _)| *name).collect(),
-        }
-    }
-
-    /// Stop sending; per flow, its name, how many were sent and how many never arrived.
-    fn finish(self) -> Vec<(&'static str, u64, u64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        let sent = self.sender.join().unwrap();
-        let seen: Vec<Vec<bool>> = self
-            .receivers
-            .into_iter()
-            .map(|r| r.join().unwrap())
-            .collect();
-        self.names
-            .iter()
-            .zip(sent)
-            .zip(seen)
-            .map(|((name, sent), seen)| {
-                let arrived = seen[..sent as usize].iter().filter(|s| **s).count() as u64;
-                (*name, sent, sent - arrived)
-            })
-            .collect()
-    }
-}
-
-fn set_rcvbuf(socket: &UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: setsockopt with a valid fd and an int option.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 /// The ID and tag of the XDP program on a port of the switch.
@@ -256,24 +105,26 @@ fn restarts_and_crashes_lose_no_frame() {
     assert!(daemon.log().contains("taking over from an earlier xnosd"));
 }
 
-fn send_flows(topo: &Topology) -> Flows {
-    Flows::start(
-        &topo.hosts[0],
-        &[
-            ("switched", &topo.hosts[1], "10.0.10.2"),
-            ("routed", &topo.hosts[2], "10.0.20.3"),
-        ],
-        20_000,
-    )
+/// 20,000 datagrams/s from h1: switched to h2 and routed to h3.
+fn send_flows(topo: &Topology) -> Traffic {
+    let hosts: Vec<(&Host, Ipv4Addr)> = topo
+        .hosts
+        .iter()
+        .zip([[10, 0, 10, 1], [10, 0, 10, 2], [10, 0, 20, 3]].map(Ipv4Addr::from))
+        .collect();
+    let flows = vec![Flow { src: 0, dst: 1 }, Flow { src: 0, dst: 2 }];
+    Traffic::start(&hosts, flows, 20_000).unwrap()
 }
 
-fn assert_none_lost(results: &[(&str, u64, u64)], daemon: &Daemon) {
-    for (name, sent, lost) in results {
-        println!("{name}: {sent} sent, {lost} lost");
+fn assert_none_lost(results: &[Totals], daemon: &Daemon) {
+    let named = ["switched", "routed"].iter().zip(results);
+    for (name, flow) in named.clone() {
+        println!("{name}: {flow:?}");
     }
-    for (name, sent, lost) in results {
-        assert!(*sent > 10_000, "{name}: only {sent} sent");
-        assert_eq!(*lost, 0, "{name}: {lost} of {sent} lost\n{}", daemon.log());
+    for (name, flow) in named {
+        let (sent, lost) = (flow.sent, flow.lost + flow.unseen_tail);
+        assert!(sent > 10_000, "{name}: only {sent} sent");
+        assert_eq!(lost, 0, "{name}: {lost} of {sent} lost\n{}", daemon.log());
     }
 }
 
@@ -339,7 +190,7 @@ fn an_upgrade_to_a_changed_program_and_back_loses_no_frame() {
 fn routes_changed_while_xnosd_was_down_are_swept_after_the_dump() {
     require_root!();
     let topo = topology();
-    let mut daemon = Daemon::start(&topo.switch, CONFIG).unwrap();
+    let mut daemon = Daemon::start(&topo.switch, &config()).unwrap();
     assert!(topo.hosts[0].reachable("10.0.20.3"));
     let trace = |daemon: &Daemon, dst: &str| -> serde_json::Value {
         let out = daemon
@@ -394,34 +245,13 @@ fn module_faults_lose_no_frame() {
     let (topo, daemon) = running(&["--metrics-listen", "127.0.0.1:9417"]);
     let modules = ["kernel", "datapath", "api", "metrics"];
     let flows = send_flows(&topo);
-    for round in 1..=2 {
+    for _ in 1..=2 {
         for name in modules {
             std::thread::sleep(Duration::from_millis(200));
-            daemon.xnos(&["inject-fault", name]).unwrap_or_else(|e| {
-                panic!(
-                    "injecting a fault (cargo xtask test builds xnosd with fault-injection): {e}"
-                )
-            });
             // Restarted (and running again) before the next one.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let restarted = daemon.json("modules").ok().is_some_and(|m| {
-                    m.as_array().unwrap().iter().any(|m| {
-                        m["key"] == name
-                            && m["row"]["state"] == "running"
-                            && m["row"]["restarts"] == round
-                    })
-                });
-                if restarted {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{name} not restarted: {}",
-                    daemon.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            daemon
+                .fault(name)
+                .unwrap_or_else(|e| panic!("{e:#}: {}", daemon.log()));
         }
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -438,11 +268,11 @@ fn a_port_left_out_of_the_config_while_xnosd_was_down_is_taken_off() {
     let (topo, mut daemon) = running(&[]);
     assert!(xdp_program(&topo, "swp2").is_some());
     daemon.stop().unwrap();
-    let without_swp2 = CONFIG.replace(
+    let without_swp2 = config().replace(
         "[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n\n",
         "",
     );
-    assert_ne!(without_swp2, CONFIG);
+    assert_ne!(without_swp2, *config());
     std::fs::write(daemon.config_path(), without_swp2).unwrap();
     daemon.start_again(&topo.switch).unwrap();
     assert_eq!(xdp_program(&topo, "swp2"), None, "{}", daemon.log());

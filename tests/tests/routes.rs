@@ -3,35 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use xnos_tests::{Daemon, Topology, find_by, format_mac, require_root};
+use xnos_tests::{Config, Daemon, Topology, find_by, format_mac, require_root};
 
-const TWO_VLANS: &str = r#"
-[switch]
-router-mac = "02:00:00:00:01:00"
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 20
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 20
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.1/24"]
-"#;
+/// swp1 in VLAN 10, swp2 and swp3 in VLAN 20, an SVI in each.
+fn two_vlans() -> Config {
+    Config::access_ports(&[10, 20, 20])
+        .switch("router-mac", "02:00:00:00:01:00")
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"])
+}
 
 /// Poll `f` until it returns Some, for up to 10 seconds.
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -72,10 +52,9 @@ fn a_route_the_kernel_refuses_fails_alone_until_its_nexthop_is_reachable() {
     topo.switch.veth("mgmt0", "mgmt1").unwrap();
     topo.switch.ip(&["link", "set", "mgmt0", "up"]).unwrap();
     topo.switch.ip(&["link", "set", "mgmt1", "up"]).unwrap();
-    let config = format!(
-        "{TWO_VLANS}\n[[route]]\nprefix = \"10.98.0.0/16\"\nnexthops = [\"10.0.20.2\"]\n\
-         [[route]]\nprefix = \"10.99.0.0/16\"\nnexthops = [\"192.0.2.5\"]\n"
-    );
+    let config = two_vlans()
+        .route("10.98.0.0/16", &["10.0.20.2"])
+        .route("10.99.0.0/16", &["192.0.2.5"]);
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
 
     let kernel_route = |prefix: &str| topo.switch.ip(&["route", "show", prefix]).unwrap();
@@ -188,7 +167,7 @@ fn show_routes_has_every_kernel_route_and_hides_link_local_ones() {
             topo.switch.ip(&["link", "set", end, "up"]).unwrap();
         }
     }
-    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let daemon = Daemon::start(&topo.switch, &two_vlans()).unwrap();
     let kernel = || {
         topo.switch
             .ip(&["-6", "route", "show", "table", "main", "fe80::/64"])
@@ -223,7 +202,7 @@ fn show_routes_has_every_kernel_route_and_hides_link_local_ones() {
 fn the_fast_path_follows_the_lowest_metric() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, TWO_VLANS).unwrap();
+    let daemon = Daemon::start(&topo.switch, &two_vlans()).unwrap();
     let (h2, h3) = (&topo.hosts[1], &topo.hosts[2]);
     h2.add_address("10.0.20.2/24").unwrap();
     h3.add_address("10.0.20.3/24").unwrap();

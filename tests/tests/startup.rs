@@ -9,14 +9,12 @@
 
 use std::{path::PathBuf, process::Command};
 
-use xnos_tests::{Daemon, Topology, binary, require_root, unique_name};
+use xnos_tests::{Config, Daemon, Topology, binary, require_root, unique_name};
 
-const CONFIG: &str = r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-"#;
+/// One access port, swp1 in VLAN 10.
+fn config() -> Config {
+    Config::new().access("swp1", 10)
+}
 
 /// Starts xnosd with its arguments, optionally sends it SIGTERM after a delay (seconds),
 /// waits for it, and reports what is left: its exit status, the bpffs mounts, the
@@ -84,7 +82,7 @@ impl Harness {
         let topo = Topology::new(&["swp1"]).unwrap();
         let dir = std::env::temp_dir().join(unique_name("xnos-start"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("xnos.toml"), CONFIG).unwrap();
+        std::fs::write(dir.join("xnos.toml"), config()).unwrap();
         Self { topo, dir }
     }
 
@@ -221,7 +219,7 @@ fn an_invalid_pin_dir_fails_the_start_leaving_nothing() {
 fn a_second_xnosd_on_a_live_socket_refuses_and_leaves_it() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let live = Daemon::start(&topo.switch, CONFIG).unwrap();
+    let live = Daemon::start(&topo.switch, &config()).unwrap();
     let second = topo
         .switch
         .command(binary("xnosd").unwrap().to_str().unwrap())

@@ -10,31 +10,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xnos_tests::{Daemon, Host, Topology, binary, find_by, format_mac, require_root, test_frame};
+use xnos_tests::{
+    Config, Daemon, Host, Topology, binary, find_by, format_mac, require_root, test_frame,
+};
 
-const THREE_PORTS: &str = r#"
-[[vlan]]
-id = 10
-name = "servers"
+/// VLAN 10 ("servers") and VLAN 20, declared.
+fn vlans() -> Config {
+    Config::new().vlan(10).set("name", "servers").vlan(20)
+}
 
-[[vlan]]
-id = 20
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 20
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 10
-"#;
+/// swp1 and swp3 in VLAN 10, swp2 in VLAN 20.
+fn three_ports() -> Config {
+    vlans()
+        .access("swp1", 10)
+        .access("swp2", 20)
+        .access("swp3", 10)
+}
 
 fn addressed(topo: &Topology) {
     for (i, host) in topo.hosts.iter().enumerate() {
@@ -84,7 +75,7 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
+    let daemon = Daemon::start(&topo.switch, &three_ports()).unwrap();
     let [h1, h2, _] = [0, 1, 2].map(|i| &topo.hosts[i]);
     assert!(h1.reachable("10.0.0.3"));
     assert!(!h1.ping("10.0.0.2", 1), "h2 reachable while in VLAN 20");
@@ -146,15 +137,10 @@ fn vlan_membership_changes_through_the_cli_while_traffic_flows() {
 fn port_set_changes_only_what_it_names() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let config = THREE_PORTS
-        .replace(
-            "vlan = 10\n\n[[port]]\nname = \"swp2\"",
-            "vlan = 10\ndatapath = \"xdp-generic\"\n\n[[port]]\nname = \"swp2\"",
-        )
-        .replace(
-            "\n[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n",
-            "",
-        );
+    let config = vlans()
+        .access("swp1", 10)
+        .set("datapath", "xdp-generic")
+        .access("swp2", 20);
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
     let port_row = || {
         let rows = daemon.json_raw(&["db", "get", "port", "--json"]).unwrap();
@@ -199,25 +185,7 @@ fn port_set_changes_only_what_it_names() {
 fn each_commit_is_logged_with_its_source_and_no_colour_codes() {
     require_root!();
     let topo = Topology::new(&["swp1"]).unwrap();
-    let config = THREE_PORTS
-        .replace(
-            "
-[[port]]
-name = \"swp2\"
-mode = \"access\"
-vlan = 20
-",
-            "",
-        )
-        .replace(
-            "
-[[port]]
-name = \"swp3\"
-mode = \"access\"
-vlan = 10
-",
-            "",
-        );
+    let config = vlans().access("swp1", 10);
     let daemon = Daemon::start(&topo.switch, &config).unwrap();
     daemon.xnos(&["vlan", "add", "30"]).unwrap();
     daemon
@@ -284,12 +252,12 @@ fn bad_changes_are_refused_and_change_nothing() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
+    let daemon = Daemon::start(&topo.switch, &three_ports()).unwrap();
     assert!(topo.hosts[0].reachable("10.0.0.3"));
     let before = daemon.xnos(&["config", "show"]).unwrap();
 
     let bad = daemon.dir.join("bad.toml");
-    std::fs::write(&bad, THREE_PORTS.replace("vlan = 20", "vlan = 5000")).unwrap();
+    std::fs::write(&bad, three_ports().replace("vlan = 20", "vlan = 5000")).unwrap();
     let err = daemon
         .xnos(&["config", "apply", bad.to_str().unwrap()])
         .unwrap_err()
@@ -377,9 +345,9 @@ fn applied_and_saved_config_survives_a_restart() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let mut daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
+    let mut daemon = Daemon::start(&topo.switch, &three_ports()).unwrap();
     let new = daemon.dir.join("new.toml");
-    std::fs::write(&new, THREE_PORTS.replace("vlan = 20", "vlan = 10")).unwrap();
+    std::fs::write(&new, three_ports().replace("vlan = 20", "vlan = 10")).unwrap();
     let diff = daemon
         .xnos(&["config", "diff", new.to_str().unwrap()])
         .unwrap();
@@ -414,7 +382,7 @@ fn applied_and_saved_config_survives_a_restart() {
     let saved = daemon.xnos(&["config", "save"]).unwrap();
     assert!(saved.contains("previous version in"), "{saved}");
     let backup = daemon.config_path().with_extension("toml.bak");
-    assert_eq!(std::fs::read_to_string(backup).unwrap(), THREE_PORTS);
+    assert_eq!(std::fs::read_to_string(backup).unwrap(), *three_ports());
 
     daemon.restart(&topo.switch).unwrap();
     let fdb = daemon.json("fdb").unwrap();
@@ -438,70 +406,55 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
     addressed(&topo);
-    let daemon = Daemon::start(&topo.switch, THREE_PORTS).unwrap();
+    let daemon = Daemon::start(&topo.switch, &three_ports()).unwrap();
     assert!(topo.hosts[0].reachable("10.0.0.3"));
 
     let ping = background_ping(&topo.hosts[0], "10.0.0.3", 60);
     std::thread::sleep(Duration::from_millis(500));
     for name in ["datapath", "kernel", "api"] {
-        let out = daemon.xnos(&["inject-fault", name]);
-        assert!(
-            out.is_ok(),
-            "injecting a fault failed (the binaries need --features fault-injection, as cargo xtask test builds them): {out:?}"
-        );
+        daemon
+            .fault(name)
+            .unwrap_or_else(|e| panic!("{e:#}: {}", daemon.log()));
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let modules = daemon.json("modules");
-        if let Ok(modules) = &modules
-            && ["datapath", "kernel", "api"].iter().all(|name| {
-                let m = module(modules, name);
-                m["state"] == "running" && m["restarts"] == 1
-            })
-        {
-            let datapath = module(modules, "datapath");
-            assert!(
-                datapath["last-error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("fault injected"),
-                "{modules}"
-            );
-            // A reader that went away ends xnos quietly, as it would any filter (it
-            // panicked on the closed pipe once): its stdout is a pipe with no reader.
-            let (reader, writer) = std::io::pipe().unwrap();
-            drop(reader);
-            let piped = std::process::Command::new(xnos_tests::binary("xnos").unwrap())
-                .arg("--socket")
-                .arg(&daemon.socket)
-                .args(["db", "get", "link"])
-                .stdout(writer)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&piped.stderr);
-            assert!(!stderr.contains("panicked"), "{stderr}");
-            assert_eq!(
-                std::os::unix::process::ExitStatusExt::signal(&piped.status),
-                Some(libc::SIGPIPE),
-                "{stderr}"
-            );
-            // The table shows it too (it read a key the rows no longer have, once).
-            let shown = daemon.xnos(&["show", "modules"]).unwrap();
-            assert!(
-                shown
-                    .lines()
-                    .any(|l| l.starts_with("datapath") && l.contains("fault injected")),
-                "{shown}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "modules not restarted: {modules:?}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let modules = daemon.json("modules").unwrap();
+    for name in ["datapath", "kernel", "api"] {
+        let m = module(&modules, name);
+        assert!(m["state"] == "running" && m["restarts"] == 1, "{modules}");
     }
+    let datapath = module(&modules, "datapath");
+    assert!(
+        datapath["last-error"]
+            .as_str()
+            .unwrap()
+            .contains("fault injected"),
+        "{modules}"
+    );
+    // A reader that went away ends xnos quietly, as it would any filter (it
+    // panicked on the closed pipe once): its stdout is a pipe with no reader.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let piped = std::process::Command::new(xnos_tests::binary("xnos").unwrap())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["db", "get", "link"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&piped.status),
+        Some(libc::SIGPIPE),
+        "{stderr}"
+    );
+    // The table shows it too (it read a key the rows no longer have, once).
+    let shown = daemon.xnos(&["show", "modules"]).unwrap();
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("datapath") && l.contains("fault injected")),
+        "{shown}"
+    );
     // The restarted datapath module still does its job: a new VLAN change takes effect.
     daemon
         .xnos(&["port", "set", "swp2", "--access", "10"])
@@ -529,11 +482,7 @@ fn a_panicking_module_is_restarted_and_forwarding_carries_on() {
 fn db_watch_streams_a_learned_mac() {
     require_root!();
     let topo = Topology::new(&["swp1", "swp2"]).unwrap();
-    let daemon = Daemon::start(
-        &topo.switch,
-        "[[port]]\nname = \"swp1\"\nmode = \"access\"\nvlan = 10\n[[port]]\nname = \"swp2\"\nmode = \"access\"\nvlan = 10\n",
-    )
-    .unwrap();
+    let daemon = Daemon::start(&topo.switch, &Config::access_ports(&[10, 10])).unwrap();
     let mut watch = Command::new(binary("xnos").unwrap())
         .arg("--socket")
         .arg(&daemon.socket)

@@ -8,57 +8,27 @@
 
 use std::time::{Duration, Instant};
 
-use xnos_tests::{Daemon, Topology, find_by, format_mac, require_root};
+use xnos_tests::{Config, Daemon, Topology, find_by, format_mac, require_root};
 
-const CONFIG: &str = r#"
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-datapath = "switchdev"
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 10
-datapath = "switchdev"
-
-[[port]]
-name = "swp3"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp4"
-mode = "trunk"
-vlans = [10, 20]
-datapath = "switchdev"
-
-[[port]]
-name = "brx"
-mode = "access"
-vlan = 10
-datapath = "switchdev"
-
-[[port]]
-name = "d20"
-mode = "access"
-vlan = 20
-datapath = "switchdev"
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.0.254/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.254/24"]
-
-[[fdb]]
-mac = "H2_MAC"
-vlan = 10
-port = "swp2"
-"#;
+/// swp1, swp2, brx (a bridge itself) and d20 on the switchdev backend, swp4 a trunk there
+/// (which this kernel cannot do), swp3 on XDP; an SVI per VLAN; `h2_mac` static on swp2.
+fn config(h2_mac: &str) -> Config {
+    Config::new()
+        .access("swp1", 10)
+        .set("datapath", "switchdev")
+        .access("swp2", 10)
+        .set("datapath", "switchdev")
+        .access("swp3", 10)
+        .trunk("swp4", &[10, 20])
+        .set("datapath", "switchdev")
+        .access("brx", 10)
+        .set("datapath", "switchdev")
+        .access("d20", 20)
+        .set("datapath", "switchdev")
+        .svi(10, &["10.0.0.254/24"])
+        .svi(20, &["10.0.20.254/24"])
+        .fdb(h2_mac, 10, "swp2")
+}
 
 fn port(daemon: &Daemon, name: &str) -> serde_json::Value {
     find_by(&daemon.json("ports").unwrap(), "name", name)
@@ -102,9 +72,8 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     }
     // The static entry is h2's own MAC: the fast path must send h3's frames to it through
     // the CPU port, the bridge on to swp2.
-    let config = CONFIG.replace("H2_MAC", &format_mac(topo.hosts[1].mac));
-    let config = config.as_str();
-    let daemon = Daemon::start(&topo.switch, config).unwrap();
+    let config = config(&format_mac(topo.hosts[1].mac));
+    let daemon = Daemon::start(&topo.switch, &config).unwrap();
     eventually("swp1 and swp2 in xbr10", || {
         port(&daemon, "swp1")["bridge-member"] == true
             && port(&daemon, "swp2")["bridge-member"] == true
@@ -305,7 +274,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
 
     // ... and back into the bridge: XDP detached, enslaved again, the static entry comes
     // back, and h2 is reachable from both sides again.
-    std::fs::write(&moved, config).unwrap();
+    std::fs::write(&moved, &config).unwrap();
     daemon
         .xnos(&["config", "apply", moved.to_str().unwrap()])
         .unwrap();
@@ -338,11 +307,7 @@ fn switchdev_ports_are_bridged_and_meet_xdp_ports_through_the_cpu_port() {
     });
 
     let alone = daemon.dir.join("alone.toml");
-    std::fs::write(
-        &alone,
-        "[[port]]\nname = \"swp3\"\nmode = \"access\"\nvlan = 10\n",
-    )
-    .unwrap();
+    std::fs::write(&alone, Config::new().access("swp3", 10)).unwrap();
     daemon
         .xnos(&["config", "apply", alone.to_str().unwrap()])
         .unwrap();

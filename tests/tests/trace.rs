@@ -1,35 +1,18 @@
 //! `xnos trace`: the real datapath program run on a described packet against the live
 //! tables; one test per verdict kind, and proof that tracing changes no state.
 
-use xnos_tests::{Daemon, Topology, format_mac, require_root};
+use xnos_tests::{Config, Daemon, Topology, format_mac, require_root};
 
-const CONFIG: &str = r#"
-[switch]
-router-mac = "02:00:00:00:01:00"
-
-[[port]]
-name = "swp1"
-mode = "access"
-vlan = 10
-
-[[port]]
-name = "swp2"
-mode = "access"
-vlan = 20
-
-[[port]]
-name = "swp3"
-mode = "trunk"
-vlans = [10, 20]
-
-[[interface]]
-vlan = 10
-addresses = ["10.0.10.1/24"]
-
-[[interface]]
-vlan = 20
-addresses = ["10.0.20.1/24"]
-"#;
+/// swp1 in VLAN 10, swp2 in VLAN 20, swp3 a trunk of both, an SVI in each.
+fn config() -> Config {
+    Config::new()
+        .switch("router-mac", "02:00:00:00:01:00")
+        .access("swp1", 10)
+        .access("swp2", 20)
+        .trunk("swp3", &[10, 20])
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"])
+}
 
 fn trace(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
     let mut full = vec!["trace", "--json"];
@@ -39,16 +22,10 @@ fn trace(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
 
 fn setup() -> (Topology, Daemon) {
     let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
-    let daemon = Daemon::start(&topo.switch, CONFIG).unwrap();
+    let daemon = Daemon::start(&topo.switch, &config()).unwrap();
     let (h1, h2) = (&topo.hosts[0], &topo.hosts[1]);
-    h1.add_address("10.0.10.2/24").unwrap();
-    h1.ns
-        .ip(&["route", "add", "default", "via", "10.0.10.1"])
-        .unwrap();
-    h2.add_address("10.0.20.2/24").unwrap();
-    h2.ns
-        .ip(&["route", "add", "default", "via", "10.0.20.1"])
-        .unwrap();
+    h1.add_address_via("10.0.10.2/24", "10.0.10.1").unwrap();
+    h2.add_address_via("10.0.20.2/24", "10.0.20.1").unwrap();
     // Resolve both hosts in the kernel and teach the FDB where they are.
     assert!(
         h1.ping("10.0.20.2", 2),

@@ -25,7 +25,9 @@ use xnos::{
     testrun,
 };
 use xnos_common::{ROUTE_FORWARD, RouteEntry};
-use xnos_tests::{DatapathRig, Netns, PacketSocket, Topology, binary, nexthop, nexthop_group};
+use xnos_tests::{
+    DatapathRig, Netns, PacketSocket, Topology, binary, nexthop, nexthop_group, status_kib,
+};
 
 const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0];
 const FLOWS: usize = 64;
@@ -785,20 +787,6 @@ fn e2e(opts: &Options) -> anyhow::Result<(Vec<Cost>, Vec<Cost>, &'static str)> {
     Ok((one, two, napi))
 }
 
-/// A line of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`: its peak).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
-}
-
 /// xnosd's memory now and at its peak so far.
 fn memory(pid: u32) -> serde_json::Value {
     json!({ "vm_rss_kib": status_kib(pid, "VmRSS"), "vm_hwm_kib": status_kib(pid, "VmHWM") })
@@ -922,7 +910,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
     host.add_address("10.0.20.2/24")?;
     let pid = daemon.pid().context("xnosd pid")?;
     std::thread::sleep(Duration::from_millis(500));
-    let idle_kib = rss_kib(pid);
+    let idle_kib = status_kib(pid, "VmRSS");
     let mut result = json!({ "xnosd_rss_idle_kib": idle_kib });
 
     // Single route changes: from `ip route add` to the datapath having it.
@@ -981,7 +969,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
             "kernel_s": kernel.as_secs_f64(),
             "in_fast_path_s": total.as_secs_f64(),
             "not_programmed": missing,
-            "xnosd_rss_kib": rss_kib(pid),
+            "xnosd_rss_kib": status_kib(pid, "VmRSS"),
             "xnosd_memory": memory(pid),
             "api_while_loading": probe.finish(),
         });
@@ -1024,7 +1012,7 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "macs": learn,
         "send_s": sent.as_secs_f64(),
         "in_statedb_s": start.elapsed().as_secs_f64(),
-        "xnosd_rss_kib": rss_kib(pid),
+        "xnosd_rss_kib": status_kib(pid, "VmRSS"),
         "xnosd_memory": memory(pid),
     });
 

@@ -4,36 +4,29 @@
 //! the loss is reported per kind of event.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
-    os::fd::AsRawFd,
+    net::Ipv4Addr,
     path::PathBuf,
     process::ExitCode,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde_json::json;
-use xnos_tests::{Daemon, Host, Topology, binary, format_mac};
+use xnos_tests::{
+    Config, Daemon, Host, Topology, binary, format_mac,
+    traffic::{Counters, Flow, Traffic},
+};
 
 const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
 /// Ports and their VLANs: two hosts per VLAN, so that traffic is both switched (within a
 /// VLAN) and routed (between the VLANs, through the SVIs).
 const PORTS: [(&str, u16); 4] = [("swp1", 10), ("swp2", 10), ("swp3", 20), ("swp4", 20)];
 const METRICS: &str = "127.0.0.1:9417";
-const RECEIVER_PORT: u16 = 9000;
-const MAGIC: u32 = 0x786e_6f73;
-/// Sequence numbers a receiver remembers, to tell a duplicate from a late frame.
-const SEEN: u64 = 4096;
-/// The most frames a sender sends at once after falling behind its schedule: a longer
-/// burst would overflow the veth ring in front of the switch's XDP program, and the loss
-/// would be the generator's, not the switch's.
-const MAX_BURST: u64 = 32;
 /// How long a flap's or outage's flows may take to deliver again before the event
 /// counts as never resumed.
 const RESUME_LIMIT: Duration = Duration::from_secs(10);
@@ -155,312 +148,32 @@ fn pause(time: Duration) -> anyhow::Result<()> {
     check_interrupted()
 }
 
-/// One UDP flow from host `src` to host `dst`.
-#[derive(Clone, Copy)]
-struct Flow {
-    src: usize,
-    dst: usize,
+/// Every ordered pair of hosts in turn, `count` flows in all.
+fn flows(hosts: usize, count: u32) -> Vec<Flow> {
+    let pairs: Vec<Flow> = (0..hosts)
+        .flat_map(|src| (0..hosts).map(move |dst| Flow { src, dst }))
+        .filter(|f| f.src != f.dst)
+        .collect();
+    (0..count as usize)
+        .map(|i| pairs[i % pairs.len()])
+        .collect()
 }
 
-impl Flow {
-    fn routed(self) -> bool {
-        PORTS[self.src].1 != PORTS[self.dst].1
-    }
-}
-
-/// What the receiver of one flow saw.
-#[derive(Default)]
-struct Received {
-    /// The sequence number expected next.
-    next: u64,
-    received: u64,
-    /// Sequence numbers skipped and not (yet) seen late.
-    lost: u64,
-    duplicates: u64,
-    /// Frames that came after a later one (each was counted lost until it came).
-    late: u64,
-    /// Bit per sequence number in [next - SEEN, next): seen.
-    seen: Vec<u64>,
-    /// Set by a flap: the first frame received at or after this instant is noted.
-    resume_after: Option<Instant>,
-    resumed: Option<Instant>,
-    /// When the last frame came.
-    last: Option<Instant>,
-}
-
-impl Received {
-    fn bit(&mut self, seq: u64) -> (usize, u64) {
-        if self.seen.is_empty() {
-            self.seen = vec![0; (SEEN / 64) as usize];
-        }
-        (((seq % SEEN) / 64) as usize, 1 << (seq % 64))
-    }
-
-    fn record(&mut self, seq: u64, now: Instant) {
-        self.received += 1;
-        self.last = Some(now);
-        if let Some(after) = self.resume_after
-            && self.resumed.is_none()
-            && now >= after
-        {
-            self.resumed = Some(now);
-        }
-        if seq >= self.next {
-            // The skipped numbers are unseen: clear their bits (at most a whole turn).
-            for missing in self.next..seq.min(self.next + SEEN) {
-                let (word, mask) = self.bit(missing);
-                self.seen[word] &= !mask;
-            }
-            self.lost += seq - self.next;
-            self.next = seq + 1;
-            let (word, mask) = self.bit(seq);
-            self.seen[word] |= mask;
-        } else if seq + SEEN < self.next {
-            // Too old to tell: it was counted lost, and came after all.
-            self.late += 1;
-            self.lost -= 1;
-        } else {
-            let (word, mask) = self.bit(seq);
-            if self.seen[word] & mask != 0 {
-                self.duplicates += 1;
-            } else {
-                self.seen[word] |= mask;
-                self.late += 1;
-                self.lost -= 1;
-            }
-        }
-    }
-}
-
-/// Counters the senders and receivers share with the event loop.
-struct Counters {
-    flows: Vec<Flow>,
-    sent: Vec<AtomicU64>,
-    received: Vec<Mutex<Received>>,
-    send_errors: AtomicU64,
-    /// Frames the senders left out after falling behind their schedule (never sent, so
-    /// never lost).
-    skipped: AtomicU64,
-    /// Stops the senders; `stop` stops everyone.
-    stop_sending: AtomicBool,
-    stop: AtomicBool,
-}
-
-/// Totals over every flow at one moment.
-#[derive(Clone, Copy, Default, Debug)]
-struct Totals {
-    sent: u64,
-    received: u64,
-    lost: u64,
-    duplicates: u64,
-    late: u64,
-    /// Frames sent after the last one received, per flow: lost at the end, no gap shows.
-    unseen_tail: u64,
-}
-
-impl Counters {
-    fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for (sent, received) in self.sent.iter().zip(&self.received) {
-            let sent = sent.load(Ordering::Relaxed);
-            t.sent += sent;
-            let r = received.lock().unwrap();
-            t.unseen_tail += sent.saturating_sub(r.next);
-            t.received += r.received;
-            t.lost += r.lost;
-            t.duplicates += r.duplicates;
-            t.late += r.late;
-        }
-        t
-    }
-
-    fn through(&self, host: usize) -> impl Iterator<Item = usize> + '_ {
-        self.flows
-            .iter()
-            .enumerate()
-            .filter(move |(_, f)| f.src == host || f.dst == host)
-            .map(|(i, _)| i)
-    }
-}
-
-/// The sender and receiver threads; stopped and joined on drop (before the namespaces
-/// their sockets live in go away).
-struct Traffic {
-    counters: Arc<Counters>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.counters.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
+/// Whether `flow` is routed (between the VLANs) rather than switched.
+fn routed(flow: &Flow) -> bool {
+    PORTS[flow.src].1 != PORTS[flow.dst].1
 }
 
 fn host_ip(host: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, PORTS[host].1 as u8, 11 + host as u8)
 }
 
-fn frame(flow: u32, seq: u64) -> [u8; 64] {
-    let mut payload = [0u8; 64];
-    payload[..4].copy_from_slice(&MAGIC.to_be_bytes());
-    payload[4..8].copy_from_slice(&flow.to_be_bytes());
-    payload[8..16].copy_from_slice(&seq.to_be_bytes());
-    payload
-}
-
-fn parse(payload: &[u8]) -> Option<(usize, u64)> {
-    if payload.len() < 16 || payload[..4] != MAGIC.to_be_bytes() {
-        return None;
-    }
-    let flow = u32::from_be_bytes(payload[4..8].try_into().ok()?) as usize;
-    let seq = u64::from_be_bytes(payload[8..16].try_into().ok()?);
-    Some((flow, seq))
-}
-
-impl Traffic {
-    /// Start a receiver on every host and a sender per host for its flows, `rate` frames
-    /// per second in all.
-    fn start(hosts: &[Host], flows: u32, rate: u32) -> anyhow::Result<Self> {
-        let n = hosts.len();
-        let pairs: Vec<Flow> = (0..n)
-            .flat_map(|src| (0..n).map(move |dst| Flow { src, dst }))
-            .filter(|f| f.src != f.dst)
-            .collect();
-        let flows: Vec<Flow> = (0..flows as usize)
-            .map(|i| pairs[i % pairs.len()])
-            .collect();
-        let counters = Arc::new(Counters {
-            sent: flows.iter().map(|_| AtomicU64::new(0)).collect(),
-            received: flows.iter().map(|_| Mutex::default()).collect(),
-            flows,
-            send_errors: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            stop_sending: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
-        let mut traffic = Self {
-            counters: counters.clone(),
-            threads: Vec::new(),
-        };
-        for (index, host) in hosts.iter().enumerate() {
-            let socket = host
-                .ns
-                .enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, RECEIVER_PORT)))?
-                .with_context(|| format!("binding the receiver in {}", host.ns.name()))?;
-            // A receiver that falls behind for a moment (the machine is shared) must not
-            // drop: 16 MB holds seconds of its traffic.
-            let size: libc::c_int = 16 << 20;
-            // SAFETY: setsockopt on a live socket with a c_int value.
-            let ret = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&size as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as u32,
-                )
-            };
-            if ret < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("setsockopt(SO_RCVBUFFORCE) on a receiver");
-            }
-            socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-            let counters = counters.clone();
-            traffic.threads.push(
-                std::thread::Builder::new()
-                    .name(format!("receive-{index}"))
-                    .spawn(move || receive(&socket, &counters))?,
-            );
-        }
-        for (index, host) in hosts.iter().enumerate() {
-            let mut mine = Vec::new();
-            for (id, flow) in counters.flows.iter().enumerate() {
-                if flow.src != index {
-                    continue;
-                }
-                // Each flow its own source port: its own 5-tuple.
-                let socket = host
-                    .ns
-                    .enter(|| UdpSocket::bind((host_ip(index), 20_000 + id as u16)))?
-                    .with_context(|| format!("binding flow {id} in {}", host.ns.name()))?;
-                let to = SocketAddr::V4(SocketAddrV4::new(host_ip(flow.dst), RECEIVER_PORT));
-                mine.push((id, socket, to));
-            }
-            if mine.is_empty() {
-                continue;
-            }
-            let host_rate = f64::from(rate) * mine.len() as f64 / counters.flows.len() as f64;
-            let counters = counters.clone();
-            traffic.threads.push(
-                std::thread::Builder::new()
-                    .name(format!("send-{index}"))
-                    .spawn(move || send(&mine, host_rate, &counters))?,
-            );
-        }
-        Ok(traffic)
-    }
-}
-
-fn receive(socket: &UdpSocket, counters: &Counters) {
-    let mut buf = [0u8; 2048];
-    while !counters.stop.load(Ordering::Relaxed) {
-        let Ok(len) = socket.recv(&mut buf) else {
-            continue;
-        };
-        let now = Instant::now();
-        if let Some((flow, seq)) = parse(&buf[..len])
-            && let Some(received) = counters.received.get(flow)
-        {
-            received.lock().unwrap().record(seq, now);
-        }
-    }
-}
-
-/// Send round-robin over `flows` at `rate` frames per second, on a 1 ms schedule.
-fn send(flows: &[(usize, UdpSocket, SocketAddr)], rate: f64, counters: &Counters) {
-    let start = Instant::now();
-    let (mut scheduled, mut next_flow) = (0u64, 0usize);
-    let mut seqs = vec![0u64; flows.len()];
-    while !counters.stop_sending.load(Ordering::Relaxed) && !counters.stop.load(Ordering::Relaxed) {
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        if due > scheduled + MAX_BURST {
-            counters
-                .skipped
-                .fetch_add(due - MAX_BURST - scheduled, Ordering::Relaxed);
-            scheduled = due - MAX_BURST;
-        }
-        while scheduled < due {
-            let (id, socket, to) = &flows[next_flow];
-            match socket.send_to(&frame(*id as u32, seqs[next_flow]), to) {
-                Ok(_) => {
-                    seqs[next_flow] += 1;
-                    counters.sent[*id].fetch_add(1, Ordering::Relaxed);
-                }
-                // Not sent, so not lost: the sequence number is used by the next frame.
-                Err(_) => {
-                    counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            scheduled += 1;
-            next_flow = (next_flow + 1) % flows.len();
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// The switch's configuration: access ports in two VLANs, an SVI per VLAN.
-fn config() -> String {
-    let mut config = format!("[switch]\nrouter-mac = \"{}\"\n", format_mac(ROUTER_MAC));
-    for (port, vlan) in PORTS {
-        config += &format!("\n[[port]]\nname = \"{port}\"\nmode = \"access\"\nvlan = {vlan}\n");
-    }
-    for vlan in [10, 20] {
-        config += &format!("\n[[interface]]\nvlan = {vlan}\naddresses = [\"10.0.{vlan}.1/24\"]\n");
-    }
-    config
+fn config() -> Config {
+    Config::access_ports(&PORTS.map(|(_, vlan)| vlan))
+        .switch("router-mac", format_mac(ROUTER_MAC))
+        .svi(10, &["10.0.10.1/24"])
+        .svi(20, &["10.0.20.1/24"])
 }
 
 /// Addresses and neighbours of the hosts. The neighbours are permanent: the hosts are not
@@ -468,9 +181,7 @@ fn config() -> String {
 fn address(topo: &Topology) -> anyhow::Result<()> {
     for (i, host) in topo.hosts.iter().enumerate() {
         let vlan = PORTS[i].1;
-        host.add_address(&format!("{}/24", host_ip(i)))?;
-        host.ns
-            .ip(&["route", "add", "default", "via", &format!("10.0.{vlan}.1")])?;
+        host.add_address_via(&format!("{}/24", host_ip(i)), &format!("10.0.{vlan}.1"))?;
         host.ns.ip(&[
             "neigh",
             "replace",
@@ -548,43 +259,6 @@ impl Chaos<'_> {
         Ok(())
     }
 
-    fn modules(&self) -> anyhow::Result<serde_json::Value> {
-        self.daemon.json("modules")
-    }
-
-    /// Inject a fault into `module` and wait until the supervisor has it running again.
-    fn fault(&mut self, module: &str) -> anyhow::Result<()> {
-        let restarts = |modules: &serde_json::Value| {
-            modules.as_array().and_then(|a| {
-                a.iter()
-                    .find(|m| m["key"] == module)
-                    .map(|m| (m["row"]["restarts"].as_u64(), m["row"]["state"].clone()))
-            })
-        };
-        let before = restarts(&self.modules()?)
-            .and_then(|(r, _)| r)
-            .with_context(|| format!("no module {module} in xnosd"))?;
-        self.daemon
-            .xnos(&["inject-fault", module])
-            .with_context(|| format!("injecting a fault into {module}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            check_interrupted()?;
-            // The API itself may be the one restarting: errors are retried.
-            if let Ok(modules) = self.modules()
-                && let Some((Some(now), state)) = restarts(&modules)
-                && now > before
-                && state == "running"
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("module {module} not running again 30 s after its fault");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Take `port` down for `down`, bring it up, and return how long after that every
     /// flow through it delivered again.
     fn port_down(&mut self, host: usize, down: Duration) -> anyhow::Result<Option<f64>> {
@@ -645,7 +319,7 @@ impl Chaos<'_> {
             }
             Kind::Fault => {
                 let module = MODULES[index as usize % MODULES.len()];
-                self.fault(module)?;
+                self.daemon.fault(module)?;
                 module.to_string()
             }
             Kind::Flap | Kind::Outage => {
@@ -740,7 +414,8 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
     daemon
         .xnos(&["wait-ready", "--timeout", "20"])
         .context("xnos wait-ready")?;
-    let traffic = Traffic::start(&topo.hosts, opts.flows, opts.rate)?;
+    let hosts: Vec<(&Host, Ipv4Addr)> = topo.hosts.iter().zip((0..).map(host_ip)).collect();
+    let traffic = Traffic::start(&hosts, flows(hosts.len(), opts.flows), opts.rate)?;
     let counters = traffic.counters.clone();
     // Warm up: the switch resolves its neighbours and learns the hosts' MACs; what is
     // lost until every flow delivers is not any event's.
@@ -875,7 +550,7 @@ fn run(opts: &Options) -> anyhow::Result<bool> {
     let report = json!({
         "rate": opts.rate,
         "flows": counters.flows.len(),
-        "routed-flows": counters.flows.iter().filter(|f| f.routed()).count(),
+        "routed-flows": counters.flows.iter().filter(|f| routed(f)).count(),
         "quiet-ms": opts.quiet_ms,
         "flap-down-ms": opts.flap_down_ms,
         "outage-ms": opts.outage_ms,

@@ -16,16 +16,15 @@ use std::{
 
 use aya::programs::{ProgramFd, ProgramInfo, loaded_programs};
 use aya_obj::generated::{BPF_F_REPLACE, bpf_attach_type, bpf_attr, bpf_cmd};
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NetlinkMessage, NetlinkPayload};
+use netlink_sys::protocols::NETLINK_ROUTE;
 use rtnetlink::packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
 };
 
 use super::AttachMode;
+use crate::kernel::netlink;
 
 /// `XDP_FLAGS_*` of include/uapi/linux/if_link.h.
 const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
@@ -45,25 +44,13 @@ fn route_request(
     message: RouteNetlinkMessage,
     flags: u16,
 ) -> io::Result<Option<RouteNetlinkMessage>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
+    let socket = netlink::socket(NETLINK_ROUTE)?;
     // The kernel's own words on a refusal ("MTU too large for XDP"), after the echoed
     // header alone.
     let _ = socket.set_ext_ack(true);
     let _ = socket.set_cap_ack(true);
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    let mut message = NetlinkMessage::new(header, NetlinkPayload::from(message));
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut reply = Vec::with_capacity(64 * 1024);
-    socket.recv(&mut reply, 0)?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
-        .map_err(|e| io::Error::other(format!("rtnetlink reply: {e}")))?;
-    match reply.payload {
+    netlink::send(&socket, NetlinkMessage::from(message), flags)?;
+    match netlink::reply::<RouteNetlinkMessage>(&socket)?.payload {
         NetlinkPayload::InnerMessage(inner) => Ok(Some(inner)),
         NetlinkPayload::Error(e) => match e.code {
             None => Ok(None),
@@ -270,46 +257,16 @@ pub fn find(ifindex: u32, names: &[&str]) -> io::Result<Vec<Found>> {
 
 /// Every link of this network namespace, by ifindex.
 pub fn ifindexes() -> io::Result<Vec<u32>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | netlink_packet_core::NLM_F_DUMP;
-    let mut message = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(RouteNetlinkMessage::GetLink(LinkMessage::default())),
-    );
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    socket.send(&buf, 0)?;
+    let socket = netlink::socket(NETLINK_ROUTE)?;
+    let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+    netlink::send(&socket, NetlinkMessage::from(request), NLM_F_DUMP)?;
     let mut ifindexes = Vec::new();
-    loop {
-        let mut reply = Vec::with_capacity(256 * 1024);
-        socket.recv(&mut reply, 0)?;
-        let mut offset = 0;
-        while offset < reply.len() {
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[offset..])
-                .map_err(|e| io::Error::other(format!("rtnetlink link dump: {e}")))?;
-            let len = message.header.length as usize;
-            match message.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                    ifindexes.push(link.header.index)
-                }
-                NetlinkPayload::Done(_) => return Ok(ifindexes),
-                NetlinkPayload::Error(e) => {
-                    return Err(io::Error::from_raw_os_error(
-                        e.code.map_or(libc::EIO, |c| -c.get()),
-                    ));
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += (len + 3) & !3;
+    netlink::dump(&socket, |message| {
+        if let RouteNetlinkMessage::NewLink(link) = message {
+            ifindexes.push(link.header.index);
         }
-    }
+    })?;
+    Ok(ifindexes)
 }
 
 /// Copy every entry of one map into another of the same key and value sizes (a map whose

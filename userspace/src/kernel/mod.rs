@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod l3;
 pub mod link;
 pub mod neigh;
+pub mod netlink;
 pub mod route;
 pub mod xdp_features;
 

@@ -8,7 +8,7 @@ use std::{
 use anyhow::Context as _;
 use ipnet::IpNet;
 use rtnetlink::{
-    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
+    packet_core::{NLM_F_DUMP, NetlinkMessage},
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
         route::{
@@ -16,9 +16,10 @@ use rtnetlink::{
             RouteType, RouteVia,
         },
     },
-    sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
+    sys::protocols::NETLINK_ROUTE,
 };
 
+use super::netlink;
 use crate::statedb::{
     CHUNK_ROWS, FibKey, FibNexthop, FibRoute, Hardware, KernelTx, KernelWriter, Nexthops,
     ProtocolName, RouteKind, RouteProtocol, RouteTable,
@@ -255,53 +256,20 @@ impl<'a> Loader<'a> {
 /// Dump the routes of one address family on a blocking netlink socket of its own, handing
 /// each message to `each` as it is read.
 fn dump(family: AddressFamily, mut each: impl FnMut(&RouteMessage)) -> anyhow::Result<()> {
-    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
-    socket
-        .bind_auto()
-        .context("binding the netlink socket of the route dump")?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .context("connecting the netlink socket of the route dump")?;
+    let socket =
+        netlink::socket(NETLINK_ROUTE).context("opening a netlink socket for the route dump")?;
     let mut message = RouteMessage::default();
     message.header.address_family = family;
     let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(message));
-    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     request.header.sequence_number = 1;
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
-    socket
-        .send(&bytes, 0)
+    netlink::send(&socket, request, NLM_F_DUMP)
         .with_context(|| format!("asking the kernel for its {family:?} routes"))?;
-    // A dump comes in datagrams of at most 32 KiB (the kernel's NLMSG_GOODSIZE is less):
-    // with room for twice that, none is ever cut short.
-    let mut buffer = Vec::with_capacity(64 << 10);
-    loop {
-        buffer.clear();
-        let len = socket
-            .recv(&mut buffer, 0)
-            .with_context(|| format!("reading the kernel's {family:?} routes"))?;
-        let mut offset = 0;
-        while offset < len.min(buffer.len()) {
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..])
-                .with_context(|| format!("decoding the kernel's {family:?} routes"))?;
-            let length = message.header.length as usize;
-            if length == 0 {
-                break;
-            }
-            offset += length.next_multiple_of(4);
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(e) => {
-                    let code = e.code.map_or(0, |c| -c.get());
-                    return Err(std::io::Error::from_raw_os_error(code))
-                        .with_context(|| format!("dumping the kernel's {family:?} routes"));
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => each(&route),
-                _ => {}
-            }
+    netlink::dump(&socket, |message| {
+        if let RouteNetlinkMessage::NewRoute(route) = message {
+            each(&route);
         }
-    }
+    })
+    .with_context(|| format!("dumping the kernel's {family:?} routes"))
 }
 
 pub fn update(tx: &mut KernelTx<'_>, msg: &RouteMessage, present: bool) {

@@ -4,14 +4,16 @@
 use std::fmt;
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, Nla,
-    NlaBuffer, NlasIterator, Parseable, ParseableParametrized,
+    DecodeError, DefaultNla, Emitable, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer,
+    NlasIterator, Parseable, ParseableParametrized,
 };
 use netlink_packet_generic::{
     GenlFamily, GenlHeader, GenlMessage,
     ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
+use netlink_sys::{Socket, protocols::NETLINK_GENERIC};
+
+use super::netlink;
 
 const NETDEV_CMD_DEV_GET: u8 = 1;
 const NETDEV_A_DEV_IFINDEX: u16 = 1;
@@ -175,17 +177,8 @@ fn request<F>(socket: &Socket, message: GenlMessage<F>) -> Result<GenlMessage<F>
 where
     F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + fmt::Debug,
 {
-    let mut message = NetlinkMessage::from(message);
-    message.header.flags = NLM_F_REQUEST;
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut reply = Vec::with_capacity(16 * 1024);
-    socket.recv(&mut reply, 0)?;
-    let reply = NetlinkMessage::<GenlMessage<F>>::deserialize(&reply)
-        .map_err(|e| XdpFeaturesError::Reply(e.to_string()))?;
-    match reply.payload {
+    netlink::send(socket, NetlinkMessage::from(message), 0)?;
+    match netlink::reply::<GenlMessage<F>>(socket)?.payload {
         NetlinkPayload::InnerMessage(inner) => Ok(inner),
         NetlinkPayload::Error(e) => Err(XdpFeaturesError::Kernel(e.code.map_or(0, |c| c.get()))),
         other => Err(XdpFeaturesError::Reply(format!("{other:?}"))),
@@ -194,9 +187,7 @@ where
 
 /// The XDP features the driver of `ifindex` reports (in the caller's network namespace).
 pub fn xdp_features(ifindex: u32) -> Result<XdpFeatures, XdpFeaturesError> {
-    let mut socket = Socket::new(NETLINK_GENERIC)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
+    let socket = netlink::socket(NETLINK_GENERIC)?;
 
     let mut get_family = GenlMessage::from_payload(GenlCtrl {
         cmd: GenlCtrlCmd::GetFamily,
