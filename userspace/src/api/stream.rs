@@ -30,6 +30,7 @@ pub(super) struct Chunks {
     next: Next,
     /// None once the last chunk went.
     tail: Option<Vec<u8>>,
+    /// How many bytes make a chunk (`next` stops past it), for the buffer's capacity.
     chunk: usize,
 }
 
@@ -83,7 +84,9 @@ pub(super) fn respond(db: std::sync::Arc<StateDb>, mut chunks: Chunks) -> Respon
 struct Listing<K> {
     /// After the key of the last element written.
     after: Bound<K>,
+    /// Whether an element was written: the next one needs a comma before it.
     written: bool,
+    /// How many bytes make a chunk.
     chunk: usize,
 }
 
