@@ -513,12 +513,29 @@ impl Daemon {
     /// POST `body` (JSON) to the API at `path`, as any HTTP client would; returns the
     /// status code and the body.
     pub fn api_post(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<(u16, String)> {
+        self.api_request("POST", path, &body.to_string(), None)
+    }
+
+    /// GET `path` from the API, as any HTTP client would, waiting at most `wait` for the
+    /// answer; returns the status code and the body (chunked answers with their chunk
+    /// sizes: check the body with the CLI, which decodes them).
+    pub fn api_get(&self, path: &str, wait: Duration) -> anyhow::Result<(u16, String)> {
+        self.api_request("GET", path, "", Some(wait))
+    }
+
+    fn api_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        wait: Option<Duration>,
+    ) -> anyhow::Result<(u16, String)> {
         use std::io::{Read as _, Write as _};
-        let body = body.to_string();
         let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(wait)?;
         write!(
             stream,
-            "POST {path} HTTP/1.1\r\nHost: xnosd\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: xnosd\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;

@@ -3,7 +3,10 @@
 //! XDP datapath did the forwarding (programs attached, counters, no Linux bridge).
 
 use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
     process::Stdio,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -339,6 +342,58 @@ impl Iterator for RandomMacs {
     }
 }
 
+/// How many clients of each listing stop reading it in the MAC flood test.
+const STALLED_LISTINGS: usize = 8;
+
+/// How much those clients may grow xnosd's RSS by, in kB, together.
+const STALLED_LISTINGS_KB: u64 = 32 << 10;
+
+/// `GET path` from `daemon`'s API, read until the answer has begun, and then not read any
+/// more: a client that stalls.
+fn stalled_listing(daemon: &Daemon, path: &str) -> UnixStream {
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: xnosd\r\n\r\n").unwrap();
+    let mut begun = Vec::new();
+    let mut buf = [0; 4096];
+    // The header and a first byte of the body.
+    while begun
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_none_or(|end| begun.len() <= end + 4)
+    {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "GET {path}: the connection closed");
+        begun.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        begun.starts_with(b"HTTP/1.1 200"),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&begun)
+    );
+    stream
+}
+
+/// Ask `GET /v1/ready` every 200 ms until `stop`: each answer's status (or why none came
+/// within 30 s), and the longest wait for one.
+fn poll_ready(daemon: &Daemon, stop: &AtomicBool) -> (Vec<Result<u16, String>>, Duration) {
+    let mut answers = Vec::new();
+    let mut slowest = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        let asked = Instant::now();
+        let answer = daemon
+            .api_get("/v1/ready", Duration::from_secs(30))
+            .map(|(status, _)| status)
+            .map_err(|e| format!("{e:#}"));
+        slowest = slowest.max(asked.elapsed());
+        answers.push(answer);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (answers, slowest)
+}
+
 /// The value of the Prometheus sample `series` (name and labels, as exported).
 fn sample(metrics: &str, series: &str) -> Option<u64> {
     metrics
@@ -374,77 +429,95 @@ fn a_mac_flood_fills_the_fdb_without_evicting_stations() {
     let commits_before = commits(&http_get(&topo.switch, METRICS, "/metrics").unwrap());
     let pid = daemon.pid().unwrap();
     let (rss_before, cpu_before) = (status_kib(pid, "VmRSS"), cpu_time(pid));
-    let ping = h1
-        .ns
-        .command("ping")
-        .args(["-i", "0.2", "-c", "25", "-W", "1", "-q", "10.0.10.2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Addressed to h3 itself: the switch learns the source and filters the frame
-    // (same port), so the flood costs the learning and not the stations' links.
     let capacity = u64::from(xnos_common::FDB_SIZE);
-    let start = Instant::now();
-    let mut sent = 0u64;
-    for mac in RandomMacs(0x9e37_79b9_7f4a_7c15).take(2 * capacity as usize) {
-        s3.send(&test_frame(h3.mac, mac, None, 2)).unwrap();
-        sent += 1;
-        if sent.is_multiple_of(1024) && start.elapsed() > Duration::from_secs(20) {
-            break;
+    let stop_polling = AtomicBool::new(false);
+    // The API is asked all along the flood and the sync of the full table that follows it.
+    let (refused, metrics) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| poll_ready(&daemon, &stop_polling));
+        let ping = h1
+            .ns
+            .command("ping")
+            .args(["-i", "0.2", "-c", "25", "-W", "1", "-q", "10.0.10.2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Addressed to h3 itself: the switch learns the source and filters the frame
+        // (same port), so the flood costs the learning and not the stations' links.
+        let start = Instant::now();
+        let mut sent = 0u64;
+        for mac in RandomMacs(0x9e37_79b9_7f4a_7c15).take(2 * capacity as usize) {
+            s3.send(&test_frame(h3.mac, mac, None, 2)).unwrap();
+            sent += 1;
+            if sent.is_multiple_of(1024) && start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
         }
-    }
-    let flood_secs = start.elapsed().as_secs_f64();
-    let ping = ping.wait_with_output().unwrap();
-    let ping = String::from_utf8_lossy(&ping.stdout);
-    let (rss_after, cpu_after) = (status_kib(pid, "VmRSS"), cpu_time(pid));
-    println!(
-        "sent {sent} source MACs in {flood_secs:.1} s; xnosd RSS {rss_before} -> {rss_after} kB \
+        let flood_secs = start.elapsed().as_secs_f64();
+        let ping = ping.wait_with_output().unwrap();
+        let ping = String::from_utf8_lossy(&ping.stdout);
+        let (rss_after, cpu_after) = (status_kib(pid, "VmRSS"), cpu_time(pid));
+        println!(
+            "sent {sent} source MACs in {flood_secs:.1} s; xnosd RSS {rss_before} -> {rss_after} kB \
          (peak {} kB), CPU time {:?} -> {:?}; ping during the flood: {}",
-        status_kib(pid, "VmHWM"),
-        cpu_before,
-        cpu_after,
-        ping.lines()
-            .find(|l| l.contains("transmitted"))
-            .unwrap_or("?"),
-    );
+            status_kib(pid, "VmHWM"),
+            cpu_before,
+            cpu_after,
+            ping.lines()
+                .find(|l| l.contains("transmitted"))
+                .unwrap_or("?"),
+        );
 
-    let refused = counter(&daemon, "swp3", "learn-refused");
-    println!("refused {refused}");
-    assert!(
-        refused > 0,
-        "the flood did not fill the FDB: {sent} MACs sent, none refused"
-    );
-    assert_eq!(counter(&daemon, "swp1", "learn-refused"), 0);
+        let refused = counter(&daemon, "swp3", "learn-refused");
+        println!("refused {refused}");
+        assert!(
+            refused > 0,
+            "the flood did not fill the FDB: {sent} MACs sent, none refused"
+        );
+        assert_eq!(counter(&daemon, "swp1", "learn-refused"), 0);
 
-    // The stations and the static entry forward as known unicast: nothing floods.
-    let flooded = counter(&daemon, "swp1", "flooded");
-    assert!(h1.ping("10.0.10.2", 3), "h1 reaches h2 with the FDB full");
-    let s1 = h1.socket().unwrap();
-    let s2 = h2.socket().unwrap();
-    s1.send(&test_frame([2, 0, 0, 0, 0, 0x55], h1.mac, None, 3))
-        .unwrap();
-    assert_arrives(&s2, 3, None, "a frame to the static MAC goes to swp2");
-    assert_eq!(
-        counter(&daemon, "swp1", "flooded"),
-        flooded,
-        "h1's frames flooded"
-    );
-    daemon.wait_fdb(10, h1.mac, "swp1").unwrap();
-    daemon.wait_fdb(10, h2.mac, "swp2").unwrap();
+        // The stations and the static entry forward as known unicast: nothing floods.
+        let flooded = counter(&daemon, "swp1", "flooded");
+        assert!(h1.ping("10.0.10.2", 3), "h1 reaches h2 with the FDB full");
+        let s1 = h1.socket().unwrap();
+        let s2 = h2.socket().unwrap();
+        s1.send(&test_frame([2, 0, 0, 0, 0, 0x55], h1.mac, None, 3))
+            .unwrap();
+        assert_arrives(&s2, 3, None, "a frame to the static MAC goes to swp2");
+        assert_eq!(
+            counter(&daemon, "swp1", "flooded"),
+            flooded,
+            "h1's frames flooded"
+        );
+        daemon.wait_fdb(10, h1.mac, "swp1").unwrap();
+        daemon.wait_fdb(10, h2.mac, "swp2").unwrap();
 
-    // The learn-event ring had no room for most of the burst: xnosd reads those entries
-    // from the map when it sees events lost, within a second or two, not at its next
-    // scan (fdb-aging / 4 = 30 s here).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let metrics = loop {
-        let metrics = http_get(&topo.switch, METRICS, "/metrics").unwrap();
-        let entries = sample(&metrics, r#"xnos_table_entries{table="fdb"}"#);
-        if entries == Some(capacity) || Instant::now() > deadline {
-            break metrics;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+        // The learn-event ring had no room for most of the burst: xnosd reads those entries
+        // from the map when it sees events lost, within a second or two, not at its next
+        // scan (fdb-aging / 4 = 30 s here).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let metrics = loop {
+            let metrics = http_get(&topo.switch, METRICS, "/metrics").unwrap();
+            let entries = sample(&metrics, r#"xnos_table_entries{table="fdb"}"#);
+            if entries == Some(capacity) || Instant::now() > deadline {
+                break metrics;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        stop_polling.store(true, Ordering::Relaxed);
+        let (answers, slowest) = poller.join().unwrap();
+        println!(
+            "GET /v1/ready during the flood and the sync of the full table: {} answers, the \
+         slowest in {:.2} s",
+            answers.len(),
+            slowest.as_secs_f64()
+        );
+        assert!(
+            !answers.is_empty() && answers.iter().all(|a| a.as_ref().is_ok_and(|s| *s == 200)),
+            "the API did not answer every request during the flood: {answers:?}"
+        );
+        (refused, metrics)
+    });
     println!(
         "StateDb commits: {} during the flood and after it",
         commits(&metrics) - commits_before
@@ -458,12 +531,39 @@ fn a_mac_flood_fills_the_fdb_without_evicting_stations() {
         sample(&metrics, r#"xnos_fdb_learn_refused_total{port="swp3"}"#),
         Some(refused)
     );
+    // Listings of the full table stream: a client that stops reading holds up a chunk or
+    // two of JSON in xnosd, not a copy of the table nor all of its JSON (13 MiB for
+    // /v1/fdb). The bound is far above the former (a 64 KiB chunk and hyper's buffers per
+    // client) and far below what the latter costs for this many clients.
+    let rss_listing = status_kib(pid, "VmRSS");
+    let stalled: Vec<UnixStream> = ["/v1/fdb", "/v1/db/fdb-learned"]
+        .into_iter()
+        .cycle()
+        .take(2 * STALLED_LISTINGS)
+        .map(|path| stalled_listing(&daemon, path))
+        .collect();
+    let rss_stalled = status_kib(pid, "VmRSS");
+    println!(
+        "{STALLED_LISTINGS} clients each of /v1/fdb and /v1/db/fdb-learned that stopped \
+         reading: xnosd RSS {rss_listing} -> {rss_stalled} kB"
+    );
+    assert!(
+        rss_stalled.saturating_sub(rss_listing) < STALLED_LISTINGS_KB,
+        "{} clients that stopped reading listings of the full FDB grew xnosd from \
+         {rss_listing} to {rss_stalled} kB; the bound is {STALLED_LISTINGS_KB} kB",
+        2 * STALLED_LISTINGS
+    );
+    drop(stalled);
     let shown = Instant::now();
     let fdb = daemon.json_raw(&["show", "fdb", "--json"]).unwrap();
     assert_eq!(fdb.as_array().unwrap().len() as u64, capacity);
+    let rows = daemon
+        .json_raw(&["db", "get", "fdb-learned", "--json"])
+        .unwrap();
+    assert_eq!(rows.as_array().unwrap().len() as u64, capacity - 1);
     let text = daemon.xnos(&["show", "fdb"]).unwrap();
     println!(
-        "show fdb --json and show fdb of the full table: {:.1} s",
+        "show fdb --json, db get fdb-learned --json and show fdb of the full table: {:.1} s",
         shown.elapsed().as_secs_f64()
     );
     let tail: Vec<&str> = text.lines().skip(text.lines().count() - 3).collect();

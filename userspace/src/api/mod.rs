@@ -3,6 +3,7 @@
 //! Endpoints are listed in docs/api.md.
 
 mod client;
+mod stream;
 mod views;
 
 pub use self::{client::*, views::*};
@@ -10,7 +11,6 @@ pub use self::{client::*, views::*};
 use std::{
     convert::Infallible,
     io::{self, Write as _},
-    ops::Bound,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
@@ -20,9 +20,7 @@ use std::{
     time::Duration,
 };
 
-use http_body_util::{
-    BodyExt, Full, LengthLimitError, Limited, StreamBody, channel::Channel, combinators::BoxBody,
-};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Frame, Incoming},
@@ -37,13 +35,14 @@ use tokio::{
     sync::{Notify, Semaphore, broadcast, mpsc},
 };
 
+use self::stream::STREAM_CHUNK;
 use crate::{
     config::Config,
     datapath::StatsReader,
     kernel::link,
     statedb::{
         ApiWriter, Change, Commit, CommitSource, FdbClear, FdbCleared, Op, RowsSnapshot, Table,
-        TxError, diff_config, table_snapshot,
+        TxError, diff_config,
     },
     supervisor::{Faults, ModuleCtx},
     trace::{TraceRequest, Tracer, unhex},
@@ -102,9 +101,6 @@ const WATCH_GRACE: Duration = Duration::from_secs(5);
 /// its backlog. More are refused with 503 at once rather than left waiting.
 pub const MAX_CONNECTIONS: usize = 512;
 
-/// How many bytes of a streamed answer are serialised before they are handed on.
-const STREAM_CHUNK: usize = 64 << 10;
-
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConfigDiff {
     pub changes: Vec<Change>,
@@ -161,21 +157,14 @@ impl Api {
         self.db.read(views::vlans)
     }
 
-    pub fn fdb(&self) -> Vec<FdbView> {
-        self.db.read(views::fdb)
-    }
-
     pub fn interfaces(&self) -> Vec<InterfaceView> {
         self.db.read(views::interfaces)
     }
 
+    /// The routes view at once (the API streams it: `stream::routes`).
     pub fn routes(&self) -> RoutesView {
         let counters = views::l3_counters(self.stats.as_ref());
         self.db.read(|state| views::routes(state, counters))
-    }
-
-    pub fn neighbors(&self) -> Vec<NeighborView> {
-        self.db.read(views::neighbors)
     }
 
     fn trace(&self, request: &TraceRequest) -> Response<Body> {
@@ -256,60 +245,10 @@ impl Api {
             .collect()
     }
 
-    /// A table as a JSON array of rows, written in chunks as the client reads them.
-    fn stream_table(&self, table: Table) -> Response<Body> {
-        stream_rows(self.db.read(|s| table_snapshot(s, table)))
-    }
-
-    /// The routes view (what [`Api::routes`] returns), written in chunks as the client
-    /// reads them. Each chunk is made under its own read lock, from the key where the one
-    /// before stopped: xnosd holds a chunk or two of JSON and no copy of the FIB, and a
-    /// listing of a million routes never keeps writers out for long. A route that changes
-    /// while the listing goes on shows as its chunk found it.
-    fn stream_routes(&self) -> Response<Body> {
-        let counters = views::l3_counters(self.stats.as_ref());
-        let db = self.db.clone();
-        let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
-        tokio::spawn(async move {
-            let mut chunk = Vec::with_capacity(STREAM_CHUNK + 4096);
-            chunk.extend_from_slice(b"{\"routes\":[");
-            let mut after = Bound::Unbounded;
-            let mut first = true;
-            let mut write = |chunk: &mut Vec<u8>, view: &RouteView| {
-                if !std::mem::take(&mut first) {
-                    chunk.push(b',');
-                }
-                serde_json::to_writer(chunk, view).expect("routes serialise");
-            };
-            loop {
-                let done = db.read(|state| {
-                    let names = views::ifnames(state);
-                    for (key, view) in views::route_views(state, &names, after) {
-                        write(&mut chunk, &view);
-                        after = Bound::Excluded(key);
-                        if chunk.len() >= STREAM_CHUNK {
-                            return false;
-                        }
-                    }
-                    for view in views::refused_routes(state) {
-                        write(&mut chunk, &view);
-                    }
-                    true
-                });
-                if done {
-                    break;
-                }
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK + 4096));
-                if tx.send_data(full.into()).await.is_err() {
-                    return;
-                }
-            }
-            chunk.extend_from_slice(b"],\"counters\":");
-            serde_json::to_writer(&mut chunk, &counters).expect("counters serialise");
-            chunk.push(b'}');
-            let _ = tx.send_data(chunk.into()).await;
-        });
-        json_response(Response::new(body.boxed()))
+    /// Stream `chunks`: each is made under its own read lock, once the client took the
+    /// ones before (see `stream`).
+    fn stream(&self, chunks: stream::Chunks) -> Response<Body> {
+        stream::respond(self.db.db().clone(), chunks)
     }
 
     fn parse_config(&self, body: &[u8]) -> Result<Config, String> {
@@ -373,7 +312,7 @@ impl Api {
         let response = match (&method, segments.as_slice()) {
             (&Method::GET, ["v1", "ports"]) => json(StatusCode::OK, &self.ports()),
             (&Method::GET, ["v1", "vlans"]) => json(StatusCode::OK, &self.vlans()),
-            (&Method::GET, ["v1", "fdb"]) => json(StatusCode::OK, &self.fdb()),
+            (&Method::GET, ["v1", "fdb"]) => self.stream(stream::fdb(STREAM_CHUNK)),
             (&Method::POST, ["v1", "fdb", "clear"]) => {
                 match serde_json::from_slice::<FdbClearRequest>(&body) {
                     Ok(request) => match self.clear_fdb(request).await {
@@ -389,8 +328,11 @@ impl Api {
                 Err(e) => bad_request(format!("bad trace request: {e}")),
             },
             (&Method::GET, ["v1", "interfaces"]) => json(StatusCode::OK, &self.interfaces()),
-            (&Method::GET, ["v1", "routes"]) => self.stream_routes(),
-            (&Method::GET, ["v1", "neighbors"]) => json(StatusCode::OK, &self.neighbors()),
+            (&Method::GET, ["v1", "routes"]) => {
+                let counters = views::l3_counters(self.stats.as_ref());
+                self.stream(stream::routes(&counters, STREAM_CHUNK))
+            }
+            (&Method::GET, ["v1", "neighbors"]) => self.stream(stream::neighbors(STREAM_CHUNK)),
             (&Method::GET, ["v1", "ready"]) => {
                 json(StatusCode::OK, &self.db.read(crate::ready::Readiness::of))
             }
@@ -399,7 +341,7 @@ impl Api {
             }
             (&Method::GET, ["v1", "db"]) => json(StatusCode::OK, &Table::ALL.map(|t| t.name())),
             (&Method::GET, ["v1", "db", table]) => match table.parse::<Table>() {
-                Ok(table) => self.stream_table(table),
+                Ok(table) => self.stream(stream::table(table, STREAM_CHUNK)),
                 Err(e) => not_found(e),
             },
             (&Method::GET, ["v1", "watch", table]) => match table.parse::<Table>() {
@@ -600,32 +542,6 @@ impl WatchQueue {
     fn push_snapshot(&self, line: Bytes) {
         let _ = self.tx.send((line, 0));
     }
-}
-
-/// Serialise `rows` as a JSON array of `RowView`s, `STREAM_CHUNK` bytes at a time, each
-/// chunk once the client took the one before: xnosd holds the table's typed rows and a
-/// chunk or two of JSON, never the whole answer.
-fn stream_rows(rows: RowsSnapshot) -> Response<Body> {
-    let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
-    tokio::spawn(async move {
-        let mut chunk = Vec::with_capacity(STREAM_CHUNK + 4096);
-        chunk.push(b'[');
-        for (i, (key, row)) in rows.enumerate() {
-            if i > 0 {
-                chunk.push(b',');
-            }
-            serde_json::to_writer(&mut chunk, &RowView { key, row }).expect("rows serialise");
-            if chunk.len() >= STREAM_CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK + 4096));
-                if tx.send_data(full.into()).await.is_err() {
-                    return;
-                }
-            }
-        }
-        chunk.push(b']');
-        let _ = tx.send_data(chunk.into()).await;
-    });
-    json_response(Response::new(body.boxed()))
 }
 
 fn json_response(mut response: Response<Body>) -> Response<Body> {

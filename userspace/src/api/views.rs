@@ -304,7 +304,7 @@ pub fn vlans(state: &State) -> Vec<VlanView> {
                     name: vlan.name.clone(),
                     untagged_ports: Vec::new(),
                     tagged_ports: Vec::new(),
-                    fdb_entries: fdb_rows(state).filter(|f| f.vlan == vlan.id).count(),
+                    fdb_entries: fdb_entries(state, vlan.id),
                 };
                 for port in state.config.ports.values() {
                     if port.mode.untagged_vlan() == Some(vlan.id) {
@@ -320,11 +320,9 @@ pub fn vlans(state: &State) -> Vec<VlanView> {
 }
 
 pub fn fdb(state: &State) -> Vec<FdbView> {
-    {
-        let mut rows: Vec<FdbView> = fdb_rows(state).collect();
-        rows.sort_by_key(|r| (r.vlan, r.mac));
-        rows
-    }
+    fdb_views(state, Bound::Unbounded)
+        .map(|(_, view)| view)
+        .collect()
 }
 
 pub fn interfaces(state: &State) -> Vec<InterfaceView> {
@@ -511,30 +509,41 @@ pub fn refused_routes(state: &State) -> impl Iterator<Item = RouteView> + '_ {
 }
 
 pub fn neighbors(state: &State) -> Vec<NeighborView> {
-    {
-        let names = ifnames(state);
-        state
-            .observed
-            .neighbors
-            .values()
-            .filter(|n| !n.ip.is_multicast())
-            .map(|n| {
-                let interface = names
-                    .get(&n.ifindex)
-                    .cloned()
-                    .unwrap_or_else(|| n.ifindex.to_string());
-                let programmed = state.observed.datapath_neighbors.get(&(n.ifindex, n.ip));
-                NeighborView {
-                    ip: n.ip,
-                    mac: n.mac,
-                    fast_path: programmed.is_some_and(|p| p.mac.is_some()),
-                    fast_path_error: programmed.and_then(|p| p.error.as_deref().map(str::to_owned)),
-                    interface,
-                    state: n.state,
-                }
-            })
-            .collect()
-    }
+    let names = ifnames(state);
+    neighbor_views(state, &names, Bound::Unbounded)
+        .map(|(_, view)| view)
+        .collect()
+}
+
+/// The neighbours `show neighbors` lists, in key order (ifindex, address) from `from`
+/// on, each with its key (where a listing in parts goes on from); `names` are the links'
+/// names by ifindex.
+pub fn neighbor_views<'a>(
+    state: &'a State,
+    names: &'a BTreeMap<u32, String>,
+    from: Bound<(u32, IpAddr)>,
+) -> impl Iterator<Item = ((u32, IpAddr), NeighborView)> + 'a {
+    state
+        .observed
+        .neighbors
+        .range((from, Bound::Unbounded))
+        .filter(|(_, n)| !n.ip.is_multicast())
+        .map(move |(key, n)| {
+            let interface = names
+                .get(&n.ifindex)
+                .cloned()
+                .unwrap_or_else(|| n.ifindex.to_string());
+            let programmed = state.observed.datapath_neighbors.get(&(n.ifindex, n.ip));
+            let view = NeighborView {
+                ip: n.ip,
+                mac: n.mac,
+                fast_path: programmed.is_some_and(|p| p.mac.is_some()),
+                fast_path_error: programmed.and_then(|p| p.error.clone()),
+                interface,
+                state: n.state,
+            };
+            (*key, view)
+        })
 }
 
 pub fn ifnames(state: &State) -> BTreeMap<u32, String> {
@@ -546,35 +555,107 @@ pub fn ifnames(state: &State) -> BTreeMap<u32, String> {
         .collect()
 }
 
-fn fdb_rows(state: &State) -> impl Iterator<Item = FdbView> + '_ {
-    let statics = state.config.fdb.values().map(|f| FdbView {
-        vlan: f.vlan,
-        mac: f.mac,
-        port: f.port.clone(),
-        kind: FdbKind::Static,
-        moves: 0,
-        learned_by: None,
-        hardware: false,
-    });
-    let learned = state.observed.fdb_learned.values().map(|f| FdbView {
-        vlan: f.vlan,
-        mac: f.mac,
-        port: f.port.clone(),
-        kind: FdbKind::Learned,
-        moves: f.moves,
-        learned_by: Some(LearnedBy::Xdp),
-        hardware: false,
-    });
-    let bridge = state.observed.bridge_fdb.values().map(|f| FdbView {
-        vlan: f.vlan,
-        mac: f.mac,
-        port: f.port.clone(),
-        kind: FdbKind::Learned,
-        moves: f.moves,
-        learned_by: Some(LearnedBy::Bridge),
-        hardware: f.offloaded,
-    });
-    statics.chain(learned).chain(bridge)
+/// Where a row of `show fdb` sorts: by VLAN and MAC, then by where it comes from
+/// ([`FdbSource`]), as one MAC may be in several of them.
+pub type FdbPosition = (u16, MacAddr, FdbSource);
+
+/// Where an FDB row comes from, in the order `show fdb` lists the rows of one MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FdbSource {
+    Static,
+    Xdp,
+    Bridge,
+}
+
+/// The rows `show fdb` lists, in [`FdbPosition`] order from `from` on, each with its
+/// position (where a listing in parts goes on from): the static entries of the config,
+/// the MACs the fast path learned and those the kernel bridge learned, merged.
+pub fn fdb_views(
+    state: &State,
+    from: Bound<FdbPosition>,
+) -> impl Iterator<Item = (FdbPosition, FdbView)> + '_ {
+    // Where each source starts: after `from`'s MAC in the sources up to its own, at it in
+    // those after.
+    let start = |source: FdbSource| match from {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Excluded((vlan, mac, after)) if source <= after => Bound::Excluded((vlan, mac)),
+        Bound::Included((vlan, mac, at)) if source < at => Bound::Excluded((vlan, mac)),
+        Bound::Excluded((vlan, mac, _)) | Bound::Included((vlan, mac, _)) => {
+            Bound::Included((vlan, mac))
+        }
+    };
+    type Rows<'a> = Box<dyn Iterator<Item = (FdbPosition, FdbView)> + 'a>;
+    let statics: Rows<'_> = Box::new(
+        state
+            .config
+            .fdb
+            .range((start(FdbSource::Static), Bound::Unbounded))
+            .map(|(&(vlan, mac), f)| {
+                let view = FdbView {
+                    vlan,
+                    mac,
+                    port: f.port.clone(),
+                    kind: FdbKind::Static,
+                    moves: 0,
+                    learned_by: None,
+                    hardware: false,
+                };
+                ((vlan, mac, FdbSource::Static), view)
+            }),
+    );
+    let learned: Rows<'_> = Box::new(
+        state
+            .observed
+            .fdb_learned
+            .range((start(FdbSource::Xdp), Bound::Unbounded))
+            .map(|(&(vlan, mac), f)| {
+                let view = FdbView {
+                    vlan,
+                    mac,
+                    port: f.port.clone(),
+                    kind: FdbKind::Learned,
+                    moves: f.moves,
+                    learned_by: Some(LearnedBy::Xdp),
+                    hardware: false,
+                };
+                ((vlan, mac, FdbSource::Xdp), view)
+            }),
+    );
+    let bridge: Rows<'_> = Box::new(
+        state
+            .observed
+            .bridge_fdb
+            .range((start(FdbSource::Bridge), Bound::Unbounded))
+            .map(|(&(vlan, mac), f)| {
+                let view = FdbView {
+                    vlan,
+                    mac,
+                    port: f.port.clone(),
+                    kind: FdbKind::Learned,
+                    moves: f.moves,
+                    learned_by: Some(LearnedBy::Bridge),
+                    hardware: f.offloaded,
+                };
+                ((vlan, mac, FdbSource::Bridge), view)
+            }),
+    );
+    let mut sources = [statics.peekable(), learned.peekable(), bridge.peekable()];
+    std::iter::from_fn(move || {
+        let (_, first) = sources
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, rows)| Some((rows.peek()?.0, i)))
+            .min()?;
+        sources[first].next()
+    })
+}
+
+/// How many FDB rows VLAN `vlan` has, from every source.
+fn fdb_entries(state: &State, vlan: u16) -> usize {
+    let macs = (vlan, MacAddr([0; 6]))..=(vlan, MacAddr([0xff; 6]));
+    state.config.fdb.range(macs.clone()).count()
+        + state.observed.fdb_learned.range(macs.clone()).count()
+        + state.observed.bridge_fdb.range(macs).count()
 }
 
 #[cfg(test)]

@@ -361,55 +361,95 @@ pub fn age_fdb(dp: &mut Datapath, aging: Duration) -> anyhow::Result<usize> {
 }
 
 /// Make StateDb's learned-MAC table match the FDB map exactly (covers ring-buffer
-/// overflows and entries removed by reconcile or aging).
+/// overflows and entries removed by reconcile or aging). A full map (a MAC flood fills it)
+/// is 131,072 rows: it is read off the async runtime ([`blocking`]) and written in
+/// commits of at most `CHUNK_ROWS` rows, with readers (the API) served between them.
 fn sync_learned(db: &DatapathWriter, dp: &Datapath) -> anyhow::Result<()> {
-    let entries = dp.fdb_entries()?;
-    db.write(|tx| {
-        let names = port_names(tx.observed());
-        let mut in_map = BTreeSet::new();
-        for (key, entry) in &entries {
-            if entry.flags & FDB_FLAG_STATIC != 0 {
-                continue;
-            }
-            let mac = MacAddr(key.mac);
-            let port = names
-                .get(&entry.ifindex)
-                .cloned()
-                .unwrap_or_else(|| format!("ifindex {}", entry.ifindex));
-            if crate::switchdev::is_cpu_port(&port) {
+    blocking(|| {
+        let names = db.read(|s| port_names(&s.observed));
+        let mut in_map: Vec<((u16, MacAddr), String)> = dp
+            .fdb_entries()?
+            .into_iter()
+            .filter(|(_, entry)| entry.flags & FDB_FLAG_STATIC == 0)
+            .filter_map(|(key, entry)| {
+                let port = names
+                    .get(&entry.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("ifindex {}", entry.ifindex));
                 // Behind the bridge of switchdev ports: the bridge says which port (in
                 // `bridge-fdb`), and an older fast-path row for the station is stale.
-                continue;
-            }
-            in_map.insert((key.vlan, mac));
-            let moves = tx
-                .observed()
-                .fdb_learned
-                .get(&(key.vlan, mac))
-                .map_or(0, |old| old.moves + u64::from(old.port != port));
-            tx.learned(
-                key.vlan,
-                mac,
-                Some(LearnedMac {
-                    vlan: key.vlan,
-                    mac,
-                    port,
-                    moves,
-                }),
-            );
-        }
-        let gone: Vec<(u16, MacAddr)> = tx
+                (!crate::switchdev::is_cpu_port(&port))
+                    .then_some(((key.vlan, MacAddr(key.mac)), port))
+            })
+            .collect();
+        in_map.sort_unstable_by_key(|(key, _)| *key);
+        let mut sync = LearnedSync::default();
+        while db.write(|tx| sync.next_commit(tx, &in_map, CHUNK_ROWS)).0 {}
+        Ok(())
+    })
+}
+
+/// Where a sync of the learned-MAC table in several commits has come to.
+#[derive(Default)]
+struct LearnedSync {
+    /// The rows before this key are done.
+    after: Option<(u16, MacAddr)>,
+    /// The next row of the map to write.
+    next: usize,
+}
+
+impl LearnedSync {
+    /// Write the next `rows` rows of the table as `in_map` (the map's rows, sorted by key)
+    /// says: each of its rows, and the removal of each row it lacks. False once every row
+    /// is done.
+    fn next_commit(
+        &mut self,
+        tx: &mut DatapathTx<'_>,
+        in_map: &[((u16, MacAddr), String)],
+        rows: usize,
+    ) -> bool {
+        let from = self.after.map_or(Bound::Unbounded, Bound::Excluded);
+        // The table's keys this commit may reach: it takes one at least at each step.
+        let mut in_table = tx
             .observed()
             .fdb_learned
-            .iter()
-            .filter(|(k, _)| !in_map.contains(k))
-            .map(|(k, _)| *k)
-            .collect();
-        for (vlan, mac) in gone {
-            tx.learned(vlan, mac, None);
+            .range((from, Bound::Unbounded))
+            .take(rows)
+            .map(|(key, _)| *key)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .peekable();
+        for _ in 0..rows {
+            let mapped = in_map.get(self.next);
+            let key = match (mapped, in_table.peek()) {
+                (None, None) => return false,
+                (Some((key, _)), None) | (None, Some(key)) => *key,
+                (Some((mapped, _)), Some(tabled)) => *mapped.min(tabled),
+            };
+            in_table.next_if_eq(&key);
+            let (vlan, mac) = key;
+            match mapped.filter(|(mapped, _)| *mapped == key) {
+                Some((_, port)) => {
+                    self.next += 1;
+                    let moves = tx
+                        .observed()
+                        .fdb_learned
+                        .get(&key)
+                        .map_or(0, |old| old.moves + u64::from(old.port != *port));
+                    let row = LearnedMac {
+                        vlan,
+                        mac,
+                        port: port.clone(),
+                        moves,
+                    };
+                    tx.learned(vlan, mac, Some(row));
+                }
+                None => tx.learned(vlan, mac, None),
+            }
+            self.after = Some(key);
         }
-    });
-    Ok(())
+        true
+    }
 }
 
 /// Learn events the ring buffer had no room for, on every fast-path port together.
@@ -452,27 +492,30 @@ fn clear_fdb(db: &DatapathWriter, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
         request: request.request,
         ..Default::default()
     };
-    let mut guard = lock(dp);
-    if ifindex == Some(0) {
-        answer.error = Some(format!(
-            "port {} is not on the fast path: the FDB map has no entries of its",
-            request.port.as_deref().unwrap_or_default()
-        ));
-    } else {
-        for (key, entry) in guard.fdb_entries()? {
-            let named = entry.flags & FDB_FLAG_STATIC == 0
-                && request.vlan.is_none_or(|vlan| vlan == key.vlan)
-                && ifindex.is_none_or(|ifindex| ifindex == entry.ifindex);
-            if named {
-                guard.fdb_remove(&key)?;
-                answer.removed += 1;
+    // Clearing a full map is 131,072 removals: off the async runtime.
+    blocking(|| {
+        let mut guard = lock(dp);
+        if ifindex == Some(0) {
+            answer.error = Some(format!(
+                "port {} is not on the fast path: the FDB map has no entries of its",
+                request.port.as_deref().unwrap_or_default()
+            ));
+        } else {
+            for (key, entry) in guard.fdb_entries()? {
+                let named = entry.flags & FDB_FLAG_STATIC == 0
+                    && request.vlan.is_none_or(|vlan| vlan == key.vlan)
+                    && ifindex.is_none_or(|ifindex| ifindex == entry.ifindex);
+                if named {
+                    guard.fdb_remove(&key)?;
+                    answer.removed += 1;
+                }
             }
         }
-    }
-    sync_learned(db, &guard)?;
-    drop(guard);
-    db.write(|tx| tx.fdb_cleared(answer));
-    Ok(())
+        sync_learned(db, &guard)?;
+        drop(guard);
+        db.write(|tx| tx.fdb_cleared(answer));
+        Ok(())
+    })
 }
 
 fn port_names(observed: &Observed) -> BTreeMap<u32, String> {
@@ -873,7 +916,8 @@ pub async fn run(
                 let period = (aging / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
                 if last_scan.elapsed() >= period {
                     last_scan = Instant::now();
-                    let aged = age_fdb(&mut lock(&dp), aging)?;
+                    // A walk of the whole map: off the async runtime.
+                    let aged = blocking(|| age_fdb(&mut lock(&dp), aging))?;
                     if aged > 0 {
                         tracing::debug!(aged, "aged out FDB entries");
                     }
@@ -889,7 +933,67 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statedb::{Change, ChangeOp};
+    use crate::statedb::{Change, ChangeOp, StateDb};
+
+    // What this shows: a sync of the learned-MAC table in commits of at most `rows` rows
+    // ends with the table as the map says, MACs new, moved and gone mixed (or every one
+    // gone), whatever the size of the commits.
+    #[test]
+    fn a_learned_sync_commits_a_chunk_at_a_time_and_ends_as_the_map() {
+        let mac = |i: u8| MacAddr([2, 0, 0, 0, 0, i]);
+        let port = |i: u8| if i == 4 { "swp2" } else { "swp1" };
+        // The table has MACs 0..10 on swp1; the map has the even ones (4 moved to swp2),
+        // and 20..25.
+        let mixed: Vec<((u16, MacAddr), String)> = (0..10)
+            .step_by(2)
+            .chain(20..25)
+            .map(|i| ((10, mac(i)), port(i).into()))
+            .collect();
+        for in_map in [mixed, Vec::new()] {
+            for rows in [1, 2, 3, 7, CHUNK_ROWS] {
+                let db = StateDb::new(Config::default(), |_: &str| true);
+                let dp = db.writers().datapath;
+                dp.write(|tx| {
+                    for i in 0..10 {
+                        let row = LearnedMac {
+                            vlan: 10,
+                            mac: mac(i),
+                            port: "swp1".into(),
+                            moves: 0,
+                        };
+                        tx.learned(10, mac(i), Some(row));
+                    }
+                });
+                let mut sync = LearnedSync::default();
+                let mut changes = 0;
+                loop {
+                    let (more, commit) = dp.write(|tx| sync.next_commit(tx, &in_map, rows));
+                    assert!(commit.changes.len() <= rows, "{commit:?}");
+                    changes += commit.changes.len();
+                    if !more {
+                        break;
+                    }
+                }
+                let table: Vec<(u16, MacAddr, String, u64)> = db.read(|s| {
+                    s.observed
+                        .fdb_learned
+                        .values()
+                        .map(|r| (r.vlan, r.mac, r.port.clone(), r.moves))
+                        .collect()
+                });
+                let expected: Vec<(u16, MacAddr, String, u64)> = in_map
+                    .iter()
+                    .map(|((vlan, mac), port)| {
+                        (*vlan, *mac, port.clone(), u64::from(mac.0[5] == 4))
+                    })
+                    .collect();
+                assert_eq!(table, expected, "{rows} rows a commit");
+                // Gone, moved and new: none more, none twice.
+                let expected_changes = if in_map.is_empty() { 10 } else { 5 + 1 + 5 };
+                assert_eq!(changes, expected_changes, "{rows} rows a commit");
+            }
+        }
+    }
 
     fn commit(generation: u64, table: Table) -> Commit {
         Commit {

@@ -442,52 +442,85 @@ pub fn table_rows(s: &State, table: Table) -> Vec<(String, Value)> {
 }
 
 /// The rows of one table as they are now, turned into JSON one at a time as they are read.
-/// It holds a copy of the table's typed rows, far smaller than their JSON values: a large
-/// table streams without holding the state's lock and without building all of its JSON at
-/// once.
+/// It holds a copy of the table's typed rows, far smaller than their JSON values: a
+/// watcher's snapshot is the table at one generation, sent without holding the state's
+/// lock and without building all of its JSON at once.
 pub type RowsSnapshot = Box<dyn Iterator<Item = (String, Value)> + Send>;
 
 pub fn table_snapshot(s: &State, table: Table) -> RowsSnapshot {
-    fn rows<K, R>(map: &BTreeMap<K, R>, key: impl Fn(&K) -> String + Send + 'static) -> RowsSnapshot
+    visit_table(table, Snapshot(s))
+}
+
+/// Copies a table's typed rows out of a state (see [`RowsSnapshot`]).
+struct Snapshot<'a>(&'a State);
+
+impl TableVisitor for Snapshot<'_> {
+    type Output = RowsSnapshot;
+
+    fn map<K, R>(self, rows: fn(&State) -> &BTreeMap<K, R>, key: fn(&K) -> String) -> RowsSnapshot
     where
-        K: Clone + Send + 'static,
+        K: Ord + Clone + Send + 'static,
         R: Clone + Serialize + Send + 'static,
     {
         Box::new(
-            map.clone()
+            rows(self.0)
+                .clone()
                 .into_iter()
                 .map(move |(k, r)| (key(&k), row_value(&r))),
         )
     }
-    fn one<R: Serialize>(key: &str, row: &R) -> RowsSnapshot {
-        Box::new(std::iter::once((key.to_string(), row_value(row))))
+
+    fn one<R: Serialize + 'static>(self, key: &'static str, row: fn(&State) -> &R) -> RowsSnapshot {
+        Box::new(std::iter::once((key.to_string(), row_value(row(self.0)))))
     }
+}
+
+/// What reads a table row by row, given the table's map and key types: a copy of it (a
+/// watcher's snapshot), a listing by key range (the API's). [`visit_table`] hands each
+/// table to it.
+pub trait TableVisitor {
+    type Output;
+
+    /// A table of many rows: `rows` finds it in a state, `key` says each row's key as
+    /// changes name it.
+    fn map<K, R>(self, rows: fn(&State) -> &BTreeMap<K, R>, key: fn(&K) -> String) -> Self::Output
+    where
+        K: Ord + Clone + Send + 'static,
+        R: Clone + Serialize + Send + 'static;
+
+    /// A table of one row, whose key is `key`.
+    fn one<R: Serialize + 'static>(self, key: &'static str, row: fn(&State) -> &R) -> Self::Output;
+}
+
+/// Hand `table`, with its types, to `visitor`.
+pub fn visit_table<V: TableVisitor>(table: Table, visitor: V) -> V::Output {
     match table {
-        Table::Switch => one("switch", &s.config.switch),
-        Table::Vlan => rows(&s.config.vlans, u16::to_string),
-        Table::Port => rows(&s.config.ports, String::clone),
-        Table::FdbStatic => rows(&s.config.fdb, |(v, m)| fdb_key(*v, m)),
-        Table::Interface => rows(&s.config.interfaces, String::clone),
-        Table::Route => rows(&s.config.routes, IpNet::to_string),
-        Table::Link => rows(&s.observed.links, String::clone),
-        Table::PortStatus => rows(&s.observed.port_status, String::clone),
-        Table::FdbLearned => rows(&s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
-        Table::Fib => rows(&s.observed.fib, FibKey::to_string),
-        Table::Neighbor => rows(&s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
-        Table::Datapath => one("datapath", &s.observed.datapath),
-        Table::Module => rows(&s.observed.modules, String::clone),
-        Table::BridgePort => rows(&s.observed.bridge_ports, String::clone),
-        Table::KernelFeatures => one("kernel", &s.observed.kernel),
-        Table::InterfaceStatus => rows(&s.observed.interface_status, String::clone),
-        Table::RouteStatus => rows(&s.observed.route_status, IpNet::to_string),
-        Table::BridgeFdb => rows(&s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
-        Table::DatapathRoute => rows(&s.observed.datapath_routes, FibKey::to_string),
-        Table::DatapathNeighbor => {
-            rows(&s.observed.datapath_neighbors, |(i, a)| neighbor_key(*i, a))
-        }
-        Table::DatapathFlood => rows(&s.observed.datapath_flood, u16::to_string),
-        Table::FdbClear => one("fdb-clear", &s.observed.fdb_clear),
-        Table::FdbCleared => one("fdb-cleared", &s.observed.fdb_cleared),
+        Table::Switch => visitor.one("switch", |s| &s.config.switch),
+        Table::Vlan => visitor.map(|s| &s.config.vlans, u16::to_string),
+        Table::Port => visitor.map(|s| &s.config.ports, String::clone),
+        Table::FdbStatic => visitor.map(|s| &s.config.fdb, |(v, m)| fdb_key(*v, m)),
+        Table::Interface => visitor.map(|s| &s.config.interfaces, String::clone),
+        Table::Route => visitor.map(|s| &s.config.routes, IpNet::to_string),
+        Table::Link => visitor.map(|s| &s.observed.links, String::clone),
+        Table::PortStatus => visitor.map(|s| &s.observed.port_status, String::clone),
+        Table::FdbLearned => visitor.map(|s| &s.observed.fdb_learned, |(v, m)| fdb_key(*v, m)),
+        Table::Fib => visitor.map(|s| &s.observed.fib, FibKey::to_string),
+        Table::Neighbor => visitor.map(|s| &s.observed.neighbors, |(i, a)| neighbor_key(*i, a)),
+        Table::Datapath => visitor.one("datapath", |s| &s.observed.datapath),
+        Table::Module => visitor.map(|s| &s.observed.modules, String::clone),
+        Table::BridgePort => visitor.map(|s| &s.observed.bridge_ports, String::clone),
+        Table::KernelFeatures => visitor.one("kernel", |s| &s.observed.kernel),
+        Table::InterfaceStatus => visitor.map(|s| &s.observed.interface_status, String::clone),
+        Table::RouteStatus => visitor.map(|s| &s.observed.route_status, IpNet::to_string),
+        Table::BridgeFdb => visitor.map(|s| &s.observed.bridge_fdb, |(v, m)| fdb_key(*v, m)),
+        Table::DatapathRoute => visitor.map(|s| &s.observed.datapath_routes, FibKey::to_string),
+        Table::DatapathNeighbor => visitor.map(
+            |s| &s.observed.datapath_neighbors,
+            |(i, a)| neighbor_key(*i, a),
+        ),
+        Table::DatapathFlood => visitor.map(|s| &s.observed.datapath_flood, u16::to_string),
+        Table::FdbClear => visitor.one("fdb-clear", |s| &s.observed.fdb_clear),
+        Table::FdbCleared => visitor.one("fdb-cleared", |s| &s.observed.fdb_cleared),
     }
 }
 
