@@ -66,7 +66,19 @@ struct Args {
     remove_datapath: bool,
 }
 
+/// SIGTERM and SIGINT.
+fn stop_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set
+}
+
 fn main() -> ExitCode {
+    // Held back until xnosd catches them (`run`): one that comes while the config is read
+    // or the runtime made would otherwise kill it outright, not stop it. The runtime's
+    // threads keep them blocked; they are delivered to this one.
+    let _ = stop_signals().thread_block();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("XNOS_LOG")
@@ -123,6 +135,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     // Caught from the start: a signal while starting must not kill xnosd before the guards
     // below have removed what it made so far.
     let stop = stop_on_signal()?;
+    let _ = stop_signals().thread_unblock();
     let stopping = || {
         let stop = *stop.borrow();
         if stop {
