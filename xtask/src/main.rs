@@ -56,13 +56,15 @@ enum Task {
     /// Build, start xnosd on a namespace topology, show traffic being switched, clean up.
     Demo,
     /// Benchmarks: datapath cost per packet (next to a bare-redirect program) and control
-    /// plane (route programming, MAC learning, memory). Results in target/bench/.
+    /// plane (route programming, MAC learning, a MAC flood, memory). Results in
+    /// target/bench/.
     Bench {
         /// A shorter run (10k routes instead of 1M, fewer samples).
         #[arg(long)]
         quick: bool,
         /// Only the control plane: routes and MACs into a running xnosd, a start with the
-        /// routes in the kernel, xnosd's memory and API answer times meanwhile.
+        /// routes in the kernel, a flood of 1M source MACs, xnosd's memory and API answer
+        /// times meanwhile.
         #[arg(long)]
         control_plane: bool,
     },

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what xnos costs per packet (the real datapath through
-//! BPF_PROG_TEST_RUN, next to a program that only redirects) and what its control plane
-//! takes to program routes and learn MACs. Writes target/bench/results.json and
-//! target/bench/datapath.svg and prints a table.
+//! BPF_PROG_TEST_RUN, next to a program that only redirects), what its control plane
+//! takes to program routes and learn MACs, and what a flood of source MACs costs it.
+//! Writes target/bench/results.json and target/bench/datapath.svg and prints a table.
 
 use std::{
     collections::BTreeMap,
@@ -36,6 +36,8 @@ struct Options {
     quick: bool,
     /// Only the control plane section.
     control_plane: bool,
+    /// Only the MAC flood.
+    mac_flood: bool,
     out: PathBuf,
 }
 
@@ -1063,6 +1065,181 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
     Ok(result)
 }
 
+/// Unicast, locally administered source MACs from a fixed seed (xorshift64): the same
+/// flood on every run, and no MAC of the topology's hosts among them.
+struct RandomMacs(u64);
+
+impl Iterator for RandomMacs {
+    type Item = [u8; 6];
+
+    fn next(&mut self) -> Option<[u8; 6]> {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let b = self.0.to_le_bytes();
+        Some([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+    }
+}
+
+/// The value of the Prometheus sample `series` (name and labels, as exported).
+fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A flood of random source MACs from one access port (issue #14, "Bounded resources"):
+/// what the full FDB refuses, what xnosd spends on it, and whether the stations learned
+/// before it and a static entry keep forwarding while it lasts.
+fn mac_flood(opts: &Options) -> anyhow::Result<serde_json::Value> {
+    const METRICS: &str = "127.0.0.1:9417";
+    const STATIC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x55];
+    let macs = if opts.quick { 300_000 } else { 1_000_000 };
+    let capacity = u64::from(xnos_common::FDB_SIZE);
+    let topo = Topology::new(&["swp1", "swp2", "swp3"])?;
+    let config = xnos_tests::Config::access_ports(&[10, 10, 10]).fdb(
+        &xnos_tests::format_mac(STATIC_MAC),
+        10,
+        "swp2",
+    );
+    let daemon =
+        xnos_tests::Daemon::start_with(&topo.switch, &config, &["--metrics-listen", METRICS])?;
+    let pid = daemon.pid().context("xnosd pid")?;
+    let (h1, h2, h3) = (&topo.hosts[0], &topo.hosts[1], &topo.hosts[2]);
+    h1.add_address("10.0.10.1/24")?;
+    h2.add_address("10.0.10.2/24")?;
+    anyhow::ensure!(
+        h1.reachable("10.0.10.2"),
+        "h1 does not reach h2 before the flood"
+    );
+    let s3 = h3.socket()?;
+    s3.send(&xnos_tests::test_frame([0xff; 6], h3.mac, None, 1))?;
+    daemon.wait_fdb(10, h3.mac, "swp3")?;
+    daemon.wait_fdb(10, h1.mac, "swp1")?;
+    daemon.wait_fdb(10, h2.mac, "swp2")?;
+
+    let traffic = xnos_tests::traffic::Traffic::start(
+        &[(h1, [10, 0, 10, 1].into()), (h2, [10, 0, 10, 2].into())],
+        vec![
+            xnos_tests::traffic::Flow { src: 0, dst: 1 },
+            xnos_tests::traffic::Flow { src: 1, dst: 0 },
+        ],
+        10_000,
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    let rx_before = daemon.counters("swp3")?["rx-packets"]
+        .as_u64()
+        .context("swp3 rx-packets")?;
+    let commits = |metrics: &str| sample(metrics, "xnos_statedb_commits_total").unwrap_or(0);
+    let commits_before = commits(&xnos_tests::http_get(&topo.switch, METRICS, "/metrics")?);
+    let (memory_before, cpu_before) = (memory(pid), xnos_tests::cpu_time(pid));
+    let probe = ApiProbe::start(daemon.socket.clone());
+    // Addressed to h3 itself: the switch learns the source and filters the frame (same
+    // port), so the flood costs the learning and not the stations' links.
+    let mut frame = xnos_tests::test_frame(h3.mac, [0; 6], None, 2);
+    let start = Instant::now();
+    for mac in RandomMacs(0x9e37_79b9_7f4a_7c15).take(macs) {
+        frame[6..12].copy_from_slice(&mac);
+        s3.send(&frame)?;
+    }
+    let sent = start.elapsed();
+    let (memory_sent, cpu_sent) = (memory(pid), xnos_tests::cpu_time(pid));
+    // Learn events the ring had no room for are not lost entries: xnosd reads the map
+    // whole when it sees events lost. Settled is the whole table in StateDb.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        let metrics = xnos_tests::http_get(&topo.switch, METRICS, "/metrics")?;
+        let entries = sample(&metrics, r#"xnos_table_entries{table="fdb"}"#);
+        if entries == Some(capacity) || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let settled = start.elapsed();
+    let (memory_settled, cpu_settled) = (memory(pid), xnos_tests::cpu_time(pid));
+    let api = probe.finish();
+    let counters = traffic.counters.clone();
+    let flows = traffic.finish();
+    let lost: u64 = flows.iter().map(|f| f.lost + f.unseen_tail).sum();
+    let rx = daemon.counters("swp3")?["rx-packets"]
+        .as_u64()
+        .context("swp3 rx-packets")?
+        - rx_before;
+
+    // With the table full: a frame from h1 to the static MAC reaches h2 alone.
+    let s2 = h2.socket()?;
+    let s3 = h3.socket()?;
+    h1.socket()?
+        .send(&xnos_tests::test_frame(STATIC_MAC, h1.mac, None, 3))?;
+    let to_static = |f: &[u8]| f[..6] == STATIC_MAC && f[6..12] == h1.mac;
+    let static_forwards = s2.collect(Duration::from_secs(1), to_static).len() == 1
+        && s3.collect(Duration::from_millis(200), to_static).is_empty();
+
+    let mut learn_events_lost = 0;
+    // xnosd mounted bpffs on its pin directory inside the mount namespace `ip netns exec`
+    // gave it: the pins are seen through its root.
+    let pins = PathBuf::from(format!("/proc/{pid}/root"))
+        .join(
+            daemon
+                .socket
+                .parent()
+                .context("xnosd's directory")?
+                .strip_prefix("/")?,
+        )
+        .join("bpf");
+    let stats = xnos::datapath::StatsReader::open(&pins)
+        .with_context(|| format!("opening xnosd's counters in {}", pins.display()))?;
+    for slot in 0..xnos_common::MAX_PORTS {
+        learn_events_lost += stats.get(slot)?.learn_events_lost;
+    }
+    let listed = Instant::now();
+    let fdb = daemon.json_raw(&["show", "fdb", "--json"])?;
+    let text = daemon.xnos(&["show", "fdb"])?;
+    let listed = listed.elapsed();
+    let wall = |d: Duration| d.as_secs_f64();
+    let cpu = |from: Duration, to: Duration, over: Duration| {
+        let used = wall(to - from);
+        json!({ "s": used, "of_wall": used / wall(over) })
+    };
+    let notes: Vec<&str> = text
+        .lines()
+        .skip(text.lines().count().saturating_sub(2))
+        .collect();
+    let result = json!({
+        "macs": macs,
+        "send_s": wall(sent),
+        "send_rate_per_s": macs as f64 / wall(sent),
+        "received_by_switch": rx,
+        "in_statedb_s": wall(settled),
+        "fdb_capacity": capacity,
+        "fdb_entries_statedb": sample(&metrics, r#"xnos_table_entries{table="fdb"}"#),
+        "fdb_entries_show_fdb": fdb.as_array().map(Vec::len),
+        "learn_refused": sample(&metrics, r#"xnos_fdb_learn_refused_total{port="swp3"}"#),
+        "learn_events_lost": learn_events_lost,
+        "statedb_commits": commits(&metrics) - commits_before,
+        "show_fdb_notes": notes,
+        "show_fdb_json_and_text_s": wall(listed),
+        "xnosd_cpu_while_sending": cpu(cpu_before, cpu_sent, sent),
+        "xnosd_cpu_until_in_statedb": cpu(cpu_before, cpu_settled, settled),
+        "xnosd_memory_before": memory_before,
+        "xnosd_memory_sent": memory_sent,
+        "xnosd_memory_in_statedb": memory_settled,
+        "established_flow": {
+            "sent": flows.iter().map(|f| f.sent).sum::<u64>(),
+            "received": flows.iter().map(|f| f.received).sum::<u64>(),
+            "lost": lost,
+            "late": flows.iter().map(|f| f.late).sum::<u64>(),
+            "duplicates": flows.iter().map(|f| f.duplicates).sum::<u64>(),
+            "not_sent_behind_schedule": counters.skipped.load(Ordering::Relaxed),
+            "send_errors": counters.send_errors.load(Ordering::Relaxed),
+        },
+        "static_entry_forwards": static_forwards,
+        "api_during_flood": api,
+    });
+    eprintln!("{result}");
+    Ok(result)
+}
+
 /// A bar chart, one bar per mode (median or mean) with whiskers from min to max.
 fn svg(title: &str, costs: &[Cost]) -> String {
     let width = 760.0;
@@ -1104,6 +1281,7 @@ fn main() -> anyhow::Result<()> {
     let mut opts = Options {
         quick: false,
         control_plane: false,
+        mac_flood: false,
         out: PathBuf::from("target/bench"),
     };
     let mut args = std::env::args().skip(1);
@@ -1111,8 +1289,11 @@ fn main() -> anyhow::Result<()> {
         match arg.as_str() {
             "--quick" => opts.quick = true,
             "--control-plane" => opts.control_plane = true,
+            "--mac-flood" => opts.mac_flood = true,
             "--out" => opts.out = PathBuf::from(args.next().context("--out needs a directory")?),
-            other => bail!("unknown argument {other:?} (use --quick, --control-plane, --out DIR)"),
+            other => bail!(
+                "unknown argument {other:?} (use --quick, --control-plane, --mac-flood, --out DIR)"
+            ),
         }
     }
     let _ = binary("xnosd")?;
@@ -1129,9 +1310,21 @@ fn main() -> anyhow::Result<()> {
         )
         .trim()
     );
+    if opts.mac_flood {
+        println!("==> MAC flood ({machine})");
+        let flood = mac_flood(&opts)?;
+        println!("{}", serde_json::to_string_pretty(&flood)?);
+        let results = json!({ "machine": machine, "quick": opts.quick, "mac_flood": flood });
+        std::fs::write(
+            opts.out.join("mac-flood.json"),
+            serde_json::to_string_pretty(&results)? + "\n",
+        )?;
+        return Ok(());
+    }
     if opts.control_plane {
         println!("==> control plane ({machine})");
-        let control = control_plane(&opts)?;
+        let mut control = control_plane(&opts)?;
+        control["mac_flood"] = mac_flood(&opts)?;
         println!("{}", serde_json::to_string_pretty(&control)?);
         let results = json!({ "machine": machine, "quick": opts.quick, "control_plane": control });
         std::fs::write(
@@ -1184,7 +1377,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("==> control plane");
-    let control = control_plane(&opts)?;
+    let mut control = control_plane(&opts)?;
+    control["mac_flood"] = mac_flood(&opts)?;
     println!("{}", serde_json::to_string_pretty(&control)?);
     let results = json!({
         "machine": machine,
