@@ -74,7 +74,22 @@ fn stop_signals() -> nix::sys::signal::SigSet {
     set
 }
 
+/// At most two malloc arenas, unless MALLOC_ARENA_MAX says otherwise. glibc gives each
+/// thread that allocates an arena of its own (up to eight per core), and each keeps the
+/// memory freed in it: the tables a module rebuilds and the commits it frees were spread
+/// over several. Measured with a million routes from `ip -batch`: 351 MB of RSS with the
+/// default, 222 MB with two arenas (peak 553 -> 408 MB).
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     // Held back until xnosd catches them (`run`): one that comes while the config is read
     // or the runtime made would otherwise kill it outright, not stop it. The runtime's
     // threads keep them blocked; they are delivered to this one.
