@@ -66,7 +66,7 @@ pub fn check_saved(config: &Config) {
 
 /// Apply `ops` to `db` and check what every transaction must keep: a refusal says why
 /// and changes nothing; an accepted one leaves a valid config that saves and loads.
-pub fn check_transact(db: &StateDb, ops: &[Op]) -> Result<Commit, TxError> {
+pub fn check_transact(db: &StateDb, ops: &[Op]) -> Result<Arc<Commit>, TxError> {
     let before = db.read(|s| (s.generation, s.config.clone()));
     let result = db.transact(ops);
     let after = db.read(|s| (s.generation, s.config.clone()));
