@@ -105,6 +105,8 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     if args.remove_datapath {
+        // Interruptible like any command: nothing to clean up after it.
+        let _ = stop_signals().thread_unblock();
         // Needs no config: it removes what any config put on the ports.
         return match remove_datapath(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -619,6 +619,7 @@ fn apply(
                 l3.sync_routes_after(&mut guard, state, after, CHUNK_ROWS, &mut touched)
             })?;
             drop(guard);
+            l3.compact();
             db.write(|tx| l3.publish(tx, &touched));
             inbox.drain();
             match next {
@@ -727,25 +728,27 @@ impl Inbox {
         }
     }
 
-    /// Do what the commits read so far ask, and what those that come meanwhile ask,
-    /// until nothing is left.
-    fn settle(
+    /// Do what the commits read so far ask, once; what comes meanwhile is left pending
+    /// for the next turn of the module's loop, so that stopping, faults, learn events and
+    /// ticks get their turn during a long burst of commits.
+    fn step(
         &mut self,
         db: &DatapathWriter,
         dp: &Mutex<Datapath>,
         l3: &mut L3,
     ) -> anyhow::Result<()> {
         self.drain();
-        while !self.pending.is_idle() && !self.closed {
-            let work = std::mem::take(&mut self.pending);
-            let (seen, clear) = (work.seen, work.clear);
-            work.run(db, dp, l3, self)?;
-            if clear {
-                clear_fdb(db, dp)?;
-            }
-            advance(db, seen);
-            self.drain();
+        if self.pending.is_idle() || self.closed {
+            return Ok(());
         }
+        let work = std::mem::take(&mut self.pending);
+        let (seen, clear) = (work.seen, work.clear);
+        work.run(db, dp, l3, self)?;
+        if clear {
+            clear_fdb(db, dp)?;
+        }
+        advance(db, seen);
+        self.drain();
         Ok(())
     }
 }
@@ -836,6 +839,7 @@ impl Work {
                     )
                 })?;
                 drop(guard);
+                l3.compact();
                 if chunks.len() == 0 {
                     let generation = generation.expect("read once");
                     report(db, dp, l3, &touched, generation)?;
@@ -929,8 +933,7 @@ pub async fn run(
     apply(&db, &dp, &mut l3, &mut inbox)?;
     // A request the previous run of the module did not answer is answered now.
     clear_fdb(&db, &dp)?;
-    // What changed during the first sync.
-    inbox.settle(&db, &dp, &mut l3)?;
+    // What changed during the first sync is pending: the loop's first turns do it.
 
     let mut learns = Vec::with_capacity(LEARN_BATCH);
     let mut events_lost = 0;
@@ -942,7 +945,14 @@ pub async fn run(
             commit = inbox.commits.recv() => {
                 // Every commit already waiting too: one pass for a burst of changes.
                 inbox.receive(commit);
-                inbox.settle(&db, &dp, &mut l3)?;
+                inbox.step(&db, &dp, &mut l3)?;
+                if inbox.closed {
+                    return Ok(());
+                }
+            }
+            // Work that came in while the last was done, one pass per turn.
+            _ = std::future::ready(()), if !inbox.pending.is_idle() => {
+                inbox.step(&db, &dp, &mut l3)?;
                 if inbox.closed {
                     return Ok(());
                 }
@@ -974,7 +984,6 @@ pub async fn run(
                 if last_claim.elapsed() >= CLAIM_RETRY && lock(&dp).claims_refused() {
                     last_claim = Instant::now();
                     apply(&db, &dp, &mut l3, &mut inbox)?;
-                    inbox.settle(&db, &dp, &mut l3)?;
                 }
                 // Learn events lost to a full ring (a burst of new MACs): their entries
                 // are in the map; read it now rather than at the next scan, at most once a

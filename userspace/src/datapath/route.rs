@@ -279,6 +279,8 @@ pub struct L3 {
     groups: BTreeMap<u32, Arc<[Nexthop]>>,
     /// How many routes `routes` was last compacted at.
     compacted: usize,
+    /// Where the search for a free group id starts: the id after the last one given.
+    next_group: u32,
     neighs: BTreeMap<NeighKey, NeighEntry>,
     route_errors: BTreeMap<IpNet, String>,
     neigh_errors: BTreeMap<NeighKey, String>,
@@ -337,10 +339,11 @@ impl L3 {
         }
         for (prefix, entry) in routes {
             let Ok(prefix) = prefix else { continue };
-            if entry.kind == ROUTE_FORWARD {
-                let Some(nexthops) = groups.get(&entry.nhg) else {
-                    continue;
-                };
+            // A forward entry whose group is gone (an interrupted run) is kept: nothing
+            // equals it, so the next sync of its prefix rewrites or removes it.
+            if entry.kind == ROUTE_FORWARD
+                && let Some(nexthops) = groups.get(&entry.nhg)
+            {
                 l3.nhgs.entry(nexthops.clone()).or_insert((entry.nhg, 0)).1 += 1;
                 l3.groups.insert(entry.nhg, nexthops.clone());
             }
@@ -527,8 +530,13 @@ impl L3 {
             *refs += 1;
             return Ok(*id);
         }
-        let used: BTreeSet<u32> = self.nhgs.values().map(|(id, _)| *id).collect();
-        let id = (1..).find(|i| !used.contains(i)).expect("ids are plenty");
+        // The next id no group has, from where the last search stopped: O(1) for each new
+        // group (finding the lowest free id meant a walk of every group, for each one).
+        let mut id = self.next_group.max(1);
+        while self.groups.contains_key(&id) {
+            id = id.checked_add(1).unwrap_or(1);
+        }
+        self.next_group = id.checked_add(1).unwrap_or(1);
         let mut group = NexthopGroup {
             count: nexthops.len() as u32,
             _pad: 0,
@@ -587,9 +595,11 @@ impl L3 {
                     }),
                     Err(e) => {
                         let e = super::error_chain(&e);
-                        tracing::warn!(%prefix, error = %e, "nexthop group not programmed; the kernel forwards");
-                        self.route_errors
-                            .insert(prefix, format!("nexthop group not written: {e}"));
+                        let error = format!("nexthop group not written: {e}");
+                        if self.route_errors.get(&prefix) != Some(&error) {
+                            tracing::warn!(%prefix, error = %e, "nexthop group not programmed; the kernel forwards");
+                        }
+                        self.route_errors.insert(prefix, error);
                         continue;
                     }
                 },
@@ -620,9 +630,12 @@ impl L3 {
             };
             if let Err(e) = written {
                 let e = super::error_chain(&e);
-                tracing::warn!(%prefix, error = %e, "route not programmed; the kernel forwards");
-                self.route_errors
-                    .insert(prefix, format!("route not written: {e}"));
+                let error = format!("route not written: {e}");
+                // Tried again at each sync of the prefix: said once, not at each try.
+                if self.route_errors.get(&prefix) != Some(&error) {
+                    tracing::warn!(%prefix, error = %e, "route not programmed; the kernel forwards");
+                }
+                self.route_errors.insert(prefix, error);
                 if let Some(Desired::Forward(nexthops)) = &want {
                     self.release(dp, nexthops)?;
                 }
@@ -638,10 +651,15 @@ impl L3 {
                 self.routes.insert(prefix, entry);
             }
         }
+        Ok(())
+    }
+
+    /// Rebuild the route mirror with full nodes when it has grown by a quarter (see
+    /// `statedb::compact`); called with no lock of StateDb held.
+    pub fn compact(&mut self) {
         if crate::statedb::compact(&mut self.routes, &mut self.compacted) {
             crate::statedb::release_free_memory();
         }
-        Ok(())
     }
 
     /// What a route entry of the maps does.
