@@ -957,6 +957,29 @@ impl ForeignXdp {
     }
 }
 
+/// Unicast, locally administered source MACs from a fixed seed (xorshift64): the same
+/// flood on every run, and no MAC of the topology's hosts among them.
+pub struct RandomMacs(pub u64);
+
+impl Iterator for RandomMacs {
+    type Item = [u8; 6];
+
+    fn next(&mut self) -> Option<[u8; 6]> {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let b = self.0.to_le_bytes();
+        Some([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+    }
+}
+
+/// The value of the Prometheus sample `series` (name and labels, as exported).
+pub fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     /// Set for the copy of the test binary that runs without root.

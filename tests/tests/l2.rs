@@ -11,8 +11,8 @@ use std::{
 };
 
 use xnos_tests::{
-    Config, Daemon, ForeignXdp, PacketSocket, Topology, binary, cpu_time, find_by, format_mac,
-    http_get, parse_test_frame, require_root, status_kib, test_frame,
+    Config, Daemon, ForeignXdp, PacketSocket, RandomMacs, Topology, binary, cpu_time, find_by,
+    format_mac, http_get, parse_test_frame, require_root, sample, status_kib, test_frame,
 };
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -326,22 +326,6 @@ fn fdb_learns_follows_moves_keeps_statics_and_ages() {
     }
 }
 
-/// A source of MAC addresses no one else uses: locally administered unicast, from a
-/// xorshift generator (no dependency for a few random bits).
-struct RandomMacs(u64);
-
-impl Iterator for RandomMacs {
-    type Item = [u8; 6];
-
-    fn next(&mut self) -> Option<[u8; 6]> {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let b = self.0.to_le_bytes();
-        Some([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
-    }
-}
-
 /// How many clients of each listing stop reading it in the MAC flood test.
 const STALLED_LISTINGS: usize = 8;
 
@@ -392,13 +376,6 @@ fn poll_ready(daemon: &Daemon, stop: &AtomicBool) -> (Vec<Result<u16, String>>, 
         std::thread::sleep(Duration::from_millis(200));
     }
     (answers, slowest)
-}
-
-/// The value of the Prometheus sample `series` (name and labels, as exported).
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 // What this shows: a flood of random source MACs fills the FDB; then new MACs are

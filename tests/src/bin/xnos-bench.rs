@@ -26,7 +26,8 @@ use xnos::{
 };
 use xnos_common::{ROUTE_FORWARD, RouteEntry};
 use xnos_tests::{
-    DatapathRig, Netns, PacketSocket, Topology, binary, nexthop, nexthop_group, status_kib,
+    DatapathRig, Netns, PacketSocket, RandomMacs, Topology, binary, nexthop, nexthop_group, sample,
+    status_kib,
 };
 
 const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0];
@@ -1063,29 +1064,6 @@ fn control_plane(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "api_while_loading": api,
     });
     Ok(result)
-}
-
-/// Unicast, locally administered source MACs from a fixed seed (xorshift64): the same
-/// flood on every run, and no MAC of the topology's hosts among them.
-struct RandomMacs(u64);
-
-impl Iterator for RandomMacs {
-    type Item = [u8; 6];
-
-    fn next(&mut self) -> Option<[u8; 6]> {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let b = self.0.to_le_bytes();
-        Some([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
-    }
-}
-
-/// The value of the Prometheus sample `series` (name and labels, as exported).
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// A flood of random source MACs from one access port (issue #14, "Bounded resources"):
