@@ -523,6 +523,18 @@ impl Daemon {
         self.api_request("GET", path, "", Some(wait))
     }
 
+    /// The socket xnosd answers on before it is ready; renamed to `socket` when it is.
+    pub fn starting_socket(&self) -> PathBuf {
+        let mut name = self.socket.as_os_str().to_owned();
+        name.push(".starting");
+        PathBuf::from(name)
+    }
+
+    /// `api_get` on the starting socket.
+    pub fn starting_api_get(&self, path: &str, wait: Duration) -> anyhow::Result<(u16, String)> {
+        api_request(&self.starting_socket(), "GET", path, "", Some(wait))
+    }
+
     fn api_request(
         &self,
         method: &str,
@@ -530,27 +542,7 @@ impl Daemon {
         body: &str,
         wait: Option<Duration>,
     ) -> anyhow::Result<(u16, String)> {
-        use std::io::{Read as _, Write as _};
-        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
-        stream.set_read_timeout(wait)?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: xnosd\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("no HTTP status in {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
+        api_request(&self.socket, method, path, body, wait)
     }
 
     /// Kill xnosd with SIGKILL, as a crash would, and wait for it to be gone.
@@ -690,6 +682,37 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// One HTTP/1.1 request on the API socket at `socket`; the status code and the body.
+fn api_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+    wait: Option<Duration>,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(wait)?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: xnosd\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 impl Drop for Daemon {

@@ -140,3 +140,66 @@ fn wait_ready_waits_for_the_daemon_and_fails_clearly_on_timeout() {
         "{stderr}"
     );
 }
+
+// What this shows: while xnosd loads its datapath (held here by a test hook; with a large
+// datapath to take over it takes a second), its starting socket answers at once: `GET
+// /v1/ready` says it is loading, anything else is refused saying so. Without this a
+// request waited in the listen queue until the API module started.
+#[test]
+fn the_starting_socket_answers_while_the_datapath_loads() {
+    require_root!();
+    let topo = Topology::new(&PORTS).unwrap();
+    let dir = std::env::temp_dir().join(format!("xnos-{}", topo.switch.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // In the daemon's directory, which it removes when dropped.
+    let hold = dir.join("hold-loading");
+    std::fs::write(&hold, "").unwrap();
+    let mut daemon = Daemon::launch(
+        &topo.switch,
+        &config(),
+        &[],
+        &[("XNOSD_TEST_HOLD_LOADING", hold.to_str().unwrap())],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.starting_socket().exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no starting socket after 20 s: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, body) = daemon
+        .starting_api_get("/v1/ready", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("no answer while loading: {e}: {}", daemon.log()));
+    assert_eq!(status, 200, "{body}");
+    let readiness: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readiness["ready"], false, "{body}");
+    assert_eq!(readiness["datapath-loaded"], false, "{body}");
+    let (status, body) = daemon
+        .starting_api_get("/v1/ports", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("loading its datapath"), "{body}");
+    // Still held: nothing attached yet, so the answers above came before the datapath.
+    let link = topo
+        .switch
+        .ip(&["-j", "-d", "link", "show", "dev", "swp1"])
+        .unwrap();
+    assert!(
+        !link.contains("\"xdp\""),
+        "swp1 attached while held: {link}"
+    );
+
+    std::fs::remove_file(&hold).unwrap();
+    daemon.wait_ready().unwrap();
+    assert_every_port_attached(&topo, "once ready");
+    let (status, body) = daemon
+        .api_get("/v1/ready", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let readiness: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readiness["ready"], true, "{body}");
+    assert_eq!(readiness["datapath-loaded"], true, "{body}");
+}

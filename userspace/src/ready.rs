@@ -19,6 +19,15 @@ pub struct Readiness {
     pub kernel_synced: Option<u64>,
     /// The generation the datapath's maps and port attachments reflect.
     pub datapath_generation: u64,
+    /// Whether the datapath is loaded (programs verified, maps made or taken over); before
+    /// that only the starting socket answers, and only this.
+    #[serde(default = "loaded")]
+    pub datapath_loaded: bool,
+}
+
+/// What an xnosd from before `datapath-loaded` existed means by its answer.
+fn loaded() -> bool {
+    true
 }
 
 impl Readiness {
@@ -29,6 +38,17 @@ impl Readiness {
             ready: kernel_synced.is_some_and(|synced| datapath_generation >= synced),
             kernel_synced,
             datapath_generation,
+            datapath_loaded: true,
+        }
+    }
+
+    /// While xnosd loads its datapath, before StateDb exists.
+    pub fn loading() -> Self {
+        Self {
+            ready: false,
+            kernel_synced: None,
+            datapath_generation: 0,
+            datapath_loaded: false,
         }
     }
 
@@ -36,6 +56,9 @@ impl Readiness {
     pub fn waiting_for(&self) -> String {
         match self.kernel_synced {
             _ if self.ready => "nothing: ready".into(),
+            _ if !self.datapath_loaded => {
+                "xnosd to load its datapath (programs verified, maps made or taken over)".into()
+            }
             None => "the kernel module's first sync".into(),
             Some(synced) => format!(
                 "the datapath to reflect generation {synced} (it is at {})",

@@ -631,24 +631,8 @@ pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> 
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let mut stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors, most likely: the connections already
-                        // open are still served, and a later accept may succeed.
-                        tracing::warn!(error = %e, "accepting an API connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    tokio::spawn(async move {
-                        let _ = stream.write_all(&busy()).await;
-                        let _ = stream.shutdown().await;
-                    });
-                    continue;
-                };
+            accepted = accept(&listener, &connections) => {
+                let Some((stream, permit)) = accepted else { continue };
                 let api = api.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -669,6 +653,88 @@ pub async fn run(ctx: ModuleCtx, listener: Arc<UnixListener>, api: Arc<Api>) -> 
             _ = ctx.fault() => {}
             _ = ctx.stopping() => return Ok(()),
         }
+    }
+}
+
+/// The next connection with a permit to serve it; None when there was none to take (an
+/// accept error, or one past the limit, which is told so and closed).
+async fn accept(
+    listener: &UnixListener,
+    connections: &Arc<Semaphore>,
+) -> Option<(UnixStream, tokio::sync::OwnedSemaphorePermit)> {
+    let mut stream = match listener.accept().await {
+        Ok((stream, _)) => stream,
+        Err(e) => {
+            // Out of file descriptors, most likely: the connections already open are still
+            // served, and a later accept may succeed.
+            tracing::warn!(error = %e, "accepting an API connection");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return None;
+        }
+    };
+    let Ok(permit) = connections.clone().try_acquire_owned() else {
+        tokio::spawn(async move {
+            let _ = stream.write_all(&busy()).await;
+            let _ = stream.shutdown().await;
+        });
+        return None;
+    };
+    Some((stream, permit))
+}
+
+/// Serves the socket while xnosd loads its datapath, before StateDb and the API module
+/// exist (verifying the programs and taking over an earlier instance's maps take a while):
+/// `GET /v1/ready` says what xnosd is doing, anything else is told to come back. A
+/// client is answered at once instead of waiting in the listen queue. Stops when the
+/// returned guard is dropped; connections it has accepted close after their answer.
+pub fn serve_while_loading(listener: Arc<UnixListener>) -> LoadingServer {
+    let task = tokio::spawn(async move {
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let Some((stream, permit)) = accept(&listener, &connections).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _permit = permit;
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let mut response = match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/v1/ready") => {
+                            json(StatusCode::OK, &crate::ready::Readiness::loading())
+                        }
+                        _ => json(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &ErrorBody {
+                                error: "xnosd is starting: it is loading its datapath; try \
+                                        again once `xnos wait-ready` returns"
+                                    .into(),
+                            },
+                        ),
+                    };
+                    // The API module serves the next request, on a new connection.
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "API connection ended with an error");
+                }
+            });
+        }
+    });
+    LoadingServer(task.abort_handle())
+}
+
+/// Stops [`serve_while_loading`] when dropped.
+pub struct LoadingServer(tokio::task::AbortHandle);
+
+impl Drop for LoadingServer {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -187,6 +187,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         starting: starting.clone(),
         socket: None,
     };
+    let loading = api::serve_while_loading(listener.clone());
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(Arc::new(
             tokio::net::TcpListener::bind(addr)
@@ -198,6 +199,8 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     if stopping() {
         return Ok(());
     }
+    #[cfg(feature = "fault-injection")]
+    hold_loading(&stop).await;
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());
@@ -275,6 +278,8 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             metrics::run(ctx, metrics_listener.clone(), metrics.clone())
         }));
     }
+    // The API module takes the socket over from here.
+    drop(loading);
     let supervisor = supervisor::start(writers.supervisor, modules, &faults, shutdown_rx);
     tracing::info!(socket = %args.socket.display(), pin_dir = %args.pin_dir.display(), "xnosd running");
 
@@ -343,6 +348,19 @@ fn stop_on_signal() -> anyhow::Result<watch::Receiver<bool>> {
         let _ = tx.send(true);
     });
     Ok(rx)
+}
+
+/// Tests hold xnosd before it loads its datapath for as long as the file named by
+/// `XNOSD_TEST_HOLD_LOADING` exists, to see what it answers meanwhile (a large datapath
+/// takes a while to load; a test's does not).
+#[cfg(feature = "fault-injection")]
+async fn hold_loading(stop: &watch::Receiver<bool>) {
+    let Some(path) = std::env::var_os("XNOSD_TEST_HOLD_LOADING") else {
+        return;
+    };
+    while Path::new(&path).exists() && !*stop.borrow() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The API socket files of this instance, removed when dropped: `<socket>.starting` always
