@@ -508,6 +508,14 @@ fn a_mac_flood_fills_the_fdb_without_evicting_stations() {
         sample(&metrics, r#"xnos_fdb_learn_refused_total{port="swp3"}"#),
         Some(refused)
     );
+    // What the ring had no room for is counted where an operator looks, the same in both.
+    let events_lost = sample(&metrics, r#"xnos_fdb_learn_events_lost_total{port="swp3"}"#);
+    println!("learn events lost: {events_lost:?}");
+    assert_eq!(
+        events_lost,
+        Some(counter(&daemon, "swp3", "learn-events-lost")),
+        "xnos_fdb_learn_events_lost_total and show ports' learn-events-lost"
+    );
     // Listings of the full table stream: a client that stops reading holds up a chunk or
     // two of JSON in xnosd, not a copy of the table nor all of its JSON (13 MiB for
     // /v1/fdb). The bound is far above the former (a 64 KiB chunk and hyper's buffers per

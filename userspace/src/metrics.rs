@@ -124,6 +124,12 @@ impl Metrics {
             "New MAC addresses seen on a port that the full FDB had no room for.",
             &["port"],
         );
+        let events_lost = counter(
+            registry,
+            "xnos_fdb_learn_events_lost_total",
+            "Learn events of a port that the full ring to xnosd had no room for (a MAC flood): the entries are in the FDB map, and xnosd reads the map whole when this moves.",
+            &["port"],
+        );
         let drops = counter(
             registry,
             "xnos_port_drops_total",
@@ -170,6 +176,9 @@ impl Metrics {
             punted.with_label_values(&[name]).inc_by(s.punted);
             learned.with_label_values(&[name]).inc_by(s.learned);
             refused.with_label_values(&[name]).inc_by(s.learn_refused);
+            events_lost
+                .with_label_values(&[name])
+                .inc_by(s.learn_events_lost);
             for reason in DropReason::ALL {
                 drops
                     .with_label_values(&[name, reason.name()])

@@ -1153,23 +1153,6 @@ fn mac_flood(opts: &Options) -> anyhow::Result<serde_json::Value> {
     let static_forwards = s2.collect(Duration::from_secs(1), to_static).len() == 1
         && s3.collect(Duration::from_millis(200), to_static).is_empty();
 
-    let mut learn_events_lost = 0;
-    // xnosd mounted bpffs on its pin directory inside the mount namespace `ip netns exec`
-    // gave it: the pins are seen through its root.
-    let pins = PathBuf::from(format!("/proc/{pid}/root"))
-        .join(
-            daemon
-                .socket
-                .parent()
-                .context("xnosd's directory")?
-                .strip_prefix("/")?,
-        )
-        .join("bpf");
-    let stats = xnos::datapath::StatsReader::open(&pins)
-        .with_context(|| format!("opening xnosd's counters in {}", pins.display()))?;
-    for slot in 0..xnos_common::MAX_PORTS {
-        learn_events_lost += stats.get(slot)?.learn_events_lost;
-    }
     let listed = Instant::now();
     let fdb = daemon.json_raw(&["show", "fdb", "--json"])?;
     let text = daemon.xnos(&["show", "fdb"])?;
@@ -1193,7 +1176,7 @@ fn mac_flood(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "fdb_entries_statedb": sample(&metrics, r#"xnos_table_entries{table="fdb"}"#),
         "fdb_entries_show_fdb": fdb.as_array().map(Vec::len),
         "learn_refused": sample(&metrics, r#"xnos_fdb_learn_refused_total{port="swp3"}"#),
-        "learn_events_lost": learn_events_lost,
+        "learn_events_lost": sample(&metrics, r#"xnos_fdb_learn_events_lost_total{port="swp3"}"#),
         "statedb_commits": commits(&metrics) - commits_before,
         "show_fdb_notes": notes,
         "show_fdb_json_and_text_s": wall(listed),

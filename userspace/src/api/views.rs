@@ -36,6 +36,10 @@ pub struct CountersView {
     pub learned: u64,
     /// New MACs the full FDB had no room for.
     pub learn_refused: u64,
+    /// Learn events the full ring had no room for: their MACs are in the FDB map, and
+    /// xnosd reads the map whole when this moves (no entry is lost, only news of it).
+    #[serde(default)]
+    pub learn_events_lost: u64,
     /// Drops by reason (every reason listed, zero or not).
     pub drops: BTreeMap<String, u64>,
 }
@@ -52,6 +56,7 @@ impl From<PortStats> for CountersView {
             punted: s.punted,
             learned: s.learned,
             learn_refused: s.learn_refused,
+            learn_events_lost: s.learn_events_lost,
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.name().to_string(), s.drops[*r as usize]))

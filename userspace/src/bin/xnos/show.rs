@@ -122,6 +122,10 @@ fn port_columns() -> Vec<Column<PortView>> {
             Cell::Count(p.counters.learn_refused)
         })
         .wide(),
+        Column::new("LEARN-EVENTS-LOST", |p: &PortView| {
+            Cell::Count(p.counters.learn_events_lost)
+        })
+        .wide(),
         Column::new("DROP-REASONS", |p: &PortView| {
             Cell::Counts(p.counters.drops.clone())
         })
