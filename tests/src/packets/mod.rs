@@ -20,7 +20,7 @@ use xnos::{
     testrun::{self, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     trace::{hex, unhex},
 };
-use xnos_common::PortStats;
+use xnos_common::{FdbKey, PortStats};
 
 pub use check::Outcome;
 use check::{Effects, Run, Verdict};
@@ -130,6 +130,10 @@ impl Fuzzer {
     /// Run `frame` from port `ingress` through both programs and check each result. The
     /// calling thread must be in the switch's namespace.
     fn frame(&mut self, ingress: usize, frame: &[u8]) -> anyhow::Result<Option<Failure>> {
+        // Per program: the outcome and the port a redirect left by (TC's floods leave by
+        // many, XDP's by a devmap BPF_PROG_TEST_RUN does not carry out: not compared).
+        let mut seen: [Option<(Outcome, Option<usize>)>; 2] = [None, None];
+        let mut tc_output = Vec::new();
         for (index, program) in Program::ALL.into_iter().enumerate() {
             let dp = &self.dp;
             let port = &self.ports[ingress];
@@ -173,6 +177,22 @@ impl Fuzzer {
                 output: &run.frame,
                 effects: &effects,
             });
+            let result = result.and_then(|outcome| {
+                let egress = match outcome {
+                    Outcome::Forwarded | Outcome::Routed | Outcome::Punted => {
+                        effects.tx.first().map(|(p, _)| *p)
+                    }
+                    _ => None,
+                };
+                if outcome == Outcome::Forwarded {
+                    self.check_fdb(ingress, frame, egress)?;
+                }
+                seen[index] = Some((outcome, egress));
+                Ok(outcome)
+            });
+            if program == Program::Tc {
+                tc_output.clone_from(&run.frame);
+            }
             match result {
                 Ok(outcome) => self.report.outcomes[index][outcome as usize] += 1,
                 Err(why) => {
@@ -186,7 +206,45 @@ impl Fuzzer {
                 }
             }
         }
+        // One pipeline built as two program types: the same frame meets the same fate.
+        if let [Some(xdp), Some(tc)] = seen
+            && xdp != tc
+        {
+            let name = |(outcome, egress): (Outcome, Option<usize>)| {
+                let port = egress.map_or(String::new(), |p| format!(" to {}", self.ports[p].name));
+                format!("{}{port}", outcome.name())
+            };
+            return Ok(Some(Failure {
+                program: Program::Tc,
+                port: self.ports[ingress].name,
+                input: frame.to_vec(),
+                output: tc_output,
+                why: format!("XDP and TC disagree: XDP {}, TC {}", name(xdp), name(tc)),
+            }));
+        }
         Ok(None)
+    }
+
+    /// A frame forwarded as known unicast left by the port the FDB holds for its
+    /// destination in its VLAN (as the run left the FDB: it learns the source first).
+    fn check_fdb(&self, ingress: usize, frame: &[u8], egress: Option<usize>) -> Result<(), String> {
+        let vlan = check::classify(&self.ports[ingress], frame).map_err(String::from)?;
+        let mac: [u8; 6] = frame[..6]
+            .try_into()
+            .expect("a frame has 14 bytes at least");
+        let entry = self.dp.fdb_get(&FdbKey { mac, vlan });
+        let held = entry.and_then(|e| self.ports.iter().position(|p| p.ifindex == e.ifindex));
+        if held.is_none() || held != egress {
+            let name =
+                |p: Option<usize>| p.map_or("none".to_string(), |p| self.ports[p].name.into());
+            return Err(format!(
+                "forwarded to {} although the FDB holds {} in VLAN {vlan} on {}",
+                name(egress),
+                crate::format_mac(mac),
+                name(held)
+            ));
+        }
+        Ok(())
     }
 
     fn relearn(&mut self) -> anyhow::Result<()> {
