@@ -517,20 +517,15 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
         "ip6-routed-extension-headers" => {
             // Destination options (PadN or an unknown option the destination answers),
             // or a type 0 routing header (RFC 5095) with 0 or 1 segments left.
-            let headers = match rng.below(3) {
-                0 => vec![upper, 0, 1, 4, 0, 0, 0, 0],
-                1 => vec![upper, 0, 0x9e, 4, 0, 0, 0, 0],
+            let (first, headers) = match rng.below(3) {
+                0 => (60, vec![upper, 0, 1, 4, 0, 0, 0, 0]),
+                1 => (60, vec![upper, 0, 0x9e, 4, 0, 0, 0, 0]),
                 _ => {
                     let left = rng.below(2) as u8;
                     let mut header = vec![upper, 2, 0, left, 0, 0, 0, 0];
                     header.extend_from_slice(&station6(peer));
-                    header
+                    (43, header)
                 }
-            };
-            let first = if headers[2] == 0 && headers.len() == 24 {
-                43
-            } else {
-                60
             };
             routed6(rng, src6, far6, 64, first, &headers)
         }
