@@ -1,7 +1,7 @@
-//! Differential test: the same seeded random frames through xnos and through the Linux
-//! bridge and router in identical namespaces; what every host receives must be the same,
-//! frame by frame, except for the documented differences (docs/architecture.md, "Where
-//! xnos and Linux differ").
+//! Differential test: the same seeded random frames, IPv4 and IPv6, through xnos and
+//! through the Linux bridge and router in identical namespaces; what every host receives
+//! must be the same, frame by frame, except for the documented differences
+//! (docs/architecture.md, "Where xnos and Linux differ").
 
 use std::time::Duration;
 
@@ -15,13 +15,15 @@ const BROADCAST: [u8; 6] = [0xff; 6];
 
 /// The seed when XNOS_DIFF_SEED is not set: the default run is the same every time.
 const DEFAULT_SEED: u64 = 14;
-const FRAMES: usize = 400;
+/// IPv4 and IPv6 kinds together (about 400 frames of each family).
+const FRAMES: usize = 800;
 /// How long the frames one injected frame causes (forwarded copies, replies, ICMP errors)
 /// take to arrive; a window that differs is listened to again for LATE before it counts.
 const WINDOW: Duration = Duration::from_millis(25);
 const LATE: Duration = Duration::from_millis(300);
 
-/// The ports and, per host, its VLAN and address: two hosts in each of VLANs 10 and 20.
+/// The ports and, per host, its VLAN and IPv4 address (its IPv6 address is `ip6` of the
+/// same VLAN and last byte): two hosts in each of VLANs 10 and 20.
 const PORTS: [&str; 4] = ["swp1", "swp2", "swp3", "swp4"];
 const STATIONS: [(u16, [u8; 4]); 4] = [
     (10, [10, 0, 10, 2]),
@@ -34,8 +36,8 @@ const STATIONS: [(u16, [u8; 4]); 4] = [
 fn xnos_config() -> Config {
     Config::access_ports(&[10, 10, 20, 20])
         .switch("router-mac", "02:00:00:00:01:00")
-        .svi(10, &["10.0.10.1/24"])
-        .svi(20, &["10.0.20.1/24"])
+        .svi(10, &["10.0.10.1/24", "2001:db8:0:10::1/64"])
+        .svi(20, &["10.0.20.1/24", "2001:db8:0:20::1/64"])
 }
 
 /// Kinds of frame where xnos and Linux differ on purpose, with the standard that says why
@@ -54,6 +56,12 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
         "ip-hairpin",
         "RFC 1812 5.2.7.2: a router SHOULD send an ICMP redirect when it forwards a packet \
+         out of the interface it came in on; the Linux router does, xnos's fast path \
+         forwards without one",
+    ),
+    (
+        "ip6-hairpin",
+        "RFC 4861 8.2: a router SHOULD send an ICMPv6 redirect when it forwards a packet \
          out of the interface it came in on; the Linux router does, xnos's fast path \
          forwards without one",
     ),
@@ -93,6 +101,57 @@ fn gateway(vlan: u16) -> [u8; 4] {
     [10, 0, vlan as u8, 1]
 }
 
+/// 2001:db8:0:<vlan>::<host>, the VLAN written in hex digits as in the SVI config.
+fn ip6(vlan: u16, host: u8) -> [u8; 16] {
+    format!("2001:db8:0:{vlan}::{host:x}")
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+}
+
+fn gateway6(vlan: u16) -> [u8; 16] {
+    ip6(vlan, 1)
+}
+
+/// The router's link-local address on every SVI, the same on both switches (the kernel
+/// would make one from the router MAC, which differs).
+const ROUTER_LINK_LOCAL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// The link-local address the host kernel makes from `host_mac` (modified EUI-64,
+/// RFC 4291 appendix A).
+fn link_local(host: usize) -> [u8; 16] {
+    let mac = host_mac(host);
+    let mut addr = ROUTER_LINK_LOCAL;
+    addr[8..].copy_from_slice(&[
+        mac[0] ^ 2,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ]);
+    addr
+}
+
+fn station6(host: usize) -> [u8; 16] {
+    let (vlan, ip) = STATIONS[host];
+    ip6(vlan, ip[3])
+}
+
+/// The solicited-node multicast address of `target` (RFC 4291 2.7.1).
+fn solicited_node(target: [u8; 16]) -> [u8; 16] {
+    let mut group = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    group[13..].copy_from_slice(&target[13..]);
+    group
+}
+
+/// The Ethernet address of IPv6 multicast group `group` (RFC 2464 7).
+fn multicast_mac(group: [u8; 16]) -> [u8; 6] {
+    [0x33, 0x33, group[12], group[13], group[14], group[15]]
+}
+
 /// The internet checksum (RFC 1071) of `data`.
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
@@ -103,6 +162,16 @@ fn checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The checksum of an upper-layer message over IPv6 (RFC 8200 8.1): the pseudo-header of
+/// `src`, `dst` and `next_header`, then `message`, whose checksum field holds zero.
+fn checksum6(src: [u8; 16], dst: [u8; 16], next_header: u8, message: &[u8]) -> u16 {
+    let mut data = [&src[..], &dst[..]].concat();
+    data.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, next_header]);
+    data.extend_from_slice(message);
+    checksum(&data)
 }
 
 fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
@@ -167,6 +236,82 @@ fn transport(rng: &mut Rng, udp: bool) -> (u8, Vec<u8>) {
     }
 }
 
+/// An IPv6 packet; `headers` are extension headers (the first of type `next_header`,
+/// the last naming `upper`'s type), `upper` is (type, message).
+fn ipv6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    hop_limit: u8,
+    next_header: u8,
+    headers: &[u8],
+    upper: &[u8],
+) -> Vec<u8> {
+    let payload_len = (headers.len() + upper.len()) as u16;
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&payload_len.to_be_bytes());
+    packet.extend_from_slice(&[next_header, hop_limit]);
+    packet.extend_from_slice(&src);
+    packet.extend_from_slice(&dst);
+    packet.extend_from_slice(headers);
+    packet.extend_from_slice(upper);
+    packet
+}
+
+/// An ICMPv6 message (RFC 4443) of `kind` with `body` after the checksum.
+fn icmp6(src: [u8; 16], dst: [u8; 16], kind: u8, code: u8, body: &[u8]) -> Vec<u8> {
+    let mut message = vec![kind, code, 0, 0];
+    message.extend_from_slice(body);
+    let sum = checksum6(src, dst, 58, &message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
+    message
+}
+
+/// An ICMPv6 echo request or a UDP datagram (with its checksum, which IPv6 requires) from
+/// `src` to `dst`, with random data: (next header, message).
+fn transport6(rng: &mut Rng, udp: bool, src: [u8; 16], dst: [u8; 16]) -> (u8, Vec<u8>) {
+    let data_len = rng.below(48);
+    let data = rng.bytes(data_len);
+    if udp {
+        let mut datagram = rng.bytes(2);
+        datagram.extend_from_slice(&(33434 + rng.below(100) as u16).to_be_bytes());
+        datagram.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        datagram.extend_from_slice(&[0, 0]);
+        datagram.extend_from_slice(&data);
+        let sum = checksum6(src, dst, 17, &datagram);
+        // A computed zero is sent as all ones (RFC 8200 8.1).
+        let sum = if sum == 0 { 0xffff } else { sum };
+        datagram[6..8].copy_from_slice(&sum.to_be_bytes());
+        (17, datagram)
+    } else {
+        let body = [rng.bytes(4), data].concat();
+        (58, icmp6(src, dst, 128, 0, &body))
+    }
+}
+
+/// A neighbour solicitation (RFC 4861 4.3) for `target`, with the source link-layer
+/// address option unless the source is unspecified (duplicate address detection).
+fn neighbour_solicitation(
+    mac: [u8; 6],
+    src: [u8; 16],
+    dst: [u8; 16],
+    dst_mac: [u8; 6],
+    target: [u8; 16],
+) -> Vec<u8> {
+    let mut body = vec![0; 4];
+    body.extend_from_slice(&target);
+    if src != [0; 16] {
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&mac);
+    }
+    let message = icmp6(src, dst, 135, 0, &body);
+    ethernet(
+        dst_mac,
+        mac,
+        0x86dd,
+        &ipv6(src, dst, 255, 58, &[], &message),
+    )
+}
+
 const KINDS: &[&str] = &[
     "known-unicast",
     "unknown-unicast",
@@ -192,6 +337,33 @@ const KINDS: &[&str] = &[
     "ip-hairpin",
     "ip-directed-broadcast",
     "tagged-on-access-port",
+    "ip6-to-same-subnet",
+    "ip6-routed",
+    "ip6-routed-hop-limit-1",
+    "ip6-routed-hop-limit-0",
+    "ip6-unrouted",
+    "ip6-to-own-gateway",
+    "ip6-to-other-gateway",
+    "ip6-to-router-link-local",
+    "ip6-routed-from-link-local",
+    "ip6-routed-from-unspecified",
+    "ip6-routed-hop-by-hop",
+    "ip6-routed-extension-headers",
+    "ip6-routed-fragment",
+    "ip6-routed-truncated",
+    "ip6-routed-padded",
+    "ip6-routed-bad-version",
+    "ip6-hairpin",
+    "ip6-multicast",
+    "ip6-echo-all-nodes",
+    "nd-solicitation-for-gateway",
+    "nd-solicitation-for-host",
+    "nd-solicitation-for-nobody",
+    "nd-unicast-solicitation-for-gateway",
+    "nd-duplicate-address-detection",
+    "nd-advertisement",
+    "nd-router-solicitation",
+    "mld-report",
 ];
 
 /// One random frame of `kind` from host `from`, addressed to ROUTER where it goes to the
@@ -217,6 +389,16 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
         let packet = ipv4(rng, ip, dst, ttl, protocol, options, &payload);
         ethernet(ROUTER, mac, 0x0800, &packet)
     };
+    let src6 = station6(from);
+    let upper = if udp { 17 } else { 58 };
+    // A packet from `src` to `dst` through the router; `headers` are extension headers,
+    // the first of type `first`, the last naming `upper`.
+    let routed6 = |rng: &mut Rng, src, dst, hop_limit, first, headers: &[u8]| {
+        let (_, message) = transport6(rng, udp, src, dst);
+        let packet = ipv6(src, dst, hop_limit, first, headers, &message);
+        ethernet(ROUTER, mac, 0x86dd, &packet)
+    };
+    let far6 = station6(far);
     match kind {
         "known-unicast" => ethernet(host_mac(peer), mac, 0x88b5, &test_payload(rng)),
         "unknown-unicast" => {
@@ -294,6 +476,197 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
             frame.extend(test_payload(rng));
             frame
         }
+        "ip6-to-same-subnet" => {
+            let (next_header, message) = transport6(rng, udp, src6, station6(peer));
+            let packet = ipv6(src6, station6(peer), 64, next_header, &[], &message);
+            ethernet(host_mac(peer), mac, 0x86dd, &packet)
+        }
+        "ip6-routed" => {
+            // The lowest hop limit that is forwarded is the edge worth hitting often.
+            let hop_limit = [2, rng.range(3, 255) as u8][rng.below(2)];
+            routed6(rng, src6, far6, hop_limit, upper, &[])
+        }
+        "ip6-routed-hop-limit-1" => routed6(rng, src6, far6, 1, upper, &[]),
+        "ip6-routed-hop-limit-0" => routed6(rng, src6, far6, 0, upper, &[]),
+        "ip6-unrouted" => {
+            let mut dst = [0x20, 1, 0xd, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            dst[15] = rng.range(1, 254) as u8;
+            routed6(rng, src6, dst, 64, upper, &[])
+        }
+        "ip6-to-own-gateway" => routed6(rng, src6, gateway6(vlan), 64, upper, &[]),
+        "ip6-to-other-gateway" => routed6(rng, src6, gateway6(other_vlan), 64, upper, &[]),
+        "ip6-to-router-link-local" => {
+            routed6(rng, link_local(from), ROUTER_LINK_LOCAL, 64, upper, &[])
+        }
+        "ip6-routed-from-link-local" => routed6(rng, link_local(from), far6, 64, upper, &[]),
+        "ip6-routed-from-unspecified" => {
+            let hop_limit = [1, 64][rng.below(2)];
+            routed6(rng, [0; 16], far6, hop_limit, upper, &[])
+        }
+        "ip6-routed-hop-by-hop" => {
+            // PadN, router alert (RFC 2711), or an unknown option (the RFC 3692 experiment
+            // types) with each of the four actions of RFC 8200 4.2.
+            let option: &[u8] = match rng.below(6) {
+                0 => &[1, 4, 0, 0, 0, 0],
+                1 => &[5, 2, 0, 0, 1, 0],
+                n => &[[0x1e, 0x5e, 0x9e, 0xde][n - 2], 4, 0, 0, 0, 0],
+            };
+            let headers = [&[upper, 0][..], option].concat();
+            routed6(rng, src6, far6, 64, 0, &headers)
+        }
+        "ip6-routed-extension-headers" => {
+            // Destination options (PadN or an unknown option the destination answers),
+            // or a type 0 routing header (RFC 5095) with 0 or 1 segments left.
+            let (first, headers) = match rng.below(3) {
+                0 => (60, vec![upper, 0, 1, 4, 0, 0, 0, 0]),
+                1 => (60, vec![upper, 0, 0x9e, 4, 0, 0, 0, 0]),
+                _ => {
+                    let left = rng.below(2) as u8;
+                    let mut header = vec![upper, 2, 0, left, 0, 0, 0, 0];
+                    header.extend_from_slice(&station6(peer));
+                    (43, header)
+                }
+            };
+            routed6(rng, src6, far6, 64, first, &headers)
+        }
+        "ip6-routed-fragment" => {
+            // An atomic fragment (RFC 6946), or a later fragment: never a first fragment
+            // of an incomplete packet, whose reassembly would time out a minute later
+            // with an ICMPv6 error in some other frame's window.
+            let id = rng.bytes(4);
+            let offset: u16 = if rng.below(2) == 0 {
+                0
+            } else {
+                (rng.range(1, 100) as u16) << 3 | rng.below(2) as u16
+            };
+            let headers = [&[upper, 0][..], &offset.to_be_bytes(), &id].concat();
+            if offset == 0 {
+                routed6(rng, src6, far6, 64, 44, &headers)
+            } else {
+                let data_len = rng.range(8, 64);
+                let data = rng.bytes(data_len);
+                let packet = ipv6(src6, far6, 64, 44, &headers, &data);
+                ethernet(ROUTER, mac, 0x86dd, &packet)
+            }
+        }
+        "ip6-routed-truncated" => {
+            let mut frame = routed6(rng, src6, far6, 64, upper, &[]);
+            let len = rng.range(14, frame.len() - 1);
+            frame.truncate(len);
+            frame
+        }
+        "ip6-routed-padded" => {
+            let mut frame = routed6(rng, src6, far6, 64, upper, &[]);
+            let pad = rng.range(1, 20);
+            frame.extend(rng.bytes(pad));
+            frame
+        }
+        "ip6-routed-bad-version" => {
+            let mut frame = routed6(rng, src6, far6, 64, upper, &[]);
+            frame[14] = [0x40, 0x50, 0x70, 0xf0][rng.below(4)];
+            frame
+        }
+        "ip6-hairpin" => routed6(rng, src6, station6(peer), 64, upper, &[]),
+        "ip6-multicast" => {
+            let scope = [2, 5, 0xe][rng.below(3)];
+            let mut group = [0xff, scope, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            group[15] = rng.range(0x20, 0xfe) as u8;
+            let (next_header, message) = transport6(rng, true, src6, group);
+            let hop_limit = [1, 64][rng.below(2)];
+            let packet = ipv6(src6, group, hop_limit, next_header, &[], &message);
+            ethernet(multicast_mac(group), mac, 0x86dd, &packet)
+        }
+        "ip6-echo-all-nodes" => {
+            let src = [src6, link_local(from)][rng.below(2)];
+            let mut all_nodes = ROUTER_LINK_LOCAL;
+            all_nodes[0..2].copy_from_slice(&[0xff, 2]);
+            let (_, message) = transport6(rng, false, src, all_nodes);
+            let packet = ipv6(src, all_nodes, 1, 58, &[], &message);
+            ethernet(multicast_mac(all_nodes), mac, 0x86dd, &packet)
+        }
+        "nd-solicitation-for-gateway"
+        | "nd-solicitation-for-host"
+        | "nd-solicitation-for-nobody" => {
+            let local = rng.below(2) == 0;
+            let src = if local { link_local(from) } else { src6 };
+            let target = match (kind, local) {
+                ("nd-solicitation-for-gateway", true) => ROUTER_LINK_LOCAL,
+                ("nd-solicitation-for-gateway", false) => gateway6(vlan),
+                ("nd-solicitation-for-host", true) => link_local(peer),
+                ("nd-solicitation-for-host", false) => station6(peer),
+                _ => ip6(vlan, 200),
+            };
+            let group = solicited_node(target);
+            neighbour_solicitation(mac, src, group, multicast_mac(group), target)
+        }
+        "nd-unicast-solicitation-for-gateway" => {
+            let target = gateway6(vlan);
+            neighbour_solicitation(mac, src6, target, ROUTER, target)
+        }
+        "nd-duplicate-address-detection" => {
+            let target = [src6, gateway6(vlan), station6(peer), ip6(vlan, 200)][rng.below(4)];
+            let group = solicited_node(target);
+            neighbour_solicitation(mac, [0; 16], group, multicast_mac(group), target)
+        }
+        "nd-advertisement" => {
+            // Unsolicited, with the override flag and the target link-layer address.
+            let mut all_nodes = ROUTER_LINK_LOCAL;
+            all_nodes[0..2].copy_from_slice(&[0xff, 2]);
+            let mut body = vec![0x20, 0, 0, 0];
+            body.extend_from_slice(&src6);
+            body.extend_from_slice(&[2, 1]);
+            body.extend_from_slice(&mac);
+            let message = icmp6(src6, all_nodes, 136, 0, &body);
+            let packet = ipv6(src6, all_nodes, 255, 58, &[], &message);
+            ethernet(multicast_mac(all_nodes), mac, 0x86dd, &packet)
+        }
+        "nd-router-solicitation" => {
+            let mut all_routers = ROUTER_LINK_LOCAL;
+            all_routers[0..2].copy_from_slice(&[0xff, 2]);
+            all_routers[15] = 2;
+            let src = [link_local(from), [0; 16]][rng.below(2)];
+            let mut body = vec![0; 4];
+            if src != [0; 16] {
+                body.extend_from_slice(&[1, 1]);
+                body.extend_from_slice(&mac);
+            }
+            let message = icmp6(src, all_routers, 133, 0, &body);
+            let packet = ipv6(src, all_routers, 255, 58, &[], &message);
+            ethernet(multicast_mac(all_routers), mac, 0x86dd, &packet)
+        }
+        "mld-report" => {
+            // An MLDv2 report (RFC 3810 5.2) changing one group, with the router alert
+            // hop-by-hop option every MLD message carries.
+            let mut listeners = ROUTER_LINK_LOCAL;
+            listeners[0..2].copy_from_slice(&[0xff, 2]);
+            listeners[15] = 0x16;
+            let mut group = [
+                0xff,
+                [2, 0xe][rng.below(2)],
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            group[15] = rng.range(0x20, 0xfe) as u8;
+            let mut body = vec![0, 0, 0, 1, [3, 4][rng.below(2)], 0, 0, 0];
+            body.extend_from_slice(&group);
+            let src = link_local(from);
+            let message = icmp6(src, listeners, 143, 0, &body);
+            let headers = [58, 0, 5, 2, 0, 0, 1, 0];
+            let packet = ipv6(src, listeners, 1, 0, &headers, &message);
+            ethernet(multicast_mac(listeners), mac, 0x86dd, &packet)
+        }
         _ => unreachable!("no frame kind {kind}"),
     }
 }
@@ -310,11 +683,47 @@ fn swap_mac(frame: &mut [u8], from: [u8; 6], to: [u8; 6]) {
     }
 }
 
-/// What may legitimately differ between the two switches, made equal: the router MAC; the
-/// IPv4 ID (and so the header checksum) of packets the kernels make themselves (ICMP
-/// errors and echo replies: the ID comes from a per-namespace hash).
+/// Replace `from` by `to` in the link-layer address options of a neighbour discovery
+/// message (RFC 4861 4.6.1), and its checksum with them if it was right (a wrong one
+/// stays wrong).
+fn swap_nd_mac(frame: &mut [u8], from: [u8; 6], to: [u8; 6]) {
+    if frame.len() < 62 || frame[12..14] != [0x86, 0xdd] || frame[20] != 58 {
+        return;
+    }
+    let options = match frame[54] {
+        133 => 8,
+        134 => 16,
+        135 | 136 => 24,
+        137 => 40,
+        _ => return,
+    };
+    let end = (54 + usize::from(u16::from_be_bytes([frame[18], frame[19]]))).min(frame.len());
+    let src: [u8; 16] = frame[22..38].try_into().unwrap();
+    let dst: [u8; 16] = frame[38..54].try_into().unwrap();
+    let valid = checksum6(src, dst, 58, &frame[54..end]) == 0;
+    let (mut at, mut swapped) = (54 + options, false);
+    while at + 8 <= end && frame[at + 1] != 0 {
+        if matches!(frame[at], 1 | 2) && frame[at + 2..at + 8] == from {
+            frame[at + 2..at + 8].copy_from_slice(&to);
+            swapped = true;
+        }
+        at += usize::from(frame[at + 1]) * 8;
+    }
+    if swapped && valid {
+        frame[56..58].fill(0);
+        let sum = checksum6(src, dst, 58, &frame[54..end]);
+        frame[56..58].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+/// What may legitimately differ between the two switches, made equal: the router MAC
+/// (in neighbour discovery options too); the IPv4 ID (and so the header checksum) of
+/// packets the kernels make themselves (ICMP errors and echo replies: the ID comes from a
+/// per-namespace hash). IPv6 has no ID, and the flow labels the kernels would hash with a
+/// per-namespace key are off (`quiet`).
 fn normalise(mut frame: Vec<u8>, router_mac: [u8; 6]) -> Vec<u8> {
     swap_mac(&mut frame, router_mac, ROUTER);
+    swap_nd_mac(&mut frame, router_mac, ROUTER);
     if frame.len() >= 34 && frame[12..14] == [8, 0] {
         let header_len = usize::from(frame[14] & 0xf) * 4;
         let icmp_type = frame.get(14 + header_len).copied();
@@ -359,37 +768,101 @@ impl Side {
     }
 }
 
-/// Quiet the switch namespace: no IPv6 (no router solicitations, MLD) and no ICMP rate
-/// limit (whether an error is sent must not depend on timing).
+/// Settings of every namespace: no flow labels in the packets the kernel makes (it hashes
+/// them with a per-namespace key), the repeated MLD reports of a group joined within
+/// 10 ms instead of a second (the robustness variable is not per namespace), no IPv6 router
+/// solicitations, autoconfiguration or duplicate address detection on the interfaces made
+/// from now on (chatter the frames do not cause), and no ICMP or ICMPv6 rate limit
+/// (whether an error is sent must not depend on timing).
+const QUIET: &[&str] = &[
+    "net.ipv6.auto_flowlabels=0",
+    "net.ipv6.conf.default.mldv2_unsolicited_report_interval=10",
+    "net.ipv6.conf.default.router_solicitations=0",
+    "net.ipv6.conf.default.accept_ra=0",
+    "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv6.icmp.ratelimit=0",
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv4.icmp_msgs_per_sec=100000",
+];
+
 fn quiet(ns: &Netns) {
-    for setting in [
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-        "net.ipv4.icmp_ratelimit=0",
-        "net.ipv4.icmp_msgs_per_sec=100000",
-    ] {
+    for setting in QUIET {
         ns.exec("sysctl", &["-qw", setting]).unwrap();
     }
+}
+
+/// Quiet the switch namespace: IPv6 on the SVIs only (the ports are layer 2), and no
+/// link-local address made from the router MAC, which differs between the two switches:
+/// each SVI gets ROUTER_LINK_LOCAL instead.
+fn quiet_switch(ns: &Netns) {
+    quiet(ns);
+    ns.exec("sysctl", &["-qw", "net.ipv6.conf.default.addr_gen_mode=1"])
+        .unwrap();
+    for port in PORTS {
+        ns.exec(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{port}.disable_ipv6=1")],
+        )
+        .unwrap();
+    }
+}
+
+fn ip6_text(ip: [u8; 16]) -> String {
+    std::net::Ipv6Addr::from(ip).to_string()
 }
 
 /// Addresses, a default route and permanent neighbours (the gateway, the other host of
 /// the subnet) on every host, and the hosts as permanent neighbours of the router on
 /// `svi(vlan)`: no ARP of the kernels' own, so what arrives is only what the frames cause.
 fn address(topo: &Topology, router_mac: [u8; 6], svi: impl Fn(u16) -> String) {
+    for vlan in [10, 20] {
+        topo.switch
+            .ip(&["addr", "add", "fe80::1/64", "dev", &svi(vlan), "nodad"])
+            .unwrap();
+    }
     for (i, host) in topo.hosts.iter().enumerate() {
         let (vlan, ip) = STATIONS[i];
         let ip_text = |ip: [u8; 4]| std::net::Ipv4Addr::from(ip).to_string();
         host.add_address(&format!("{}/24", ip_text(ip))).unwrap();
+        quiet(&host.ns);
+        // The host's link-local address comes from its MAC, the same on both switches.
+        for setting in [
+            "accept_dad=0",
+            "router_solicitations=0",
+            "mldv2_unsolicited_report_interval=10",
+            "accept_ra=0",
+            "disable_ipv6=0",
+        ] {
+            host.ns
+                .exec("sysctl", &["-qw", &format!("net.ipv6.conf.eth0.{setting}")])
+                .unwrap();
+        }
         host.ns
-            .exec("sysctl", &["-qw", "net.ipv4.icmp_ratelimit=0"])
+            .ip(&[
+                "addr",
+                "add",
+                &format!("{}/64", ip6_text(station6(i))),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
             .unwrap();
         host.ns
             .ip(&["route", "add", "default", "via", &ip_text(gateway(vlan))])
             .unwrap();
-        let mut neighbours = vec![(gateway(vlan), router_mac)];
+        host.ns
+            .ip(&["route", "add", "default", "via", &ip6_text(gateway6(vlan))])
+            .unwrap();
+        let mut neighbours = vec![
+            (ip_text(gateway(vlan)), router_mac),
+            (ip6_text(gateway6(vlan)), router_mac),
+            (ip6_text(ROUTER_LINK_LOCAL), router_mac),
+        ];
         for (j, (other_vlan, other_ip)) in STATIONS.iter().enumerate() {
             if j != i && *other_vlan == vlan {
-                neighbours.push((*other_ip, host_mac(j)));
+                neighbours.push((ip_text(*other_ip), host_mac(j)));
+                neighbours.push((ip6_text(station6(j)), host_mac(j)));
+                neighbours.push((ip6_text(link_local(j)), host_mac(j)));
             }
         }
         for (ip, mac) in neighbours {
@@ -397,7 +870,7 @@ fn address(topo: &Topology, router_mac: [u8; 6], svi: impl Fn(u16) -> String) {
                 .ip(&[
                     "neigh",
                     "replace",
-                    &ip_text(ip),
+                    &ip,
                     "lladdr",
                     &format_mac(mac),
                     "dev",
@@ -407,19 +880,21 @@ fn address(topo: &Topology, router_mac: [u8; 6], svi: impl Fn(u16) -> String) {
                 ])
                 .unwrap();
         }
-        topo.switch
-            .ip(&[
-                "neigh",
-                "replace",
-                &ip_text(ip),
-                "lladdr",
-                &format_mac(host_mac(i)),
-                "dev",
-                &svi(vlan),
-                "nud",
-                "permanent",
-            ])
-            .unwrap();
+        for ip in [ip_text(ip), ip6_text(station6(i)), ip6_text(link_local(i))] {
+            topo.switch
+                .ip(&[
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    &format_mac(host_mac(i)),
+                    "dev",
+                    &svi(vlan),
+                    "nud",
+                    "permanent",
+                ])
+                .unwrap();
+        }
     }
 }
 
@@ -429,7 +904,7 @@ fn sockets(hosts: &[Host]) -> Vec<PacketSocket> {
 
 fn xnos_side() -> Side {
     let topo = Topology::new(&PORTS).unwrap();
-    quiet(&topo.switch);
+    quiet_switch(&topo.switch);
     let daemon = Daemon::start(&topo.switch, &xnos_config()).unwrap();
     for _ in 0..200 {
         if topo.switch.ip(&["link", "show", "vlan20"]).is_ok() {
@@ -460,7 +935,7 @@ fn xnos_side() -> Side {
 /// each carrying the gateway address, and the kernel routing between them.
 fn linux_side() -> Side {
     let topo = Topology::new(&PORTS).unwrap();
-    quiet(&topo.switch);
+    quiet_switch(&topo.switch);
     let router_mac = format_mac(LINUX_ROUTER_MAC);
     for vlan in [10u16, 20] {
         let bridge = format!("br{vlan}");
@@ -477,9 +952,14 @@ fn linux_side() -> Side {
                 "0",
             ])
             .unwrap();
-        topo.switch
-            .ip(&["addr", "add", &format!("10.0.{vlan}.1/24"), "dev", &bridge])
-            .unwrap();
+        for address in [
+            format!("10.0.{vlan}.1/24"),
+            format!("2001:db8:0:{vlan}::1/64"),
+        ] {
+            topo.switch
+                .ip(&["addr", "add", &address, "dev", &bridge])
+                .unwrap();
+        }
         topo.switch.ip(&["link", "set", &bridge, "up"]).unwrap();
     }
     for (port, (vlan, _)) in PORTS.iter().zip(STATIONS) {
@@ -487,9 +967,9 @@ fn linux_side() -> Side {
             .ip(&["link", "set", port, "master", &format!("br{vlan}")])
             .unwrap();
     }
-    topo.switch
-        .exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
-        .unwrap();
+    for setting in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        topo.switch.exec("sysctl", &["-qw", setting]).unwrap();
+    }
     address(&topo, LINUX_ROUTER_MAC, |vlan| format!("br{vlan}"));
     for (i, host) in topo.hosts.iter().enumerate() {
         host.socket()
@@ -513,10 +993,11 @@ fn hex(frames: &[Vec<u8>]) -> String {
         .join("\n      ")
 }
 
-// What this shows: 400 random frames of 24 kinds (switched, flooded, routed, for the
-// router, expiring, unroutable, malformed) from hosts in two VLANs give every host the
-// same frames, ICMP errors included, through xnos as through a Linux bridge per VLAN
-// and the Linux router; only the documented differences are left out.
+// What this shows: 800 random frames of 51 kinds, IPv4 and IPv6 (switched, flooded,
+// routed, for the router, expiring, unroutable, with options or extension headers,
+// malformed; ARP, neighbour discovery, MLD) from hosts in two VLANs give every host the
+// same frames, ICMP and ICMPv6 errors included, through xnos as through a Linux bridge
+// per VLAN and the Linux router; only the documented differences are left out.
 #[test]
 fn xnos_forwards_as_the_linux_bridge_and_router_do() {
     require_root!();
@@ -530,14 +1011,23 @@ fn xnos_forwards_as_the_linux_bridge_and_router_do() {
         let (h1, h3) = (&side.topo.hosts[0], &side.topo.hosts[2]);
         assert!(h1.reachable("10.0.20.2"), "no route between the VLANs");
         assert!(h3.reachable("10.0.10.2"), "no route between the VLANs");
+        assert!(
+            h1.reachable("2001:db8:0:20::2"),
+            "no IPv6 route between the VLANs"
+        );
+        assert!(
+            h3.reachable("2001:db8:0:10::2"),
+            "no IPv6 route between the VLANs"
+        );
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // The MLD reports of the groups the interfaces joined (10 ms apart) are out by now.
+    std::thread::sleep(Duration::from_millis(300));
     for side in &sides {
         side.received(Duration::ZERO);
     }
 
     let mut rng = Rng(seed);
-    let (mut compared, mut skipped, mut received) = (0, 0, 0);
+    let (mut compared, mut compared6, mut skipped, mut received) = (0, 0, 0, 0);
     let mut differences = Vec::new();
     // Per kind, the frames the hosts received through Linux.
     let mut delivered: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -566,6 +1056,9 @@ fn xnos_forwards_as_the_linux_bridge_and_router_do() {
             }
         }
         compared += 1;
+        if ["ip6-", "nd-", "mld-"].iter().any(|p| kind.starts_with(p)) {
+            compared6 += 1;
+        }
         let got = linux.iter().map(Vec::len).sum::<usize>();
         received += got;
         *delivered.entry(kind).or_default() += got;
@@ -589,8 +1082,9 @@ fn xnos_forwards_as_the_linux_bridge_and_router_do() {
         }
     }
     eprintln!(
-        "differential: {compared} frames compared ({received} received by the hosts through \
-         Linux), {skipped} of documented differences not sent, {} differ",
+        "differential: {compared} frames compared, {compared6} of them IPv6 ({received} \
+         received by the hosts through Linux), {skipped} of documented differences not sent, \
+         {} differ",
         differences.len()
     );
     assert!(
@@ -606,6 +1100,10 @@ fn xnos_forwards_as_the_linux_bridge_and_router_do() {
         "ip-to-same-subnet",
         "ip-routed",
         "ip-routed-ttl-1",
+        "ip6-to-same-subnet",
+        "ip6-routed",
+        "ip6-routed-hop-limit-1",
+        "nd-solicitation-for-gateway",
     ] {
         assert!(
             delivered.get(kind).copied().unwrap_or(0) > 0,

@@ -261,7 +261,7 @@ pub enum PuntReason {
     NoRoute = 2,
     /// The nexthop's MAC is not known yet (the kernel resolves it).
     NoNeighbor = 3,
-    /// IPv4 options.
+    /// IPv4 options, or IPv6 hop-by-hop options.
     IpOptions = 4,
     /// Neither IPv4 nor IPv6, link-local, or a route the fast path does not carry.
     Unsupported = 5,

@@ -515,13 +515,16 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
         return Err(DropReason::MartianSource);
     }
     let len = 40 + usize::from(u16::from_be_bytes(ip.payload_len));
-    if len == 40 && ip.next_header == 0 {
-        // A jumbogram's length is in its hop-by-hop options (RFC 2675): the kernel's.
-        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported);
-    }
     let room = ctx.buffer_len().saturating_sub(L3);
     if len > room {
         return Err(DropReason::BadLength);
+    }
+    // Hop-by-hop options are for each router on the path, and an option a router does
+    // not know may tell it to discard the packet, with an ICMPv6 parameter problem or
+    // without (RFC 8200 4.2): the kernel examines them, as it does IPv4 options. A
+    // jumbogram's length (RFC 2675) is in them too.
+    if ip.next_header == 0 {
+        return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::IpOptions);
     }
     // Link-local and multicast destinations are never routed. Nor are link-local sources:
     // ip6_forward answers them with ICMPv6 "beyond scope of source address".

@@ -363,6 +363,11 @@ fn check_ipv6(ip: &[u8], out: &[u8]) -> Result<(), String> {
     if ip[7] <= 1 {
         return Err(format!("routed an IPv6 packet with hop limit {}", ip[7]));
     }
+    if ip[6] == 0 {
+        return Err(
+            "routed an IPv6 packet with hop-by-hop options, the kernel's to examine".into(),
+        );
+    }
     if out.len() != total {
         return Err(format!(
             "routed as {} bytes of IPv6, not {total}",
