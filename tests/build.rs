@@ -1,5 +1,8 @@
 //! Builds the benchmark's eBPF programs (ebpf/xnos-bench-ebpf) into an object of their own,
-//! which only `xnos-bench` embeds: xnosd's object carries nothing it does not use.
+//! which only `xnos-bench` embeds: xnosd's object carries nothing it does not use. Also
+//! builds the datapath (ebpf/xnos-ebpf) a second time with its `stages` feature: the same
+//! pipeline and maps, plus the programs that stop it after each stage, for the per-stage
+//! costs.
 
 use aya_build::{Package, Toolchain};
 
@@ -11,13 +14,20 @@ fn main() -> anyhow::Result<()> {
         Some(name) if !name.is_empty() && name != "nightly" => Toolchain::Custom(name),
         _ => Toolchain::Nightly,
     };
-    let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/xnos-bench-ebpf");
     aya_build::build_ebpf(
-        [Package {
-            name: "xnos-bench-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
+        [
+            Package {
+                name: "xnos-bench-ebpf",
+                root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/xnos-bench-ebpf"),
+                ..Default::default()
+            },
+            Package {
+                name: "xnos-ebpf",
+                root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/xnos-ebpf"),
+                features: &["stages"],
+                ..Default::default()
+            },
+        ],
         toolchain,
     )
 }

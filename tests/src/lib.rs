@@ -19,6 +19,7 @@ use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 use xnos::mac::MacAddr;
 
+pub mod bench;
 mod config;
 pub mod packets;
 mod rig;

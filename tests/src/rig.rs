@@ -33,9 +33,21 @@ impl DatapathRig {
 
     /// `new`, with the datapath's log on if `log` (see `Datapath::load_with`).
     pub fn new_with(ports: &[(&str, PortMode)], log: bool) -> anyhow::Result<Self> {
-        let ns = Netns::new("xd")?;
-        let mut dp =
+        let dp =
             Datapath::load_with(None, log).context("loading the datapath through the verifier")?;
+        Self::with_datapath(dp, ports)
+    }
+
+    /// `new`, with the datapath loaded from `object`, another build of xnos's (see
+    /// `Datapath::load_object`).
+    pub fn with_object(ports: &[(&str, PortMode)], object: &[u8]) -> anyhow::Result<Self> {
+        let dp = Datapath::load_object(object)
+            .context("loading the datapath's other build through the verifier")?;
+        Self::with_datapath(dp, ports)
+    }
+
+    fn with_datapath(mut dp: Datapath, ports: &[(&str, PortMode)]) -> anyhow::Result<Self> {
+        let ns = Netns::new("xd")?;
         let mut map = BTreeMap::new();
         for (slot, (name, mode)) in ports.iter().enumerate() {
             ns.veth(name, &format!("{name}p"))?;

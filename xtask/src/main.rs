@@ -55,9 +55,9 @@ enum Task {
     },
     /// Build, start xnosd on a namespace topology, show traffic being switched, clean up.
     Demo,
-    /// Benchmarks: datapath cost per packet (next to a bare-redirect program) and control
-    /// plane (route programming, MAC learning, a MAC flood, memory). Results in
-    /// target/bench/.
+    /// Benchmarks: datapath cost per packet (next to a bare-redirect program) and per
+    /// stage of the pipeline, and control plane (route programming, MAC learning, a MAC
+    /// flood, memory). Results in target/bench/.
     Bench {
         /// A shorter run (10k routes instead of 1M, fewer samples).
         #[arg(long)]
@@ -67,6 +67,10 @@ enum Task {
         /// times meanwhile.
         #[arg(long)]
         control_plane: bool,
+        /// Only the cost of each stage of the pipeline (target/bench/stages.json): for
+        /// judging a change to one stage.
+        #[arg(long)]
+        stages: bool,
     },
     /// Chaos: steady switched and routed traffic through xnosd while it is restarted,
     /// killed, upgraded, has module faults injected and ports flapped; frames lost per
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Task::Bench {
             quick,
             control_plane,
+            stages,
         } => {
             let env = setup::run(false)?;
             build(&env, true, &[])?;
@@ -178,6 +183,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if control_plane {
                 bench.arg("--control-plane");
+            }
+            if stages {
+                bench.arg("--stages");
             }
             status(&mut bench)
         }

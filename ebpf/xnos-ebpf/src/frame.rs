@@ -55,6 +55,10 @@ pub trait Frame {
     /// The verdicts of this program type.
     const PASS: u32;
     const DROP: u32;
+    /// What a bench build's pipeline returns where it stops (stage.rs): a verdict the
+    /// pipeline itself never gives.
+    #[cfg(feature = "stages")]
+    const STOPPED: u32;
 
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
@@ -139,6 +143,8 @@ impl Frame for XdpContext {
         Ok(())
     }
     const DROP: u32 = xdp_action::XDP_DROP;
+    #[cfg(feature = "stages")]
+    const STOPPED: u32 = xdp_action::XDP_TX;
 
     #[inline(always)]
     fn data(&self) -> usize {
@@ -264,6 +270,8 @@ impl Frame for TcContext {
         Ok(())
     }
     const DROP: u32 = TC_ACT_SHOT as u32;
+    #[cfg(feature = "stages")]
+    const STOPPED: u32 = aya_ebpf::bindings::TC_ACT_PIPE as u32;
 
     #[inline(always)]
     fn data(&self) -> usize {

@@ -18,6 +18,14 @@ mod frame;
 mod packet;
 mod port;
 mod route;
+#[cfg_attr(
+    not(feature = "stages"),
+    expect(
+        dead_code,
+        reason = "the stages are only named where a bench build stops"
+    )
+)]
+mod stage;
 mod trace;
 mod vlan;
 
@@ -55,7 +63,7 @@ pub fn xnos_ingress(ctx: XdpContext) -> u32 {
     next_build_mark();
     // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    pipeline::<false, _>(&ctx, ifindex)
+    pipeline::<false, { stage::NONE }, _>(&ctx, ifindex)
 }
 
 /// The same pipeline at TC ingress (tcx or clsact), for ports whose driver cannot run it
@@ -68,7 +76,7 @@ pub fn xnos_tc_ingress(ctx: TcContext) -> i32 {
     }
     // SAFETY: reading a field of the __sk_buff the kernel handed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    pipeline::<false, _>(&ctx, ifindex) as i32
+    pipeline::<false, { stage::NONE }, _>(&ctx, ifindex) as i32
 }
 
 /// The same pipeline for `xnos trace` (run only through BPF_PROG_TEST_RUN): it records its
@@ -78,21 +86,26 @@ pub fn xnos_trace(ctx: XdpContext) -> u32 {
     trace::record::<true>(|t| *t = TraceRecord::default());
     // SAFETY: ctx.ctx is the xdp_md the kernel handed us.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let action = pipeline::<true, _>(&ctx, ifindex);
+    let action = pipeline::<true, { stage::NONE }, _>(&ctx, ifindex);
     trace::record::<true>(|t| t.action = action);
     action
 }
 
+/// The ingress pipeline; `STOP` is where a bench build ends it (stage.rs), `stage::NONE`
+/// in every program xnosd loads.
 #[inline(always)]
-fn pipeline<const TRACE: bool, F: Frame>(ctx: &F, ifindex: u32) -> u32 {
+fn pipeline<const TRACE: bool, const STOP: u32, F: Frame>(ctx: &F, ifindex: u32) -> u32 {
+    stage::stop_after!(STOP, ENTRY, ifindex, F::STOPPED);
     let Some(port) = port::get(ifindex) else {
         // Not a switch port of this instance: leave it to the kernel.
         trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
         return F::PASS;
     };
+    stage::stop_after!(STOP, PORT_LOOKUP, (), F::STOPPED);
     let stats = Stats::of::<TRACE>(port);
     stats.rx(ctx.len());
-    match try_pipeline::<TRACE, F>(ctx, ifindex, port, &stats) {
+    stage::stop_after!(STOP, RX_COUNTERS, (), F::STOPPED);
+    match try_pipeline::<TRACE, STOP, F>(ctx, ifindex, port, &stats) {
         Ok(action) => action,
         Err(reason) => {
             stats.drop(reason);
@@ -106,7 +119,7 @@ fn pipeline<const TRACE: bool, F: Frame>(ctx: &F, ifindex: u32) -> u32 {
 }
 
 #[inline(always)]
-fn try_pipeline<const TRACE: bool, F: Frame>(
+fn try_pipeline<const TRACE: bool, const STOP: u32, F: Frame>(
     ctx: &F,
     ifindex: u32,
     port: &PortConf,
@@ -116,12 +129,18 @@ fn try_pipeline<const TRACE: bool, F: Frame>(
     // SAFETY: ptr_at checked that the whole header is inside the frame.
     let (dst, src) = unsafe { ((*eth).dst, (*eth).src) };
     let tag = ctx.tag()?;
+    stage::stop_after!(
+        STOP,
+        PARSE,
+        (dst, src, tag.map(|t| t.tci())),
+        Ok(F::STOPPED)
+    );
     if port.mode == PORT_MODE_ROUTED {
         // A routed port switches nothing: frames for the router MAC are routed, the rest
         // (ARP, ND, frames for other hosts) belong to the kernel's netdev of the port.
         return match route::iface(ifindex) {
             Some(iface) if tag.is_none() && iface.mac == dst => {
-                route::forward::<TRACE, F>(ctx, tag, iface, stats)
+                route::forward::<TRACE, STOP, F>(ctx, tag, iface, stats)
             }
             _ => {
                 stats.to_kernel();
@@ -142,28 +161,36 @@ fn try_pipeline<const TRACE: bool, F: Frame>(
         trace::record::<TRACE>(|t| t.stage = TRACE_TO_KERNEL);
         return Ok(F::PASS);
     }
+    stage::stop_after!(STOP, VLAN_CLASSIFY, vid, Ok(F::STOPPED));
     if !TRACE {
         fdb::learn(ifindex, vid, src, stats);
     }
+    stage::stop_after!(STOP, LEARN, (), Ok(F::STOPPED));
 
     if dst[0] & 1 == 0
         && let Some(iface) = route::svi(vid)
         && iface.mac == dst
     {
-        return route::forward::<TRACE, F>(ctx, tag, iface, stats);
+        stage::stop_after!(STOP, L3_INTERFACE, iface, Ok(F::STOPPED));
+        return route::forward::<TRACE, STOP, F>(ctx, tag, iface, stats);
     }
+    stage::stop_after!(STOP, L3_INTERFACE, (), Ok(F::STOPPED));
     if dst[0] & 1 == 0
         && let Some(entry) = fdb::lookup(vid, dst)
     {
         if entry.ifindex == ifindex {
             return Err(DropReason::SamePort);
         }
+        stage::stop_after!(STOP, FDB_LOOKUP, (), Ok(F::STOPPED));
         let out = port::get(entry.ifindex).ok_or(DropReason::NoEgress)?;
         if !out.is_member(vid) {
             return Err(DropReason::NoEgress);
         }
+        stage::stop_after!(STOP, EGRESS_PORT, out.pvid, Ok(F::STOPPED));
         vlan::rewrite(ctx, tag, vid, out.pvid == vid)?;
+        stage::stop_after!(STOP, TAG_REWRITE, (), Ok(F::STOPPED));
         let action = ctx.redirect(entry.ifindex)?;
+        stage::stop_after!(STOP, REDIRECT, action, Ok(F::STOPPED));
         Stats::of::<TRACE>(out).tx(ctx.len());
         trace::record::<TRACE>(|t| {
             t.stage = TRACE_L2_UNICAST;

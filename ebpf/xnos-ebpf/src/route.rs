@@ -13,7 +13,7 @@ use xnos_common::{
     RouteEntry,
 };
 
-use crate::{fdb, frame::Frame, port, port::Stats, trace, vlan, vlan::Tag};
+use crate::{fdb, frame::Frame, port, port::Stats, stage, trace, vlan, vlan::Tag};
 
 /// L3 interfaces by the ifindex of their kernel netdev.
 #[map]
@@ -166,9 +166,10 @@ pub fn punt<const TRACE: bool, F: Frame>(
     ctx.redirect(iface.port_ifindex)
 }
 
-/// Route a frame that arrived for the router MAC of `iface`.
+/// Route a frame that arrived for the router MAC of `iface`; `STOP` as in main.rs
+/// `pipeline`.
 #[inline(always)]
-pub fn forward<const TRACE: bool, F: Frame>(
+pub fn forward<const TRACE: bool, const STOP: u32, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -176,14 +177,14 @@ pub fn forward<const TRACE: bool, F: Frame>(
 ) -> Result<u32, DropReason> {
     // Two copies with constant offsets keep every packet access simple for the verifier.
     if tag.is_some_and(|t| t.in_frame()) {
-        forward_at::<18, TRACE, F>(ctx, tag, iface, stats)
+        forward_at::<18, TRACE, STOP, F>(ctx, tag, iface, stats)
     } else {
-        forward_at::<14, TRACE, F>(ctx, tag, iface, stats)
+        forward_at::<14, TRACE, STOP, F>(ctx, tag, iface, stats)
     }
 }
 
 #[inline(always)]
-fn forward_at<const L3: usize, const TRACE: bool, F: Frame>(
+fn forward_at<const L3: usize, const TRACE: bool, const STOP: u32, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -192,8 +193,8 @@ fn forward_at<const L3: usize, const TRACE: bool, F: Frame>(
     let proto: *const [u8; 2] = ctx.ptr_at(L3 - 2).ok_or(DropReason::Malformed)?;
     // SAFETY: bounds checked by ptr_at.
     match u16::from_be_bytes(unsafe { *proto }) {
-        ETH_P_IP => ipv4::<L3, TRACE, F>(ctx, tag, iface, stats),
-        ETH_P_IPV6 => ipv6::<L3, TRACE, F>(ctx, tag, iface, stats),
+        ETH_P_IP => ipv4::<L3, TRACE, STOP, F>(ctx, tag, iface, stats),
+        ETH_P_IPV6 => ipv6::<L3, TRACE, STOP, F>(ctx, tag, iface, stats),
         _ => punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::Unsupported),
     }
 }
@@ -311,7 +312,7 @@ fn group<const TRACE: bool>(route: &RouteEntry) -> Result<&'static NexthopGroup,
 /// Pick the nexthop of `group` for `hash` (computed only when the group has a choice),
 /// find its MAC, and where the packet leaves.
 #[inline(always)]
-fn resolve<const TRACE: bool>(
+fn resolve<const TRACE: bool, const STOP: u32>(
     group: &'static NexthopGroup,
     hash: u32,
     dst: &[u8; 16],
@@ -340,6 +341,8 @@ fn resolve<const TRACE: bool>(
     // SAFETY: see port::get.
     let neigh = unsafe { NEIGHS.get(&key) }.ok_or(PuntReason::NoNeighbor)?;
     trace::record::<TRACE>(|t| t.neigh_mac = neigh.mac);
+    // Without the egress port: the caller stops as soon as this returns.
+    stage::stop_after!(STOP, NEIGHBOUR, (), Ok((neigh.mac, &nh.out, (0, 0, true))));
     let egress = egress(&nh.out, neigh.mac)?;
     Ok((neigh.mac, &nh.out, egress))
 }
@@ -347,7 +350,7 @@ fn resolve<const TRACE: bool>(
 /// Rewrite the Ethernet header for the next hop, set the tag the egress port wants, and
 /// redirect.
 #[inline(always)]
-fn transmit<const TRACE: bool, F: Frame>(
+fn transmit<const TRACE: bool, const STOP: u32, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     mac: [u8; 6],
@@ -360,9 +363,11 @@ fn transmit<const TRACE: bool, F: Frame>(
     macs[..6].copy_from_slice(&mac);
     macs[6..].copy_from_slice(&out.mac);
     vlan::rewrite(ctx, tag, vid, untagged)?;
+    stage::stop_after!(STOP, REWRITE, (), Ok(F::STOPPED));
     if let Some(port) = port::get(egress_ifindex) {
         Stats::of::<TRACE>(port).tx(ctx.len());
     }
+    stage::stop_after!(STOP, TX_COUNTERS, (), Ok(F::STOPPED));
     trace::record::<TRACE>(|t| {
         t.stage = xnos_common::TRACE_ROUTED;
         t.egress_ifindex = egress_ifindex;
@@ -394,7 +399,7 @@ fn zero_prefix6(a: &[u8; 16]) -> bool {
 }
 
 #[inline(always)]
-fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
+fn ipv4<const L3: usize, const TRACE: bool, const STOP: u32, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -433,13 +438,16 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     if ip.ttl <= 1 {
         return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TtlExpired);
     }
+    stage::stop_after!(STOP, IP_CHECKS, ip.dst, Ok(F::STOPPED));
     let Some(route) = ROUTES4.get(Key::new(32, ip.dst)) else {
         return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::NoRoute);
     };
+    stage::stop_after!(STOP, LPM, route, Ok(F::STOPPED));
     let group = match group::<TRACE>(route) {
         Ok(group) => group,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
+    stage::stop_after!(STOP, NEXTHOP_GROUP, group, Ok(F::STOPPED));
     // The flow hash is only worth its cost when ECMP has a choice to make.
     let hash = if group.count > 1 {
         // Only first fragments carry ports; hash the others on addresses alone.
@@ -463,10 +471,12 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     dst[10] = 0xff;
     dst[11] = 0xff;
     dst[12..].copy_from_slice(&ip.dst);
-    let (mac, out, egress) = match resolve::<TRACE>(group, hash, &dst) {
+    let (mac, out, egress) = match resolve::<TRACE, STOP>(group, hash, &dst) {
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
+    stage::stop_after!(STOP, NEIGHBOUR, mac, Ok(F::STOPPED));
+    stage::stop_after!(STOP, L3_EGRESS, egress, Ok(F::STOPPED));
     // The fast path neither fragments nor sends ICMP: the kernel does either (DF decides).
     if !fits(ctx, len, out.mtu, L3 + 20, 20, ip.proto) {
         return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TooBig);
@@ -491,13 +501,14 @@ fn ipv4<const L3: usize, const TRACE: bool, F: Frame>(
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     ip.check = (!(sum as u16)).to_be_bytes();
-    let action = transmit::<TRACE, F>(ctx, tag, mac, out, egress)?;
+    let action = transmit::<TRACE, STOP, F>(ctx, tag, mac, out, egress)?;
+    stage::stop_after!(STOP, L3_REDIRECT, action, Ok(F::STOPPED));
     l3_stats::<TRACE>(|s| s.routed_v4 += 1);
     Ok(action)
 }
 
 #[inline(always)]
-fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
+fn ipv6<const L3: usize, const TRACE: bool, const STOP: u32, F: Frame>(
     ctx: &F,
     tag: Option<Tag>,
     iface: &L3Iface,
@@ -537,15 +548,18 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     if ip.hop_limit <= 1 {
         return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TtlExpired);
     }
+    stage::stop_after!(STOP, IP_CHECKS, ip.dst, Ok(F::STOPPED));
     let Some(route) = ROUTES6.get(Key::new(128, ip.dst)) else {
         return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::NoRoute);
     };
+    stage::stop_after!(STOP, LPM, route, Ok(F::STOPPED));
     let word = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let fold = |a: &[u8; 16]| word(a, 0) ^ word(a, 4) ^ word(a, 8) ^ word(a, 12);
     let group = match group::<TRACE>(route) {
         Ok(group) => group,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
+    stage::stop_after!(STOP, NEXTHOP_GROUP, group, Ok(F::STOPPED));
     // ip6_forward drops the unspecified source only in packets it forwards (one to the
     // router itself is delivered).
     if ip.src[0] == 0 && zero_prefix6(&ip.src) && ip.src[15] == 0 {
@@ -562,10 +576,12 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
         0
     };
     let dst = ip.dst;
-    let (mac, out, egress) = match resolve::<TRACE>(group, hash, &dst) {
+    let (mac, out, egress) = match resolve::<TRACE, STOP>(group, hash, &dst) {
         Ok(resolved) => resolved,
         Err(reason) => return punt::<TRACE, F>(ctx, tag, iface, stats, reason),
     };
+    stage::stop_after!(STOP, NEIGHBOUR, mac, Ok(F::STOPPED));
+    stage::stop_after!(STOP, L3_EGRESS, egress, Ok(F::STOPPED));
     // IPv6 routers never fragment: the kernel sends ICMPv6 "packet too big" (RFC 4443).
     if !fits(ctx, len, out.mtu, L3 + 40, 40, ip.next_header) {
         return punt::<TRACE, F>(ctx, tag, iface, stats, PuntReason::TooBig);
@@ -577,7 +593,8 @@ fn ipv6<const L3: usize, const TRACE: bool, F: Frame>(
     }
     // IPv6 has no header checksum to keep the packet's sum unchanged, as IPv4's does.
     ctx.set_uncovered_byte(L3 + 7, hop_limit - 1)?;
-    let action = transmit::<TRACE, F>(ctx, tag, mac, out, egress)?;
+    let action = transmit::<TRACE, STOP, F>(ctx, tag, mac, out, egress)?;
+    stage::stop_after!(STOP, L3_REDIRECT, action, Ok(F::STOPPED));
     l3_stats::<TRACE>(|s| s.routed_v6 += 1);
     Ok(action)
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what xnos costs per packet (the real datapath through
-//! BPF_PROG_TEST_RUN, next to a program that only redirects), what its control plane
-//! takes to program routes and learn MACs, and what a flood of source MACs costs it.
-//! Writes target/bench/results.json and target/bench/datapath.svg and prints a table.
+//! BPF_PROG_TEST_RUN, next to a program that only redirects) and per stage of its
+//! pipeline, what its control plane takes to program routes and learn MACs, and what a
+//! flood of source MACs costs it. Writes target/bench/results.json and
+//! target/bench/datapath.svg and prints a table.
 
 use std::{
     collections::BTreeMap,
@@ -19,19 +20,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use etherparse::PacketBuilder;
 use serde_json::json;
-use xnos::{
-    config::PortMode,
-    datapath::{Datapath, route::addr16},
-    testrun,
-};
+use xnos::{datapath::Datapath, testrun};
 use xnos_common::{ROUTE_FORWARD, RouteEntry};
 use xnos_tests::{
-    DatapathRig, Netns, PacketSocket, RandomMacs, Topology, binary, nexthop, nexthop_group, sample,
-    status_kib,
+    Netns, PacketSocket, RandomMacs, Topology,
+    bench::{BenchSwitch, FLOWS, Frames, PATHS, ROUTER},
+    binary, sample, status_kib,
 };
-
-const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0];
-const FLOWS: usize = 64;
 
 struct Options {
     quick: bool,
@@ -39,6 +34,8 @@ struct Options {
     control_plane: bool,
     /// Only the MAC flood.
     mac_flood: bool,
+    /// Only the per-stage costs.
+    stages: bool,
     out: PathBuf,
 }
 
@@ -49,10 +46,6 @@ struct Cost {
     mean_ns: f64,
     min_ns: f64,
     max_ns: f64,
-}
-
-fn mac(kind: u8, i: usize) -> [u8; 6] {
-    [2, kind, 0, 0, (i >> 8) as u8, i as u8]
 }
 
 /// Run each frame `calls` times with BPF_PROG_TEST_RUN (one repetition per call, so that
@@ -226,30 +219,6 @@ fn xdp_pass() -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn udp4(src: [u8; 6], dst: [u8; 4], sport: u16) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(src, ROUTER)
-        .ipv4([10, 0, 10, 2], dst, 64)
-        .udp(sport, 53)
-        .write(&mut frame, &[0; 18])
-        .expect("valid frame");
-    frame
-}
-
-fn udp6(src: [u8; 6], dst: [u8; 16], sport: u16) -> Vec<u8> {
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2(src, ROUTER)
-        .ipv6(addr16("fd00:10::2".parse().expect("valid")), dst, 64)
-        .udp(sport, 53)
-        .write(&mut frame, &[0; 18])
-        .expect("valid frame");
-    frame
-}
-
-fn l2_frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
-    xnos_tests::test_frame(dst, src, None, 0)
-}
-
 /// Pseudo-random /8../32 prefixes (a fixed LCG: the same tables every run).
 fn fill_routes(dp: &mut Datapath, count: usize, v6: bool) -> anyhow::Result<()> {
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
@@ -286,80 +255,22 @@ fn fill_routes(dp: &mut Datapath, count: usize, v6: bool) -> anyhow::Result<()> 
 
 fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
     let calls = if opts.quick { 200 } else { 1000 };
-    let ports = [
-        ("swp1", PortMode::Access { vlan: 10 }),
-        ("swp2", PortMode::Access { vlan: 10 }),
-        (
-            "swp3",
-            PortMode::Trunk {
-                vlans: [10, 20].into(),
-                native_vlan: None,
-            },
-        ),
-        ("swp4", PortMode::Access { vlan: 20 }),
-        ("vlan10i", PortMode::Access { vlan: 10 }),
-        ("vlan20i", PortMode::Access { vlan: 20 }),
-    ];
-    let mut rig = DatapathRig::new(&ports)?;
-    rig.add_svi("vlan10i", 10, ROUTER)?;
-    let (svi20, out20) = rig.add_svi("vlan20i", 20, ROUTER)?;
-    let mut l3 = rig.dp.test_rig();
-    l3.add_nexthop_group(1, nexthop_group(&[nexthop(svi20, out20, None)]))?;
-    for prefix in ["10.0.20.0/24", "fd00:20::/64"] {
-        l3.add_route(
-            prefix.parse()?,
-            RouteEntry {
-                kind: ROUTE_FORWARD,
-                nhg: 1,
-            },
-        )?;
-    }
-
-    // Teach the FDB: B_i behind swp2 (access), C_i behind the trunk, hosts of VLAN 20 on swp4.
-    for i in 0..FLOWS {
-        rig.run_xdp("swp2", &l2_frame([0xff; 6], mac(0xb, i)))?;
-        let mut tagged = l2_frame([0xff; 6], mac(0xc, i));
-        tagged.splice(12..12, [0x81, 0, 0, 10]);
-        rig.run_xdp("swp3", &tagged)?;
-        rig.run_xdp("swp4", &l2_frame([0xff; 6], mac(0xd, i)))?;
-    }
-    for i in 0..FLOWS {
-        let v4 = std::net::IpAddr::from([10, 0, 20, i as u8 + 2]);
-        let v6 = std::net::IpAddr::from(addr16(format!("fd00:20::{:x}", i + 2).parse()?));
-        for ip in [v4, v6] {
-            rig.dp.test_rig().add_neighbour(svi20, ip, mac(0xd, i))?;
-        }
-    }
-
-    let unicast: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| l2_frame(mac(0xb, i), mac(0xa, i)))
-        .collect();
-    let push: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| l2_frame(mac(0xc, i), mac(0xa, i)))
-        .collect();
-    let flood: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| l2_frame([0xff; 6], mac(0xa, i)))
-        .collect();
-    let routed4: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| udp4(mac(0xa, i), [10, 0, 20, i as u8 + 2], 1000 + i as u16))
-        .collect();
-    let routed6: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| {
-            udp6(
-                mac(0xa, i),
-                addr16(format!("fd00:20::{:x}", i + 2).parse().expect("valid")),
-                1000 + i as u16,
-            )
-        })
-        .collect();
+    let BenchSwitch { mut rig, frames } = BenchSwitch::new(None)?;
+    let Frames {
+        unicast,
+        push,
+        flood,
+        routed4,
+        routed6,
+    } = &frames;
     let (ns, swp1) = (&rig.ns, rig.ports["swp1"]);
     let (bare, _bare_map) = ns.enter(|| bare_redirect(rig.ports["swp2"]))??;
     let ingress = rig.dp.ingress_fd()?;
     let mut costs = vec![
-        measure(ns, bare.as_fd(), swp1, &unicast, calls, "bare redirect")?,
-        measure(ns, ingress, swp1, &unicast, calls, "L2 known unicast")?,
-        measure(ns, ingress, swp1, &push, calls, "L2 unicast + VLAN push")?,
-        measure(ns, ingress, swp1, &flood, calls, "L2 flood decision")?,
+        measure(ns, bare.as_fd(), swp1, unicast, calls, "bare redirect")?,
+        measure(ns, ingress, swp1, unicast, calls, "L2 known unicast")?,
+        measure(ns, ingress, swp1, push, calls, "L2 unicast + VLAN push")?,
+        measure(ns, ingress, swp1, flood, calls, "L2 flood decision")?,
     ];
     let sizes: &[usize] = if opts.quick {
         &[1, 10_000]
@@ -383,7 +294,7 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             &rig.ns,
             ingress,
             swp1,
-            &routed4,
+            routed4,
             calls,
             &format!("IPv4 routed, {label}"),
         )?);
@@ -391,12 +302,224 @@ fn datapath_costs(opts: &Options) -> anyhow::Result<Vec<Cost>> {
             &rig.ns,
             ingress,
             swp1,
-            &routed6,
+            routed6,
             calls,
             &format!("IPv6 routed, {label}"),
         )?);
     }
     Ok(costs)
+}
+
+/// The cost of each segment of one path through the pipeline.
+struct PathCosts {
+    path: &'static str,
+    /// A program that stops at once: the cost of any program run with BPF_PROG_TEST_RUN.
+    floor_ns: f64,
+    /// The whole pipeline above the floor.
+    total_ns: f64,
+    /// Per segment (`PATHS`' stages after the first): name, ns per packet, and half the
+    /// interquartile range of the segment's per-round differences (its noise).
+    stages: Vec<(&'static str, f64, f64)>,
+}
+
+struct StageCosts {
+    rounds: usize,
+    runs: usize,
+    paths: Vec<PathCosts>,
+}
+
+/// A new permutation for every turn (Fisher-Yates over xorshift64 from a fixed seed): every
+/// turn runs every program once, in an order that varies, so that neither a slow spell of
+/// this shared VM nor the program run just before lands on one stage more than another.
+fn shuffle(order: &mut [usize], state: &mut u64) {
+    for i in (1..order.len()).rev() {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        order.swap(i, (*state % (i as u64 + 1)) as usize);
+    }
+}
+
+/// The mean of the middle half: a run that an interrupt or another task on this shared VM
+/// lengthened by microseconds would weigh on a plain mean; the middle keeps sub-ns
+/// resolution, which a median of whole nanoseconds would not.
+fn interquartile_mean(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = &values[values.len() / 4..values.len() - values.len() / 4];
+    middle.iter().sum::<f64>() / middle.len() as f64
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// Each stage's cost, from the pipeline stopped after each stage (the stages build, see
+/// xnos_tests::bench): every round runs each program `runs` times over the path's flows
+/// with BPF_PROG_TEST_RUN (one repetition per call: repetitions would see the previous
+/// run's rewrites), all programs one call each in turn, and keeps each program's
+/// interquartile mean; a stage costs the difference between the medians
+/// over rounds of the program that stops after it and the one that stops before it.
+fn stage_costs(opts: &Options) -> anyhow::Result<StageCosts> {
+    let (rounds, runs) = if opts.quick { (8, 256) } else { (60, 1024) };
+    let switch = BenchSwitch::with_stages()?;
+    let swp1 = switch.rig.ports["swp1"];
+    let programs: Vec<(usize, usize)> = PATHS
+        .iter()
+        .enumerate()
+        .flat_map(|(p, path)| (0..path.stages.len()).map(move |s| (p, s)))
+        .collect();
+    let fds = programs
+        .iter()
+        .map(|&(p, s)| switch.rig.dp.xdp_fd(PATHS[p].stages[s].program))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut samples = vec![Vec::with_capacity(rounds); programs.len()];
+    let mut durations = vec![Vec::with_capacity(runs); programs.len()];
+    let mut order: Vec<usize> = (0..programs.len()).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15;
+    switch.rig.ns.enter(|| -> anyhow::Result<()> {
+        for _ in 0..rounds {
+            for run in 0..runs {
+                shuffle(&mut order, &mut state);
+                for &i in &order {
+                    let (p, s) = programs[i];
+                    let (path, stage) = (&PATHS[p], &PATHS[p].stages[s]);
+                    let frames = switch.path_frames(path);
+                    let result = testrun::run_xdp(fds[i], swp1, &frames[run % frames.len()], 1)?;
+                    // A program that stops elsewhere than where it should measures nothing.
+                    if result.action != stage.expected_action() {
+                        bail!(
+                            "{} on {}: {} instead of {}",
+                            stage.program,
+                            path.name,
+                            testrun::action_name(result.action),
+                            testrun::action_name(stage.expected_action())
+                        );
+                    }
+                    durations[i].push(f64::from(result.duration_ns));
+                }
+            }
+            for (sample, runs) in samples.iter_mut().zip(&mut durations) {
+                sample.push(interquartile_mean(runs));
+                runs.clear();
+            }
+        }
+        Ok(())
+    })??;
+    let mut samples = samples.into_iter();
+    let paths = PATHS
+        .iter()
+        .map(|path| {
+            let mut rounds: Vec<Vec<f64>> = samples.by_ref().take(path.stages.len()).collect();
+            // The same difference in each round, for its spread.
+            let spreads: Vec<f64> = rounds
+                .windows(2)
+                .map(|pair| {
+                    let mut diffs: Vec<f64> =
+                        pair[1].iter().zip(&pair[0]).map(|(b, a)| b - a).collect();
+                    diffs.sort_by(f64::total_cmp);
+                    let n = diffs.len();
+                    (diffs[n - 1 - n / 4] - diffs[n / 4]) / 2.0
+                })
+                .collect();
+            let times: Vec<f64> = rounds.iter_mut().map(|r| median(r)).collect();
+            PathCosts {
+                path: path.name,
+                floor_ns: times[0],
+                total_ns: times[times.len() - 1] - times[0],
+                stages: path.stages[1..]
+                    .iter()
+                    .zip(times.windows(2))
+                    .zip(spreads)
+                    .map(|((stage, pair), spread)| (stage.name, pair[1] - pair[0], spread))
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(StageCosts {
+        rounds,
+        runs,
+        paths,
+    })
+}
+
+/// The stages of every path, in one order that keeps each path's (a routed packet's
+/// stages after the switched frame's at the same place).
+fn stage_rows(costs: &StageCosts) -> Vec<&'static str> {
+    let mut rows: Vec<&'static str> = Vec::new();
+    for path in costs.paths.iter().rev() {
+        let mut at = 0;
+        for (name, ..) in &path.stages {
+            match rows.iter().position(|r| r == name) {
+                Some(i) => at = i + 1,
+                None => {
+                    rows.insert(at, name);
+                    at += 1;
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn print_stage_costs(costs: &StageCosts) {
+    println!(
+        "==> cost per stage of the ingress pipeline, ns per packet (BPF_PROG_TEST_RUN, XDP; median of {} interleaved rounds of {} runs per stage)",
+        costs.rounds, costs.runs
+    );
+    print!("{:<16}", "STAGE");
+    for path in &costs.paths {
+        print!(" {:>20}", path.path.to_uppercase());
+    }
+    println!();
+    for row in stage_rows(costs) {
+        print!("{row:<16}");
+        for path in &costs.paths {
+            match path.stages.iter().find(|(name, ..)| *name == row) {
+                Some((_, ns, spread)) => print!(
+                    " {ns:>7.1} ±{spread:<4.1} {:>5.1}%",
+                    100.0 * ns / path.total_ns
+                ),
+                None => print!(" {:>20}", "-"),
+            }
+        }
+        println!();
+    }
+    print!("{:<16}", "total");
+    for path in &costs.paths {
+        print!(" {:>7.1} {:>12}", path.total_ns, "100.0%");
+    }
+    println!();
+    print!("{:<16}", "floor");
+    for path in &costs.paths {
+        print!(" {:>7.1} {:>12}", path.floor_ns, "");
+    }
+    println!(
+        "\n(±: half the interquartile range of the stage's difference over rounds; floor: a program that returns at once, not in the total)"
+    );
+}
+
+fn stage_costs_json(costs: &StageCosts) -> serde_json::Value {
+    json!({
+        "rounds": costs.rounds,
+        "runs-per-round": costs.runs,
+        "paths": costs.paths.iter().map(|p| json!({
+            "path": p.path,
+            "floor-ns": p.floor_ns,
+            "total-ns": p.total_ns,
+            "stages": p.stages.iter().map(|(name, ns, spread)| json!({
+                "stage": name,
+                "ns": ns,
+                "spread-ns": spread,
+                "share": ns / p.total_ns,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 use xnos_tests::BENCH_OBJECT;
@@ -1243,6 +1366,7 @@ fn main() -> anyhow::Result<()> {
         quick: false,
         control_plane: false,
         mac_flood: false,
+        stages: false,
         out: PathBuf::from("target/bench"),
     };
     let mut args = std::env::args().skip(1);
@@ -1251,9 +1375,10 @@ fn main() -> anyhow::Result<()> {
             "--quick" => opts.quick = true,
             "--control-plane" => opts.control_plane = true,
             "--mac-flood" => opts.mac_flood = true,
+            "--stages" => opts.stages = true,
             "--out" => opts.out = PathBuf::from(args.next().context("--out needs a directory")?),
             other => bail!(
-                "unknown argument {other:?} (use --quick, --control-plane, --mac-flood, --out DIR)"
+                "unknown argument {other:?} (use --quick, --control-plane, --mac-flood, --stages, --out DIR)"
             ),
         }
     }
@@ -1294,6 +1419,21 @@ fn main() -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
+    if opts.stages {
+        let stages = stage_costs(&opts)?;
+        print_stage_costs(&stages);
+        let results = json!({
+            "machine": machine,
+            "quick": opts.quick,
+            "per-stage-costs": stage_costs_json(&stages),
+        });
+        std::fs::write(
+            opts.out.join("stages.json"),
+            serde_json::to_string_pretty(&results)? + "\n",
+        )?;
+        println!("==> wrote {}/stages.json", opts.out.display());
+        return Ok(());
+    }
     println!("==> datapath cost per packet ({machine})");
     let costs = datapath_costs(&opts)?;
     let bare = costs[0].mean_ns;
@@ -1311,6 +1451,8 @@ fn main() -> anyhow::Result<()> {
             c.mean_ns / bare
         );
     }
+    let stages = stage_costs(&opts)?;
+    print_stage_costs(&stages);
     let (rates, split, napi) = e2e(&opts)?;
     let split_title = format!(
         "generator on CPU 0; device under test and sink in a threaded NAPI thread ({napi}) on CPU 1"
@@ -1344,6 +1486,7 @@ fn main() -> anyhow::Result<()> {
     let results = json!({
         "machine": machine,
         "quick": opts.quick,
+        "per-stage-costs": stage_costs_json(&stages),
         "datapath_ns_per_packet": costs.iter().map(|c| json!({"mode": c.mode, "mean": c.mean_ns, "min": c.min_ns, "max": c.max_ns})).collect::<Vec<_>>(),
         "end_to_end_pps_one_core": rates.iter().map(|r| json!({"mode": r.mode, "median": r.mean_ns, "min": r.min_ns, "max": r.max_ns})).collect::<Vec<_>>(),
         "two_cores_napi": napi,

@@ -262,7 +262,7 @@ impl Datapath {
     /// [`Datapath::take_log`]. Without it the logging code is not even there: its level
     /// is a read-only global the verifier knows, so it removes the code as dead.
     pub fn load_with(pin_dir: Option<PinDir>, log: bool) -> Result<Self, DatapathError> {
-        Self::load_reusing(pin_dir, log, &[])
+        Self::load_reusing(EBPF_OBJECT, pin_dir, log, &[])
     }
 
     /// Load xnosd's datapath, taking over from an earlier xnosd: where its programs are
@@ -347,7 +347,7 @@ impl Datapath {
             })?;
             reuse.push((name, path));
         }
-        let mut dp = match Self::load_reusing(Some(pin_dir), log, &reuse) {
+        let mut dp = match Self::load_reusing(EBPF_OBJECT, Some(pin_dir), log, &reuse) {
             Ok(dp) => dp,
             Err(e) => {
                 // The pins made for the load are not the `Pins` of a load: they go here.
@@ -423,8 +423,10 @@ impl Datapath {
         Ok(())
     }
 
-    /// `load_with`, with the maps named in `reuse` taken from where they are pinned.
+    /// `load_with` from `object` (xnosd's is always `EBPF_OBJECT`), with the maps named in
+    /// `reuse` taken from where they are pinned.
     fn load_reusing(
+        object: &[u8],
         pin_dir: Option<PinDir>,
         log: bool,
         reuse: &[(String, PathBuf)],
@@ -436,7 +438,7 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
-            .load(EBPF_OBJECT)
+            .load(object)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
         for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, TRACE_PROGRAM] {
             let program: &mut Xdp = ebpf

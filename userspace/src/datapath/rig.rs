@@ -1,16 +1,54 @@
 //! Test-only writes to the L3 maps (feature `test-rig`), for the datapath tests and the
-//! benchmark, which program routes without a StateDb. xnosd is never built with it: in
-//! the daemon only `route::L3` writes these maps.
+//! benchmark, which program routes without a StateDb, and the loading of the benchmark's
+//! stages build of the object. xnosd is never built with it: in the daemon only
+//! `route::L3` writes these maps, and only `EBPF_OBJECT` is loaded.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd, BorrowedFd},
+};
 
-use aya::maps::{MapError, PerCpuArray, lpm_trie::Key};
+use aya::{
+    maps::{MapError, PerCpuArray, lpm_trie::Key},
+    programs::{ProgramError, Xdp},
+};
 use ipnet::IpNet;
 use xnos_common::{L3Iface, L3Stats, NeighEntry, NeighKey, NexthopGroup, RouteEntry};
 
-use super::{Datapath, DatapathError, L3Maps, map_err, route::addr16, sum_l3_stats};
+use super::{
+    Datapath, DatapathError, L3Maps, load_retrying, map_err, prog_err, route::addr16, sum_l3_stats,
+};
 
 impl Datapath {
+    /// The datapath loaded from another build of the xnos object than xnosd's (the
+    /// benchmark's stages build, with the same maps and more programs), without pins.
+    pub fn load_object(object: &[u8]) -> Result<Self, DatapathError> {
+        Self::load_reusing(object, None, false, &[])
+    }
+
+    /// Load the XDP program `name` of the object, one xnosd does not load (through the
+    /// verifier).
+    pub fn load_xdp(&mut self, name: &'static str) -> Result<(), DatapathError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(|p| p.try_into())
+            .map_err(prog_err(name))?;
+        load_retrying(|| program.load()).map_err(prog_err(name))
+    }
+
+    /// The XDP program `name`, loaded by [`Datapath::load_xdp`], for BPF_PROG_TEST_RUN.
+    pub fn xdp_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DatapathError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(|p| p.try_into())
+            .map_err(prog_err(name))?;
+        Ok(program.fd().map_err(prog_err(name))?.as_fd())
+    }
+
     /// Write access to the L3 maps, one entry at a time.
     pub fn test_rig(&mut self) -> TestRig<'_> {
         TestRig { l3: &mut self.l3 }
