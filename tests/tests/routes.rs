@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use xnos_tests::{Config, Daemon, Topology, find_by, format_mac, require_root};
+use aya::maps::{HashMap, Map, MapData};
+use xnos_common::NexthopGroup;
+use xnos_tests::{
+    Config, Daemon, Topology, find_by, format_mac, nexthop, nexthop_group, require_root,
+};
 
 /// swp1 in VLAN 10, swp2 and swp3 in VLAN 20, an SVI in each.
 fn two_vlans() -> Config {
@@ -276,4 +280,121 @@ fn the_fast_path_follows_the_lowest_metric() {
         "{t}"
     );
     assert_eq!(t["neighbor"], format_mac(h3.mac), "{t}");
+}
+
+/// xnosd's BPF map `name`, found among the maps its process holds (its pins are in the
+/// mount namespace of its `ip netns exec`, out of the test's sight).
+fn daemon_map(daemon: &Daemon, name: &str) -> MapData {
+    let pid = daemon.pid().unwrap();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let info = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
+        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) else {
+            continue;
+        };
+        let Ok(map) = MapData::from_id(id.trim().parse().unwrap()) else {
+            continue;
+        };
+        if map
+            .info()
+            .ok()
+            .and_then(|i| i.name_as_str().map(|n| n == name))
+            == Some(true)
+        {
+            return map;
+        }
+    }
+    panic!("xnosd (pid {pid}) holds no map {name}");
+}
+
+/// The `datapath-route` rows of the prefixes `10.99.<i>.0/24`, by `i`.
+fn published(daemon: &Daemon) -> std::collections::BTreeMap<u8, serde_json::Value> {
+    let rows = daemon
+        .json_raw(&["db", "get", "datapath-route", "--json"])
+        .unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            let prefix = r["key"].as_str()?.strip_prefix("main/10.99.")?;
+            let i = prefix.split('.').next()?.parse().ok()?;
+            Some((i, r["row"].clone()))
+        })
+        .collect()
+}
+
+// What this shows: routes the full nexthop-group map refuses are published with their
+// error; once routes are deleted, which frees groups, the refused ones are programmed
+// without any change of their own: `datapath-route` has their group and no error, and the
+// map holds the group through their gateway. (The map is filled through xnosd's own map,
+// so that a dozen routes find it full rather than 65,536.)
+#[test]
+fn routes_the_full_maps_refused_are_programmed_once_there_is_room() {
+    require_root!();
+    const ROOM: u8 = 6;
+    const ROUTES: u8 = 12;
+    let topo = Topology::new(&["swp1", "swp2", "swp3"]).unwrap();
+    let daemon = Daemon::start(&topo.switch, &two_vlans()).unwrap();
+    // The connected routes have their groups before the map is filled.
+    wait_for("the connected routes programmed", || {
+        let status = daemon
+            .json_raw(&["db", "get", "datapath", "--json"])
+            .unwrap();
+        (status[0]["row"]["nexthop-groups"].as_u64() >= Some(2)).then_some(())
+    });
+    let mut nhgs: HashMap<MapData, u32, NexthopGroup> =
+        HashMap::try_from(Map::HashMap(daemon_map(&daemon, "NHGS"))).unwrap();
+    // Ids from the top down: xnosd gives them from the bottom up.
+    let filler = nexthop_group(&[nexthop(1, Default::default(), None)]);
+    let mut fillers = (0..).map(|i| u32::MAX - i);
+    let filled = fillers
+        .by_ref()
+        .take_while(|id| nhgs.insert(id, filler, 0).is_ok())
+        .count() as u32;
+    assert!(filled > 60_000, "{filled} groups fit");
+    for id in (0..u32::from(ROOM)).map(|i| u32::MAX - filled + 1 + i) {
+        nhgs.remove(&id).unwrap();
+    }
+
+    let gateway = |i: u8| format!("10.0.20.{}", 100 + i);
+    for i in 0..ROUTES {
+        let prefix = format!("10.99.{i}.0/24");
+        topo.switch
+            .ip(&["route", "add", &prefix, "via", &gateway(i)])
+            .unwrap();
+    }
+    let rows = wait_for("every route programmed or refused", || {
+        let rows = published(&daemon);
+        (rows.len() == usize::from(ROUTES)).then_some(rows)
+    });
+    let (refused, programmed): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|(_, row)| row["error"].is_string());
+    assert_eq!(programmed.len(), usize::from(ROOM), "{rows:?}");
+    for (_, row) in &refused {
+        let error = row["error"].as_str().unwrap();
+        assert!(error.starts_with("nexthop group not written"), "{error}");
+        assert!(row["action"].is_null(), "{row}");
+    }
+    let refused: Vec<u8> = refused.into_iter().map(|(i, _)| *i).collect();
+
+    // Deleting the programmed routes frees their groups: room for the refused ones.
+    for (i, _) in programmed {
+        let prefix = format!("10.99.{i}.0/24");
+        topo.switch.ip(&["route", "del", &prefix]).unwrap();
+    }
+    let rows = wait_for("the refused routes programmed", || {
+        let rows = published(&daemon);
+        let done = rows.len() == refused.len() && rows.values().all(|row| row["error"].is_null());
+        done.then_some(rows)
+    });
+    for i in refused {
+        let row = &rows[&i];
+        assert_eq!(row["action"], "forward", "{row}");
+        let group = nhgs.get(&(row["nexthop-group"].as_u64().unwrap() as u32), 0);
+        let gateway: std::net::IpAddr = gateway(i).parse().unwrap();
+        assert_eq!(
+            group.map(|g| g.nexthops[0].gateway).ok(),
+            Some(xnos::datapath::route::addr16(gateway)),
+            "route {i}: {row}"
+        );
+    }
 }

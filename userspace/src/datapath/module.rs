@@ -41,6 +41,10 @@ const LEARN_BATCH: usize = 1024;
 /// How often a port another instance holds is claimed again.
 const CLAIM_RETRY: Duration = Duration::from_secs(5);
 
+/// How often the routes the maps refused are tried again when nothing of ours went from
+/// the maps (memory an ENOMEM lacked can come back from elsewhere).
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
 /// How the datapath treats a port.
 enum PortKind {
     /// A switch port (configured, or the internal port of an SVI or of a CPU port).
@@ -940,6 +944,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_scan = Instant::now();
     let mut last_claim = Instant::now();
+    let mut last_refused_retry = Instant::now();
     loop {
         tokio::select! {
             commit = inbox.commits.recv() => {
@@ -984,6 +989,20 @@ pub async fn run(
                 if last_claim.elapsed() >= CLAIM_RETRY && lock(&dp).claims_refused() {
                     last_claim = Instant::now();
                     apply(&db, &dp, &mut l3, &mut inbox)?;
+                }
+                // The routes the maps refused are tried again once there may be room for
+                // them (routes deleted since): a chunk a tick, not every route.
+                let periodic = last_refused_retry.elapsed() >= REFUSED_RETRY;
+                if periodic {
+                    last_refused_retry = Instant::now();
+                }
+                let refused = l3.refused_to_retry(CHUNK_ROWS, periodic);
+                if !refused.is_empty() {
+                    inbox.pending.prefixes.extend(refused);
+                    inbox.step(&db, &dp, &mut l3)?;
+                    if inbox.closed {
+                        return Ok(());
+                    }
                 }
                 // Learn events lost to a full ring (a burst of new MACs): their entries
                 // are in the map; read it now rather than at the next scan, at most once a

@@ -274,6 +274,9 @@ pub struct L3 {
     /// What the route maps hold per prefix (a million routes: this is the one per-route
     /// mirror the module keeps; what it means is in `groups`).
     routes: BTreeMap<IpNet, RouteEntry>,
+    /// How many of `routes` are IPv4: counted as they change, since every report of a
+    /// sync says it (a count of a million routes at each was most of a small sync's cost).
+    routes_v4: usize,
     nhgs: BTreeMap<Arc<[Nexthop]>, (u32, usize)>,
     /// The nexthops of each group id of `nhgs`.
     groups: BTreeMap<u32, Arc<[Nexthop]>>,
@@ -282,7 +285,14 @@ pub struct L3 {
     /// Where the search for a free group id starts: the id after the last one given.
     next_group: u32,
     neighs: BTreeMap<NeighKey, NeighEntry>,
+    /// The refused routes: the prefixes whose entry or group a map would not take (full,
+    /// or no memory), and why.
     route_errors: BTreeMap<IpNet, String>,
+    /// A group or a route entry went since the last round of retries of the refused
+    /// routes began: the maps may have room for them now.
+    room_freed: bool,
+    /// Where the round of retries under way goes on, after this refused prefix.
+    retry_after: Option<IpNet>,
     neigh_errors: BTreeMap<NeighKey, String>,
 }
 
@@ -347,6 +357,7 @@ impl L3 {
                 l3.nhgs.entry(nexthops.clone()).or_insert((entry.nhg, 0)).1 += 1;
                 l3.groups.insert(entry.nhg, nexthops.clone());
             }
+            l3.routes_v4 += usize::from(prefix.addr().is_ipv4());
             l3.routes.insert(prefix, entry);
         }
         // Groups no route uses are left from an interrupted run: remove them.
@@ -563,6 +574,7 @@ impl L3 {
                 self.nhgs.remove(nexthops);
                 self.groups.remove(&id);
                 ignore_missing(dp.l3.nhgs.remove(&id), "NHGS")?;
+                self.room_freed = true;
             }
         }
         Ok(())
@@ -642,16 +654,50 @@ impl L3 {
                 continue;
             }
             self.route_errors.remove(&prefix);
-            if let Some(Desired::Forward(old)) =
-                self.routes.remove(&prefix).map(|e| self.desired(&e))
-            {
-                self.release(dp, &old)?;
+            let v4 = usize::from(prefix.addr().is_ipv4());
+            let old = self.routes.remove(&prefix);
+            if let Some(old) = old {
+                self.routes_v4 -= v4;
+                if let Desired::Forward(old) = self.desired(&old) {
+                    self.release(dp, &old)?;
+                }
             }
-            if let Some(entry) = entry {
-                self.routes.insert(prefix, entry);
+            match entry {
+                Some(entry) => {
+                    self.routes.insert(prefix, entry);
+                    self.routes_v4 += v4;
+                }
+                None => self.room_freed |= old.is_some(),
             }
         }
         Ok(())
+    }
+
+    /// The next refused prefixes to try again, at most `limit`, going round them from
+    /// where the last call stopped. A round starts when the maps may have room they lacked
+    /// at the refusals (a group or a route entry went since), or on `periodic` (memory
+    /// an ENOMEM lacked can come back without a change of ours); a round of a million
+    /// refused routes goes a chunk at a time, and none starts without a reason.
+    pub fn refused_to_retry(&mut self, limit: usize, periodic: bool) -> Vec<IpNet> {
+        let after = match self.retry_after {
+            Some(prefix) => Bound::Excluded(prefix),
+            None if self.room_freed || periodic => {
+                // What goes during this round starts the next.
+                self.room_freed = false;
+                Bound::Unbounded
+            }
+            None => return Vec::new(),
+        };
+        let prefixes: Vec<IpNet> = self
+            .route_errors
+            .range((after, Bound::Unbounded))
+            .take(limit)
+            .map(|(prefix, _)| *prefix)
+            .collect();
+        self.retry_after = (prefixes.len() == limit)
+            .then(|| prefixes.last().copied())
+            .flatten();
+        prefixes
     }
 
     /// Rebuild the route mirror with full nodes when it has grown by a quarter (see
@@ -752,14 +798,9 @@ impl L3 {
 
     /// What the L3 maps hold.
     pub fn sizes(&self) -> L3Sizes {
-        let routes_v4 = self
-            .routes
-            .keys()
-            .filter(|p| matches!(p, IpNet::V4(_)))
-            .count();
         L3Sizes {
-            routes_v4,
-            routes_v6: self.routes.len() - routes_v4,
+            routes_v4: self.routes_v4,
+            routes_v6: self.routes.len() - self.routes_v4,
             nexthop_groups: self.nhgs.len(),
             neighbors: self.neighs.len(),
             interfaces: self.ifaces.len(),
@@ -818,5 +859,32 @@ mod tests {
             choice(&[route(p, 0, 10, 2), route(p, 8, 20, 3)]),
             Some(Err(2))
         );
+    }
+
+    // What this shows: the refused routes are tried again, a chunk at a time and each once
+    // per round, only once room may have appeared (or on the periodic retry); room freed
+    // during a round brings another round after it.
+    #[test]
+    fn refused_routes_are_retried_a_chunk_at_a_time_once_room_appears() {
+        let prefix = |i: u8| -> IpNet { format!("10.{i}.0.0/16").parse().unwrap() };
+        let mut l3 = L3::default();
+        for i in 0..5 {
+            l3.route_errors.insert(prefix(i), "full".into());
+        }
+        assert_eq!(l3.refused_to_retry(2, false), Vec::<IpNet>::new());
+        l3.room_freed = true;
+        assert_eq!(l3.refused_to_retry(2, false), [prefix(0), prefix(1)]);
+        // Room freed during the round: the round goes on, and another follows it.
+        l3.room_freed = true;
+        assert_eq!(l3.refused_to_retry(2, false), [prefix(2), prefix(3)]);
+        assert_eq!(l3.refused_to_retry(2, false), [prefix(4)]);
+        assert_eq!(
+            l3.refused_to_retry(3, false),
+            [prefix(0), prefix(1), prefix(2)]
+        );
+        assert_eq!(l3.refused_to_retry(3, false), [prefix(3), prefix(4)]);
+        assert_eq!(l3.refused_to_retry(3, false), Vec::<IpNet>::new());
+        assert_eq!(l3.refused_to_retry(5, true).len(), 5);
+        assert_eq!(l3.refused_to_retry(5, false), Vec::<IpNet>::new());
     }
 }
