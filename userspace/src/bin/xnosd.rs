@@ -201,6 +201,9 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     }
     #[cfg(feature = "fault-injection")]
     hold_loading(&stop).await;
+    if stopping() {
+        return Ok(());
+    }
     let pin_dir = PinDir::open(&args.pin_dir)
         .with_context(|| format!("pin directory {}", args.pin_dir.display()))?;
     let socket = std::path::absolute(&args.socket).unwrap_or(args.socket.clone());

@@ -990,15 +990,17 @@ pub async fn run(
                     last_claim = Instant::now();
                     apply(&db, &dp, &mut l3, &mut inbox)?;
                 }
-                // The routes the maps refused are tried again once there may be room for
-                // them (routes deleted since): a chunk a tick, not every route.
+                // The routes and neighbours the maps refused are tried again once there
+                // may be room for them (some deleted since): a chunk a tick, not all.
                 let periodic = last_refused_retry.elapsed() >= REFUSED_RETRY;
                 if periodic {
                     last_refused_retry = Instant::now();
                 }
                 let refused = l3.refused_to_retry(CHUNK_ROWS, periodic);
-                if !refused.is_empty() {
+                let refused_neighbors = l3.refused_neighbors_to_retry(CHUNK_ROWS, periodic);
+                if !refused.is_empty() || !refused_neighbors.is_empty() {
                     inbox.pending.prefixes.extend(refused);
+                    inbox.pending.neighbors.extend(refused_neighbors);
                     inbox.step(&db, &dp, &mut l3)?;
                     if inbox.closed {
                         return Ok(());

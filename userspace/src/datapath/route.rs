@@ -288,12 +288,61 @@ pub struct L3 {
     /// The refused routes: the prefixes whose entry or group a map would not take (full,
     /// or no memory), and why.
     route_errors: BTreeMap<IpNet, String>,
-    /// A group or a route entry went since the last round of retries of the refused
-    /// routes began: the maps may have room for them now.
-    room_freed: bool,
-    /// Where the round of retries under way goes on, after this refused prefix.
-    retry_after: Option<IpNet>,
+    route_retries: Retries<IpNet>,
+    /// The refused neighbours: those the full (or memoryless) NEIGHS map would not take,
+    /// and why; their packets go to the kernel meanwhile.
     neigh_errors: BTreeMap<NeighKey, String>,
+    neigh_retries: Retries<NeighKey>,
+}
+
+/// Rounds of retries of what a map refused (routes, neighbours), a chunk at a time.
+#[derive(Debug)]
+struct Retries<K> {
+    /// Something went from the maps since the last round began: they may have room now.
+    room_freed: bool,
+    /// Where the round under way goes on, after this key.
+    after: Option<K>,
+}
+
+impl<K> Default for Retries<K> {
+    fn default() -> Self {
+        Self {
+            room_freed: false,
+            after: None,
+        }
+    }
+}
+
+impl<K: Ord + Copy> Retries<K> {
+    /// The next refused keys to try again, at most `limit`, going round `refused` from
+    /// where the last call stopped. A round starts when the maps may have room they lacked
+    /// at the refusals (something went since), or on `periodic` (memory an ENOMEM lacked
+    /// can come back without a change of ours); a round of a million refused entries goes
+    /// a chunk at a time, and none starts without a reason.
+    fn next<V>(&mut self, refused: &BTreeMap<K, V>, limit: usize, periodic: bool) -> Vec<K> {
+        let after = match self.after {
+            Some(key) => {
+                // A periodic retry due during a round comes after it.
+                self.room_freed |= periodic;
+                Bound::Excluded(key)
+            }
+            None if self.room_freed || periodic => {
+                // What goes during this round starts the next.
+                self.room_freed = false;
+                Bound::Unbounded
+            }
+            None => return Vec::new(),
+        };
+        let keys: Vec<K> = refused
+            .range((after, Bound::Unbounded))
+            .take(limit)
+            .map(|(key, _)| *key)
+            .collect();
+        self.after = (keys.len() == limit)
+            .then(|| keys.last().copied())
+            .flatten();
+        keys
+    }
 }
 
 /// The routes and neighbours a sync looked at: their `datapath-route` and
@@ -528,6 +577,7 @@ impl L3 {
                 None => {
                     if self.neighs.remove(&key).is_some() {
                         ignore_missing(dp.l3.neighs.remove(&key), "NEIGHS")?;
+                        self.neigh_retries.room_freed = true;
                     }
                 }
             }
@@ -574,7 +624,7 @@ impl L3 {
                 self.nhgs.remove(nexthops);
                 self.groups.remove(&id);
                 ignore_missing(dp.l3.nhgs.remove(&id), "NHGS")?;
-                self.room_freed = true;
+                self.route_retries.room_freed = true;
             }
         }
         Ok(())
@@ -612,6 +662,7 @@ impl L3 {
                             tracing::warn!(%prefix, error = %e, "nexthop group not programmed; the kernel forwards");
                         }
                         self.route_errors.insert(prefix, error);
+                        self.demote_to_kernel(dp, prefix)?;
                         continue;
                     }
                 },
@@ -649,7 +700,11 @@ impl L3 {
                 }
                 self.route_errors.insert(prefix, error);
                 if let Some(Desired::Forward(nexthops)) = &want {
+                    // The group written for this route only: its going frees no room the
+                    // refusal lacked, and must not start another round of retries.
+                    let freed = self.route_retries.room_freed;
                     self.release(dp, nexthops)?;
+                    self.route_retries.room_freed = freed;
                 }
                 continue;
             }
@@ -667,37 +722,63 @@ impl L3 {
                     self.routes.insert(prefix, entry);
                     self.routes_v4 += v4;
                 }
-                None => self.room_freed |= old.is_some(),
+                None => self.route_retries.room_freed |= old.is_some(),
             }
         }
         Ok(())
     }
 
-    /// The next refused prefixes to try again, at most `limit`, going round them from
-    /// where the last call stopped. A round starts when the maps may have room they lacked
-    /// at the refusals (a group or a route entry went since), or on `periodic` (memory
-    /// an ENOMEM lacked can come back without a change of ours); a round of a million
-    /// refused routes goes a chunk at a time, and none starts without a reason.
-    pub fn refused_to_retry(&mut self, limit: usize, periodic: bool) -> Vec<IpNet> {
-        let after = match self.retry_after {
-            Some(prefix) => Bound::Excluded(prefix),
-            None if self.room_freed || periodic => {
-                // What goes during this round starts the next.
-                self.room_freed = false;
-                Bound::Unbounded
-            }
-            None => return Vec::new(),
+    /// A prefix whose new nexthops the maps refused goes to the kernel, which has the
+    /// route as it is now, rather than on by the nexthops the maps held for it (a gateway
+    /// the routing protocol may just have withdrawn). Overwriting its entry needs no room.
+    fn demote_to_kernel(&mut self, dp: &mut Datapath, prefix: IpNet) -> Result<(), DatapathError> {
+        let Some(old) = self.routes.get(&prefix).filter(|e| e.kind == ROUTE_FORWARD) else {
+            return Ok(());
         };
-        let prefixes: Vec<IpNet> = self
-            .route_errors
-            .range((after, Bound::Unbounded))
-            .take(limit)
-            .map(|(prefix, _)| *prefix)
-            .collect();
-        self.retry_after = (prefixes.len() == limit)
-            .then(|| prefixes.last().copied())
-            .flatten();
-        prefixes
+        let Desired::Forward(old) = self.desired(old) else {
+            return Ok(());
+        };
+        let entry = RouteEntry {
+            kind: ROUTE_KERNEL,
+            nhg: 0,
+        };
+        let written = match (key4(&prefix), key6(&prefix)) {
+            (Some(key), _) => dp
+                .l3
+                .routes4
+                .insert(&key, entry, 0)
+                .map_err(map_err("ROUTES4")),
+            (_, Some(key)) => dp
+                .l3
+                .routes6
+                .insert(&key, entry, 0)
+                .map_err(map_err("ROUTES6")),
+            _ => unreachable!("a prefix is IPv4 or IPv6"),
+        };
+        if let Err(e) = written {
+            tracing::warn!(%prefix, error = %super::error_chain(&e), "route not handed to the kernel; the fast path keeps its former nexthops");
+            return Ok(());
+        }
+        self.routes.insert(prefix, entry);
+        self.release(dp, &old)
+    }
+
+    /// The next refused prefixes to try again, at most `limit` (see `Retries::next`).
+    pub fn refused_to_retry(&mut self, limit: usize, periodic: bool) -> Vec<IpNet> {
+        self.route_retries.next(&self.route_errors, limit, periodic)
+    }
+
+    /// The next refused neighbours to try again, at most `limit` (see `Retries::next`).
+    pub fn refused_neighbors_to_retry(
+        &mut self,
+        limit: usize,
+        periodic: bool,
+    ) -> Vec<(u32, IpAddr)> {
+        self.neigh_retries
+            .next(&self.neigh_errors, limit, periodic)
+            .into_iter()
+            .map(|key| (key.ifindex, ip_of(key.addr)))
+            .collect()
     }
 
     /// Rebuild the route mirror with full nodes when it has grown by a quarter (see
@@ -872,10 +953,10 @@ mod tests {
             l3.route_errors.insert(prefix(i), "full".into());
         }
         assert_eq!(l3.refused_to_retry(2, false), Vec::<IpNet>::new());
-        l3.room_freed = true;
+        l3.route_retries.room_freed = true;
         assert_eq!(l3.refused_to_retry(2, false), [prefix(0), prefix(1)]);
         // Room freed during the round: the round goes on, and another follows it.
-        l3.room_freed = true;
+        l3.route_retries.room_freed = true;
         assert_eq!(l3.refused_to_retry(2, false), [prefix(2), prefix(3)]);
         assert_eq!(l3.refused_to_retry(2, false), [prefix(4)]);
         assert_eq!(
@@ -885,6 +966,12 @@ mod tests {
         assert_eq!(l3.refused_to_retry(3, false), [prefix(3), prefix(4)]);
         assert_eq!(l3.refused_to_retry(3, false), Vec::<IpNet>::new());
         assert_eq!(l3.refused_to_retry(5, true).len(), 5);
+        assert_eq!(l3.refused_to_retry(5, false), Vec::<IpNet>::new());
+        // A periodic retry due during a round is not lost: another round follows.
+        assert_eq!(l3.refused_to_retry(2, true), [prefix(0), prefix(1)]);
+        assert_eq!(l3.refused_to_retry(2, true), [prefix(2), prefix(3)]);
+        assert_eq!(l3.refused_to_retry(2, false), [prefix(4)]);
+        assert_eq!(l3.refused_to_retry(5, false).len(), 5);
         assert_eq!(l3.refused_to_retry(5, false), Vec::<IpNet>::new());
     }
 }
