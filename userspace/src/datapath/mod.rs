@@ -50,6 +50,9 @@ pub enum DatapathError {
         #[source]
         source: Box<ProgramError>,
     },
+    /// The kernel's E2BIG on an update: no room for a new key.
+    #[error("map {name} is full")]
+    MapFull { name: &'static str },
     #[error("map {name}")]
     Map {
         name: &'static str,
@@ -93,9 +96,15 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
-    move |source| DatapathError::Map {
-        name,
-        source: Box::new(source),
+    move |source| match &source {
+        // Said as what it means, not as "Argument list too long".
+        MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+            DatapathError::MapFull { name }
+        }
+        _ => DatapathError::Map {
+            name,
+            source: Box::new(source),
+        },
     }
 }
 
