@@ -117,6 +117,12 @@ fn gateway6(vlan: u16) -> [u8; 16] {
 /// would make one from the router MAC, which differs).
 const ROUTER_LINK_LOCAL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
+/// The link-scope multicast address ff02::`group` (1: all nodes, 2: all routers, 0x16: all
+/// MLDv2-capable routers).
+const fn link_scope_multicast(group: u8) -> [u8; 16] {
+    [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, group]
+}
+
 /// The link-local address the host kernel makes from `host_mac` (modified EUI-64,
 /// RFC 4291 appendix A).
 fn link_local(host: usize) -> [u8; 16] {
@@ -578,8 +584,7 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
         }
         "ip6-echo-all-nodes" => {
             let src = [src6, link_local(from)][rng.below(2)];
-            let mut all_nodes = ROUTER_LINK_LOCAL;
-            all_nodes[0..2].copy_from_slice(&[0xff, 2]);
+            let all_nodes = link_scope_multicast(1);
             let (_, message) = transport6(rng, false, src, all_nodes);
             let packet = ipv6(src, all_nodes, 1, 58, &[], &message);
             ethernet(multicast_mac(all_nodes), mac, 0x86dd, &packet)
@@ -610,8 +615,7 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
         }
         "nd-advertisement" => {
             // Unsolicited, with the override flag and the target link-layer address.
-            let mut all_nodes = ROUTER_LINK_LOCAL;
-            all_nodes[0..2].copy_from_slice(&[0xff, 2]);
+            let all_nodes = link_scope_multicast(1);
             let mut body = vec![0x20, 0, 0, 0];
             body.extend_from_slice(&src6);
             body.extend_from_slice(&[2, 1]);
@@ -621,9 +625,7 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
             ethernet(multicast_mac(all_nodes), mac, 0x86dd, &packet)
         }
         "nd-router-solicitation" => {
-            let mut all_routers = ROUTER_LINK_LOCAL;
-            all_routers[0..2].copy_from_slice(&[0xff, 2]);
-            all_routers[15] = 2;
+            let all_routers = link_scope_multicast(2);
             let src = [link_local(from), [0; 16]][rng.below(2)];
             let mut body = vec![0; 4];
             if src != [0; 16] {
@@ -637,9 +639,7 @@ fn frame(rng: &mut Rng, kind: &str, from: usize) -> Vec<u8> {
         "mld-report" => {
             // An MLDv2 report (RFC 3810 5.2) changing one group, with the router alert
             // hop-by-hop option every MLD message carries.
-            let mut listeners = ROUTER_LINK_LOCAL;
-            listeners[0..2].copy_from_slice(&[0xff, 2]);
-            listeners[15] = 0x16;
+            let listeners = link_scope_multicast(0x16);
             let mut group = [
                 0xff,
                 [2, 0xe][rng.below(2)],
